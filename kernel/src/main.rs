@@ -1,0 +1,146 @@
+//! highboot's sample kernel. It trusts nothing: it checks the boot info, the CPU state and the
+//! live page tables against the entry ABI, prints what it found on COM1 (the test harness compares
+//! the mappings with the build's plan), and exits QEMU through isa-debug-exit with pass or fail.
+
+#![no_std]
+#![no_main]
+
+mod serial;
+mod walk;
+
+#[allow(dead_code)]
+mod bootinfo {
+    include!(concat!(env!("HIGHBOOT_GEN"), "/bootinfo.rs"));
+}
+
+use bootinfo::{mem, BootInfo, MemoryRegion};
+
+// The entry point: keep the RSP the loader gave us so the ABI check can see it.
+core::arch::global_asm!(
+    ".section .text.entry,\"ax\",@progbits",
+    ".globl _start",
+    "_start:",
+    "    mov rsi, rsp",
+    "    call {main}",
+    "2:  hlt",
+    "    jmp 2b",
+    main = sym kernel_main,
+);
+
+const EXIT_PASS: u32 = 0x10;
+const EXIT_FAIL: u32 = 0x11;
+
+/// Counts failed checks; each failure is printed as it is found.
+struct Checks {
+    failed: u32,
+}
+
+impl Checks {
+    fn check(&mut self, ok: bool, what: core::fmt::Arguments) {
+        if !ok {
+            self.failed += 1;
+            println!("CHECK FAILED: {}", what);
+        }
+    }
+}
+
+extern "sysv64" fn kernel_main(info: &'static BootInfo, entry_rsp: u64) -> ! {
+    println!("highboot sample kernel: hello from {:#x}", kernel_main as *const () as usize);
+    let mut c = Checks { failed: 0 };
+    c.check(info.magic == bootinfo::MAGIC, format_args!("magic is {:#x}, expected \"HIGHBOOT\"", info.magic));
+    c.check(info.version == bootinfo::VERSION, format_args!("version {} != {}", info.version, bootinfo::VERSION));
+    c.check(
+        info.size as usize >= core::mem::size_of::<BootInfo>(),
+        format_args!("boot info size {} < {}", info.size, core::mem::size_of::<BootInfo>()),
+    );
+    if c.failed > 0 {
+        exit(c.failed);
+    }
+    report_info(info, entry_rsp);
+    check_cpu(&mut c, info, entry_rsp);
+    check_memory_map(&mut c, info);
+    walk::check_tables(&mut c, info);
+    exit(c.failed)
+}
+
+fn report_info(i: &BootInfo, entry_rsp: u64) {
+    println!("INFO entry_rsp={:#x}", entry_rsp);
+    println!("INFO block={:#x} block_size={:#x}", i.kernel_phys_base, i.kernel_phys_size);
+    println!("INFO direct_map_base={:#x} direct_map_size={:#x} direct_map_page={:#x}", i.direct_map_base, i.direct_map_size, i.direct_map_page_size);
+    println!("INFO trampoline_phys={:#x} trampoline_virt={:#x} switch_phys={:#x} switch_pages={}", i.trampoline_phys, i.trampoline_virt, i.switch_phys, i.switch_pages);
+    println!("INFO root={:#x} tables={} features={:#x} flags={:#x}", i.page_table_root, i.page_tables_pages, i.cpu_features, i.flags);
+    println!("INFO framebuffer={:#x} fb_size={:#x} fb={}x{} stride={} format={}", i.framebuffer_phys, i.framebuffer_size, i.framebuffer_width, i.framebuffer_height, i.framebuffer_stride, i.framebuffer_format);
+    println!("INFO rsdp={:#x} rsdp_revision={} system_table={:#x}", i.rsdp, i.rsdp_revision, i.efi_system_table);
+    println!("INFO tsc_loader_entry={} tsc_handoff={}", i.tsc_loader_entry, i.tsc_handoff);
+    // SAFETY: the loader promises cmdline points at cmdline_len bytes (and a NUL).
+    let cmdline = unsafe { core::slice::from_raw_parts(i.cmdline as *const u8, i.cmdline_len as usize) };
+    println!("INFO cmdline=\"{}\"", core::str::from_utf8(cmdline).unwrap_or("<not UTF-8>"));
+}
+
+fn check_cpu(c: &mut Checks, i: &BootInfo, entry_rsp: u64) {
+    let (cr0, cr3, cr4, rflags): (u64, u64, u64, u64);
+    let (efer_lo, _efer_hi): (u32, u32);
+    // SAFETY: reading control registers and EFER at CPL 0.
+    unsafe {
+        core::arch::asm!("mov {}, cr0", out(reg) cr0);
+        core::arch::asm!("mov {}, cr3", out(reg) cr3);
+        core::arch::asm!("mov {}, cr4", out(reg) cr4);
+        core::arch::asm!("pushfq; pop {}", out(reg) rflags);
+        core::arch::asm!("rdmsr", in("ecx") 0xc000_0080u32, out("eax") efer_lo, out("edx") _efer_hi);
+    }
+    c.check(entry_rsp == i.stack_top - 8, format_args!("RSP at entry {:#x}, expected stack_top - 8 = {:#x}", entry_rsp, i.stack_top - 8));
+    // SAFETY: entry_rsp is in the mapped stack (checked just above, or we report it).
+    let ret = unsafe { *(entry_rsp as *const u64) };
+    c.check(ret == 0, format_args!("return address at entry is {:#x}, expected 0", ret));
+    c.check(cr3 & 0x000f_ffff_ffff_f000 == i.page_table_root, format_args!("CR3 {:#x} != page_table_root {:#x}", cr3, i.page_table_root));
+    c.check(cr0 & (1 << 16) != 0, format_args!("CR0.WP is clear"));
+    c.check(rflags & (1 << 9) == 0, format_args!("interrupts are enabled at entry"));
+    if i.cpu_features & bootinfo::cpu::NX != 0 {
+        c.check(efer_lo & (1 << 11) != 0, format_args!("EFER.NXE is clear on a CPU with NX"));
+    }
+    let la57 = cr4 & (1 << 12) != 0;
+    println!("INFO levels={}", if la57 { 5 } else { 4 });
+}
+
+fn check_memory_map(c: &mut Checks, i: &BootInfo) {
+    // SAFETY: the loader promises memory_map points at memory_map_count entries.
+    let map: &[MemoryRegion] = unsafe { core::slice::from_raw_parts(i.memory_map as *const MemoryRegion, i.memory_map_count as usize) };
+    c.check(!map.is_empty(), format_args!("the memory map is empty"));
+    c.check(i.memory_map_entry_size as usize == core::mem::size_of::<MemoryRegion>(), format_args!("memory map entry size {}", i.memory_map_entry_size));
+    let mut usable = 0u64;
+    let mut kernel_covered = false;
+    for (n, r) in map.iter().enumerate() {
+        println!("MEM {:#x} {:#x} {}", r.base, r.length, r.r#type);
+        c.check(r.length > 0 && r.base % 4096 == 0 && r.length % 4096 == 0, format_args!("entry {} is empty or unaligned", n));
+        c.check((mem::USABLE..=mem::PERSISTENT).contains(&r.r#type), format_args!("entry {} has unknown type {}", n, r.r#type));
+        if n > 0 {
+            let p = &map[n - 1];
+            c.check(p.base + p.length <= r.base, format_args!("entries {} and {} overlap or are unsorted", n - 1, n));
+            c.check(!(p.base + p.length == r.base && p.r#type == r.r#type), format_args!("entries {} and {} should be merged", n - 1, n));
+        }
+        if r.r#type == mem::USABLE {
+            usable += r.length;
+        }
+        if r.r#type == mem::KERNEL && r.base <= i.kernel_phys_base && i.kernel_phys_base + i.kernel_phys_size <= r.base + r.length {
+            kernel_covered = true;
+        }
+    }
+    c.check(usable >= 16 << 20, format_args!("only {} bytes of usable RAM reported", usable));
+    c.check(kernel_covered, format_args!("the kernel block is not a KERNEL entry of the memory map"));
+    println!("INFO usable={:#x}", usable);
+}
+
+fn exit(failed: u32) -> ! {
+    if failed == 0 {
+        println!("HIGHBOOT-KERNEL: PASS");
+    } else {
+        println!("HIGHBOOT-KERNEL: FAIL ({} checks failed)", failed);
+    }
+    serial::debug_exit(if failed == 0 { EXIT_PASS } else { EXIT_FAIL })
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    println!("HIGHBOOT-KERNEL: FAIL (panic: {})", info);
+    serial::debug_exit(EXIT_FAIL)
+}

@@ -1,0 +1,107 @@
+//! Walk the live page tables from CR3 (through the direct map) and print every mapping as
+//! coalesced ranges: `MAP <va> <pa> <size> <flags>` with flags R, RW, RX or RWX.
+
+use crate::bootinfo::BootInfo;
+use crate::{println, Checks};
+
+const PRESENT: u64 = 1;
+const WRITABLE: u64 = 2;
+const HUGE: u64 = 1 << 7;
+const NO_EXECUTE: u64 = 1 << 63;
+const ADDR: u64 = 0x000f_ffff_ffff_f000;
+
+#[derive(Clone, Copy, PartialEq)]
+struct Range {
+    va: u64,
+    pa: u64,
+    size: u64,
+    writable: bool,
+    exec: bool,
+}
+
+struct Walker {
+    dmap: u64,
+    levels: u32,
+    current: Option<Range>,
+    ranges: u32,
+    wx: u32,
+}
+
+impl Walker {
+    fn emit(&mut self, r: Range) {
+        if let Some(c) = &mut self.current {
+            if c.va + c.size == r.va && c.pa + c.size == r.pa && c.writable == r.writable && c.exec == r.exec {
+                c.size += r.size;
+                return;
+            }
+        }
+        self.flush();
+        self.current = Some(r);
+    }
+
+    fn flush(&mut self) {
+        if let Some(r) = self.current.take() {
+            let flags = match (r.writable, r.exec) {
+                (false, false) => "R",
+                (true, false) => "RW",
+                (false, true) => "RX",
+                (true, true) => "RWX",
+            };
+            if r.writable && r.exec {
+                self.wx += 1;
+            }
+            println!("MAP {:016x} {:016x} {:x} {}", r.va, r.pa, r.size, flags);
+            self.ranges += 1;
+        }
+    }
+
+    fn visit(&mut self, table: u64, depth: u32, base: u64, writable: bool, exec: bool) {
+        let shift = 12 + 9 * (self.levels - 1 - depth);
+        let va_bits = 12 + 9 * self.levels;
+        for index in 0..512u64 {
+            // SAFETY: table is a physical table address; the direct map covers all RAM.
+            let entry = unsafe { core::ptr::read_volatile((self.dmap + table + index * 8) as *const u64) };
+            if entry & PRESENT == 0 {
+                continue;
+            }
+            let mut va = base | (index << shift);
+            if va & (1 << (va_bits - 1)) != 0 {
+                va |= !((1u64 << va_bits) - 1);
+            }
+            let w = writable && entry & WRITABLE != 0;
+            let x = exec && entry & NO_EXECUTE == 0;
+            if depth == self.levels - 1 || (entry & HUGE != 0 && shift <= 30) {
+                let size = 1u64 << shift;
+                self.emit(Range { va, pa: entry & ADDR & !(size - 1), size, writable: w, exec: x });
+            } else {
+                self.visit(entry & ADDR, depth + 1, va & ((1u64 << va_bits) - 1), w, x);
+            }
+        }
+    }
+}
+
+pub fn check_tables(c: &mut Checks, info: &BootInfo) {
+    let cr4: u64;
+    let cr3: u64;
+    // SAFETY: reading control registers at CPL 0.
+    unsafe {
+        core::arch::asm!("mov {}, cr4", out(reg) cr4);
+        core::arch::asm!("mov {}, cr3", out(reg) cr3);
+    }
+    let levels = if cr4 & (1 << 12) != 0 { 5 } else { 4 };
+    let root = cr3 & ADDR;
+    let mut lower = 0;
+    for index in 0..256u64 {
+        // SAFETY: the root table through the direct map.
+        let entry = unsafe { core::ptr::read_volatile((info.direct_map_base + root + index * 8) as *const u64) };
+        if entry & PRESENT != 0 {
+            lower += 1;
+        }
+    }
+    c.check(lower == 0, format_args!("{} root entries map the lower half; it must be empty at entry", lower));
+    let mut w = Walker { dmap: info.direct_map_base, levels, current: None, ranges: 0, wx: 0 };
+    w.visit(root, 0, 0, true, true);
+    w.flush();
+    println!("INFO map_ranges={}", w.ranges);
+    c.check(w.wx == 0, format_args!("{} ranges are writable and executable", w.wx));
+}

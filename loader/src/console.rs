@@ -1,0 +1,104 @@
+//! Messages for the user: the firmware console (ConOut) before ExitBootServices, the first
+//! serial port (COM1) after it, when the firmware no longer owns the port.
+
+use core::fmt::{self, Write};
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use r_efi::efi;
+use r_efi::protocols::simple_text_output;
+
+static CON_OUT: AtomicPtr<simple_text_output::Protocol> = AtomicPtr::new(ptr::null_mut());
+const COM1: u16 = 0x3f8;
+
+/// Print through the firmware's console from now on.
+pub fn init(st: *mut efi::SystemTable) {
+    // SAFETY: the firmware hands us a valid system table.
+    let out = unsafe { (*st).con_out };
+    CON_OUT.store(out, Ordering::Relaxed);
+}
+
+/// Boot services are gone: print to COM1 from now on.
+pub fn firmware_gone() {
+    CON_OUT.store(ptr::null_mut(), Ordering::Relaxed);
+}
+
+pub struct Console;
+
+impl Console {
+    fn flush(out: *mut simple_text_output::Protocol, buf: &mut [u16], len: usize) {
+        buf[len] = 0;
+        // SAFETY: out is the firmware's console and buf is NUL-terminated.
+        unsafe {
+            ((*out).output_string)(out, buf.as_mut_ptr());
+        }
+    }
+
+    fn serial_byte(byte: u8) {
+        // SAFETY: COM1 is a standard PC port; wait for the transmit holding register to empty.
+        unsafe {
+            for _ in 0..100_000 {
+                if inb(COM1 + 5) & 0x20 != 0 {
+                    break;
+                }
+            }
+            outb(COM1, byte);
+        }
+    }
+}
+
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let out = CON_OUT.load(Ordering::Relaxed);
+        if out.is_null() {
+            for b in s.bytes() {
+                if b == b'\n' {
+                    Self::serial_byte(b'\r');
+                }
+                Self::serial_byte(b);
+            }
+            return Ok(());
+        }
+        let mut buf = [0u16; 129];
+        let mut len = 0;
+        for c in s.chars() {
+            let mut units = [0u16; 2];
+            let encoded: &[u16] = if c == '\n' {
+                units = [u16::from(b'\r'), u16::from(b'\n')];
+                &units
+            } else {
+                c.encode_utf16(&mut units)
+            };
+            if len + encoded.len() >= buf.len() - 1 {
+                Self::flush(out, &mut buf, len);
+                len = 0;
+            }
+            for &u in encoded {
+                buf[len] = u;
+                len += 1;
+            }
+        }
+        if len > 0 {
+            Self::flush(out, &mut buf, len);
+        }
+        Ok(())
+    }
+}
+
+unsafe fn outb(port: u16, value: u8) {
+    core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags));
+}
+
+unsafe fn inb(port: u16) -> u8 {
+    let value: u8;
+    core::arch::asm!("in al, dx", out("al") value, in("dx") port, options(nomem, nostack, preserves_flags));
+    value
+}
+
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use core::fmt::Write as _;
+        let _ = writeln!($crate::console::Console, $($arg)*);
+    }};
+}

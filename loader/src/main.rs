@@ -1,0 +1,275 @@
+//! highboot's UEFI loader. Everything that could be known before boot was computed by the build
+//! and is in `plan` (rendered from templates/loader/plan.rs.j2); this program does only what
+//! cannot be known before boot: where RAM is, how much there is, which page sizes the CPU has.
+
+#![no_std]
+#![no_main]
+
+use core::ptr;
+
+use r_efi::efi;
+
+mod console;
+mod cpu;
+mod firmware;
+mod memmap;
+mod paging;
+mod sha256;
+
+#[allow(dead_code)]
+mod plan {
+    include!(concat!(env!("HIGHBOOT_GEN"), "/plan.rs"));
+}
+
+#[allow(dead_code)]
+mod bootinfo {
+    include!(concat!(env!("HIGHBOOT_GEN"), "/bootinfo.rs"));
+}
+
+core::arch::global_asm!(include_str!(concat!(env!("HIGHBOOT_GEN"), "/trampoline.S")));
+
+extern "sysv64" {
+    static highboot_trampoline_page: u8;
+    fn highboot_handoff(args: *const Handoff) -> !;
+}
+
+/// What the trampoline reads before it switches CR3 (see templates/loader/trampoline.S.j2).
+#[repr(C)]
+struct Handoff {
+    cr3: u64,
+    trampoline_va: u64,
+    identity_slot_va: u64,
+    descriptors_va: u64,
+    stack_top: u64,
+    entry: u64,
+    boot_info_va: u64,
+}
+
+const PAGE: u64 = 4096;
+const GIB: u64 = 1 << 30;
+const MIB2: u64 = 2 << 20;
+/// Selectors of the GDT the loader installs: null, 64-bit code, data.
+const GDT: [u64; 3] = [0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
+/// Room for memory-map descriptors the firmware adds between our first look and ExitBootServices.
+const MAP_SLACK: usize = 64;
+
+/// A failure before ExitBootServices: the message is already printed; return this status.
+pub type Result<T> = core::result::Result<T, efi::Status>;
+
+/// Print "highboot: error: ..." and evaluate to Err(status).
+#[macro_export]
+macro_rules! fail {
+    ($status:expr, $($arg:tt)*) => {{
+        $crate::println!("highboot: error: {}", format_args!($($arg)*));
+        Err($status)
+    }};
+}
+
+#[export_name = "efi_main"]
+pub extern "efiapi" fn efi_main(image: efi::Handle, st: *mut efi::SystemTable) -> efi::Status {
+    let tsc = cpu::rdtsc();
+    console::init(st);
+    match boot(image, st, tsc) {
+        Ok(never) => match never {},
+        Err(status) => {
+            println!("highboot: the kernel was not started (EFI status {:#x})", status.as_usize());
+            status
+        }
+    }
+}
+
+enum Never {}
+
+fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result<Never> {
+    // SAFETY: the firmware passes a valid system table and boot services until ExitBootServices.
+    let bs = unsafe { &*(*st).boot_services };
+    println!("highboot: loading {} ({} bytes)", plan::KERNEL_PATH_TEXT, plan::KERNEL_SIZE);
+
+    let kernel = firmware::read_kernel(bs, image)?;
+    if sha256::digest(kernel) != plan::KERNEL_SHA256 {
+        return fail!(
+            efi::Status::SECURITY_VIOLATION,
+            "{} does not match the kernel this loader was built for (SHA-256 differs); refusing to boot it",
+            plan::KERNEL_PATH_TEXT
+        );
+    }
+
+    let features = cpu::features();
+    if cpu::la57_active() != (plan::LEVELS == 5) {
+        return fail!(
+            efi::Status::UNSUPPORTED,
+            "the firmware runs with {}-level paging but this loader was built for {}-level paging",
+            if cpu::la57_active() { 5 } else { 4 },
+            plan::LEVELS
+        );
+    }
+    let huge_1g = match plan::DIRECT_MAP_PAGE {
+        0 => features.pdpe1gb,
+        1 if !features.pdpe1gb => {
+            return fail!(efi::Status::UNSUPPORTED, "the layout asks for 1 GiB direct-map pages; this CPU has none (pdpe1gb)")
+        }
+        1 => true,
+        _ => false,
+    };
+    let nx_mask = if features.nx { u64::MAX } else { !(1u64 << 63) };
+
+    let framebuffer = firmware::framebuffer(bs);
+    let (rsdp, rsdp_revision) = firmware::rsdp(st);
+
+    let mut map = memmap::FirmwareMap::new(bs, MAP_SLACK)?;
+    map.refresh(bs)?;
+    let mut top = memmap::physical_top(&map).max(4 * GIB);
+    if let Some(fb) = &framebuffer {
+        top = top.max(fb.base + fb.size);
+    }
+    let dmap_size = (top + GIB - 1) & !(GIB - 1);
+    if dmap_size > plan::DIRECT_MAP_LIMIT {
+        return fail!(
+            efi::Status::OUT_OF_RESOURCES,
+            "this machine's physical address space ({:#x} bytes) does not fit the layout's direct-map region ({:#x} bytes)",
+            dmap_size,
+            plan::DIRECT_MAP_LIMIT
+        );
+    }
+    let dmap_page = if huge_1g { GIB } else { MIB2 };
+    let pool_pages = paging::tables_needed(plan::DIRECT_MAP_BASE, dmap_size, dmap_page);
+
+    // The dynamic tail of the block: direct-map tables, then one area for the boot info, the GDT
+    // and IDT descriptors, the command line and the memory map.
+    let map_capacity = map.len() + MAP_SLACK + 4;
+    let info_size = core::mem::size_of::<bootinfo::BootInfo>() as u64;
+    let gdt_off = (info_size + 15) & !15;
+    let desc_off = gdt_off + 32;
+    let cmdline_off = desc_off + 32;
+    let memmap_off = (cmdline_off + plan::CMDLINE.len() as u64 + 15) & !15;
+    let area_size = memmap_off + (map_capacity * core::mem::size_of::<bootinfo::MemoryRegion>()) as u64;
+    let pool_off = plan::STATIC_SIZE;
+    let area_off = pool_off + pool_pages * PAGE;
+    let block_size = (area_off + area_size + PAGE - 1) & !(PAGE - 1);
+
+    let block = firmware::allocate_block(bs, block_size / PAGE)?;
+    // SAFETY: the block is ours, identity-mapped by the firmware, block_size bytes long.
+    unsafe {
+        ptr::write_bytes(block as *mut u8, 0, block_size as usize);
+        load_image(kernel, block);
+        paging::install_planned_tables(block, nx_mask);
+    }
+    let root = block + plan::TABLES_OFFSET;
+    let trampoline = ptr::addr_of!(highboot_trampoline_page) as u64;
+    // SAFETY: root and the switch tables are in the block; the trampoline page is loader code.
+    unsafe { paging::map_trampoline(block, trampoline) };
+
+    let mut pool = paging::Pool::new(block + pool_off, pool_pages);
+    let area = block + area_off;
+    let info = area as *mut bootinfo::BootInfo;
+    let dm = |phys: u64| plan::DIRECT_MAP_BASE + phys;
+    // SAFETY: the boot-info area is in the block and large enough (sized above).
+    unsafe {
+        ptr::copy_nonoverlapping(GDT.as_ptr(), (area + gdt_off) as *mut u64, GDT.len());
+        // GDTR at desc_off, IDTR (limit 0, base 0: a null IDT) at desc_off + 16.
+        let gdtr = (area + desc_off) as *mut u8;
+        ptr::write_unaligned(gdtr as *mut u16, (GDT.len() * 8 - 1) as u16);
+        ptr::write_unaligned(gdtr.add(2) as *mut u64, dm(area + gdt_off));
+        ptr::copy_nonoverlapping(plan::CMDLINE.as_ptr(), (area + cmdline_off) as *mut u8, plan::CMDLINE.len());
+        let i = &mut *info;
+        i.magic = bootinfo::MAGIC;
+        i.version = bootinfo::VERSION;
+        i.size = info_size as u32;
+        i.cpu_features = if features.pdpe1gb { bootinfo::cpu::PDPE1GB } else { 0 }
+            | if features.nx { bootinfo::cpu::NX } else { 0 }
+            | if features.la57 { bootinfo::cpu::LA57 } else { 0 };
+        i.memory_map = dm(area + memmap_off);
+        i.memory_map_entry_size = core::mem::size_of::<bootinfo::MemoryRegion>() as u64;
+        i.direct_map_base = plan::DIRECT_MAP_BASE;
+        i.direct_map_size = dmap_size;
+        i.direct_map_page_size = dmap_page;
+        i.kernel_phys_base = block;
+        i.kernel_phys_size = block_size;
+        i.kernel_virt_base = plan::IMAGE_VA;
+        i.kernel_image_size = plan::IMAGE_SIZE;
+        i.kernel_entry = plan::ENTRY;
+        i.stack_bottom = plan::STACK_BOTTOM;
+        i.stack_top = plan::STACK_TOP;
+        i.page_table_root = root;
+        i.page_tables_phys = root;
+        i.switch_phys = block + plan::SWITCH_OFFSET;
+        i.switch_pages = plan::SWITCH_COUNT;
+        i.trampoline_phys = trampoline;
+        i.trampoline_virt = plan::TRAMPOLINE_VA;
+        let mut flags = 0;
+        if let Some(fb) = &framebuffer {
+            flags |= bootinfo::flags::FRAMEBUFFER;
+            i.framebuffer_phys = fb.base;
+            i.framebuffer_virt = dm(fb.base);
+            i.framebuffer_size = fb.size;
+            i.framebuffer_width = fb.width;
+            i.framebuffer_height = fb.height;
+            i.framebuffer_stride = fb.stride;
+            i.framebuffer_format = fb.format;
+        }
+        if rsdp != 0 {
+            flags |= bootinfo::flags::RSDP;
+            i.rsdp = rsdp;
+            i.rsdp_revision = rsdp_revision;
+        }
+        if plan::EFI_REGION.is_none() {
+            flags |= bootinfo::flags::NO_EFI_REGION;
+        }
+        i.efi_system_table = st as u64;
+        i.cmdline = dm(area + cmdline_off);
+        i.cmdline_len = (plan::CMDLINE.len() - 1) as u64;
+        if i.cmdline_len > 0 {
+            flags |= bootinfo::flags::CMDLINE;
+        }
+        i.flags = flags;
+        i.tsc_loader_entry = tsc_entry;
+    }
+
+    println!("highboot: starting the kernel at {:#x}", plan::ENTRY);
+    map.exit_boot_services(bs, image)?;
+    console::firmware_gone();
+
+    // No boot services from here on: no allocations, no console; errors go to COM1.
+    // SAFETY: all of this writes into the block we own; the firmware's tables are never touched.
+    unsafe {
+        paging::map_direct(root, &mut pool, dmap_size, dmap_page, nx_mask);
+        let regions = core::slice::from_raw_parts_mut((area + memmap_off) as *mut bootinfo::MemoryRegion, map_capacity);
+        let count = memmap::convert(&map, regions, block, block_size);
+        let i = &mut *info;
+        i.memory_map_count = count as u64;
+        i.page_tables_pages = plan::TABLE_COUNT + pool.used();
+        cpu::enable_nx_and_wp(features.nx);
+        i.tsc_handoff = cpu::rdtsc();
+        let handoff = Handoff {
+            cr3: root,
+            trampoline_va: plan::TRAMPOLINE_VA,
+            identity_slot_va: dm(root + paging::index(trampoline, 0) * 8),
+            descriptors_va: dm(area + desc_off),
+            stack_top: plan::STACK_TOP,
+            entry: plan::ENTRY,
+            boot_info_va: dm(area),
+        };
+        highboot_handoff(&handoff)
+    }
+}
+
+/// Copy the kernel's segments to their block offsets and apply its relocations (bss is already zero).
+unsafe fn load_image(kernel: &[u8], block: u64) {
+    for seg in plan::SEGMENTS.iter() {
+        let src = &kernel[seg.file_offset as usize..(seg.file_offset + seg.filesz) as usize];
+        ptr::copy_nonoverlapping(src.as_ptr(), (block + seg.block_offset) as *mut u8, src.len());
+    }
+    for &(offset, value) in plan::RELOCATIONS.iter() {
+        ptr::write_unaligned((block + offset) as *mut u64, value);
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    println!("highboot: loader bug: {}", info);
+    loop {
+        // SAFETY: halting is always allowed at CPL 0.
+        unsafe { core::arch::asm!("cli; hlt") };
+    }
+}
+

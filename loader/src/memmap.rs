@@ -1,0 +1,149 @@
+//! The firmware's memory map: one buffer, refreshed until ExitBootServices accepts its key, then
+//! converted to the kernel's memory map (sorted, non-overlapping, neighbours of one type merged).
+
+use core::ptr;
+
+use r_efi::efi;
+
+use crate::bootinfo::{mem, MemoryRegion};
+use crate::{fail, plan, Result};
+
+pub struct FirmwareMap {
+    buffer: *mut u8,
+    capacity: usize,
+    size: usize,
+    key: usize,
+    descriptor_size: usize,
+}
+
+impl FirmwareMap {
+    /// A buffer big enough for today's map plus `slack` descriptors.
+    pub fn new(bs: &efi::BootServices, slack: usize) -> Result<Self> {
+        let (mut size, mut key, mut dsize, mut version) = (0usize, 0usize, 0usize, 0u32);
+        // A size query with a zero-length buffer.
+        let status = (bs.get_memory_map)(&mut size, ptr::null_mut(), &mut key, &mut dsize, &mut version);
+        if status != efi::Status::BUFFER_TOO_SMALL || dsize < core::mem::size_of::<efi::MemoryDescriptor>() {
+            return fail!(efi::Status::DEVICE_ERROR, "GetMemoryMap did not report its size ({:#x})", status.as_usize());
+        }
+        let capacity = size + slack * dsize;
+        let mut address: efi::PhysicalAddress = 0;
+        let status =
+            (bs.allocate_pages)(efi::ALLOCATE_ANY_PAGES, efi::LOADER_DATA, capacity.div_ceil(4096), &mut address);
+        if status.is_error() {
+            return fail!(status, "not enough memory for the memory map ({} bytes)", capacity);
+        }
+        Ok(FirmwareMap { buffer: address as *mut u8, capacity, size: 0, key: 0, descriptor_size: dsize })
+    }
+
+    pub fn refresh(&mut self, bs: &efi::BootServices) -> Result<()> {
+        let mut size = self.capacity;
+        let mut version = 0u32;
+        // The buffer holds capacity bytes.
+        let status = (bs.get_memory_map)(
+            &mut size,
+            self.buffer as *mut efi::MemoryDescriptor,
+            &mut self.key,
+            &mut self.descriptor_size,
+            &mut version,
+        );
+        if status.is_error() {
+            return fail!(status, "GetMemoryMap failed ({:#x}); the map grew past {} bytes?", status.as_usize(), self.capacity);
+        }
+        self.size = size;
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.size / self.descriptor_size
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = efi::MemoryDescriptor> + '_ {
+        // SAFETY: descriptors are descriptor_size apart in the buffer; read unaligned copies.
+        (0..self.len()).map(move |i| unsafe {
+            ptr::read_unaligned(self.buffer.add(i * self.descriptor_size) as *const efi::MemoryDescriptor)
+        })
+    }
+
+    /// GetMemoryMap, ExitBootServices(key); when the key is stale (the map changed), again.
+    pub fn exit_boot_services(&mut self, bs: &efi::BootServices, image: efi::Handle) -> Result<()> {
+        let mut last = efi::Status::SUCCESS;
+        for attempt in 0..8 {
+            self.refresh(bs)?;
+            let key = if plan::FAULT == "stale_map_key" && attempt == 0 { self.key ^ 0x5a5a } else { self.key };
+            last = (bs.exit_boot_services)(image, key);
+            if !last.is_error() {
+                return Ok(());
+            }
+            if plan::FAULT == "stale_map_key" {
+                crate::println!("highboot: ExitBootServices refused map key (attempt {}), retrying", attempt + 1);
+            }
+        }
+        fail!(last, "ExitBootServices kept failing ({:#x})", last.as_usize())
+    }
+}
+
+/// The kernel's memory type for a UEFI memory type.
+fn kind(efi_type: u32) -> u32 {
+    match efi_type {
+        efi::LOADER_CODE | efi::LOADER_DATA => mem::LOADER_RECLAIMABLE,
+        efi::BOOT_SERVICES_CODE | efi::BOOT_SERVICES_DATA | efi::CONVENTIONAL_MEMORY => mem::USABLE,
+        efi::RUNTIME_SERVICES_CODE | efi::RUNTIME_SERVICES_DATA => mem::EFI_RUNTIME,
+        efi::UNUSABLE_MEMORY => mem::BAD,
+        efi::ACPI_RECLAIM_MEMORY => mem::ACPI_RECLAIMABLE,
+        efi::ACPI_MEMORY_NVS => mem::ACPI_NVS,
+        efi::MEMORY_MAPPED_IO | efi::MEMORY_MAPPED_IO_PORT_SPACE => mem::MMIO,
+        efi::PERSISTENT_MEMORY => mem::PERSISTENT,
+        _ => mem::RESERVED,
+    }
+}
+
+/// End of the highest range the direct map must cover: RAM of every kind, ACPI, runtime, persistent.
+pub fn physical_top(map: &FirmwareMap) -> u64 {
+    map.iter()
+        .filter(|d| !matches!(kind(d.r#type), mem::MMIO | mem::RESERVED | mem::BAD))
+        .map(|d| d.physical_start + d.number_of_pages * 4096)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Fill `out` with the kernel's memory map; the block [block, block + size) becomes KERNEL.
+/// Returns the number of entries.
+pub fn convert(map: &FirmwareMap, out: &mut [MemoryRegion], block: u64, size: u64) -> usize {
+    let mut n = 0;
+    let mut push = |base: u64, end: u64, kind: u32| {
+        if end > base && n < out.len() {
+            out[n] = MemoryRegion { base, length: end - base, r#type: kind, reserved: 0 };
+            n += 1;
+        }
+    };
+    let block_end = block + size;
+    for d in map.iter() {
+        let (base, end, k) = (d.physical_start, d.physical_start + d.number_of_pages * 4096, kind(d.r#type));
+        push(base, end.min(block), k);
+        push(base.max(block), end.min(block_end), mem::KERNEL);
+        push(base.max(block_end), end, k);
+    }
+    let regions = &mut out[..n];
+    // Insertion sort: the map is short and usually sorted already.
+    for i in 1..regions.len() {
+        let mut j = i;
+        while j > 0 && regions[j - 1].base > regions[j].base {
+            regions.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+    let mut merged = 0;
+    for i in 0..n {
+        let r = regions[i];
+        if merged > 0 {
+            let last = &mut regions[merged - 1];
+            if last.r#type == r.r#type && last.base + last.length == r.base {
+                last.length += r.length;
+                continue;
+            }
+        }
+        regions[merged] = r;
+        merged += 1;
+    }
+    merged
+}

@@ -1,0 +1,101 @@
+//! The few page-table writes that need boot-time facts: relocating the planned tables by the
+//! block's base, the trampoline's two mappings, and the direct map of physical memory.
+
+use core::ptr;
+
+use crate::plan;
+
+const PRESENT: u64 = 1 << 0;
+const WRITABLE: u64 = 1 << 1;
+const HUGE: u64 = 1 << 7;
+const NO_EXECUTE: u64 = 1 << 63;
+const ADDR: u64 = 0x000f_ffff_ffff_f000;
+const TABLE: u64 = PRESENT | WRITABLE;
+
+pub fn index(va: u64, depth: usize) -> u64 {
+    (va >> plan::SHIFTS[depth]) & 511
+}
+
+fn windows(start: u64, size: u64, span_shift: u32) -> u64 {
+    ((start + size - 1) >> span_shift) - (start >> span_shift) + 1
+}
+
+/// Table pages a direct map of `size` bytes at `base` can need (each level's windows).
+pub fn tables_needed(base: u64, size: u64, page: u64) -> u64 {
+    let leaf = plan::SHIFTS.iter().position(|&s| 1u64 << s == page).unwrap_or(plan::LEVELS - 1);
+    (1..=leaf).map(|depth| windows(base, size, plan::SHIFTS[depth - 1])).sum()
+}
+
+/// Copy the planned entries into the zeroed tables area, adding the block's base to each address.
+pub unsafe fn install_planned_tables(block: u64, nx_mask: u64) {
+    let tables = (block + plan::TABLES_OFFSET) as *mut u64;
+    for &(word, entry) in plan::TABLE_ENTRIES.iter() {
+        let relocated = (entry & !ADDR) | ((entry & ADDR) + block);
+        ptr::write(tables.add(word as usize), relocated & nx_mask);
+    }
+}
+
+/// The trampoline page at its physical address (through the switch tables, lower half) and at
+/// its planned higher-half alias (the one PTE the plan left for it). Both read + execute.
+pub unsafe fn map_trampoline(block: u64, page: u64) {
+    let tables = (block + plan::TABLES_OFFSET) as *mut u64;
+    ptr::write(tables.add(plan::TRAMPOLINE_SLOT), page | PRESENT);
+    let mut table = tables;
+    for depth in 0..plan::LEVELS - 1 {
+        let next = block + plan::SWITCH_OFFSET + depth as u64 * 4096;
+        ptr::write(table.add(index(page, depth) as usize), next | TABLE);
+        table = next as *mut u64;
+    }
+    ptr::write(table.add(index(page, plan::LEVELS - 1) as usize), page | PRESENT);
+}
+
+/// Zeroed table pages from the block, counted.
+pub struct Pool {
+    next: u64,
+    end: u64,
+    used: u64,
+}
+
+impl Pool {
+    pub fn new(base: u64, pages: u64) -> Self {
+        Pool { next: base, end: base + pages * 4096, used: 0 }
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+
+    fn take(&mut self) -> u64 {
+        // tables_needed() is an upper bound for what map_direct() takes.
+        assert!(self.next < self.end, "page-table pool exhausted");
+        let page = self.next;
+        self.next += 4096;
+        self.used += 1;
+        page
+    }
+}
+
+/// The entry that maps `va` at `depth`, creating missing tables above it from the pool.
+unsafe fn entry(root: u64, va: u64, depth: usize, pool: &mut Pool) -> *mut u64 {
+    let mut table = root as *mut u64;
+    for d in 0..depth {
+        let e = table.add(index(va, d) as usize);
+        if *e & PRESENT == 0 {
+            ptr::write(e, pool.take() | TABLE);
+        }
+        assert!(*e & HUGE == 0, "direct map overlaps a large page");
+        table = (*e & ADDR) as *mut u64;
+    }
+    table.add(index(va, depth) as usize)
+}
+
+/// Physical [0, size) at DIRECT_MAP_BASE, read/write, no-execute, with pages of `page` bytes.
+pub unsafe fn map_direct(root: u64, pool: &mut Pool, size: u64, page: u64, nx_mask: u64) {
+    let depth = plan::SHIFTS.iter().position(|&s| 1u64 << s == page).unwrap_or(plan::LEVELS - 1);
+    let flags = (PRESENT | WRITABLE | HUGE | NO_EXECUTE) & nx_mask;
+    let mut pa = 0;
+    while pa < size {
+        ptr::write(entry(root, plan::DIRECT_MAP_BASE + pa, depth, pool), pa | flags);
+        pa += page;
+    }
+}

@@ -1,0 +1,130 @@
+"""The boot-info ABI, defined once. Renders to Rust (loader and kernels) and C (highboot.h).
+
+Changing a field here changes the loader, the sample kernel and the C header together. Append new
+fields at the end and bump VERSION; kernels check ``size`` to see which fields exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAGIC = int.from_bytes(b"HIGHBOOT", "little")
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: str  # u32 or u64
+    doc: str
+
+
+@dataclass(frozen=True)
+class Constant:
+    name: str
+    value: int
+    doc: str
+
+
+BOOT_INFO = (
+    Field("magic", "u64", 'ASCII "HIGHBOOT" (little-endian u64): the first 8 bytes of the boot info'),
+    Field("version", "u32", "ABI version (HIGHBOOT_VERSION)"),
+    Field("size", "u32", "size of this structure in bytes"),
+    Field("flags", "u64", "HIGHBOOT_FLAG_* bits: which optional parts are present"),
+    Field("cpu_features", "u64", "HIGHBOOT_CPU_* bits the loader found (1 GiB pages, NX, LA57)"),
+    Field("memory_map", "u64", "virtual address of memory_map_count entries (struct highboot_memory_region)"),
+    Field("memory_map_count", "u64", "number of memory-map entries: sorted, non-overlapping, neighbours merged"),
+    Field("memory_map_entry_size", "u64", "size of one memory-map entry in bytes"),
+    Field("direct_map_base", "u64", "virtual address of physical address 0"),
+    Field("direct_map_size", "u64", "bytes of physical address space mapped at direct_map_base"),
+    Field("direct_map_page_size", "u64", "page size of the direct map (0x200000 or 0x40000000)"),
+    Field("kernel_phys_base", "u64", "physical base of the block the kernel owns (image, stack, tables, this)"),
+    Field("kernel_phys_size", "u64", "size of that block in bytes"),
+    Field("kernel_virt_base", "u64", "virtual address of the first byte of the kernel image"),
+    Field("kernel_image_size", "u64", "bytes from kernel_virt_base to the end of the image (page aligned)"),
+    Field("kernel_entry", "u64", "virtual address of the kernel entry point"),
+    Field("stack_bottom", "u64", "lowest mapped address of the boot stack (a guard page is below it)"),
+    Field("stack_top", "u64", "highest address of the boot stack (RSP at entry is stack_top - 8)"),
+    Field("page_table_root", "u64", "physical address of the root table (CR3 at entry)"),
+    Field("page_tables_phys", "u64", "physical address of the kernel's page tables (static part)"),
+    Field("page_tables_pages", "u64", "number of 4 KiB table pages in use at entry, direct map included"),
+    Field("switch_phys", "u64", "physical address of the identity-map tables used for the switch (reclaimable)"),
+    Field("switch_pages", "u64", "number of those 4 KiB pages"),
+    Field("trampoline_phys", "u64", "physical address of the trampoline page (in loader code, reclaimable)"),
+    Field("trampoline_virt", "u64", "higher-half alias of the trampoline page, still mapped RX at entry"),
+    Field("framebuffer_phys", "u64", "GOP framebuffer physical base (0 if none)"),
+    Field("framebuffer_virt", "u64", "framebuffer address in the direct map (0 if none)"),
+    Field("framebuffer_size", "u64", "framebuffer size in bytes"),
+    Field("framebuffer_width", "u32", "pixels per line visible"),
+    Field("framebuffer_height", "u32", "lines"),
+    Field("framebuffer_stride", "u32", "pixels per scan line in memory"),
+    Field("framebuffer_format", "u32", "HIGHBOOT_FB_* pixel format"),
+    Field("rsdp", "u64", "physical address of the ACPI RSDP (0 if none)"),
+    Field("rsdp_revision", "u64", "2 for an ACPI 2.0+ XSDP, 0 for ACPI 1.0"),
+    Field("efi_system_table", "u64", "EFI system table: virtual if HIGHBOOT_FLAG_EFI_RUNTIME, else physical"),
+    Field("cmdline", "u64", "virtual address of the NUL-terminated kernel command line"),
+    Field("cmdline_len", "u64", "length of the command line in bytes, without the NUL"),
+    Field("tsc_loader_entry", "u64", "TSC when the loader's efi_main started"),
+    Field("tsc_handoff", "u64", "TSC just before the jump to the trampoline"),
+)
+
+MEMORY_REGION = (
+    Field("base", "u64", "physical start"),
+    Field("length", "u64", "bytes"),
+    Field("type", "u32", "HIGHBOOT_MEM_*"),
+    Field("reserved", "u32", "zero"),
+)
+
+MEMORY_TYPES = (
+    Constant("USABLE", 1, "free RAM (conventional and boot-services memory)"),
+    Constant("KERNEL", 2, "the block the kernel owns: image, stack, page tables, boot info"),
+    Constant("LOADER_RECLAIMABLE", 3, "loader code and data; free once the kernel no longer needs the boot info"),
+    Constant("ACPI_RECLAIMABLE", 4, "ACPI tables; free once parsed"),
+    Constant("ACPI_NVS", 5, "ACPI non-volatile storage: never touch"),
+    Constant("EFI_RUNTIME", 6, "EFI runtime services code and data: keep mapped to call them"),
+    Constant("MMIO", 7, "memory-mapped I/O reported by the firmware"),
+    Constant("BAD", 8, "unusable (memory errors)"),
+    Constant("RESERVED", 9, "reserved by the firmware"),
+    Constant("PERSISTENT", 10, "persistent (non-volatile) memory"),
+)
+
+FLAGS = (
+    Constant("EFI_RUNTIME", 1 << 0, "runtime services are mapped in the EFI region (SetVirtualAddressMap done)"),
+    Constant("FRAMEBUFFER", 1 << 1, "framebuffer_* fields are valid"),
+    Constant("RSDP", 1 << 2, "rsdp is valid"),
+    Constant("NO_EFI_REGION", 1 << 3, "the layout has no EFI region: runtime services are not callable"),
+    Constant("CMDLINE", 1 << 4, "cmdline is non-empty"),
+)
+
+CPU_FEATURES = (
+    Constant("PDPE1GB", 1 << 0, "1 GiB pages (CPUID 80000001h:EDX[26])"),
+    Constant("NX", 1 << 1, "no-execute (CPUID 80000001h:EDX[20]); EFER.NXE is set"),
+    Constant("LA57", 1 << 2, "5-level paging available (CPUID 7:ECX[16])"),
+)
+
+FB_FORMATS = (
+    Constant("NONE", 0, "no framebuffer"),
+    Constant("RGBX8", 1, "PixelRedGreenBlueReserved8BitPerColor"),
+    Constant("BGRX8", 2, "PixelBlueGreenRedReserved8BitPerColor"),
+    Constant("BITMASK", 3, "PixelBitMask"),
+)
+
+
+def size_of(fields: tuple[Field, ...]) -> int:
+    """Bytes of a repr(C) struct of these fields (u64 fields are kept 8-aligned by the order above)."""
+    offset = 0
+    for f in fields:
+        width = 8 if f.type == "u64" else 4
+        offset = (offset + width - 1) // width * width + width
+    return (offset + 7) // 8 * 8
+
+
+def context() -> dict[str, object]:
+    """What the boot-info templates render from."""
+    return {
+        "magic": MAGIC, "version": VERSION,
+        "boot_info_fields": BOOT_INFO, "boot_info_size": size_of(BOOT_INFO),
+        "memory_region_fields": MEMORY_REGION, "memory_region_size": size_of(MEMORY_REGION),
+        "rust_keywords": ("type", "ref", "match", "mod"),
+        "memory_types": MEMORY_TYPES, "flags": FLAGS, "cpu_features": CPU_FEATURES, "fb_formats": FB_FORMATS,
+    }

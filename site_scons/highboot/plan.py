@@ -1,0 +1,195 @@
+"""The boot plan: everything about the kernel's address space that is known before boot.
+
+Block layout (offsets from the physical base of the one AllocatePages block, all 4 KiB aligned):
+
+    image     kernel segments at (vaddr - image_va); bss zeroed
+    stack     stack_size bytes (the guard page below it is virtual only: never mapped)
+    tables    the planned page tables, block-relative (table 0 is the root)
+    switch    levels-1 zeroed tables the loader fills to identity-map the trampoline page
+    ---- static_size: the rest is sized at boot ----
+    direct-map tables, boot info, memory map, GDT, command line
+
+The loader adds the block's base to every table entry, fills the direct map and the trampoline's
+two mappings (identity and its higher-half alias at ``trampoline_va``), and jumps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from highboot.elfkernel import PF_W, PF_X, KernelImage
+from highboot.errors import HighbootError
+from highboot.layout import Layout, Region
+from highboot.paging import PAGE, RW_NX, RX, R_NX, TableBuilder, flags_text, paging_levels
+from highboot.units import align_down, align_up, format_size, hex_addr
+
+#: Where the loader finds the kernel on the ESP (the build copies it there).
+DEFAULT_KERNEL_ESP_PATH = "\\highboot\\kernel.elf"
+
+
+@dataclass(frozen=True)
+class SegmentLoad:
+    """One PT_LOAD segment as the loader copies it: file bytes to a block offset."""
+
+    vaddr: int
+    memsz: int
+    file_offset: int
+    filesz: int
+    block_offset: int
+    flags: str  # R, RX, RW
+
+
+@dataclass(frozen=True)
+class PlannedRange:
+    """A virtual range the plan maps with 4 KiB pages to block offsets (or to the trampoline)."""
+
+    name: str
+    va: int
+    size: int
+    block_offset: int | None  # None: the trampoline page, whose frame is known only at boot
+    flags: str
+
+
+@dataclass
+class BootPlan:
+    layout_name: str
+    levels: int
+    shifts: list[int]
+    kernel_path: str
+    kernel_esp_path: str
+    kernel_size: int
+    kernel_sha256: str
+    entry: int
+    image_va: int
+    image_size: int
+    segments: list[SegmentLoad]
+    relocations: list[tuple[int, int]]  # (block offset, value at slide 0)
+    stack_guard_va: int
+    stack_bottom_va: int
+    stack_top_va: int
+    stack_offset: int
+    stack_size: int
+    trampoline_va: int
+    trampoline_slot: int  # u64 index into the tables area of the PTE mapping trampoline_va
+    tables_offset: int
+    table_count: int
+    table_entries: list[tuple[int, int]]
+    switch_offset: int
+    switch_count: int
+    static_size: int
+    direct_map_base: int
+    direct_map_limit: int
+    direct_map_page_size: str
+    efi_region: tuple[int, int] | None
+    ranges: list[PlannedRange] = field(default_factory=list)
+    cmdline: str = ""
+    fault: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
+              kernel_esp_path: str = DEFAULT_KERNEL_ESP_PATH) -> BootPlan:
+    """Plan the load and the page tables of kernel in layout; HighbootError if it does not fit."""
+    region = layout.require("kernel")
+    image_va = align_down(kernel.start, PAGE)
+    image_end = align_up(kernel.end, PAGE)
+    _check_inside(kernel, layout, region, image_va, image_end)
+
+    stack_size = layout.stack_size
+    stack_region = layout.role("stack")
+    if stack_region is not None:
+        if stack_region.size < stack_size + PAGE:
+            raise HighbootError(f"region {stack_region.name!r} ({format_size(stack_region.size)}) is too small for a "
+                                f"{format_size(stack_size)} stack and its guard page", file=layout.path,
+                                field=f"region {stack_region.name!r}.size")
+        guard = stack_region.start
+    else:
+        guard = image_end
+    stack_bottom = guard + PAGE
+    stack_top = stack_bottom + stack_size
+    # One unmapped page separates the stack top from the trampoline alias.
+    trampoline_va = (stack_top if stack_region is None else image_end) + PAGE
+    if trampoline_va + PAGE > region.end or (stack_region is None and stack_top > region.end):
+        raise HighbootError(f"kernel region {region.name!r} has no room after the kernel image "
+                            f"(ends {hex_addr(image_end)}) for the {format_size(stack_size)} stack, its guard page "
+                            f"and the trampoline page; the region ends at {hex_addr(region.end)}",
+                            file=layout.path, field=f"region {region.name!r}.size")
+
+    levels = paging_levels(layout.levels)
+    tables = TableBuilder(levels)
+    image_size = image_end - image_va
+    stack_offset = image_size
+
+    segments: list[SegmentLoad] = []
+    page_flags: dict[int, int] = {}
+    for seg in kernel.segments:
+        flags = "RX" if seg.flags & PF_X else "RW" if seg.flags & PF_W else "R"
+        segments.append(SegmentLoad(seg.vaddr, seg.memsz, seg.offset, seg.filesz, seg.vaddr - image_va, flags))
+        for page in range(align_down(seg.vaddr, PAGE), align_up(seg.end, PAGE), PAGE):
+            page_flags[page] = page_flags.get(page, 0) | (seg.flags & (PF_W | PF_X))
+    ranges: list[PlannedRange] = []
+    for page in sorted(page_flags):
+        f = page_flags[page]
+        perm = RX if f & PF_X else RW_NX if f & PF_W else R_NX
+        tables.map(page, page - image_va, PAGE, perm)
+        text = flags_text(perm)
+        last = ranges[-1] if ranges else None
+        if last and last.va + last.size == page and last.flags == text:
+            ranges[-1] = PlannedRange("kernel image", last.va, last.size + PAGE, last.block_offset, text)
+        else:
+            ranges.append(PlannedRange("kernel image", page, PAGE, page - image_va, text))
+    tables.map(stack_bottom, stack_offset, stack_size, RW_NX)
+    ranges.append(PlannedRange("kernel stack", stack_bottom, stack_size, stack_offset, "RW"))
+    slot = tables.slot(trampoline_va)
+    ranges.append(PlannedRange("trampoline", trampoline_va, PAGE, None, "RX"))
+    ranges.sort(key=lambda r: r.va)
+
+    dmap = layout.require("direct_map")
+    efi = layout.role("efi_runtime")
+
+    tables_offset = stack_offset + stack_size
+    table_count = len(tables.tables)
+    entries = tables.encode(lambda n: tables_offset + n * PAGE)
+    switch_offset = tables_offset + table_count * PAGE
+    switch_count = len(levels) - 1
+    static_size = switch_offset + switch_count * PAGE
+
+    relocations = []
+    for rel in kernel.relocations:
+        seg = next((s for s in kernel.segments if s.vaddr <= rel.vaddr and rel.vaddr + 8 <= s.end), None)
+        if seg is None:
+            raise HighbootError(f"relocation at {hex_addr(rel.vaddr)} is outside every PT_LOAD segment",
+                                file=kernel.path, field=".rela.dyn")
+        relocations.append((rel.vaddr - image_va, rel.addend))
+
+    return BootPlan(
+        layout_name=layout.name, levels=layout.levels, shifts=[lv.shift for lv in levels],
+        kernel_path=kernel.path, kernel_esp_path=kernel_esp_path, kernel_size=kernel.size,
+        kernel_sha256=kernel.sha256, entry=kernel.entry, image_va=image_va, image_size=image_size,
+        segments=segments, relocations=relocations, stack_guard_va=guard, stack_bottom_va=stack_bottom,
+        stack_top_va=stack_top, stack_offset=stack_offset, stack_size=stack_size, trampoline_va=trampoline_va,
+        trampoline_slot=slot.word, tables_offset=tables_offset, table_count=table_count, table_entries=entries,
+        switch_offset=switch_offset, switch_count=switch_count, static_size=static_size,
+        direct_map_base=dmap.start, direct_map_limit=dmap.size, direct_map_page_size=dmap.page_size,
+        efi_region=(efi.start, efi.size) if efi else None, ranges=ranges, cmdline=cmdline,
+    )
+
+
+def _check_inside(kernel: KernelImage, layout: Layout, region: Region, image_va: int, image_end: int) -> None:
+    for seg in kernel.segments:
+        if not region.contains(seg.vaddr, seg.end):
+            raise HighbootError(
+                f"{seg.describe()} is outside the layout's kernel region {region.name!r} "
+                f"({hex_addr(region.start)}..{hex_addr(region.end)} in {layout.path}); link the kernel inside it",
+                file=kernel.path, field=f"program header {seg.index}")
+    if not region.contains(image_va, image_end):
+        raise HighbootError(f"the page-aligned image {hex_addr(image_va)}..{hex_addr(image_end)} does not fit "
+                            f"region {region.name!r}", file=kernel.path, field="program headers")
+
+
+def windows(start: int, size: int, span: int) -> int:
+    """How many span-aligned windows [start, start + size) touches."""
+    return (start + size - 1) // span - start // span + 1

@@ -1,0 +1,133 @@
+"""One Jinja environment for every generated source, and the template dependency scan.
+
+A project's template directories go in front of highboot's defaults; an override can
+``{% extends "base:loader/plan.rs.j2" %}`` the default it replaces.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.meta
+
+from highboot.errors import HighbootError
+
+DEFAULT_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+
+def _hex(value: int, width: int = 0) -> str:
+    value &= (1 << 64) - 1
+    return f"0x{value:0{width}x}" if width else f"{value:#x}"
+
+
+def _rust_hex(value: int) -> str:
+    """A u64 literal with _ every 4 digits (clippy's unreadable_literal stays quiet)."""
+    digits = f"{value & ((1 << 64) - 1):x}"
+    groups = []
+    while digits:
+        groups.insert(0, digits[-4:])
+        digits = digits[:-4]
+    return "0x" + "_".join(groups)
+
+
+def _ucs2(text: str) -> str:
+    """Comma-separated UTF-16 code units of text plus a NUL (for UEFI CHAR16 strings)."""
+    units = list(text.encode("utf-16-le"))
+    words = [units[i] | (units[i + 1] << 8) for i in range(0, len(units), 2)]
+    return ", ".join(str(w) for w in [*words, 0])
+
+
+def _bytes(text: str) -> str:
+    return ", ".join(str(b) for b in [*text.encode("utf-8"), 0])
+
+
+def _c_string(text: str) -> str:
+    return '"' + "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else f"\\x{ord(c):02x}" for c in text) + '"'
+
+
+def make_environment(project_dirs: Sequence[str | Path] = ()) -> jinja2.Environment:
+    defaults = jinja2.FileSystemLoader(str(DEFAULT_TEMPLATES))
+    loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(str(d)) for d in project_dirs]
+    loaders.append(jinja2.PrefixLoader({"base": defaults}, delimiter=":"))
+    loaders.append(defaults)
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters.update(hex=_hex, rust_hex=_rust_hex, ucs2=_ucs2, cbytes=_bytes, c_string=_c_string)
+    return env
+
+
+def template_files(project_dirs: Sequence[str | Path], name: str) -> list[Path]:
+    """The file a template name resolves to, and every file it extends, includes or imports."""
+    env = make_environment(project_dirs)
+    seen: dict[str, Path] = {}
+    pending = [name]
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        try:
+            source, filename, _ = env.loader.get_source(env, current)  # type: ignore[union-attr]
+        except jinja2.TemplateNotFound:
+            raise HighbootError(f"template not found in {_search_path(project_dirs)}", file=current) from None
+        except OSError as exc:
+            raise HighbootError(f"cannot read template: {exc.strerror}", file=current) from None
+        seen[current] = Path(filename or current)
+        try:
+            refs = jinja2.meta.find_referenced_templates(env.parse(source, current, filename))
+        except jinja2.TemplateSyntaxError as exc:
+            raise HighbootError(f"template syntax error: {exc.message}", file=filename,
+                                field=f"line {exc.lineno}") from None
+        pending.extend(r for r in refs if r is not None)
+    return sorted(set(seen.values()))
+
+
+def _search_path(project_dirs: Iterable[str | Path]) -> str:
+    return ", ".join([*(str(d) for d in project_dirs), str(DEFAULT_TEMPLATES)])
+
+
+def render(project_dirs: Sequence[str | Path], name: str, context: dict[str, Any]) -> str:
+    env = make_environment(project_dirs)
+    try:
+        return env.get_template(name).render(**context)
+    except jinja2.TemplateNotFound as exc:
+        raise HighbootError(f"template {exc.name!r} not found in {_search_path(project_dirs)}", file=name) from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise HighbootError(f"template syntax error: {exc.message}", file=exc.filename or name,
+                            field=f"line {exc.lineno}") from None
+    except jinja2.UndefinedError as exc:
+        raise HighbootError(f"template uses an undefined variable: {exc.message}", file=_resolve(env, name)) from None
+    except OSError as exc:
+        raise HighbootError(f"cannot read template: {exc.strerror}", file=exc.filename or name) from None
+
+
+def _resolve(env: jinja2.Environment, name: str) -> str:
+    try:
+        return env.loader.get_source(env, name)[1] or name  # type: ignore[union-attr]
+    except (jinja2.TemplateNotFound, OSError):
+        return name
+
+
+def write_atomic(path: str | Path, text: str | bytes) -> None:
+    """Write through a temporary file and rename, so no half-written output is ever left behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,119 @@
+"""Finding a Rust toolchain that can build for x86_64-unknown-uefi and x86_64-unknown-none.
+
+Found, not assumed: a rustc that has both targets installed is used as it is; otherwise a rustc
+whose sysroot has rust-src builds core with -Zbuild-std, offline, from the vendored crates that
+ship with rust-src. A machine with neither gets one message that says what to install.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from highboot.errors import HighbootError
+
+TARGETS = ("x86_64-unknown-uefi", "x86_64-unknown-none")
+INSTALL_HINT = (
+    "no usable Rust toolchain: need a rustc with the x86_64-unknown-uefi and x86_64-unknown-none "
+    "targets (rustup target add x86_64-unknown-uefi x86_64-unknown-none), or one with rust-src "
+    "(Debian 12: apt-get install rustc-web cargo-web rust-web-src lld); tools/setup installs the latter"
+)
+
+
+@dataclass(frozen=True)
+class RustToolchain:
+    rustc: str
+    cargo: str
+    version: str
+    build_std: bool  # True: core is built from rust-src; False: the targets are installed
+    vendor: str | None  # rust-src's vendored crates (crates.io replacement, offline)
+    linkers: dict[str, str] = field(default_factory=dict)  # target -> linker program
+
+    def describe(self) -> str:
+        how = "build-std from rust-src" if self.build_std else "installed targets"
+        return f"{self.version} ({self.rustc}, {how})"
+
+    def cargo_env(self) -> dict[str, str]:
+        env = {"RUSTC": self.rustc}
+        if self.build_std:
+            env["RUSTC_BOOTSTRAP"] = "1"
+        return env
+
+    def cargo_args(self, target: str) -> list[str]:
+        args = [self.cargo, "build", "--release", "--target", target, "--offline"]
+        if self.build_std:
+            args += ["-Zbuild-std=core,compiler_builtins", "-Zbuild-std-features=compiler-builtins-mem"]
+        if self.vendor:
+            args += ["--config", "source.crates-io.replace-with='highboot-vendor'",
+                     "--config", f"source.highboot-vendor.directory='{self.vendor}'"]
+        linker = self.linkers.get(target)
+        if linker:
+            args += ["--config", f"target.{target}.linker='{linker}'"]
+        return args
+
+
+def _run(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _has_target(rustc: str, target: str) -> bool:
+    libdir = _run([rustc, "--print", "target-libdir", "--target", target])
+    return bool(libdir) and any(Path(libdir).glob("libcore-*.rlib"))
+
+
+def _candidates(explicit: str | None) -> list[str]:
+    names = [explicit] if explicit else []
+    names += [os.environ.get("RUSTC", ""), "rustc", "/usr/bin/rustc"]
+    seen: list[str] = []
+    for name in names:
+        if not name:
+            continue
+        path = shutil.which(name)
+        if path and os.path.realpath(path) not in (os.path.realpath(s) for s in seen):
+            seen.append(path)
+    return seen
+
+
+def _cargo_for(rustc: str) -> str | None:
+    beside = Path(rustc).with_name("cargo")
+    if beside.exists():
+        return str(beside)
+    return shutil.which("cargo")
+
+
+def _linkers(rustc: str, sysroot: str) -> dict[str, str]:
+    """lld-link / ld.lld from the system, or nothing where rustc brings its own rust-lld."""
+    has_rust_lld = any(Path(sysroot, "lib", "rustlib").glob("*/bin/rust-lld"))
+    linkers: dict[str, str] = {}
+    for target, tool in (("x86_64-unknown-uefi", "lld-link"), ("x86_64-unknown-none", "ld.lld")):
+        found = shutil.which(tool)
+        if found:
+            linkers[target] = found
+        elif not has_rust_lld:
+            raise HighbootError(f"no linker for {target}: install lld (apt-get install lld) for {tool}",
+                                file=rustc, field="linker")
+    return linkers
+
+
+def find_rust(explicit: str | None = None) -> RustToolchain:
+    for rustc in _candidates(explicit):
+        version = _run([rustc, "--version"])
+        sysroot = _run([rustc, "--print", "sysroot"])
+        cargo = _cargo_for(rustc)
+        if not version or not sysroot or not cargo:
+            continue
+        library = Path(sysroot, "lib", "rustlib", "src", "rust", "library")
+        vendor = library / "vendor"
+        vendor_dir = str(vendor) if vendor.is_dir() else None
+        if all(_has_target(rustc, t) for t in TARGETS):
+            return RustToolchain(rustc, cargo, version, False, vendor_dir, _linkers(rustc, sysroot))
+        if (library / "core" / "Cargo.toml").exists() and vendor_dir:
+            return RustToolchain(rustc, cargo, version, True, vendor_dir, _linkers(rustc, sysroot))
+    raise HighbootError(INSTALL_HINT, field="toolchain")
