@@ -1,0 +1,84 @@
+"""The build steps SCons runs, as plain functions (each one also runs without SCons)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from highboot import bootinfo
+from highboot.elfkernel import read_kernel
+from highboot.errors import HighbootError
+from highboot.layout import load_layout
+from highboot.pecheck import require_valid
+from highboot.plan import plan_boot
+from highboot.render import render, write_atomic
+from highboot.toolchain import RustToolchain
+
+#: Selectors of the GDT the loader installs (must match GDT in loader/src/main.rs).
+CODE_SELECTOR = 0x08
+DATA_SELECTOR = 0x10
+
+
+def make_plan(kernel: str, layout: str, out: str, options: dict[str, Any]) -> None:
+    plan = plan_boot(read_kernel(kernel), load_layout(layout), cmdline=options.get("cmdline", ""),
+                     kernel_esp_path=options.get("kernel_esp_path", "\\highboot\\kernel.elf"))
+    plan.fault = options.get("fault", "")
+    write_atomic(out, json.dumps(plan.to_json(), indent=1, sort_keys=True) + "\n")
+
+
+def render_context(plan_file: str | None, extra: dict[str, Any]) -> dict[str, Any]:
+    ctx: dict[str, Any] = {**bootinfo.context(), "code_selector": CODE_SELECTOR, "data_selector": DATA_SELECTOR}
+    if plan_file:
+        try:
+            ctx["plan"] = json.loads(Path(plan_file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise HighbootError(f"cannot read the plan: {exc}", file=plan_file) from None
+    ctx.update(extra)
+    return ctx
+
+
+def render_file(template_dirs: list[str], template: str, out: str, plan_file: str | None,
+                extra: dict[str, Any]) -> None:
+    write_atomic(out, render(template_dirs, template, render_context(plan_file, extra)))
+
+
+def core_is_built(target_dir: str, target: str) -> bool:
+    return any(Path(target_dir, target, "release", "deps").glob("libcore-*.rlib"))
+
+
+def cargo_build(rust: RustToolchain, crate_dir: str, target: str, target_dir: str, artifact: str, out: str,
+                env_extra: dict[str, str], rustflags: list[str], verbose: bool) -> None:
+    """Build crate_dir for target and copy artifact (relative to the profile dir) to out."""
+    cmd = rust.cargo_args(target) + ["--manifest-path", str(Path(crate_dir, "Cargo.toml"))]
+    if rustflags:
+        cmd += ["--config", f"target.{target}.rustflags={json.dumps(rustflags)}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS")}
+    env.update(rust.cargo_env())
+    env.update(env_extra)
+    env["CARGO_TARGET_DIR"] = str(Path(target_dir).resolve())
+    if verbose:
+        print(" ".join(f"{k}={v}" for k, v in sorted({**rust.cargo_env(), **env_extra}.items())), " ".join(cmd))
+    elif rust.build_std and not core_is_built(target_dir, target):
+        print(f"  (first build: compiling core for {target} from rust-src, about a minute)", flush=True)
+    proc = subprocess.run(cmd, env=env, stdout=None if verbose else subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, check=False)
+    if proc.returncode != 0:
+        if not verbose:
+            sys.stdout.write(proc.stdout)
+        raise HighbootError(f"cargo build failed for {target} (exit {proc.returncode})", file=crate_dir)
+    built = Path(target_dir, target, "release", artifact)
+    tmp = Path(out).with_name(f".{Path(out).name}.tmp")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(built, tmp)
+    os.replace(tmp, out)
+
+
+def check_and_install_loader(source: str, out: str) -> None:
+    """Copy the loader to out only when every PE check passes."""
+    require_valid(source)
+    write_atomic(out, Path(source).read_bytes())

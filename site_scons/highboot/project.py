@@ -1,0 +1,50 @@
+"""The per-project file (highboot.toml): defaults for the build options; the command line wins.
+
+    kernel = "path/to/kernel.elf"      # a kernel ELF (default: highboot's sample kernel)
+    layout = "layouts/my.toml"         # a layout file
+    templates = ["templates"]          # template directories searched before highboot's
+    cmdline = "console=ttyS0"          # the kernel command line
+    kernel_base = "0xffffffff81000000" # link address of the sample kernel
+
+Relative paths are relative to the project file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from highboot.errors import HighbootError
+
+KEYS = {"kernel": "KERNEL", "layout": "LAYOUT", "templates": "TEMPLATES", "cmdline": "CMDLINE",
+        "kernel_base": "KERNEL_BASE"}
+PATH_KEYS = ("kernel", "layout", "templates")
+
+
+def read_project(path: str | Path) -> dict[str, str]:
+    """The project file's settings as build-option values (KERNEL=..., LAYOUT=...)."""
+    path = Path(path)
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HighbootError("project file not found", file=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HighbootError(f"cannot read project file: {exc}", file=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise HighbootError(f"not valid TOML: {exc}", file=path) from None
+    options: dict[str, str] = {}
+    base = path.resolve().parent
+    for key, value in data.items():
+        if key not in KEYS:
+            raise HighbootError(f"unknown key {key!r}; expected one of {', '.join(KEYS)}", file=path, field=key)
+        if key == "templates":
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, str) for v in items):
+                raise HighbootError("expected a directory or a list of directories", file=path, field=key)
+            options[KEYS[key]] = ":".join(str(base / v) for v in items)
+            continue
+        if not isinstance(value, str):
+            raise HighbootError(f"expected a string, got {type(value).__name__} {value!r}", file=path, field=key)
+        options[KEYS[key]] = str(base / value) if key in PATH_KEYS else value
+    return options

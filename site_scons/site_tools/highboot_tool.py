@@ -1,0 +1,107 @@
+"""SCons tool: wires highboot's build steps (site_scons/highboot) into builders. No logic here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import SCons.Action
+import SCons.Builder
+import SCons.Errors
+
+from highboot import build
+from highboot.errors import HighbootError
+from highboot.render import template_files
+
+PACKAGE_DIR = Path(build.__file__).resolve().parent
+
+
+def _fail(target: Any, exc: HighbootError) -> SCons.Errors.BuildError:
+    return SCons.Errors.BuildError(node=target[0], errstr=exc.format(), status=2, exitstatus=2)
+
+
+def _package_deps(env: Any) -> list[Any]:
+    """Generated files depend on the generator (SCons only fingerprints an action's own bytecode)."""
+    return sorted(env.Glob(str(PACKAGE_DIR / "*.py")), key=str)
+
+
+def _plan_action(target: Any, source: Any, env: Any) -> None:
+    try:
+        build.make_plan(str(source[0]), str(source[1]), str(target[0]), env["PLAN_OPTIONS"])
+    except HighbootError as exc:
+        raise _fail(target, exc) from None
+
+
+def _plan_emitter(target: Any, source: Any, env: Any) -> tuple[Any, Any]:
+    env.Depends(target, _package_deps(env))
+    return target, source + [env.Value(json.dumps(env["PLAN_OPTIONS"], sort_keys=True))]
+
+
+def _render_action(target: Any, source: Any, env: Any) -> None:
+    plan = str(source[0]) if env.get("RENDER_WITH_PLAN") else None
+    try:
+        build.render_file(env["TEMPLATE_DIRS"], env["TEMPLATE"], str(target[0]), plan, env.get("RENDER_EXTRA", {}))
+    except HighbootError as exc:
+        raise _fail(target, exc) from None
+
+
+def _render_emitter(target: Any, source: Any, env: Any) -> tuple[Any, Any]:
+    try:
+        files = template_files(env["TEMPLATE_DIRS"], env["TEMPLATE"])
+    except HighbootError as exc:
+        raise SCons.Errors.UserError(exc.format()) from None
+    env.Depends(target, [env.File(str(f)) for f in files] + _package_deps(env))
+    key = {"template": env["TEMPLATE"], "dirs": list(env["TEMPLATE_DIRS"]), "extra": env.get("RENDER_EXTRA", {})}
+    return target, source + [env.Value(json.dumps(key, sort_keys=True, default=str))]
+
+
+def _cargo_action(target: Any, source: Any, env: Any) -> None:
+    try:
+        build.cargo_build(env["HIGHBOOT_RUST"], env["CARGO_CRATE"], env["CARGO_TARGET"], env["CARGO_TARGET_DIR"],
+                          env["CARGO_ARTIFACT"], str(target[0]), env.get("CARGO_ENV", {}),
+                          env.get("CARGO_RUSTFLAGS", []), bool(env.get("VERBOSE")))
+    except HighbootError as exc:
+        raise _fail(target, exc) from None
+
+
+def _cargo_emitter(target: Any, source: Any, env: Any) -> tuple[Any, Any]:
+    crate = env.Dir(env["CARGO_CRATE"])
+    files = [crate.File("Cargo.toml")] + env.Glob(f"{crate}/src/*.rs") + env.Glob(f"{crate}/build.rs")
+    lock = crate.File("Cargo.lock")
+    if lock.exists():
+        files.append(lock)
+    key = {"rust": env["HIGHBOOT_RUST"].describe(), "env": env.get("CARGO_ENV", {}),
+           "flags": env.get("CARGO_RUSTFLAGS", []), "target": env["CARGO_TARGET"]}
+    # One cargo at a time per target dir: builds of several configurations share its core.
+    env.SideEffect(env.File(f"{env['CARGO_TARGET_DIR']}/.highboot-lock"), target)
+    return target, source + files + [env.Value(json.dumps(key, sort_keys=True))]
+
+
+def _pecheck_action(target: Any, source: Any, env: Any) -> None:
+    try:
+        build.check_and_install_loader(str(source[0]), str(target[0]))
+    except HighbootError as exc:
+        raise _fail(target, exc) from None
+
+
+def generate(env: Any) -> None:
+    quiet = not env.get("VERBOSE")
+
+    def action(func: Any, text: str) -> SCons.Action.Action:
+        return SCons.Action.Action(func, text if quiet else None)
+
+    env["BUILDERS"]["HighbootPlan"] = SCons.Builder.Builder(
+        action=action(_plan_action, "Planning $TARGET"), emitter=_plan_emitter)
+    env["BUILDERS"]["HighbootRender"] = SCons.Builder.Builder(
+        action=action(_render_action, "Rendering $TARGET"), emitter=_render_emitter)
+    env["BUILDERS"]["Cargo"] = SCons.Builder.Builder(
+        action=SCons.Action.Action(_cargo_action, "Building $TARGET (cargo, $CARGO_TARGET)"),
+        emitter=_cargo_emitter)
+    env["BUILDERS"]["PECheck"] = SCons.Builder.Builder(
+        action=action(_pecheck_action, "Checking $SOURCE (pefile) -> $TARGET"))
+    env.SetDefault(TEMPLATE_DIRS=[])
+
+
+def exists(env: Any) -> bool:
+    return True
