@@ -11,6 +11,7 @@ import io
 import struct
 from dataclasses import dataclass, field
 from enum import IntFlag
+from itertools import pairwise
 from pathlib import Path
 
 from elftools.common.exceptions import ELFError, ELFParseError, ELFRelocationError
@@ -148,11 +149,11 @@ def _parse(path: Path, data: bytes) -> KernelImage:
         raise HighbootError("no PT_LOAD segment with memory; nothing to load", file=path, field="program headers")
 
     ordered = sorted(segments, key=lambda s: s.vaddr)
-    for a, b in zip(ordered, ordered[1:]):
+    for a, b in pairwise(ordered):
         if b.vaddr < a.end:
             raise HighbootError(f"{a.describe()} overlaps {b.describe()}", file=path, field="program headers")
     # Pages shared by two segments get both permissions; refuse where that would be W+X.
-    for a, b in zip(ordered, ordered[1:]):
+    for a, b in pairwise(ordered):
         if (a.end - 1) >> 12 == b.vaddr >> 12:
             union = a.flags | b.flags
             if union & PF_W and union & PF_X:

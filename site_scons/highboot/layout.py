@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,7 @@ def parse_layout(data: dict[str, Any], file: str) -> Layout:
         if not any(r.role == role for r in regions):
             raise HighbootError(f"no region has role = \"{role}\"; a layout needs one", file=file, field="region")
     ordered = sorted(regions, key=lambda r: r.start)
-    for a, b in zip(ordered, ordered[1:]):
+    for a, b in pairwise(ordered):
         if b.start < a.end:
             raise HighbootError(f"overlaps region {a.name!r} ({hex_addr(a.start)}..{hex_addr(a.end)})",
                                 file=file, field=f"region {b.name!r}")

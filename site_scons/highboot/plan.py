@@ -21,7 +21,7 @@ from typing import Any
 from highboot.elfkernel import PF_W, PF_X, KernelImage
 from highboot.errors import HighbootError
 from highboot.layout import Layout, Region
-from highboot.paging import PAGE, RW_NX, RX, R_NX, TableBuilder, flags_text, paging_levels
+from highboot.paging import PAGE, R_NX, RW_NX, RX, TableBuilder, flags_text, paging_levels
 from highboot.units import align_down, align_up, format_size, hex_addr
 
 #: Where the loader finds the kernel on the ESP (the build copies it there).

@@ -1,0 +1,86 @@
+"""What a boot should look like: the plan's prediction for one boot, and the kernel's report of it.
+
+The sample kernel prints ``INFO key=value`` facts, ``MEM base length type`` memory-map entries and
+``MAP va pa size flags`` coalesced mappings from its own walk of CR3. The prediction is computed
+from the plan and the boot's facts (block base, direct-map size and page size, trampoline frame).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from highboot.paging import PAGE, R_NX, RW_NX, RX, Mapping, coalesce, minimum_tables, paging_levels
+from highboot.units import GIB
+
+FLAGS = {"RX": int(RX), "R": int(R_NX), "RW": int(RW_NX)}
+_FLAG_TEXT = {"R": int(R_NX), "RW": int(RW_NX), "RX": int(RX), "RWX": int(RX) | 2}
+# Memory types (bootinfo.MEMORY_TYPES) the direct map must cover: everything but MMIO, bad, reserved.
+DIRECT_MAPPED_TYPES = {1, 2, 3, 4, 5, 6, 10}
+
+
+@dataclass(frozen=True)
+class BootReport:
+    facts: dict[str, str]
+    memory: list[tuple[int, int, int]]
+    mappings: list[Mapping]
+
+    def number(self, key: str) -> int:
+        return int(self.facts[key], 0)
+
+
+def parse_report(serial: str) -> BootReport:
+    facts: dict[str, str] = {}
+    memory: list[tuple[int, int, int]] = []
+    mappings: list[Mapping] = []
+    for line in serial.splitlines():
+        line = line.strip()
+        if line.startswith("INFO "):
+            for key, value in re.findall(r'(\w+)=("[^"]*"|\S+)', line[5:]):
+                facts[key] = value.strip('"')
+        elif line.startswith("MEM "):
+            base, length, kind = line.split()[1:4]
+            memory.append((int(base, 16), int(length, 16), int(kind)))
+        elif line.startswith("MAP "):
+            va, pa, size, flags = line.split()[1:5]
+            mappings.append(Mapping(int(va, 16), int(pa, 16), int(size, 16), _FLAG_TEXT[flags]))
+    return BootReport(facts, memory, mappings)
+
+
+def expected_direct_map_size(report: BootReport) -> int:
+    """Independently of the loader: all RAM-like memory, 4 GiB at least, the framebuffer, 1 GiB granular."""
+    top = max([4 * GIB] + [base + length for base, length, kind in report.memory if kind in DIRECT_MAPPED_TYPES])
+    fb = report.number("framebuffer")
+    if fb:
+        top = max(top, fb + report.number("fb_size"))
+    return (top + GIB - 1) // GIB * GIB
+
+
+def predicted_mappings(plan: dict[str, Any], report: BootReport) -> list[Mapping]:
+    """The coalesced mappings the plan predicts for this boot."""
+    block = report.number("block")
+    out = [Mapping(plan["direct_map_base"], 0, report.number("direct_map_size"), int(RW_NX))]
+    for r in plan["ranges"]:
+        pa = report.number("trampoline_phys") if r["block_offset"] is None else block + r["block_offset"]
+        out.append(Mapping(r["va"], pa, r["size"], FLAGS[r["flags"]]))
+    return coalesce(out)
+
+
+def minimum_table_pages(plan: dict[str, Any], report: BootReport) -> int:
+    """The fewest tables that can map this boot's address space, from the ranges alone."""
+    page = report.number("direct_map_page")
+    ranges = [(r["va"], r["size"], PAGE) for r in plan["ranges"]]
+    ranges.append((plan["direct_map_base"], report.number("direct_map_size"), page))
+    return sum(minimum_tables(ranges, paging_levels(plan["levels"])).values())
+
+
+def diff(predicted: list[Mapping], observed: list[Mapping]) -> str:
+    """Both sides, range by range, for a failure message."""
+    lines = [f"{'predicted by the plan':<58} | observed by the kernel"]
+    for i in range(max(len(predicted), len(observed))):
+        a = predicted[i].text() if i < len(predicted) else ""
+        b = observed[i].text() if i < len(observed) else ""
+        mark = "  " if a == b else "!!"
+        lines.append(f"{a:<58} {mark} {b}")
+    return "\n".join(lines)

@@ -1,0 +1,29 @@
+"""Shared fixtures: the package on sys.path, the build under test, synthetic kernels."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "site_scons"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def build_dir() -> Path:
+    return Path(os.environ.get("HIGHBOOT_BUILD_DIR", ROOT / "build"))
+
+
+@pytest.fixture(scope="session")
+def built() -> dict[str, Any]:
+    """The default build (`scons`): its ESP and plan. Missing artifacts fail, never skip."""
+    d = build_dir()
+    esp, plan = d / "esp", d / "plan.json"
+    if not (esp / "EFI" / "BOOT" / "BOOTX64.EFI").exists() or not plan.exists():
+        pytest.fail(f"no build in {d}: run the tests with `scons test` (it builds first)")
+    return {"dir": d, "esp": esp, "plan": json.loads(plan.read_text()), "kernel": d / "kernel" / "kernel.elf"}

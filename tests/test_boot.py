@@ -1,0 +1,48 @@
+"""Real boots of the default build under QEMU + OVMF (TCG): the kernel checks what it was handed,
+walks its page tables from CR3, and the test compares that walk with the plan's prediction."""
+
+from __future__ import annotations
+
+import pytest
+
+from highboot import qemu
+from highboot.verify import diff, expected_direct_map_size, minimum_table_pages, parse_report, predicted_mappings
+
+GIB = 1 << 30
+
+
+def check_boot(result: qemu.BootResult, plan: dict, *, expect_1g: bool) -> None:
+    tail = "\n".join(result.serial.splitlines()[-60:])
+    assert result.status is not None, f"QEMU timed out after {result.seconds:.0f} s:\n{tail}"
+    assert result.status == qemu.EXIT_PASS, f"kernel reported failure (exit {result.status}):\n{tail}"
+    assert "HIGHBOOT-KERNEL: PASS" in result.serial
+    report = parse_report(result.serial)
+    # The loader chose the page size from CPUID and sized the direct map from the memory map.
+    assert report.number("direct_map_page") == (GIB if expect_1g else 2 << 20)
+    assert report.number("direct_map_size") == expected_direct_map_size(report)
+    predicted, observed = predicted_mappings(plan, report), report.mappings
+    assert observed == predicted, "plan and CPU disagree:\n" + diff(predicted, observed)
+    # Nothing in the lower half: the trampoline's identity page is gone.
+    assert all(m.va >= 1 << 63 for m in observed)
+    assert report.number("tables") == minimum_table_pages(plan, report)
+    assert report.number("entry_rsp") == plan["stack_top_va"] - 8
+    block, size = report.number("block"), report.number("block_size")
+    assert (block, size) in {(b, n) for b, n, t in report.memory if t == 2} or any(
+        b <= block and block + size <= b + n for b, n, t in report.memory if t == 2)
+
+
+@pytest.mark.parametrize("cpu, expect_1g", [("qemu64", False), ("max", True)])
+def test_boot_default_build(built: dict, cpu: str, expect_1g: bool) -> None:
+    result = qemu.boot(built["esp"], cpu=cpu, memory="256M")
+    check_boot(result, built["plan"], expect_1g=expect_1g)
+
+
+def test_boot_reports_loader_facts(built: dict) -> None:
+    result = qemu.boot(built["esp"], cpu="max", memory="512M")
+    assert result.passed, result.serial[-2000:]
+    report = parse_report(result.serial)
+    assert report.facts["cmdline"] == built["plan"]["cmdline"]
+    assert report.number("rsdp") != 0 and report.number("rsdp_revision") == 2
+    assert report.number("framebuffer") != 0
+    assert 0 < report.number("tsc_loader_entry") < report.number("tsc_handoff")
+    assert "highboot: loading \\highboot\\kernel.elf" in result.serial
