@@ -83,7 +83,7 @@ def command(media: str | Path, vars_copy: str | Path, *, cpu: str = "max", memor
     if fw.secure_boot:
         cmd += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
     if display:
-        cmd += ["-serial", "mon:stdio"]
+        cmd += ["-serial", "mon:stdio"] if "-nographic" not in (extra or []) else []
     else:
         cmd += ["-display", "none", "-serial", "stdio", "-monitor", "none"]
     if gdb:
@@ -134,3 +134,15 @@ def _strip_ansi(text: str) -> str:
             out.append(c)
         i += 1
     return "".join(out)
+
+
+def run_interactive(media: str | Path, *, cpu: str, memory: str, graphic: bool, gdb: bool = False) -> int:
+    """scons run / debug: QEMU in the foreground, serial (and the monitor) on this terminal."""
+    fw = find_firmware()
+    with tempfile.TemporaryDirectory(prefix="highboot-run-") as tmp:
+        vars_copy = Path(tmp, "vars.fd")
+        shutil.copyfile(fw.vars, vars_copy)
+        extra = [] if graphic else ["-nographic"]
+        cmd = command(media, vars_copy, cpu=cpu, memory=memory, firmware=fw, display=True, gdb=gdb, extra=extra)
+        print(" ".join(cmd), flush=True)
+        return subprocess.call(cmd)

@@ -71,7 +71,8 @@ def _cargo_emitter(target: Any, source: Any, env: Any) -> tuple[Any, Any]:
     lock = crate.File("Cargo.lock")
     if lock.exists():
         files.append(lock)
-    key = {"rust": env["HIGHBOOT_RUST"].describe(), "env": env.get("CARGO_ENV", {}),
+    rust = env.get("HIGHBOOT_RUST")
+    key = {"rust": rust.describe() if rust else "", "env": env.get("CARGO_ENV", {}),
            "flags": env.get("CARGO_RUSTFLAGS", []), "target": env["CARGO_TARGET"]}
     # One cargo at a time per target dir: builds of several configurations share its core.
     env.SideEffect(env.File(f"{env['CARGO_TARGET_DIR']}/.highboot-lock"), target)

@@ -1,0 +1,92 @@
+"""The planned address space as people want to read it: an mm.rst-style table, the page-table
+cost, and an SVG picture with the regions to scale on a log axis."""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+from highboot.layout import Layout
+from highboot.paging import PAGE, minimum_tables, paging_levels
+from highboot.units import GIB, MIB, format_size, hex_addr
+
+
+def _offset(addr: int) -> str:
+    """mm.rst's second column: the address as a signed distance from 0 (or from the top)."""
+    signed = addr - (1 << 64) if addr >= 1 << 63 else addr
+    size = abs(signed)
+    for unit, name in ((1 << 40, "TB"), (1 << 30, "GB"), (1 << 20, "MB"), (1 << 10, "KB")):
+        if size >= unit:
+            value = size / unit
+            text = f"{value:.1f}".rstrip("0").rstrip(".")
+            return f"{'-' if signed < 0 else ''}{text} {name}"
+    return str(signed)
+
+
+def rows(layout: Layout, plan: dict[str, Any]) -> list[tuple[int, int, str]]:
+    """(start, size, what) for every region and, inside the kernel region, every planned range."""
+    out = [(r.start, r.size, f"{r.name}: {r.description} [{r.role}]") for r in layout.regions]
+    for r in plan["ranges"]:
+        out.append((r["va"], r["size"], f"  {r['name']} ({r['flags']})"))
+    out.append((plan["stack_guard_va"], PAGE, "  stack guard page (unmapped)"))
+    return sorted(out, key=lambda row: (row[0], -row[1]))
+
+
+def table_cost(plan: dict[str, Any], ram: int, page: int) -> dict[str, int]:
+    levels = paging_levels(plan["levels"])
+    ranges = [(r["va"], r["size"], PAGE) for r in plan["ranges"]]
+    size = max(4 * GIB, (ram + GIB - 1) // GIB * GIB)
+    ranges.append((plan["direct_map_base"], size, page))
+    return minimum_tables(ranges, levels)
+
+
+def format_map(layout: Layout, plan: dict[str, Any]) -> str:
+    lines = [f"Address space of layout {layout.name!r} ({layout.levels}-level paging, "
+             f"{layout.va_bits}-bit virtual addresses) for {plan['kernel_path']}", ""]
+    lines.append(f"{'start address':>18} | {'offset':>9} | {'end address':>18} | {'size':>9} | what")
+    lines.append("-" * 100)
+    for start, size, what in rows(layout, plan):
+        lines.append(f"{hex_addr(start)[2:]:>18} | {_offset(start):>9} | {hex_addr(start + size - 1)[2:]:>18} | "
+                     f"{format_size(size):>9} | {what}")
+    lines += ["", "Page tables (4 KiB each) at kernel entry:"]
+    planned = plan["table_count"]
+    lines.append(f"  planned at build time: {planned} ({format_size(planned * PAGE)}), plus "
+                 f"{plan['switch_count']} switch tables reclaimable after entry")
+    for ram in (256 * MIB, 4 * GIB, 64 * GIB):
+        for page, name in ((GIB, "1 GiB"), (2 * MIB, "2 MiB")):
+            cost = table_cost(plan, ram, page)
+            total = sum(cost.values())
+            per_level = ", ".join(f"{k} {v}" for k, v in cost.items())
+            lines.append(f"  RAM {format_size(ram):>7}, direct map with {name} pages: {total:4} tables "
+                         f"({format_size(total * PAGE)}): {per_level}")
+    lines.append("  page sizes: 4 KiB for the kernel image, stack and trampoline; the direct map uses 1 GiB pages "
+                 "where the CPU has them (pdpe1gb), else 2 MiB")
+    return "\n".join(lines) + "\n"
+
+
+def svg_map(layout: Layout, plan: dict[str, Any]) -> str:
+    """Regions as bars whose length is log2 of their size, in address order; mapped parts marked."""
+    entries = rows(layout, plan)
+    width, row_h, left = 900, 22, 330
+    height = row_h * (len(entries) + 3)
+    colours = {"direct_map": "#4c9be8", "kernel": "#e8a14c", "efi_runtime": "#9b59b6", "reserved": "#bbbbbb",
+               "stack": "#2ecc71"}
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             'font-family="monospace" font-size="12">',
+             f'<text x="8" y="16" font-weight="bold">{html.escape(layout.name)}: region sizes on a log2 axis '
+             '(4 KiB .. 16 EiB); filled = mapped at kernel entry</text>']
+    scale = (width - left - 20) / (64 - 12)
+    for i, (start, size, what) in enumerate(entries):
+        y = row_h * (i + 2)
+        length = max(2.0, (math.log2(size) - 12) * scale)
+        role = next((r.role for r in layout.regions if r.start == start and r.size == size), "planned")
+        mapped = role in ("direct_map",) or role == "planned"
+        colour = colours.get(role, "#e74c3c")
+        fill = colour if mapped else "none"
+        parts.append(f'<text x="8" y="{y + 14}">{hex_addr(start)[2:]} {html.escape(what.strip()[:24])}</text>')
+        parts.append(f'<rect x="{left}" y="{y + 3}" width="{length:.1f}" height="{row_h - 6}" fill="{fill}" '
+                     f'stroke="{colour}"><title>{html.escape(what.strip())}: {format_size(size)}</title></rect>')
+        parts.append(f'<text x="{left + length + 6:.1f}" y="{y + 14}">{format_size(size)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
