@@ -19,7 +19,14 @@ def check_boot(result: qemu.BootResult, plan: dict, *, expect_1g: bool) -> None:
     report = parse_report(result.serial)
     # The loader chose the page size from CPUID and sized the direct map from the memory map.
     assert report.number("direct_map_page") == (GIB if expect_1g else 2 << 20)
-    assert report.number("direct_map_size") == expected_direct_map_size(report)
+    dmap_size = report.number("direct_map_size")
+    assert dmap_size == expected_direct_map_size(report)
+    # All RAM, ACPI tables, runtime regions and the framebuffer are inside the direct map.
+    for base, length, kind in report.memory:
+        if kind in (1, 2, 3, 4, 5, 6, 10):
+            assert base + length <= dmap_size, (hex(base), hex(length), kind)
+    if report.number("framebuffer"):
+        assert report.number("framebuffer") + report.number("fb_size") <= dmap_size
     predicted, observed = predicted_mappings(plan, report), report.mappings
     assert observed == predicted, "plan and CPU disagree:\n" + diff(predicted, observed)
     # Nothing in the lower half: the trampoline's identity page is gone.

@@ -93,8 +93,12 @@ def command(media: str | Path, vars_copy: str | Path, *, cpu: str = "max", memor
 
 def boot(media: str | Path, *, cpu: str = "max", memory: str = "256M", smp: int = 1, timeout: float = 240,
          firmware: Firmware | None = None, vars_file: str | Path | None = None,
-         extra: list[str] | None = None) -> BootResult:
-    """Boot once, headless; return QEMU's status and everything written to the serial port."""
+         extra: list[str] | None = None, stop_on: str | None = None) -> BootResult:
+    """Boot once, headless; return QEMU's status and everything written to the serial port.
+
+    stop_on: end the boot (status None) as soon as this text appears on the serial port, for
+    boots that are expected not to reach a kernel (the firmware would go on to other boot options).
+    """
     fw = firmware or find_firmware()
     with tempfile.TemporaryDirectory(prefix="highboot-qemu-") as tmp:
         vars_copy = Path(tmp, "vars.fd")
@@ -104,12 +108,19 @@ def boot(media: str | Path, *, cpu: str = "max", memory: str = "256M", smp: int 
         start = time.monotonic()
         with open(log, "wb") as out:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-            try:
-                status: int | None = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
+            status: int | None = None
+            deadline = start + timeout
+            while time.monotonic() < deadline:
+                try:
+                    status = proc.wait(timeout=0.25)
+                    break
+                except subprocess.TimeoutExpired:
+                    if stop_on and stop_on.encode() in log.read_bytes():
+                        time.sleep(0.5)  # let the rest of the message arrive
+                        break
+            if status is None:
                 proc.kill()
                 proc.wait()
-                status = None
         seconds = time.monotonic() - start
         text = log.read_bytes().decode("utf-8", "replace")
     # OVMF draws with ANSI escapes; strip them so tests can match lines.

@@ -1,0 +1,55 @@
+"""The boot matrix: CPUs with and without 1 GiB pages, RAM from 128 MiB to 12 GiB (4 GiB and up
+cross the PCI hole), the default and minimal layouts and one with another direct-map base and
+link address. Every boot's page-table walk must equal the plan's prediction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_boot import check_boot
+
+from highboot import qemu
+
+
+def config(build: dict, name: str) -> tuple[Path, dict]:
+    d = build["dir"] / "test" / name
+    if not (d / "esp" / "EFI" / "BOOT" / "BOOTX64.EFI").exists():
+        pytest.fail(f"test configuration {name} was not built: run the tests with `scons test`")
+    return d / "esp", json.loads((d / "plan.json").read_text())
+
+
+CASES = [(layout, cpu, mem) for layout, mems in (("default", ("128M", "1G", "4G", "12G")),
+                                                 ("minimal", ("1G", "4G")),
+                                                 ("alt-dmap", ("1G", "12G")))
+         for cpu in ("qemu64", "max") for mem in mems]
+
+
+@pytest.mark.parametrize("layout, cpu, memory", CASES, ids=[f"{name}-{c}-{m}" for name, c, m in CASES])
+def test_matrix(built: dict, layout: str, cpu: str, memory: str) -> None:
+    esp, plan = (built["esp"], built["plan"]) if layout == "default" else config(built, layout)
+    result = qemu.boot(esp, cpu=cpu, memory=memory)
+    check_boot(result, plan, expect_1g=cpu == "max")
+
+
+def test_alt_layout_is_really_different(built: dict) -> None:
+    _, plan = config(built, "alt-dmap")
+    assert plan["direct_map_base"] == 0xFFFFC00040000000
+    assert plan["image_va"] == 0xFFFFFFFF81000000
+    assert plan["direct_map_base"] != built["plan"]["direct_map_base"]
+
+
+def test_injected_stale_map_key_is_retried(built: dict) -> None:
+    esp, plan = config(built, "fault-stale-key")
+    result = qemu.boot(esp, cpu="max", memory="256M")
+    assert "ExitBootServices refused map key (attempt 1), retrying" in result.serial
+    check_boot(result, plan, expect_1g=True)
+
+
+def test_injected_out_of_memory_is_reported(built: dict) -> None:
+    esp, _ = config(built, "fault-no-memory")
+    result = qemu.boot(esp, cpu="max", memory="256M", stop_on="the kernel was not started", timeout=120)
+    assert "highboot: error: not enough memory for the kernel block" in result.serial, result.serial[-2000:]
+    assert "the kernel was not started (EFI status 0x8000000000000009)" in result.serial
+    assert "HIGHBOOT-KERNEL" not in result.serial
