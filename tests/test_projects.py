@@ -1,0 +1,91 @@
+"""Projects: a project file, a custom layout and a template override that extends the default;
+`scons map`; command-line options winning over the project file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
+from test_boot import check_boot
+from test_matrix import config
+
+from highboot import qemu
+from highboot.addrmap import format_map, svg_map
+from highboot.layout import load_layout
+from highboot.paging import minimum_tables
+from highboot.verify import parse_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_example_project_builds_with_its_overrides_and_boots(built: dict) -> None:
+    esp, plan = config(built, "example-tiny-direct-map")
+    gen = built["dir"] / "test" / "example-tiny-direct-map" / "gen"
+    assert 'pub const PROJECT_NAME: &str = "tiny-direct-map";' in (gen / "plan.rs").read_text()
+    assert "pub const ENTRY" in (gen / "plan.rs").read_text()  # the default it extends is all there
+    with open(esp / "highboot" / "kernel.elf", "rb") as f:
+        assert ELFFile(f).get_section_by_name(".highboot_example") is not None
+    assert plan["image_va"] == 0xFFFFFFFFC0200000
+    assert plan["direct_map_base"] == 0xFFFFFE8000000000
+    for cpu in ("qemu64", "max"):
+        result = qemu.boot(esp, cpu=cpu, memory="2G")
+        check_boot(result, plan, expect_1g=cpu == "max")
+        assert parse_report(result.serial).facts["cmdline"] == "example=tiny-direct-map quiet"
+
+
+def test_map_table_and_svg(built: dict) -> None:
+    layout = load_layout(ROOT / "templates" / "layouts" / "linux-x86_64.toml")
+    text = format_map(layout, built["plan"])
+    assert "ffff888000000000 | -119.5 TB |   ffffc87fffffffff |    64 TiB | direct-map" in text
+    assert "ffffffef00000000 |    -68 GB |   fffffffeffffffff |    64 GiB | efi" in text
+    assert "stack guard page (unmapped)" in text
+    planned = minimum_tables([(r["va"], r["size"], 4096) for r in built["plan"]["ranges"]])
+    assert f"planned at build time: {sum(planned.values())} " in text
+    svg = svg_map(layout, built["plan"])
+    assert svg.startswith("<svg") and svg.count("<rect") == len(layout.regions) + len(built["plan"]["ranges"]) + 1
+
+
+def scons(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "SCons", "-Q", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def test_command_line_wins_over_project_file(tmp_path: Path) -> None:
+    project = tmp_path / "highboot.toml"
+    project.write_text('layout = "missing-layout.toml"\ncmdline = "from project"\n')
+    out = scons("-n", f"PROJECT={project}", f"BUILD_DIR={tmp_path / 'b'}")
+    assert out.returncode != 0
+    assert "missing-layout.toml: layout file not found" in out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+    good = ROOT / "templates" / "layouts" / "minimal.toml"
+    out = scons("-n", f"PROJECT={project}", f"LAYOUT={good}", f"BUILD_DIR={tmp_path / 'b'}")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_project_file_unknown_key(tmp_path: Path) -> None:
+    project = tmp_path / "highboot.toml"
+    project.write_text('kernal = "x.elf"\n')
+    out = scons("-n", f"PROJECT={project}", f"BUILD_DIR={tmp_path / 'b'}")
+    assert out.returncode != 0
+    assert f"{project}: kernal: unknown key 'kernal'" in out.stderr
+    assert not (tmp_path / "b" / "plan.json").exists()
+
+
+def test_scons_help_lists_every_option() -> None:
+    out = scons("-h")
+    assert out.returncode == 0
+    for option in ("KERNEL", "LAYOUT", "TEMPLATES", "CMDLINE", "PROJECT", "KERNEL_BASE", "BUILD_DIR", "VERBOSE",
+                   "RUSTC", "FAULT", "QEMU_CPU", "QEMU_MEMORY", "GRAPHIC", "PYTEST_ARGS"):
+        assert f"\n{option}:" in out.stdout, option
+    for target in ("scons test", "scons map", "scons run", "scons debug"):
+        assert target in out.stdout
+
+
+def test_plan_json_is_what_the_loader_was_rendered_from(built: dict) -> None:
+    plan = json.loads((built["dir"] / "plan.json").read_text())
+    rendered = (built["dir"] / "gen" / "plan.rs").read_text()
+    assert f"pub const TABLE_COUNT: u64 = {plan['table_count']};" in rendered
+    assert f"pub const KERNEL_SIZE: u64 = {plan['kernel_size']};" in rendered
