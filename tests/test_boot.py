@@ -33,6 +33,7 @@ def check_boot(result: qemu.BootResult, plan: dict, *, expect_1g: bool) -> None:
     assert all(m.va >= 1 << 63 for m in observed)
     assert report.number("tables") == minimum_table_pages(plan, report)
     assert report.number("entry_rsp") == plan["stack_top_va"] - 8
+    check_runtime_services(report, plan)
     block, size = report.number("block"), report.number("block_size")
     assert (block, size) in {(b, n) for b, n, t in report.memory if t == 2} or any(
         b <= block and block + size <= b + n for b, n, t in report.memory if t == 2)
@@ -53,3 +54,25 @@ def test_boot_reports_loader_facts(built: dict) -> None:
     assert report.number("framebuffer") != 0
     assert 0 < report.number("tsc_loader_entry") < report.number("tsc_handoff")
     assert "highboot: loading \\highboot\\kernel.elf" in result.serial
+
+
+def check_runtime_services(report, plan: dict) -> None:
+    """Runtime ranges live in the EFI region, W^X, cover all runtime memory; GetTime worked."""
+    if plan["efi_region"] is None:
+        assert report.facts.get("efi") == "none"
+        assert not report.efi
+        return
+    base, size = plan["efi_region"]
+    assert report.efi, "no EFI runtime mappings reported"
+    for m in report.efi:
+        assert base <= m.va and m.va + m.size <= base + size, m.text()
+        assert not (m.flags & 2 and not m.flags & (1 << 63)), f"W+X runtime mapping {m.text()}"
+    covered = sorted((m.pa, m.pa + m.size) for m in report.efi)
+    for start, length, kind in report.memory:
+        if kind == 6:  # EFI_RUNTIME
+            pos = start
+            for lo, hi in covered:
+                if lo <= pos < hi:
+                    pos = hi
+            assert pos >= start + length, f"runtime memory {start:#x}+{length:#x} is not mapped"
+    assert 2020 <= int(report.facts["efi_year"]) <= 2100, report.facts.get("efi_time")

@@ -5,6 +5,7 @@
 #![no_std]
 #![no_main]
 
+mod efi;
 mod serial;
 mod walk;
 
@@ -60,6 +61,7 @@ extern "sysv64" fn kernel_main(info: &'static BootInfo, entry_rsp: u64) -> ! {
     check_cpu(&mut c, info, entry_rsp);
     check_memory_map(&mut c, info);
     walk::check_tables(&mut c, info);
+    efi::check_runtime(&mut c, info);
     exit(c.failed)
 }
 

@@ -14,6 +14,7 @@ mod cpu;
 mod firmware;
 mod memmap;
 mod paging;
+mod runtime;
 mod sha256;
 
 #[allow(dead_code)]
@@ -132,7 +133,25 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
         );
     }
     let dmap_page = if huge_1g { GIB } else { MIB2 };
-    let pool_pages = paging::tables_needed(plan::DIRECT_MAP_BASE, dmap_size, dmap_page);
+    let mut pool_pages = paging::tables_needed(plan::DIRECT_MAP_BASE, dmap_size, dmap_page);
+
+    // EFI runtime services: room in the layout's EFI region, tables for their mappings.
+    let attributes = runtime::Attributes::read(st);
+    let (rt_descriptors, rt_pages) = runtime::census(&map);
+    if let Some((efi_base, efi_size)) = plan::EFI_REGION {
+        let span = ((rt_pages + 512) * PAGE).min(efi_size);
+        if rt_pages * PAGE > efi_size {
+            return fail!(
+                efi::Status::OUT_OF_RESOURCES,
+                "the firmware's runtime services need {:#x} bytes; the layout's EFI region has {:#x}",
+                rt_pages * PAGE,
+                efi_size
+            );
+        }
+        pool_pages += paging::tables_needed(efi_base, span, PAGE);
+    }
+    let range_capacity = rt_descriptors + attributes.len() + 2 * runtime::SLACK;
+    let vmap_capacity = rt_descriptors + runtime::SLACK;
 
     // The dynamic tail of the block: direct-map tables, then one area for the boot info, the GDT
     // and IDT descriptors, the command line and the memory map.
@@ -142,7 +161,9 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     let desc_off = gdt_off + 32;
     let cmdline_off = desc_off + 32;
     let memmap_off = (cmdline_off + plan::CMDLINE.len() as u64 + 15) & !15;
-    let area_size = memmap_off + (map_capacity * core::mem::size_of::<bootinfo::MemoryRegion>()) as u64;
+    let ranges_off = memmap_off + (map_capacity * core::mem::size_of::<bootinfo::MemoryRegion>()) as u64;
+    let vmap_off = ranges_off + (range_capacity * core::mem::size_of::<bootinfo::EfiRange>()) as u64;
+    let area_size = vmap_off + (vmap_capacity * map.descriptor_size()) as u64;
     let pool_off = plan::STATIC_SIZE;
     let area_off = pool_off + pool_pages * PAGE;
     let block_size = (area_off + area_size + PAGE - 1) & !(PAGE - 1);
@@ -216,6 +237,7 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
             flags |= bootinfo::flags::NO_EFI_REGION;
         }
         i.efi_system_table = st as u64;
+        i.efi_runtime_map = dm(area + ranges_off);
         i.cmdline = dm(area + cmdline_off);
         i.cmdline_len = (plan::CMDLINE.len() - 1) as u64;
         if i.cmdline_len > 0 {
@@ -237,6 +259,23 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
         let count = memmap::convert(&map, regions, block, block_size);
         let i = &mut *info;
         i.memory_map_count = count as u64;
+        if let Some((efi_base, efi_size)) = plan::EFI_REGION {
+            let ranges = core::slice::from_raw_parts_mut((area + ranges_off) as *mut bootinfo::EfiRange, range_capacity);
+            let vmap = (area + vmap_off) as *mut u8;
+            let Some(mapped) =
+                runtime::map_all(&map, &attributes, root, &mut pool, nx_mask, efi_base, efi_size, ranges, vmap, vmap_capacity)
+            else {
+                fatal("the runtime services grew past the room planned for them after ExitBootServices");
+            };
+            let status = runtime::set_virtual_address_map(st, &map, vmap, mapped.descriptors);
+            if status.is_error() {
+                println!("highboot: warning: SetVirtualAddressMap failed ({:#x}); runtime services are unusable", status.as_usize());
+            } else if let Some(va) = runtime::virtual_of(&ranges[..mapped.ranges], st as u64) {
+                i.efi_system_table = va;
+                i.flags |= bootinfo::flags::EFI_RUNTIME;
+            }
+            i.efi_runtime_count = mapped.ranges as u64;
+        }
         i.page_tables_pages = plan::TABLE_COUNT + pool.used();
         cpu::enable_nx_and_wp(features.nx);
         i.tsc_handoff = cpu::rdtsc();
@@ -261,6 +300,15 @@ unsafe fn load_image(kernel: &[u8], block: u64) {
     }
     for &(offset, value) in plan::RELOCATIONS.iter() {
         ptr::write_unaligned((block + offset) as *mut u64, value);
+    }
+}
+
+/// A failure after ExitBootServices: nothing to return to; say why on COM1 and stop.
+fn fatal(message: &str) -> ! {
+    println!("highboot: error: {}; halting", message);
+    loop {
+        // SAFETY: halting is always allowed at CPL 0.
+        unsafe { core::arch::asm!("cli; hlt") };
     }
 }
 

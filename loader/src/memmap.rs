@@ -14,6 +14,7 @@ pub struct FirmwareMap {
     size: usize,
     key: usize,
     descriptor_size: usize,
+    descriptor_version: u32,
 }
 
 impl FirmwareMap {
@@ -32,7 +33,7 @@ impl FirmwareMap {
         if status.is_error() {
             return fail!(status, "not enough memory for the memory map ({} bytes)", capacity);
         }
-        Ok(FirmwareMap { buffer: address as *mut u8, capacity, size: 0, key: 0, descriptor_size: dsize })
+        Ok(FirmwareMap { buffer: address as *mut u8, capacity, size: 0, key: 0, descriptor_size: dsize, descriptor_version: version })
     }
 
     pub fn refresh(&mut self, bs: &efi::BootServices) -> Result<()> {
@@ -50,7 +51,16 @@ impl FirmwareMap {
             return fail!(status, "GetMemoryMap failed ({:#x}); the map grew past {} bytes?", status.as_usize(), self.capacity);
         }
         self.size = size;
+        self.descriptor_version = version;
         Ok(())
+    }
+
+    pub fn descriptor_size(&self) -> usize {
+        self.descriptor_size
+    }
+
+    pub fn descriptor_version(&self) -> u32 {
+        self.descriptor_version
     }
 
     pub fn len(&self) -> usize {

@@ -5,10 +5,11 @@ use core::ptr;
 
 use crate::plan;
 
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
+pub const PRESENT: u64 = 1 << 0;
+pub const WRITABLE: u64 = 1 << 1;
+pub const NO_CACHE: u64 = 1 << 4;
 const HUGE: u64 = 1 << 7;
-const NO_EXECUTE: u64 = 1 << 63;
+pub const NO_EXECUTE: u64 = 1 << 63;
 const ADDR: u64 = 0x000f_ffff_ffff_f000;
 const TABLE: u64 = PRESENT | WRITABLE;
 
@@ -97,5 +98,14 @@ pub unsafe fn map_direct(root: u64, pool: &mut Pool, size: u64, page: u64, nx_ma
     while pa < size {
         ptr::write(entry(root, plan::DIRECT_MAP_BASE + pa, depth, pool), pa | flags);
         pa += page;
+    }
+}
+
+/// [va, va + len) to [pa, pa + len) with 4 KiB pages and the given entry flags.
+pub unsafe fn map_4k(root: u64, pool: &mut Pool, va: u64, pa: u64, len: u64, flags: u64) {
+    let mut off = 0;
+    while off < len {
+        ptr::write(entry(root, va + off, plan::LEVELS - 1, pool), (pa + off) | flags);
+        off += 4096;
     }
 }

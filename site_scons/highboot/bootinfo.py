@@ -66,6 +66,21 @@ BOOT_INFO = (
     Field("cmdline_len", "u64", "length of the command line in bytes, without the NUL"),
     Field("tsc_loader_entry", "u64", "TSC when the loader's efi_main started"),
     Field("tsc_handoff", "u64", "TSC just before the jump to the trampoline"),
+    Field("efi_runtime_map", "u64", "virtual address of efi_runtime_count entries (struct highboot_efi_range)"),
+    Field("efi_runtime_count", "u64", "number of EFI runtime mappings (0 without an EFI region)"),
+)
+
+EFI_RANGE = (
+    Field("phys", "u64", "physical start of a runtime range"),
+    Field("virt", "u64", "its virtual address in the layout's EFI region"),
+    Field("length", "u64", "bytes"),
+    Field("access", "u64", "HIGHBOOT_ACCESS_* bits of the mapping"),
+)
+
+ACCESS = (
+    Constant("WRITE", 1 << 0, "writable"),
+    Constant("EXECUTE", 1 << 1, "executable"),
+    Constant("UNCACHED", 1 << 2, "memory-mapped I/O, mapped uncached"),
 )
 
 MEMORY_REGION = (
@@ -125,6 +140,7 @@ def context() -> dict[str, object]:
         "magic": MAGIC, "version": VERSION,
         "boot_info_fields": BOOT_INFO, "boot_info_size": size_of(BOOT_INFO),
         "memory_region_fields": MEMORY_REGION, "memory_region_size": size_of(MEMORY_REGION),
+        "efi_range_fields": EFI_RANGE, "efi_range_size": size_of(EFI_RANGE), "access": ACCESS,
         "rust_keywords": ("type", "ref", "match", "mod"),
         "memory_types": MEMORY_TYPES, "flags": FLAGS, "cpu_features": CPU_FEATURES, "fb_formats": FB_FORMATS,
     }

@@ -67,9 +67,9 @@ def cargo_build(rust: RustToolchain, crate_dir: str, target: str, target_dir: st
         print(f"  (first build: compiling core for {target} from rust-src, about a minute)", flush=True)
     proc = subprocess.run(cmd, env=env, stdout=None if verbose else subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, check=False)
+    if not verbose and (proc.returncode != 0 or "warning" in proc.stdout):
+        sys.stdout.write(proc.stdout)
     if proc.returncode != 0:
-        if not verbose:
-            sys.stdout.write(proc.stdout)
         raise HighbootError(f"cargo build failed for {target} (exit {proc.returncode})", file=crate_dir)
     built = Path(target_dir, target, "release", artifact)
     tmp = Path(out).with_name(f".{Path(out).name}.tmp")

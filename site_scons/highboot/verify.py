@@ -25,6 +25,7 @@ class BootReport:
     facts: dict[str, str]
     memory: list[tuple[int, int, int]]
     mappings: list[Mapping]
+    efi: list[Mapping]  # the runtime mappings the loader reports (pa, va in the EFI region)
 
     def number(self, key: str) -> int:
         return int(self.facts[key], 0)
@@ -34,6 +35,7 @@ def parse_report(serial: str) -> BootReport:
     facts: dict[str, str] = {}
     memory: list[tuple[int, int, int]] = []
     mappings: list[Mapping] = []
+    efi: list[Mapping] = []
     for line in serial.splitlines():
         line = line.strip()
         if line.startswith("INFO "):
@@ -45,7 +47,10 @@ def parse_report(serial: str) -> BootReport:
         elif line.startswith("MAP "):
             va, pa, size, flags = line.split()[1:5]
             mappings.append(Mapping(int(va, 16), int(pa, 16), int(size, 16), _FLAG_TEXT[flags]))
-    return BootReport(facts, memory, mappings)
+        elif line.startswith("EFI "):
+            pa, va, size, flags = line.split()[1:5]
+            efi.append(Mapping(int(va, 16), int(pa, 16), int(size, 16), _FLAG_TEXT[flags]))
+    return BootReport(facts, memory, mappings, efi)
 
 
 def expected_direct_map_size(report: BootReport) -> int:
@@ -64,7 +69,7 @@ def predicted_mappings(plan: dict[str, Any], report: BootReport) -> list[Mapping
     for r in plan["ranges"]:
         pa = report.number("trampoline_phys") if r["block_offset"] is None else block + r["block_offset"]
         out.append(Mapping(r["va"], pa, r["size"], FLAGS[r["flags"]]))
-    return coalesce(out)
+    return coalesce(out + report.efi)
 
 
 def minimum_table_pages(plan: dict[str, Any], report: BootReport) -> int:
@@ -72,6 +77,7 @@ def minimum_table_pages(plan: dict[str, Any], report: BootReport) -> int:
     page = report.number("direct_map_page")
     ranges = [(r["va"], r["size"], PAGE) for r in plan["ranges"]]
     ranges.append((plan["direct_map_base"], report.number("direct_map_size"), page))
+    ranges += [(m.va, m.size, PAGE) for m in report.efi]
     return sum(minimum_tables(ranges, paging_levels(plan["levels"])).values())
 
 
