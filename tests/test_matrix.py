@@ -53,3 +53,11 @@ def test_injected_out_of_memory_is_reported(built: dict) -> None:
     assert "highboot: error: not enough memory for the kernel block" in result.serial, result.serial[-2000:]
     assert "the kernel was not started (EFI status 0x8000000000000009)" in result.serial
     assert "HIGHBOOT-KERNEL" not in result.serial
+
+
+@pytest.mark.parametrize("name, cpu", [("c-kernel", "qemu64"), ("c-kernel", "max"), ("c-kernel-minimal", "max")])
+def test_c_kernel_boots_through_the_same_checks(built: dict, name: str, cpu: str) -> None:
+    esp, plan = config(built, name)
+    result = qemu.boot(esp, cpu=cpu, memory="1G")
+    assert "highboot C kernel: hello" in result.serial
+    check_boot(result, plan, expect_1g=cpu == "max")
