@@ -147,12 +147,14 @@ def _strip_ansi(text: str) -> str:
     return "".join(out)
 
 
-def run_interactive(media: str | Path, *, cpu: str, memory: str, graphic: bool, gdb: bool = False) -> int:
-    """scons run / debug: QEMU in the foreground, serial (and the monitor) on this terminal."""
-    fw = find_firmware()
+def run_interactive(media: str | Path, *, cpu: str, memory: str, graphic: bool, gdb: bool = False,
+                    secure_vars: str | Path | None = None) -> int:
+    """scons run / debug: QEMU in the foreground, serial (and the monitor) on this terminal.
+    With secure_vars (SIGN=1), the Secure Boot firmware with that VARS file (key enrolled)."""
+    fw = find_firmware(secure_boot=secure_vars is not None)
     with tempfile.TemporaryDirectory(prefix="highboot-run-") as tmp:
         vars_copy = Path(tmp, "vars.fd")
-        shutil.copyfile(fw.vars, vars_copy)
+        shutil.copyfile(secure_vars or fw.vars, vars_copy)
         extra = [] if graphic else ["-nographic"]
         cmd = command(media, vars_copy, cpu=cpu, memory=memory, firmware=fw, display=True, gdb=gdb, extra=extra)
         print(" ".join(cmd), flush=True)
