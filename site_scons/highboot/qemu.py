@@ -29,13 +29,18 @@ def find_firmware(flavor: str = "4M", secure_boot: bool = False) -> Firmware:
     """OVMF code + vars template: flavor "4M" (OVMF_CODE_4M.fd) or "2M" (OVMF_CODE.fd)."""
     suffix = "_4M" if flavor == "4M" else ""
     code_name = f"OVMF_CODE{suffix}.secboot.fd" if secure_boot else f"OVMF_CODE{suffix}.fd"
-    vars_name = f"OVMF_VARS{suffix}.snakeoil.fd" if secure_boot else f"OVMF_VARS{suffix}.fd"
+    # Secure Boot: Debian's snakeoil-enrolled VARS where there is one, else the plain VARS (a caller
+    # enrolls its own key with signing.enroll_vars).
+    vars_names = [f"OVMF_VARS{suffix}.snakeoil.fd"] if secure_boot else []
+    vars_names.append(f"OVMF_VARS{suffix}.fd")
+    vars_name = vars_names[0]
     env_code, env_vars = os.environ.get("HIGHBOOT_OVMF_CODE"), os.environ.get("HIGHBOOT_OVMF_VARS")
     if env_code and env_vars and not secure_boot:
         return Firmware(env_code, env_vars)
     for d in OVMF_DIRS:
-        code, vars_ = Path(d, code_name), Path(d, vars_name)
-        if code.exists() and vars_.exists():
+        code = Path(d, code_name)
+        vars_ = next((Path(d, n) for n in vars_names if Path(d, n).exists()), None)
+        if code.exists() and vars_ is not None:
             return Firmware(str(code), str(vars_), secure_boot)
     raise HighbootError(f"OVMF firmware {code_name} / {vars_name} not found in {', '.join(OVMF_DIRS)}; "
                         "install it with: apt-get install ovmf", field="firmware")
