@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -65,17 +66,22 @@ def cargo_build(rust: RustToolchain, crate_dir: str, target: str, target_dir: st
         print(" ".join(f"{k}={v}" for k, v in sorted({**rust.cargo_env(), **env_extra}.items())), " ".join(cmd))
     elif rust.build_std and not core_is_built(target_dir, target):
         print(f"  (first build: compiling core for {target} from rust-src, about a minute)", flush=True)
-    proc = subprocess.run(cmd, env=env, stdout=None if verbose else subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, check=False)
-    if not verbose and (proc.returncode != 0 or "warning" in proc.stdout):
-        sys.stdout.write(proc.stdout)
-    if proc.returncode != 0:
-        raise HighbootError(f"cargo build failed for {target} (exit {proc.returncode})", file=crate_dir)
-    built = Path(target_dir, target, "release", artifact)
-    tmp = Path(out).with_name(f".{Path(out).name}.tmp")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(built, tmp)
-    os.replace(tmp, out)
+    Path(target_dir).mkdir(parents=True, exist_ok=True)
+    # Builds of several configurations (or several scons runs) may share one target dir: hold a
+    # lock over cargo *and* the copy, so nobody replaces the artifact in between.
+    with open(Path(target_dir, ".highboot-lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.run(cmd, env=env, stdout=None if verbose else subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, check=False)
+        if not verbose and (proc.returncode != 0 or "warning" in proc.stdout):
+            sys.stdout.write(proc.stdout)
+        if proc.returncode != 0:
+            raise HighbootError(f"cargo build failed for {target} (exit {proc.returncode})", file=crate_dir)
+        built = Path(target_dir, target, "release", artifact)
+        tmp = Path(out).with_name(f".{Path(out).name}.tmp")
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(built, tmp)
+        os.replace(tmp, out)
 
 
 def check_and_install_loader(source: str, out: str) -> None:

@@ -75,7 +75,7 @@ def _cargo_emitter(target: Any, source: Any, env: Any) -> tuple[Any, Any]:
     key = {"rust": rust.describe() if rust else "", "env": env.get("CARGO_ENV", {}),
            "flags": env.get("CARGO_RUSTFLAGS", []), "target": env["CARGO_TARGET"]}
     # One cargo at a time per target dir: builds of several configurations share its core.
-    env.SideEffect(env.File(f"{env['CARGO_TARGET_DIR']}/.highboot-lock"), target)
+    env.SideEffect(env.File(f"{env['CARGO_TARGET_DIR']}/.highboot-scons"), target)
     return target, source + files + [env.Value(json.dumps(key, sort_keys=True))]
 
 
