@@ -46,7 +46,10 @@ impl Checks {
 }
 
 extern "sysv64" fn kernel_main(info: &'static BootInfo, entry_rsp: u64) -> ! {
+    // SAFETY: RDTSC has no side effects.
+    let tsc = unsafe { core::arch::x86_64::_rdtsc() };
     println!("highboot sample kernel: hello from {:#x}", kernel_main as *const () as usize);
+    println!("INFO tsc_kernel={}", tsc);
     let mut c = Checks { failed: 0 };
     c.check(info.magic == bootinfo::MAGIC, format_args!("magic is {:#x}, expected \"HIGHBOOT\"", info.magic));
     c.check(info.version == bootinfo::VERSION, format_args!("version {} != {}", info.version, bootinfo::VERSION));
