@@ -55,9 +55,20 @@ def test_injected_out_of_memory_is_reported(built: dict) -> None:
     assert "HIGHBOOT-KERNEL" not in result.serial
 
 
-@pytest.mark.parametrize("name, cpu", [("c-kernel", "qemu64"), ("c-kernel", "max"), ("c-kernel-minimal", "max")])
+@pytest.mark.parametrize("name, cpu", [("c-kernel", "qemu64"), ("c-kernel", "max"), ("c-kernel-minimal", "max"),
+                                       ("c-kernel-pie", "max")])
 def test_c_kernel_boots_through_the_same_checks(built: dict, name: str, cpu: str) -> None:
     esp, plan = config(built, name)
     result = qemu.boot(esp, cpu=cpu, memory="1G")
     assert "highboot C kernel: hello" in result.serial
     check_boot(result, plan, expect_1g=cpu == "max")
+
+
+def test_pie_kernel_has_relocations_the_loader_applies(built: dict) -> None:
+    from highboot.elfkernel import read_kernel
+
+    _, plan = config(built, "c-kernel-pie")
+    kernel = read_kernel(built["dir"] / "test" / "c-kernel-pie" / "kernel" / "kernel.elf")
+    assert kernel.position_independent and kernel.relocations
+    assert len(plan["relocations"]) == len(kernel.relocations)
+    # lld leaves the relocated words zero in the file: the kernel only prints hex if they are applied.

@@ -19,10 +19,13 @@ static void putc_serial(char c) {
     outb(0x3f8, (uint8_t)c);
 }
 static void puts_serial(const char *s) { for (; *s; s++) { if (*s == '\n') putc_serial('\r'); putc_serial(*s); } }
+/* An absolute pointer in data: built as PIE, this is an R_X86_64_RELATIVE the loader must apply. */
+static const char *volatile digits = "0123456789abcdef";
+
 static void puthex(uint64_t v, int width) {
     char buf[17];
     int n = 0;
-    do { buf[n++] = "0123456789abcdef"[v & 15]; v >>= 4; } while (v || n < width);
+    do { buf[n++] = digits[v & 15]; v >>= 4; } while (v || n < width);
     while (n) putc_serial(buf[--n]);
 }
 static void putdec(uint64_t v) { char b[21]; int n = 0; do { b[n++] = (char)('0' + v % 10); v /= 10; } while (v); while (n) putc_serial(b[--n]); }
