@@ -188,8 +188,3 @@ def _check_inside(kernel: KernelImage, layout: Layout, region: Region, image_va:
     if not region.contains(image_va, image_end):
         raise HighbootError(f"the page-aligned image {hex_addr(image_va)}..{hex_addr(image_end)} does not fit "
                             f"region {region.name!r}", file=kernel.path, field="program headers")
-
-
-def windows(start: int, size: int, span: int) -> int:
-    """How many span-aligned windows [start, start + size) touches."""
-    return (start + size - 1) // span - start // span + 1
