@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -19,7 +20,10 @@ OWNER_GUID = str(uuid.uuid5(uuid.NAMESPACE_URL, "https://highboot.invalid/db-own
 
 
 def _tool(name: str, hint: str) -> str:
-    found = shutil.which(name)
+    # Python tools (virt-fw-vars) live next to the interpreter running the build, which is often
+    # a virtual environment that is not on PATH (`.venv/bin/scons`).
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
+    found = shutil.which(name, path=path)
     if not found:
         raise HighbootError(f"{name} not found; {hint}", field="SIGN")
     return found
