@@ -33,6 +33,8 @@ def read_project(path: str | Path) -> dict[str, str]:
         raise HighbootError(f"cannot read project file: {exc}", file=path) from None
     except tomllib.TOMLDecodeError as exc:
         raise HighbootError(f"not valid TOML: {exc}", file=path) from None
+    except ValueError as exc:  # tomllib lets int() refuse a literal of over 4300 digits
+        raise HighbootError(f"not valid TOML: {exc}", file=path) from None
     options: dict[str, str] = {}
     base = path.resolve().parent
     for key, value in data.items():
@@ -41,7 +43,8 @@ def read_project(path: str | Path) -> dict[str, str]:
         if key == "templates":
             items = value if isinstance(value, list) else [value]
             if not all(isinstance(v, str) for v in items):
-                raise HighbootError("expected a directory or a list of directories", file=path, field=key)
+                raise HighbootError(f"expected a directory or a list of directories, got {value!r}", file=path,
+                                    field=key)
             options[KEYS[key]] = ":".join(str(base / v) for v in items)
             continue
         if not isinstance(value, str):

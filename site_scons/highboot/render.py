@@ -14,6 +14,7 @@ from typing import Any
 
 import jinja2
 import jinja2.meta
+from jinja2.loaders import split_template_path
 
 from highboot.errors import HighbootError
 
@@ -50,9 +51,27 @@ def _c_string(text: str) -> str:
     return '"' + "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else f"\\x{ord(c):02x}" for c in text) + '"'
 
 
+class TemplateDirLoader(jinja2.FileSystemLoader):
+    """A FileSystemLoader for one directory whose mistakes are a HighbootError naming the file: a
+    template that is not UTF-8, or a directory where a template was expected (jinja2 would silently
+    fall through to the next loader, i.e. ignore a project's override)."""
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Any]:
+        for directory in self.searchpath:
+            candidate = Path(directory, *split_template_path(template))
+            if candidate.is_dir():
+                raise HighbootError("expected a template file, found a directory", file=candidate)
+        try:
+            return super().get_source(environment, template)
+        except UnicodeDecodeError as exc:
+            found = next((Path(d, *split_template_path(template)) for d in self.searchpath
+                          if Path(d, *split_template_path(template)).is_file()), template)
+            raise HighbootError(f"template is not UTF-8 text: {exc.reason} at byte {exc.start}", file=found) from None
+
+
 def make_environment(project_dirs: Sequence[str | Path] = ()) -> jinja2.Environment:
-    defaults = jinja2.FileSystemLoader(str(DEFAULT_TEMPLATES))
-    loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(str(d)) for d in project_dirs]
+    defaults = TemplateDirLoader(str(DEFAULT_TEMPLATES))
+    loaders: list[jinja2.BaseLoader] = [TemplateDirLoader(str(d)) for d in project_dirs]
     loaders.append(jinja2.PrefixLoader({"base": defaults}, delimiter=":"))
     loaders.append(defaults)
     env = jinja2.Environment(
@@ -71,15 +90,16 @@ def template_files(project_dirs: Sequence[str | Path], name: str) -> list[Path]:
     """The file a template name resolves to, and every file it extends, includes or imports."""
     env = make_environment(project_dirs)
     seen: dict[str, Path] = {}
-    pending = [name]
+    pending: list[tuple[str, str | None]] = [(name, None)]  # (template, the file that refers to it)
     while pending:
-        current = pending.pop()
+        current, referrer = pending.pop()
         if current in seen:
             continue
         try:
             source, filename, _ = env.loader.get_source(env, current)  # type: ignore[union-attr]
         except jinja2.TemplateNotFound:
-            raise HighbootError(f"template not found in {_search_path(project_dirs)}", file=current) from None
+            used_by = f" (used by {referrer})" if referrer else ""
+            raise HighbootError(f"template not found in {_search_path(project_dirs)}{used_by}", file=current) from None
         except OSError as exc:
             raise HighbootError(f"cannot read template: {exc.strerror}", file=current) from None
         seen[current] = Path(filename or current)
@@ -88,7 +108,7 @@ def template_files(project_dirs: Sequence[str | Path], name: str) -> list[Path]:
         except jinja2.TemplateSyntaxError as exc:
             raise HighbootError(f"template syntax error: {exc.message}", file=filename,
                                 field=f"line {exc.lineno}") from None
-        pending.extend(r for r in refs if r is not None)
+        pending.extend((r, filename) for r in refs if r is not None)
     return sorted(set(seen.values()))
 
 
@@ -101,7 +121,8 @@ def render(project_dirs: Sequence[str | Path], name: str, context: dict[str, Any
     try:
         return env.get_template(name).render(**context)
     except jinja2.TemplateNotFound as exc:
-        raise HighbootError(f"template {exc.name!r} not found in {_search_path(project_dirs)}", file=name) from None
+        raise HighbootError(f"template {exc.name!r} not found in {_search_path(project_dirs)}",
+                            file=_resolve(env, name)) from None
     except jinja2.TemplateSyntaxError as exc:
         raise HighbootError(f"template syntax error: {exc.message}", file=exc.filename or name,
                             field=f"line {exc.lineno}") from None

@@ -29,7 +29,10 @@ def parse_int(text: str) -> int:
     number, suffix = m.group(1).replace("_", ""), m.group(2).lower()
     if suffix not in _SUFFIXES:
         raise ValueError(f"unknown size unit {m.group(2)!r} in {text!r} (use K, M, G, T, P or KiB, MiB...)")
-    value = int(number, 16) if number.lower().startswith("0x") else int(number, 10)
+    try:
+        value = int(number, 16) if number.lower().startswith("0x") else int(number, 10)
+    except ValueError:  # "0x_" (no digits), or more digits than Python converts
+        raise ValueError(f"expected a number such as 4096, 0x1000 or '2 MiB', got {text!r}") from None
     return value * _SUFFIXES[suffix]
 
 

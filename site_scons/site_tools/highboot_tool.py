@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import SCons.Action
 import SCons.Builder
 import SCons.Errors
+import SCons.Script
 
 from highboot import build
 from highboot.errors import HighbootError
@@ -18,7 +20,8 @@ PACKAGE_DIR = Path(build.__file__).resolve().parent
 
 
 def _fail(target: Any, exc: HighbootError) -> SCons.Errors.BuildError:
-    return SCons.Errors.BuildError(node=target[0], errstr=exc.format(), status=2, exitstatus=2)
+    # The same "highboot: error:" as every other refusal, after SCons's "scons: *** [target]".
+    return SCons.Errors.BuildError(node=target[0], errstr=f"highboot: error: {exc.format()}", status=2, exitstatus=2)
 
 
 def _package_deps(env: Any) -> list[Any]:
@@ -50,7 +53,10 @@ def _render_emitter(target: Any, source: Any, env: Any) -> tuple[Any, Any]:
     try:
         files = template_files(env["TEMPLATE_DIRS"], env["TEMPLATE"])
     except HighbootError as exc:
-        raise SCons.Errors.UserError(exc.format()) from None
+        # While the SConstruct is read: stop like its own checks do (a UserError adds a line
+        # pointing at this file, as if the tool were at fault).
+        print(f"highboot: error: {exc.format()}", file=sys.stderr)
+        SCons.Script.Exit(2)
     env.Depends(target, [env.File(str(f)) for f in files] + _package_deps(env))
     key = {"template": env["TEMPLATE"], "dirs": list(env["TEMPLATE_DIRS"]), "extra": env.get("RENDER_EXTRA", {})}
     return target, source + [env.Value(json.dumps(key, sort_keys=True, default=str))]
