@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import pefile
@@ -80,3 +82,14 @@ def test_no_toolchain_gives_one_clear_message(monkeypatch: pytest.MonkeyPatch, t
         toolchain.find_rust()
     assert "rustup target add x86_64-unknown-uefi x86_64-unknown-none" in str(err.value)
     assert "rustc-web cargo-web rust-web-src" in str(err.value)
+
+
+@pytest.mark.parametrize("crate", ["loader", "kernel"])
+def test_rust_sources_are_rustfmt_clean(crate: str) -> None:
+    """rustfmt.toml at the top is the style; rustfmt follows `mod` items from main.rs."""
+    rustfmt = shutil.which("rustfmt")
+    assert rustfmt, "rustfmt not found: `tools/setup --test` installs it (Debian package rustfmt-web)"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([rustfmt, "--check", str(root / crate / "src" / "main.rs")], capture_output=True,
+                          text=True, cwd=root, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]

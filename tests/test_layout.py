@@ -21,6 +21,22 @@ def test_shipped_layouts_load() -> None:
     assert linux.levels == 4
     minimal = load_layout(LAYOUTS / "minimal.toml")
     assert minimal.require("direct_map").start == 0xFFFFFF8000000000
+    # mm.rst, 5-level paging: 32 PB direct map at ff11000000000000; the top 4 TB as with 4 levels.
+    la57 = load_layout(LAYOUTS / "linux-x86_64-la57.toml")
+    assert la57.levels == 5 and la57.va_bits == 57
+    assert la57.require("direct_map").start == 0xFF11000000000000
+    assert la57.require("direct_map").end == 0xFF91000000000000
+    assert la57.require("kernel").start == linux.require("kernel").start
+    assert la57.require("efi_runtime").start == linux.require("efi_runtime").start
+
+
+def test_five_level_addresses_need_five_levels(tmp_path: Path) -> None:
+    text = (LAYOUTS / "linux-x86_64-la57.toml").read_text().replace("levels = 5", "levels = 4")
+    path = tmp_path / "la57-as-4.toml"
+    path.write_text(text)
+    with pytest.raises(HighbootError) as err:
+        load_layout(path)
+    assert "is not a canonical 48-bit address" in str(err.value) and "la57-as-4.toml" in str(err.value)
 
 
 def test_canonical() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +21,7 @@ from highboot.paging import (
     TableBuilder,
     coalesce,
     minimum_tables,
+    paging_levels,
     translate,
     walk,
 )
@@ -30,8 +32,8 @@ KREGION = 0xFFFFFFFF80000000
 
 
 def layout(kernel_start: int = KREGION, kernel_size: int = 512 << 20, stack: int = 64 << 10,
-           dmap: int = 0xFFFF888000000000):
-    return parse_layout({"stack_size": stack, "region": [
+           dmap: int = 0xFFFF888000000000, levels: int = 4):
+    return parse_layout({"stack_size": stack, "levels": levels, "region": [
         {"name": "dm", "role": "direct_map", "start": dmap, "size": "1 TiB"},
         {"name": "k", "role": "kernel", "start": kernel_start, "size": kernel_size}]}, "test.toml")
 
@@ -70,10 +72,12 @@ segment_sizes = st.lists(st.tuples(st.integers(1, 40), st.sampled_from(["RX", "R
                          min_size=1, max_size=6)
 
 
+@pytest.mark.parametrize("levels, dmap", [(4, 0xFFFF888000000000), (5, 0xFF11000000000000)])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(segs=segment_sizes, offset_pages=st.integers(0, 1200), stack_pages=st.integers(1, 40),
        block=st.integers(1, 1 << 20).map(lambda p: p * PAGE))
-def test_plan_tables_are_exact(tmp_path: Path, segs, offset_pages: int, stack_pages: int, block: int) -> None:
+def test_plan_tables_are_exact(tmp_path: Path, levels: int, dmap: int, segs, offset_pages: int, stack_pages: int,
+                               block: int) -> None:
     perms = {"RX": PF_R | PF_X, "R": PF_R, "RW": PF_R | PF_W}
     at = KREGION + offset_pages * PAGE
     elf_segs = []
@@ -85,7 +89,9 @@ def test_plan_tables_are_exact(tmp_path: Path, segs, offset_pages: int, stack_pa
     entry = next(s.vaddr for s in elf_segs if s.flags & PF_X)
     path = tmp_path / "k.elf"
     path.write_bytes(Elf(elf_segs, entry).build())
-    plan = plan_boot(read_kernel(path), layout(stack=stack_pages * PAGE))
+    plan = plan_boot(read_kernel(path), layout(stack=stack_pages * PAGE, dmap=dmap, levels=levels))
+    lv = paging_levels(levels)
+    assert plan.levels == levels and plan.switch_count == levels - 1
 
     mem = SparseMemory()
     root = block + plan.tables_offset
@@ -98,14 +104,14 @@ def test_plan_tables_are_exact(tmp_path: Path, segs, offset_pages: int, stack_pa
         for off in range(0, r.size, PAGE):
             expected[r.va + off] = (block + r.block_offset + off, FLAGS[r.flags])
     for va, (pa, flags) in expected.items():
-        t = translate(mem.read_u64, root, va)
+        t = translate(mem.read_u64, root, va, lv)
         assert t is not None and (t.pa, t.flags, t.page_size) == (pa, flags, PAGE), hex(va)
-    seen = {m.va: (m.pa, m.flags) for m in walk(mem.read_u64, root)}
+    seen = {m.va: (m.pa, m.flags) for m in walk(mem.read_u64, root, lv)}
     assert seen == expected  # nothing unplanned is mapped
     assert not any(f & PageFlags.WRITABLE and not f & PageFlags.NO_EXECUTE for _, f in seen.values())
-    assert translate(mem.read_u64, root, plan.stack_guard_va) is None
-    assert translate(mem.read_u64, root, plan.trampoline_va) is None
-    needed = minimum_tables([(r.va, r.size, PAGE) for r in plan.ranges])
+    assert translate(mem.read_u64, root, plan.stack_guard_va, lv) is None
+    assert translate(mem.read_u64, root, plan.trampoline_va, lv) is None
+    needed = minimum_tables([(r.va, r.size, PAGE) for r in plan.ranges], lv)
     assert plan.table_count == sum(needed.values())
     # The trampoline PTE the loader fills lies in the tables area, in a planned table.
     assert 0 <= plan.trampoline_slot < plan.table_count * 512

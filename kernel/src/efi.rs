@@ -28,14 +28,18 @@ pub fn check_runtime(c: &mut Checks, info: &BootInfo) {
         return;
     }
     // SAFETY: the loader promises efi_runtime_map points at efi_runtime_count entries.
-    let ranges: &[EfiRange] =
-        unsafe { core::slice::from_raw_parts(info.efi_runtime_map as *const EfiRange, info.efi_runtime_count as usize) };
+    let ranges: &[EfiRange] = unsafe {
+        core::slice::from_raw_parts(info.efi_runtime_map as *const EfiRange, info.efi_runtime_count as usize)
+    };
     for r in ranges {
         let w = if r.access & access::WRITE != 0 { "W" } else { "" };
         let x = if r.access & access::EXECUTE != 0 { "X" } else { "" };
         let uc = if r.access & access::UNCACHED != 0 { " UC" } else { "" };
         println!("EFI {:#x} {:#x} {:#x} R{}{}{}", r.phys, r.virt, r.length, w, x, uc);
-        c.check(r.access & access::WRITE == 0 || r.access & access::EXECUTE == 0, format_args!("EFI range {:#x} is W+X", r.phys));
+        c.check(
+            r.access & access::WRITE == 0 || r.access & access::EXECUTE == 0,
+            format_args!("EFI range {:#x} is W+X", r.phys),
+        );
     }
     c.check(info.flags & flags::EFI_RUNTIME != 0, format_args!("the loader did not map the runtime services"));
     if info.flags & flags::EFI_RUNTIME == 0 {

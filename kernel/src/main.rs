@@ -71,10 +71,27 @@ extern "sysv64" fn kernel_main(info: &'static BootInfo, entry_rsp: u64) -> ! {
 fn report_info(i: &BootInfo, entry_rsp: u64) {
     println!("INFO entry_rsp={:#x}", entry_rsp);
     println!("INFO block={:#x} block_size={:#x}", i.kernel_phys_base, i.kernel_phys_size);
-    println!("INFO direct_map_base={:#x} direct_map_size={:#x} direct_map_page={:#x}", i.direct_map_base, i.direct_map_size, i.direct_map_page_size);
-    println!("INFO trampoline_phys={:#x} trampoline_virt={:#x} switch_phys={:#x} switch_pages={}", i.trampoline_phys, i.trampoline_virt, i.switch_phys, i.switch_pages);
-    println!("INFO root={:#x} tables={} features={:#x} flags={:#x}", i.page_table_root, i.page_tables_pages, i.cpu_features, i.flags);
-    println!("INFO framebuffer={:#x} fb_size={:#x} fb={}x{} stride={} format={}", i.framebuffer_phys, i.framebuffer_size, i.framebuffer_width, i.framebuffer_height, i.framebuffer_stride, i.framebuffer_format);
+    println!(
+        "INFO direct_map_base={:#x} direct_map_size={:#x} direct_map_page={:#x}",
+        i.direct_map_base, i.direct_map_size, i.direct_map_page_size
+    );
+    println!(
+        "INFO trampoline_phys={:#x} trampoline_virt={:#x} switch_phys={:#x} switch_pages={}",
+        i.trampoline_phys, i.trampoline_virt, i.switch_phys, i.switch_pages
+    );
+    println!(
+        "INFO root={:#x} tables={} features={:#x} flags={:#x}",
+        i.page_table_root, i.page_tables_pages, i.cpu_features, i.flags
+    );
+    println!(
+        "INFO framebuffer={:#x} fb_size={:#x} fb={}x{} stride={} format={}",
+        i.framebuffer_phys,
+        i.framebuffer_size,
+        i.framebuffer_width,
+        i.framebuffer_height,
+        i.framebuffer_stride,
+        i.framebuffer_format
+    );
     println!("INFO rsdp={:#x} rsdp_revision={} system_table={:#x}", i.rsdp, i.rsdp_revision, i.efi_system_table);
     println!("INFO tsc_loader_entry={} tsc_handoff={}", i.tsc_loader_entry, i.tsc_handoff);
     // SAFETY: the loader promises cmdline points at cmdline_len bytes (and a NUL).
@@ -93,11 +110,17 @@ fn check_cpu(c: &mut Checks, i: &BootInfo, entry_rsp: u64) {
         core::arch::asm!("pushfq; pop {}", out(reg) rflags);
         core::arch::asm!("rdmsr", in("ecx") 0xc000_0080u32, out("eax") efer_lo, out("edx") _efer_hi);
     }
-    c.check(entry_rsp == i.stack_top - 8, format_args!("RSP at entry {:#x}, expected stack_top - 8 = {:#x}", entry_rsp, i.stack_top - 8));
+    c.check(
+        entry_rsp == i.stack_top - 8,
+        format_args!("RSP at entry {:#x}, expected stack_top - 8 = {:#x}", entry_rsp, i.stack_top - 8),
+    );
     // SAFETY: entry_rsp is in the mapped stack (checked just above, or we report it).
     let ret = unsafe { *(entry_rsp as *const u64) };
     c.check(ret == 0, format_args!("return address at entry is {:#x}, expected 0", ret));
-    c.check(cr3 & 0x000f_ffff_ffff_f000 == i.page_table_root, format_args!("CR3 {:#x} != page_table_root {:#x}", cr3, i.page_table_root));
+    c.check(
+        cr3 & 0x000f_ffff_ffff_f000 == i.page_table_root,
+        format_args!("CR3 {:#x} != page_table_root {:#x}", cr3, i.page_table_root),
+    );
     c.check(cr0 & (1 << 16) != 0, format_args!("CR0.WP is clear"));
     c.check(rflags & (1 << 9) == 0, format_args!("interrupts are enabled at entry"));
     if i.cpu_features & bootinfo::cpu::NX != 0 {
@@ -109,24 +132,40 @@ fn check_cpu(c: &mut Checks, i: &BootInfo, entry_rsp: u64) {
 
 fn check_memory_map(c: &mut Checks, i: &BootInfo) {
     // SAFETY: the loader promises memory_map points at memory_map_count entries.
-    let map: &[MemoryRegion] = unsafe { core::slice::from_raw_parts(i.memory_map as *const MemoryRegion, i.memory_map_count as usize) };
+    let map: &[MemoryRegion] =
+        unsafe { core::slice::from_raw_parts(i.memory_map as *const MemoryRegion, i.memory_map_count as usize) };
     c.check(!map.is_empty(), format_args!("the memory map is empty"));
-    c.check(i.memory_map_entry_size as usize == core::mem::size_of::<MemoryRegion>(), format_args!("memory map entry size {}", i.memory_map_entry_size));
+    c.check(
+        i.memory_map_entry_size as usize == core::mem::size_of::<MemoryRegion>(),
+        format_args!("memory map entry size {}", i.memory_map_entry_size),
+    );
     let mut usable = 0u64;
     let mut kernel_covered = false;
     for (n, r) in map.iter().enumerate() {
         println!("MEM {:#x} {:#x} {}", r.base, r.length, r.r#type);
-        c.check(r.length > 0 && r.base % 4096 == 0 && r.length % 4096 == 0, format_args!("entry {} is empty or unaligned", n));
-        c.check((mem::USABLE..=mem::PERSISTENT).contains(&r.r#type), format_args!("entry {} has unknown type {}", n, r.r#type));
+        c.check(
+            r.length > 0 && r.base % 4096 == 0 && r.length % 4096 == 0,
+            format_args!("entry {} is empty or unaligned", n),
+        );
+        c.check(
+            (mem::USABLE..=mem::PERSISTENT).contains(&r.r#type),
+            format_args!("entry {} has unknown type {}", n, r.r#type),
+        );
         if n > 0 {
             let p = &map[n - 1];
             c.check(p.base + p.length <= r.base, format_args!("entries {} and {} overlap or are unsorted", n - 1, n));
-            c.check(!(p.base + p.length == r.base && p.r#type == r.r#type), format_args!("entries {} and {} should be merged", n - 1, n));
+            c.check(
+                !(p.base + p.length == r.base && p.r#type == r.r#type),
+                format_args!("entries {} and {} should be merged", n - 1, n),
+            );
         }
         if r.r#type == mem::USABLE {
             usable += r.length;
         }
-        if r.r#type == mem::KERNEL && r.base <= i.kernel_phys_base && i.kernel_phys_base + i.kernel_phys_size <= r.base + r.length {
+        if r.r#type == mem::KERNEL
+            && r.base <= i.kernel_phys_base
+            && i.kernel_phys_base + i.kernel_phys_size <= r.base + r.length
+        {
             kernel_covered = true;
         }
     }

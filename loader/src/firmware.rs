@@ -18,14 +18,22 @@ pub fn read_kernel(bs: &efi::BootServices, image: efi::Handle) -> Result<&'stati
         let guid = loaded_image::PROTOCOL_GUID;
         let status = (bs.handle_protocol)(image, &guid as *const _ as *mut _, &mut li);
         if status.is_error() {
-            return fail!(status, "cannot find the device this loader was started from (LoadedImage: {:#x})", status.as_usize());
+            return fail!(
+                status,
+                "cannot find the device this loader was started from (LoadedImage: {:#x})",
+                status.as_usize()
+            );
         }
         let device = (*(li as *mut loaded_image::Protocol)).device_handle;
         let mut fs: *mut c_void = ptr::null_mut();
         let guid = simple_file_system::PROTOCOL_GUID;
         let status = (bs.handle_protocol)(device, &guid as *const _ as *mut _, &mut fs);
         if status.is_error() {
-            return fail!(status, "the boot device has no file system the firmware can read ({:#x})", status.as_usize());
+            return fail!(
+                status,
+                "the boot device has no file system the firmware can read ({:#x})",
+                status.as_usize()
+            );
         }
         let fs = fs as *mut simple_file_system::Protocol;
         let mut root: *mut file::Protocol = ptr::null_mut();
@@ -84,7 +92,11 @@ fn allocate(bs: &efi::BootServices, pages: u64) -> Result<u64> {
 /// the boot info tells the kernel which range is its own.
 pub fn allocate_block(bs: &efi::BootServices, pages: u64) -> Result<u64> {
     if plan::FAULT == "no_memory" {
-        return fail!(efi::Status::OUT_OF_RESOURCES, "not enough memory for the kernel block ({} pages) [injected fault]", pages);
+        return fail!(
+            efi::Status::OUT_OF_RESOURCES,
+            "not enough memory for the kernel block ({} pages) [injected fault]",
+            pages
+        );
     }
     allocate(bs, pages)
 }

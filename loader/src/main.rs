@@ -16,6 +16,7 @@ mod memmap;
 mod paging;
 mod runtime;
 mod sha256;
+mod switch;
 
 #[allow(dead_code)]
 mod plan {
@@ -30,13 +31,13 @@ mod bootinfo {
 core::arch::global_asm!(include_str!(concat!(env!("HIGHBOOT_GEN"), "/trampoline.S")));
 
 extern "sysv64" {
-    static highboot_trampoline_page: u8;
     fn highboot_handoff(args: *const Handoff) -> !;
 }
 
 /// What the trampoline reads before it switches CR3 (see templates/loader/trampoline.S.j2).
 #[repr(C)]
-struct Handoff {
+#[derive(Clone, Copy)]
+pub struct Handoff {
     cr3: u64,
     trampoline_va: u64,
     identity_slot_va: u64,
@@ -44,6 +45,12 @@ struct Handoff {
     stack_top: u64,
     entry: u64,
     boot_info_va: u64,
+    /// 0, or the transition root below 4 GiB when the paging mode changes (see switch.rs).
+    switch_cr3: u64,
+    /// CR4.LA57 as the kernel wants it (0 or 1 << 12).
+    cr4_la57: u64,
+    saved_rsp: u64,
+    saved_cs: u64,
 }
 
 const PAGE: u64 = 4096;
@@ -96,18 +103,35 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     }
 
     let features = cpu::features();
-    if cpu::la57_active() != (plan::LEVELS == 5) {
+    if plan::FAULT == "firmware_5level" && features.la57 && !cpu::la57_active() {
+        switch::firmware_to_5_level(bs)?;
+        println!("highboot: test build: the firmware now runs 5-level paging");
+    }
+    if plan::LEVELS == 5 && !features.la57 {
         return fail!(
             efi::Status::UNSUPPORTED,
-            "the firmware runs with {}-level paging but this loader was built for {}-level paging",
-            if cpu::la57_active() { 5 } else { 4 },
-            plan::LEVELS
+            "layout \"{}\" asks for 5-level paging (57-bit addresses); this CPU has no LA57 (CPUID.7.0:ECX bit 16)",
+            plan::LAYOUT_NAME
         );
     }
+    let firmware_levels = if cpu::la57_active() { 5 } else { 4 };
+    let low = if firmware_levels != plan::LEVELS {
+        println!(
+            "highboot: the firmware runs {}-level paging; the kernel gets {}-level paging",
+            firmware_levels,
+            plan::LEVELS
+        );
+        Some(switch::allocate_low(bs)?)
+    } else {
+        None
+    };
     let huge_1g = match plan::DIRECT_MAP_PAGE {
         0 => features.pdpe1gb,
         1 if !features.pdpe1gb => {
-            return fail!(efi::Status::UNSUPPORTED, "the layout asks for 1 GiB direct-map pages; this CPU has none (pdpe1gb)")
+            return fail!(
+                efi::Status::UNSUPPORTED,
+                "the layout asks for 1 GiB direct-map pages; this CPU has none (pdpe1gb)"
+            )
         }
         1 => true,
         _ => false,
@@ -176,7 +200,7 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
         paging::install_planned_tables(block, nx_mask);
     }
     let root = block + plan::TABLES_OFFSET;
-    let trampoline = ptr::addr_of!(highboot_trampoline_page) as u64;
+    let trampoline = low.map_or(switch::trampoline_page(), |l| l.page);
     // SAFETY: root and the switch tables are in the block; the trampoline page is loader code.
     unsafe { paging::map_trampoline(block, trampoline) };
 
@@ -260,16 +284,29 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
         let i = &mut *info;
         i.memory_map_count = count as u64;
         if let Some((efi_base, efi_size)) = plan::EFI_REGION {
-            let ranges = core::slice::from_raw_parts_mut((area + ranges_off) as *mut bootinfo::EfiRange, range_capacity);
+            let ranges =
+                core::slice::from_raw_parts_mut((area + ranges_off) as *mut bootinfo::EfiRange, range_capacity);
             let vmap = (area + vmap_off) as *mut u8;
-            let Some(mapped) =
-                runtime::map_all(&map, &attributes, root, &mut pool, nx_mask, efi_base, efi_size, ranges, vmap, vmap_capacity)
-            else {
+            let Some(mapped) = runtime::map_all(
+                &map,
+                &attributes,
+                root,
+                &mut pool,
+                nx_mask,
+                efi_base,
+                efi_size,
+                ranges,
+                vmap,
+                vmap_capacity,
+            ) else {
                 fatal("the runtime services grew past the room planned for them after ExitBootServices");
             };
             let status = runtime::set_virtual_address_map(st, &map, vmap, mapped.descriptors);
             if status.is_error() {
-                println!("highboot: warning: SetVirtualAddressMap failed ({:#x}); runtime services are unusable", status.as_usize());
+                println!(
+                    "highboot: warning: SetVirtualAddressMap failed ({:#x}); runtime services are unusable",
+                    status.as_usize()
+                );
             } else if let Some(va) = runtime::virtual_of(&ranges[..mapped.ranges], st as u64) {
                 i.efi_system_table = va;
                 i.flags |= bootinfo::flags::EFI_RUNTIME;
@@ -287,8 +324,15 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
             stack_top: plan::STACK_TOP,
             entry: plan::ENTRY,
             boot_info_va: dm(area),
+            switch_cr3: 0,
+            cr4_la57: if plan::LEVELS == 5 { switch::CR4_LA57 } else { 0 },
+            saved_rsp: 0,
+            saved_cs: 0,
         };
-        highboot_handoff(&handoff)
+        match low {
+            Some(l) => highboot_handoff(switch::handoff_args(l, root, &handoff)),
+            None => highboot_handoff(&handoff),
+        }
     }
 }
 
@@ -320,4 +364,3 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
         unsafe { core::arch::asm!("cli; hlt") };
     }
 }
-

@@ -33,7 +33,14 @@ impl FirmwareMap {
         if status.is_error() {
             return fail!(status, "not enough memory for the memory map ({} bytes)", capacity);
         }
-        Ok(FirmwareMap { buffer: address as *mut u8, capacity, size: 0, key: 0, descriptor_size: dsize, descriptor_version: version })
+        Ok(FirmwareMap {
+            buffer: address as *mut u8,
+            capacity,
+            size: 0,
+            key: 0,
+            descriptor_size: dsize,
+            descriptor_version: version,
+        })
     }
 
     pub fn refresh(&mut self, bs: &efi::BootServices) -> Result<()> {
@@ -48,7 +55,12 @@ impl FirmwareMap {
             &mut version,
         );
         if status.is_error() {
-            return fail!(status, "GetMemoryMap failed ({:#x}); the map grew past {} bytes?", status.as_usize(), self.capacity);
+            return fail!(
+                status,
+                "GetMemoryMap failed ({:#x}); the map grew past {} bytes?",
+                status.as_usize(),
+                self.capacity
+            );
         }
         self.size = size;
         self.descriptor_version = version;

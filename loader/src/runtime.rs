@@ -30,7 +30,8 @@ impl Attributes {
                 return out;
             };
             let header = t.vendor_table as *const u32;
-            let (count, size) = (ptr::read_unaligned(header.add(1)) as usize, ptr::read_unaligned(header.add(2)) as usize);
+            let (count, size) =
+                (ptr::read_unaligned(header.add(1)) as usize, ptr::read_unaligned(header.add(2)) as usize);
             if size < core::mem::size_of::<efi::MemoryDescriptor>() {
                 return out;
             }
@@ -50,11 +51,7 @@ impl Attributes {
 
     /// The attribute entry that starts at or covers `pa`, or the next one above it.
     fn at_or_after(&self, pa: u64) -> Option<(u64, u64, u64)> {
-        self.entries[..self.count]
-            .iter()
-            .filter(|e| e.0 + e.1 > pa)
-            .min_by_key(|e| e.0)
-            .copied()
+        self.entries[..self.count].iter().filter(|e| e.0 + e.1 > pa).min_by_key(|e| e.0).copied()
     }
 }
 
@@ -166,7 +163,12 @@ fn entry_flags(bits: u64) -> u64 {
 }
 
 /// SetVirtualAddressMap with the descriptors map_all() wrote; still in the firmware's identity map.
-pub unsafe fn set_virtual_address_map(st: *mut efi::SystemTable, map: &FirmwareMap, vmap: *mut u8, count: usize) -> efi::Status {
+pub unsafe fn set_virtual_address_map(
+    st: *mut efi::SystemTable,
+    map: &FirmwareMap,
+    vmap: *mut u8,
+    count: usize,
+) -> efi::Status {
     let rt = (*st).runtime_services;
     let dsize = map.descriptor_size();
     ((*rt).set_virtual_address_map)(count * dsize, dsize, map.descriptor_version(), vmap as *mut efi::MemoryDescriptor)

@@ -16,7 +16,7 @@ def _offset(addr: int) -> str:
     """mm.rst's second column: the address as a signed distance from 0 (or from the top)."""
     signed = addr - (1 << 64) if addr >= 1 << 63 else addr
     size = abs(signed)
-    for unit, name in ((1 << 40, "TB"), (1 << 30, "GB"), (1 << 20, "MB"), (1 << 10, "KB")):
+    for unit, name in ((1 << 50, "PB"), (1 << 40, "TB"), (1 << 30, "GB"), (1 << 20, "MB"), (1 << 10, "KB")):
         if size >= unit:
             value = size / unit
             text = f"{value:.1f}".rstrip("0").rstrip(".")

@@ -51,6 +51,11 @@ def _c_string(text: str) -> str:
     return '"' + "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else f"\\x{ord(c):02x}" for c in text) + '"'
 
 
+def _rust_str(text: str) -> str:
+    """A Rust string literal: printable ASCII as is, everything else as \\u{...} escapes."""
+    return '"' + "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else f"\\u{{{ord(c):x}}}" for c in text) + '"'
+
+
 class TemplateDirLoader(jinja2.FileSystemLoader):
     """A FileSystemLoader for one directory whose mistakes are a HighbootError naming the file: a
     template that is not UTF-8, or a directory where a template was expected (jinja2 would silently
@@ -82,7 +87,8 @@ def make_environment(project_dirs: Sequence[str | Path] = ()) -> jinja2.Environm
         keep_trailing_newline=True,
         autoescape=False,
     )
-    env.filters.update(hex=_hex, rust_hex=_rust_hex, ucs2=_ucs2, cbytes=_bytes, c_string=_c_string)
+    env.filters.update(hex=_hex, rust_hex=_rust_hex, ucs2=_ucs2, cbytes=_bytes, c_string=_c_string,
+                       rust_str=_rust_str)
     return env
 
 

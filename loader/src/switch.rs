@@ -1,0 +1,116 @@
+//! Changing the paging mode between 4 levels (48-bit addresses) and 5 levels (57-bit, CR4.LA57).
+//!
+//! CR4.LA57 cannot change while long mode is active, so the switch leaves it: compatibility mode,
+//! paging off, LA57 toggled, CR3 = a root in the new mode, paging on, far jump back to 64-bit
+//! code. That code must be identity-mapped below 4 GiB in both modes: the trampoline page is
+//! copied to a page below 4 GiB, next to a one-entry root that maps only that page in the new
+//! mode (through the planned tables' switch tables). See templates/loader/trampoline.S.j2.
+
+use core::ptr;
+
+use r_efi::efi;
+
+use crate::paging::{self, PRESENT, WRITABLE};
+use crate::{fail, Handoff, Result};
+
+extern "sysv64" {
+    static highboot_trampoline_page: u8;
+    static highboot_trampoline_end: u8;
+    static highboot_compat32: u8;
+    static highboot_long64: u8;
+    static highboot_set_paging_done: u8;
+    static highboot_switch_data: u8;
+    fn highboot_set_paging(args: *const Handoff);
+}
+
+const PAGE: u64 = 4096;
+const ADDR: u64 = 0x000f_ffff_ffff_f000;
+pub const CR4_LA57: u64 = 1 << 12;
+
+/// The trampoline page's copy below 4 GiB and the transition root next to it.
+#[derive(Clone, Copy)]
+pub struct LowPages {
+    pub page: u64,
+    pub root: u64,
+}
+
+fn offset(symbol: &u8) -> u64 {
+    symbol as *const u8 as u64 - trampoline_page()
+}
+
+/// The trampoline page of the loader image itself.
+pub fn trampoline_page() -> u64 {
+    ptr::addr_of!(highboot_trampoline_page) as u64
+}
+
+/// Two pages below 4 GiB (LoaderCode: the firmware keeps them executable): a copy of the
+/// trampoline page with its GDTR and far pointer to the 32-bit code filled in, and a zeroed root.
+pub fn allocate_low(bs: &efi::BootServices) -> Result<LowPages> {
+    // SAFETY: symbol addresses only; the trampoline is one page by construction (checked here).
+    let size = unsafe { offset(&highboot_trampoline_end) };
+    if size != PAGE {
+        return fail!(efi::Status::LOAD_ERROR, "the trampoline is {} bytes, not one page (loader build error)", size);
+    }
+    let mut address: efi::PhysicalAddress = 0xffff_ffff;
+    let status = (bs.allocate_pages)(efi::ALLOCATE_MAX_ADDRESS, efi::LOADER_CODE, 2, &mut address);
+    if status.is_error() {
+        return fail!(status, "no memory below 4 GiB for the paging-mode switch (2 pages): {:#x}", status.as_usize());
+    }
+    let low = LowPages { page: address, root: address + PAGE };
+    // SAFETY: both pages are ours and identity-mapped by the firmware.
+    unsafe {
+        ptr::copy_nonoverlapping(trampoline_page() as *const u8, low.page as *mut u8, PAGE as usize);
+        ptr::write_bytes(low.root as *mut u8, 0, PAGE as usize);
+        let data = low.page + offset(&highboot_switch_data);
+        // GDTR base (the GDT is at the start of the switch data), far pointer to the 32-bit code.
+        ptr::write_unaligned((data + 34) as *mut u64, data);
+        ptr::write_unaligned((data + 48) as *mut u32, (low.page + offset(&highboot_compat32)) as u32);
+    }
+    Ok(low)
+}
+
+/// Put `args` into the copy's switch data, with the 64-bit continuation; returns the copy's args.
+unsafe fn prepare(low: LowPages, continuation: &u8, args: &Handoff) -> *const Handoff {
+    let data = low.page + offset(&highboot_switch_data);
+    ptr::write_unaligned((data + 56) as *mut u32, (low.page + offset(continuation)) as u32);
+    let copy = (data + 64) as *mut Handoff;
+    ptr::write(copy, Handoff { switch_cr3: low.root, ..*args });
+    copy
+}
+
+/// The Handoff the trampoline copy runs from: the kernel's root gets the copy's identity entry
+/// in the transition root, and the 64-bit continuation goes on to the normal handoff.
+pub unsafe fn handoff_args(low: LowPages, kernel_root: u64, args: &Handoff) -> *const Handoff {
+    let slot = paging::index(low.page, 0);
+    ptr::write((low.root as *mut u64).add(slot as usize), ptr::read((kernel_root as *const u64).add(slot as usize)));
+    prepare(low, &highboot_long64, args)
+}
+
+/// Test builds only: move the firmware itself to 5-level paging, as firmware built for it hands
+/// over (the root's first entry is the firmware's 4-level root: the same identity map), and
+/// return. Boot services keep working; the loader then starts from a 5-level firmware.
+pub fn firmware_to_5_level(bs: &efi::BootServices) -> Result<()> {
+    let low = allocate_low(bs)?;
+    let cr3: u64;
+    // SAFETY: reading CR3 at CPL 0; writing the transition root we own; the switch returns with
+    // the same mappings, one level deeper.
+    unsafe {
+        core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack));
+        ptr::write(low.root as *mut u64, (cr3 & ADDR) | PRESENT | WRITABLE);
+        let args = Handoff {
+            cr3: 0,
+            trampoline_va: 0,
+            identity_slot_va: 0,
+            descriptors_va: 0,
+            stack_top: 0,
+            entry: 0,
+            boot_info_va: 0,
+            switch_cr3: low.root,
+            cr4_la57: CR4_LA57,
+            saved_rsp: 0,
+            saved_cs: 0,
+        };
+        highboot_set_paging(prepare(low, &highboot_set_paging_done, &args));
+    }
+    Ok(())
+}
