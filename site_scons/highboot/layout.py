@@ -100,7 +100,7 @@ def load_layout(path: str | Path) -> Layout:
         raise HighbootError(f"cannot read layout: {getattr(exc, 'strerror', None) or exc}", file=path) from None
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, ValueError) as exc:  # ValueError: an integer literal too long
         raise HighbootError(f"not valid TOML: {exc}", file=path) from None
     return parse_layout(data, str(path))
 
@@ -133,7 +133,7 @@ def parse_layout(data: dict[str, Any], file: str) -> Layout:
     name = _string(data.get("name", Path(file).stem), file, "name")
     description = _string(data.get("description", ""), file, "description")
     levels = data.get("levels", 4)
-    if isinstance(levels, bool) or levels not in (4, 5):
+    if type(levels) is not int or levels not in (4, 5):
         raise HighbootError(f"expected 4 or 5 paging levels, got {levels!r}", file=file, field="levels")
     stack_size = _number(data.get("stack_size", 64 * KIB), file, "stack_size", "a stack size")
     if stack_size == 0 or stack_size % (4 * KIB) or stack_size > 64 * MIB:
@@ -166,14 +166,11 @@ def parse_layout(data: dict[str, Any], file: str) -> Layout:
         if b.start < a.end:
             raise HighbootError(f"overlaps region {a.name!r} ({hex_addr(a.start)}..{hex_addr(a.end)})",
                                 file=file, field=f"region {b.name!r}")
-    kernel = next(r for r in regions if r.role == "kernel")
-    if kernel.start < (1 << 63):
-        raise HighbootError("the kernel region must be in the higher half (the lower half is left empty)",
-                            file=file, field=f"region {kernel.name!r}.start")
-    dmap = next(r for r in regions if r.role == "direct_map")
-    if dmap.start < (1 << 63):
-        raise HighbootError("the direct map must be in the higher half (the lower half is left empty)",
-                            file=file, field=f"region {dmap.name!r}.start")
+    # Everything highboot maps is in the higher half: the kernel starts with an empty lower half.
+    for r in regions:
+        if r.role != "reserved" and r.start < (1 << 63):
+            raise HighbootError(f"a {r.role} region must be in the higher half (the lower half is left empty "
+                                "at kernel entry)", file=file, field=f"region {r.name!r}.start")
     return Layout(file, name, description, levels, stack_size, tuple(regions))
 
 
