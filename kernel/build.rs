@@ -3,6 +3,7 @@
 fn main() {
     println!("cargo:rerun-if-env-changed=HIGHBOOT_LINKER_SCRIPT");
     println!("cargo:rerun-if-env-changed=HIGHBOOT_GEN");
+    println!("cargo:rerun-if-env-changed=HIGHBOOT_LINK_BASE");
     if let Ok(script) = std::env::var("HIGHBOOT_LINKER_SCRIPT") {
         println!("cargo:rerun-if-changed={script}");
         println!("cargo:rustc-link-arg-bins=-T{script}");

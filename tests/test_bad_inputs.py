@@ -48,6 +48,13 @@ PT_PHDR = 6
 R_X86_64_IRELATIVE = 37
 
 
+def image_size(kernel: Path) -> int:
+    """Bytes of the page-aligned image of a kernel linked at the start of its region: a region of
+    exactly this size holds the image but not its stack."""
+    image = read_kernel(kernel)
+    return -(-(image.end - image.start) // 4096) * 4096
+
+
 def refusal(call: Callable[[], object]) -> HighbootError:
     with pytest.raises(HighbootError) as err:
         call()
@@ -550,7 +557,7 @@ E2E_CASES: list[tuple[str, Callable[[Path, Path], dict[str, str]], str, str]] = 
     ("kernel-outside-the-layouts-region", lambda t, k: bad_layout(
         t, edit("start = 0xffffffff80000000", "start = 0xffffffffc0000000").replace('"512 MiB"', '"256 MiB"'), k),
      "kernel.elf", "outside the layout's kernel region 'k'"),
-    ("layout-region-too-small", lambda t, k: bad_layout(t, edit('size = "512 MiB"', 'size = "16 KiB"'), k),
+    ("layout-region-too-small", lambda t, k: bad_layout(t, edit('size = "512 MiB"', f'size = {image_size(k)}'), k),
      "bad-layout.toml", "has no room after the kernel image"),
     ("project-unknown-key", lambda t, k: bad_project(t, 'kernal = "k.elf"\n', k), "bad-project.toml",
      "unknown key 'kernal'"),

@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from highboot import qemu
-from highboot.verify import diff, expected_direct_map_size, minimum_table_pages, parse_report, predicted_mappings
+from highboot.verify import (
+    diff,
+    expected_direct_map_size,
+    kernel_slide,
+    minimum_table_pages,
+    parse_report,
+    predicted_mappings,
+)
 
 GIB = 1 << 30
 
@@ -32,7 +39,8 @@ def check_boot(result: qemu.BootResult, plan: dict, *, expect_1g: bool) -> None:
     # Nothing in the lower half: the trampoline's identity page is gone.
     assert all(m.va >= 1 << 63 for m in observed)
     assert report.number("tables") == minimum_table_pages(plan, report)
-    assert report.number("entry_rsp") == plan["stack_top_va"] - 8
+    stack_slide = kernel_slide(report) if plan.get("stack_slides") else 0
+    assert report.number("entry_rsp") == plan["stack_top_va"] + stack_slide - 8
     check_runtime_services(report, plan)
     block, size = report.number("block"), report.number("block_size")
     assert (block, size) in {(b, n) for b, n, t in report.memory if t == 2} or any(

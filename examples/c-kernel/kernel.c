@@ -93,6 +93,10 @@ void kmain(const struct highboot_boot_info *info, uint64_t entry_rsp) {
     check(entry_rsp == info->stack_top - 8, "RSP at entry is not stack_top - 8");
     check((cr3 & 0x000ffffffffff000ULL) == info->page_table_root, "CR3 is not page_table_root");
     check(cr0 & (1 << 16), "CR0.WP is clear");
+    /* With KASLR the kernel runs slid: wherever it runs, it is inside the image the boot info names. */
+    uint64_t here = (uint64_t)(uintptr_t)&kmain;
+    check(here >= info->kernel_virt_base && here < info->kernel_virt_base + info->kernel_image_size,
+          "kmain is outside kernel_virt_base .. + kernel_image_size");
 
     puts_serial("INFO entry_rsp=0x"); puthex(entry_rsp, 1);
     puts_serial("\nINFO block=0x"); puthex(info->kernel_phys_base, 1);
@@ -102,6 +106,7 @@ void kmain(const struct highboot_boot_info *info, uint64_t entry_rsp) {
     puts_serial(" direct_map_page=0x"); puthex(info->direct_map_page_size, 1);
     puts_serial("\nINFO trampoline_phys=0x"); puthex(info->trampoline_phys, 1);
     puts_serial("\nINFO tables="); putdec(info->page_tables_pages);
+    puts_serial("\nINFO kernel_slide=0x"); puthex(info->kernel_slide, 1);
     puts_serial("\nINFO framebuffer=0x"); puthex(info->framebuffer_phys, 1);
     puts_serial(" fb_size=0x"); puthex(info->framebuffer_size, 1);
     puts_serial("\nINFO cmdline=\""); puts_serial((const char *)info->cmdline); puts_serial("\"\n");

@@ -28,6 +28,33 @@ core::arch::global_asm!(
     main = sym kernel_main,
 );
 
+/// The address the kernel was linked at (`_start` is the first byte of .text there).
+const LINK_BASE: u64 = parse_hex(env!("HIGHBOOT_LINK_BASE"));
+
+const fn parse_hex(text: &str) -> u64 {
+    let b = text.as_bytes();
+    let mut value = 0u64;
+    let mut i = 2; // after "0x"
+    while i < b.len() {
+        let d = match b[i] {
+            b'0'..=b'9' => b[i] - b'0',
+            b'a'..=b'f' => b[i] - b'a' + 10,
+            _ => panic!("HIGHBOOT_LINK_BASE is not lower-case hex"),
+        };
+        value = value * 16 + d as u64;
+        i += 1;
+    }
+    value
+}
+
+extern "C" {
+    static _start: u8;
+}
+
+/// A pointer the loader must relocate (R_X86_64_RELATIVE): equal to kernel_main's run address
+/// only if the relocations were applied for the slide the kernel runs at.
+static MAIN: extern "sysv64" fn(&'static BootInfo, u64) -> ! = kernel_main;
+
 const EXIT_PASS: u32 = 0x10;
 const EXIT_FAIL: u32 = 0x11;
 
@@ -62,6 +89,7 @@ extern "sysv64" fn kernel_main(info: &'static BootInfo, entry_rsp: u64) -> ! {
     }
     report_info(info, entry_rsp);
     check_cpu(&mut c, info, entry_rsp);
+    check_slide(&mut c, info);
     check_memory_map(&mut c, info);
     walk::check_tables(&mut c, info);
     efi::check_runtime(&mut c, info);
@@ -128,6 +156,35 @@ fn check_cpu(c: &mut Checks, i: &BootInfo, entry_rsp: u64) {
     }
     let la57 = cr4 & (1 << 12) != 0;
     println!("INFO levels={}", if la57 { 5 } else { 4 });
+}
+
+/// The kernel runs where the boot info says (link address + slide), relocated for that slide.
+fn check_slide(c: &mut Checks, i: &BootInfo) {
+    let here = core::ptr::addr_of!(_start) as u64;
+    let slide = i.kernel_slide;
+    println!(
+        "INFO kernel_slide={:#x} direct_map_slide={:#x} link_base={:#x} running_at={:#x}",
+        slide, i.direct_map_slide, LINK_BASE, here
+    );
+    c.check(
+        here == LINK_BASE.wrapping_add(slide),
+        format_args!("running at {:#x}, expected link base {:#x} + slide {:#x}", here, LINK_BASE, slide),
+    );
+    c.check(
+        i.kernel_virt_base == LINK_BASE.wrapping_add(slide),
+        format_args!("kernel_virt_base {:#x} != link base + slide", i.kernel_virt_base),
+    );
+    // SAFETY: reading our own static; volatile so the compiler cannot fold it to the symbol address.
+    let main = unsafe { core::ptr::read_volatile(&MAIN) } as usize as u64;
+    c.check(
+        main == kernel_main as *const () as u64,
+        format_args!(
+            "a relocated pointer holds {:#x}, kernel_main is at {:#x}",
+            main, kernel_main as *const () as usize
+        ),
+    );
+    let kaslr = i.flags & bootinfo::flags::KASLR != 0;
+    c.check(kaslr || (slide == 0 && i.direct_map_slide == 0), format_args!("slides without the KASLR flag"));
 }
 
 fn check_memory_map(c: &mut Checks, i: &BootInfo) {

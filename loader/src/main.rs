@@ -14,6 +14,7 @@ mod cpu;
 mod firmware;
 mod memmap;
 mod paging;
+mod random;
 mod runtime;
 mod sha256;
 mod switch;
@@ -157,7 +158,32 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
         );
     }
     let dmap_page = if huge_1g { GIB } else { MIB2 };
-    let mut pool_pages = paging::tables_needed(plan::DIRECT_MAP_BASE, dmap_size, dmap_page);
+
+    // KASLR: the kernel's slide and the direct map's base, from the best randomness there is.
+    let mut kaslr = Kaslr { slide: 0, dmap_base: plan::DIRECT_MAP_BASE, source: None };
+    if plan::KASLR {
+        let (words, source) = random::words(bs);
+        let slides = ((plan::SLIDE_MAX - plan::SLIDE_MIN) as u64) / plan::SLIDE_ALIGN + 1;
+        kaslr.slide = plan::SLIDE_MIN + (random::below(words[0], slides) * plan::SLIDE_ALIGN) as i64;
+        let slots = (plan::DIRECT_MAP_LIMIT - dmap_size) / plan::DIRECT_MAP_ALIGN + 1;
+        kaslr.dmap_base = plan::DIRECT_MAP_BASE + random::below(words[1], slots) * plan::DIRECT_MAP_ALIGN;
+        kaslr.source = Some(source);
+        println!(
+            "highboot: KASLR from {}: kernel slide {:#x} of {} choices, direct map at {:#x} of {} choices",
+            source.name(),
+            kaslr.slide,
+            slides,
+            kaslr.dmap_base,
+            slots
+        );
+    }
+    let slid = |va: u64| va.wrapping_add(kaslr.slide as u64);
+    let stack_slid = |va: u64| if plan::STACK_SLIDES { slid(va) } else { va };
+    let dmap_base = kaslr.dmap_base;
+    let mut pool_pages = paging::tables_needed(dmap_base, dmap_size, dmap_page);
+    if let (Some(first), Some(last)) = (plan::KASLR_TABLES.first(), plan::KASLR_TABLES.last()) {
+        pool_pages += paging::tables_needed(slid(first.1), last.1 + plan::SLIDE_ALIGN - first.1, plan::SLIDE_ALIGN);
+    }
 
     // EFI runtime services: room in the layout's EFI region, tables for their mappings.
     let attributes = runtime::Attributes::read(st);
@@ -196,7 +222,7 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     // SAFETY: the block is ours, identity-mapped by the firmware, block_size bytes long.
     unsafe {
         ptr::write_bytes(block as *mut u8, 0, block_size as usize);
-        load_image(kernel, block);
+        load_image(kernel, block, kaslr.slide as u64);
         paging::install_planned_tables(block, nx_mask);
     }
     let root = block + plan::TABLES_OFFSET;
@@ -205,9 +231,13 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     unsafe { paging::map_trampoline(block, trampoline) };
 
     let mut pool = paging::Pool::new(block + pool_off, pool_pages);
+    for &(number, window) in plan::KASLR_TABLES.iter() {
+        // SAFETY: root, the pool and the planned table are in the block.
+        unsafe { paging::link_table(root, &mut pool, slid(window), block + plan::TABLES_OFFSET + number * PAGE) };
+    }
     let area = block + area_off;
     let info = area as *mut bootinfo::BootInfo;
-    let dm = |phys: u64| plan::DIRECT_MAP_BASE + phys;
+    let dm = |phys: u64| dmap_base + phys;
     // SAFETY: the boot-info area is in the block and large enough (sized above).
     unsafe {
         ptr::copy_nonoverlapping(GDT.as_ptr(), (area + gdt_off) as *mut u64, GDT.len());
@@ -225,22 +255,24 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
             | if features.la57 { bootinfo::cpu::LA57 } else { 0 };
         i.memory_map = dm(area + memmap_off);
         i.memory_map_entry_size = core::mem::size_of::<bootinfo::MemoryRegion>() as u64;
-        i.direct_map_base = plan::DIRECT_MAP_BASE;
+        i.direct_map_base = dmap_base;
+        i.direct_map_slide = dmap_base - plan::DIRECT_MAP_BASE;
+        i.kernel_slide = kaslr.slide as u64;
         i.direct_map_size = dmap_size;
         i.direct_map_page_size = dmap_page;
         i.kernel_phys_base = block;
         i.kernel_phys_size = block_size;
-        i.kernel_virt_base = plan::IMAGE_VA;
+        i.kernel_virt_base = slid(plan::IMAGE_VA);
         i.kernel_image_size = plan::IMAGE_SIZE;
-        i.kernel_entry = plan::ENTRY;
-        i.stack_bottom = plan::STACK_BOTTOM;
-        i.stack_top = plan::STACK_TOP;
+        i.kernel_entry = slid(plan::ENTRY);
+        i.stack_bottom = stack_slid(plan::STACK_BOTTOM);
+        i.stack_top = stack_slid(plan::STACK_TOP);
         i.page_table_root = root;
         i.page_tables_phys = root;
         i.switch_phys = block + plan::SWITCH_OFFSET;
         i.switch_pages = plan::SWITCH_COUNT;
         i.trampoline_phys = trampoline;
-        i.trampoline_virt = plan::TRAMPOLINE_VA;
+        i.trampoline_virt = slid(plan::TRAMPOLINE_VA);
         let mut flags = 0;
         if let Some(fb) = &framebuffer {
             flags |= bootinfo::flags::FRAMEBUFFER;
@@ -257,6 +289,12 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
             i.rsdp = rsdp;
             i.rsdp_revision = rsdp_revision;
         }
+        flags |= match kaslr.source {
+            None => 0,
+            Some(random::Source::RngProtocol) => bootinfo::flags::KASLR | bootinfo::flags::RANDOM_RNG_PROTOCOL,
+            Some(random::Source::Rdrand) => bootinfo::flags::KASLR | bootinfo::flags::RANDOM_RDRAND,
+            Some(random::Source::Tsc) => bootinfo::flags::KASLR | bootinfo::flags::RANDOM_WEAK,
+        };
         if plan::EFI_REGION.is_none() {
             flags |= bootinfo::flags::NO_EFI_REGION;
         }
@@ -271,14 +309,14 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
         i.tsc_loader_entry = tsc_entry;
     }
 
-    println!("highboot: starting the kernel at {:#x}", plan::ENTRY);
+    println!("highboot: starting the kernel at {:#x}", slid(plan::ENTRY));
     map.exit_boot_services(bs, image)?;
     console::firmware_gone();
 
     // No boot services from here on: no allocations, no console; errors go to COM1.
     // SAFETY: all of this writes into the block we own; the firmware's tables are never touched.
     unsafe {
-        paging::map_direct(root, &mut pool, dmap_size, dmap_page, nx_mask);
+        paging::map_direct(root, &mut pool, dmap_base, dmap_size, dmap_page, nx_mask);
         let regions = core::slice::from_raw_parts_mut((area + memmap_off) as *mut bootinfo::MemoryRegion, map_capacity);
         let count = memmap::convert(&map, regions, block, block_size);
         let i = &mut *info;
@@ -318,11 +356,11 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
         i.tsc_handoff = cpu::rdtsc();
         let handoff = Handoff {
             cr3: root,
-            trampoline_va: plan::TRAMPOLINE_VA,
+            trampoline_va: slid(plan::TRAMPOLINE_VA),
             identity_slot_va: dm(root + paging::index(trampoline, 0) * 8),
             descriptors_va: dm(area + desc_off),
-            stack_top: plan::STACK_TOP,
-            entry: plan::ENTRY,
+            stack_top: stack_slid(plan::STACK_TOP),
+            entry: slid(plan::ENTRY),
             boot_info_va: dm(area),
             switch_cr3: 0,
             cr4_la57: if plan::LEVELS == 5 { switch::CR4_LA57 } else { 0 },
@@ -336,14 +374,22 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     }
 }
 
-/// Copy the kernel's segments to their block offsets and apply its relocations (bss is already zero).
-unsafe fn load_image(kernel: &[u8], block: u64) {
+/// Where KASLR put things (slide 0 and the layout's direct-map start without it).
+struct Kaslr {
+    slide: i64,
+    dmap_base: u64,
+    source: Option<random::Source>,
+}
+
+/// Copy the kernel's segments to their block offsets and apply its relocations for `slide` (bss
+/// is already zero).
+unsafe fn load_image(kernel: &[u8], block: u64, slide: u64) {
     for seg in plan::SEGMENTS.iter() {
         let src = &kernel[seg.file_offset as usize..(seg.file_offset + seg.filesz) as usize];
         ptr::copy_nonoverlapping(src.as_ptr(), (block + seg.block_offset) as *mut u8, src.len());
     }
     for &(offset, value) in plan::RELOCATIONS.iter() {
-        ptr::write_unaligned((block + offset) as *mut u64, value);
+        ptr::write_unaligned((block + offset) as *mut u64, value.wrapping_add(slide));
     }
 }
 

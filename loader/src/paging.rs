@@ -90,13 +90,18 @@ unsafe fn entry(root: u64, va: u64, depth: usize, pool: &mut Pool) -> *mut u64 {
     table.add(index(va, depth) as usize)
 }
 
-/// Physical [0, size) at DIRECT_MAP_BASE, read/write, no-execute, with pages of `page` bytes.
-pub unsafe fn map_direct(root: u64, pool: &mut Pool, size: u64, page: u64, nx_mask: u64) {
+/// KASLR: hang a planned last-level table (at `table`) at the window `va`, creating what is above.
+pub unsafe fn link_table(root: u64, pool: &mut Pool, va: u64, table: u64) {
+    ptr::write(entry(root, va, plan::LEVELS - 2, pool), table | TABLE);
+}
+
+/// Physical [0, size) at `base`, read/write, no-execute, with pages of `page` bytes.
+pub unsafe fn map_direct(root: u64, pool: &mut Pool, base: u64, size: u64, page: u64, nx_mask: u64) {
     let depth = plan::SHIFTS.iter().position(|&s| 1u64 << s == page).unwrap_or(plan::LEVELS - 1);
     let flags = (PRESENT | WRITABLE | HUGE | NO_EXECUTE) & nx_mask;
     let mut pa = 0;
     while pa < size {
-        ptr::write(entry(root, plan::DIRECT_MAP_BASE + pa, depth, pool), pa | flags);
+        ptr::write(entry(root, base + pa, depth, pool), pa | flags);
         pa += page;
     }
 }

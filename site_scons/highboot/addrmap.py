@@ -62,7 +62,27 @@ def format_map(layout: Layout, plan: dict[str, Any]) -> str:
                          f"({format_size(total * PAGE)}): {per_level}")
     lines.append("  page sizes: 4 KiB for the kernel image, stack and trampoline; the direct map uses 1 GiB pages "
                  "where the CPU has them (pdpe1gb), else 2 MiB")
+    lines += ["", *kaslr_lines(plan)]
     return "\n".join(lines) + "\n"
+
+
+def kaslr_lines(plan: dict[str, Any]) -> list[str]:
+    """What KASLR can choose from: slides of the kernel, places of the direct map (by RAM size)."""
+    if not plan.get("kaslr"):
+        return ["KASLR: off (KASLR=1 places a position-independent kernel and the direct map at random)"]
+    align = plan["slide_align"]
+    slides = (plan["slide_max"] - plan["slide_min"]) // align + 1
+    out = ["KASLR: on (the loader draws from EFI_RNG_PROTOCOL, else RDRAND, else the TSC)",
+           f"  kernel: {slides} slides of {format_size(align)} ({math.log2(slides):.1f} bits), from "
+           f"{plan['slide_min']:#x} to {plan['slide_max']:#x} bytes"]
+    for ram in (256 * MIB, 4 * GIB, 64 * GIB):
+        size = max(4 * GIB, (ram + GIB - 1) // GIB * GIB)
+        places = (plan["direct_map_limit"] - size) // plan["direct_map_align"] + 1
+        if places < 1:
+            continue
+        out.append(f"  direct map: {places} places {format_size(plan['direct_map_align'])} apart with RAM "
+                   f"{format_size(ram)} ({math.log2(places):.1f} bits)")
+    return out
 
 
 def svg_map(layout: Layout, plan: dict[str, Any]) -> str:

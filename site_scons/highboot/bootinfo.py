@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAGIC = int.from_bytes(b"HIGHBOOT", "little")
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,10 @@ BOOT_INFO = (
     Field("tsc_handoff", "u64", "TSC just before the jump to the trampoline"),
     Field("efi_runtime_map", "u64", "virtual address of efi_runtime_count entries (struct highboot_efi_range)"),
     Field("efi_runtime_count", "u64", "number of EFI runtime mappings (0 without an EFI region)"),
+    # Version 2: KASLR.
+    Field("kernel_slide", "u64", "bytes the kernel was moved from its link address (two's complement; 0 "
+          "without KASLR): every kernel virtual address above is already slid"),
+    Field("direct_map_slide", "u64", "bytes direct_map_base was moved from the layout's direct-map start"),
 )
 
 EFI_RANGE = (
@@ -109,6 +113,10 @@ FLAGS = (
     Constant("RSDP", 1 << 2, "rsdp is valid"),
     Constant("NO_EFI_REGION", 1 << 3, "the layout has no EFI region: runtime services are not callable"),
     Constant("CMDLINE", 1 << 4, "cmdline is non-empty"),
+    Constant("KASLR", 1 << 5, "KASLR build: the kernel and the direct map were placed at random"),
+    Constant("RANDOM_RNG_PROTOCOL", 1 << 6, "the randomness came from EFI_RNG_PROTOCOL"),
+    Constant("RANDOM_RDRAND", 1 << 7, "the randomness came from RDRAND (no EFI_RNG_PROTOCOL)"),
+    Constant("RANDOM_WEAK", 1 << 8, "neither was available: the TSC was the only source (weak)"),
 )
 
 CPU_FEATURES = (

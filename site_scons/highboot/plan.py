@@ -11,6 +11,11 @@ Block layout (offsets from the physical base of the one AllocatePages block, all
 
 The loader adds the block's base to every table entry, fills the direct map and the trampoline's
 two mappings (identity and its higher-half alias at ``trampoline_va``), and jumps.
+
+KASLR: the plan is made for slide 0. The kernel region's last-level tables (one per 2 MiB window,
+``kaslr_tables``) are planned complete but hung nowhere: the loader picks a slide that is a
+multiple of 2 MiB within [``slide_min``, ``slide_max``] and links each table in at its window plus
+the slide, creating the levels above from the boot-time pool. Nothing inside a table changes.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from typing import Any
 from highboot.elfkernel import PF_W, PF_X, KernelImage
 from highboot.errors import HighbootError
 from highboot.layout import Layout, Region
-from highboot.paging import PAGE, R_NX, RW_NX, RX, TableBuilder, flags_text, paging_levels
-from highboot.units import align_down, align_up, format_size, hex_addr
+from highboot.paging import ENTRIES, PAGE, R_NX, RW_NX, RX, TableBuilder, flags_text, paging_levels
+from highboot.units import MIB, align_down, align_up, format_size, hex_addr
 
 #: Where the loader finds the kernel on the ESP (the build copies it there).
 DEFAULT_KERNEL_ESP_PATH = "\\highboot\\kernel.elf"
@@ -85,15 +90,32 @@ class BootPlan:
     ranges: list[PlannedRange] = field(default_factory=list)
     cmdline: str = ""
     fault: str = ""
+    kaslr: bool = False
+    slide_align: int = 0
+    slide_min: int = 0
+    slide_max: int = 0
+    kaslr_tables: list[tuple[int, int]] = field(default_factory=list)  # (table number, window VA at slide 0)
+    direct_map_align: int = 1 << 30
+    stack_slides: bool = False  # KASLR moves the stack too (it is in the kernel region)
+
+    @property
+    def kernel_slides(self) -> int:
+        return (self.slide_max - self.slide_min) // self.slide_align + 1 if self.kaslr else 1
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
+#: KASLR moves the kernel by whole last-level tables.
+SLIDE_ALIGN = 2 * MIB
+
+
 def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
-              kernel_esp_path: str = DEFAULT_KERNEL_ESP_PATH) -> BootPlan:
+              kernel_esp_path: str = DEFAULT_KERNEL_ESP_PATH, kaslr: bool = False) -> BootPlan:
     """Plan the load and the page tables of kernel in layout; HighbootError if it does not fit."""
     region = layout.require("kernel")
+    if kaslr:
+        _check_kaslr(kernel, layout, region)
     image_va = align_down(kernel.start, PAGE)
     image_end = align_up(kernel.end, PAGE)
     _check_inside(kernel, layout, region, image_va, image_end)
@@ -120,6 +142,8 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
 
     levels = paging_levels(layout.levels)
     tables = TableBuilder(levels)
+    # With KASLR the kernel region's pages go in their own tree, of which only the last level is kept.
+    ktables = TableBuilder(levels) if kaslr else tables
     image_size = image_end - image_va
     stack_offset = image_size
 
@@ -134,16 +158,16 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     for page in sorted(page_flags):
         f = page_flags[page]
         perm = RX if f & PF_X else RW_NX if f & PF_W else R_NX
-        tables.map(page, page - image_va, PAGE, perm)
+        ktables.map(page, page - image_va, PAGE, perm)
         text = flags_text(perm)
         last = ranges[-1] if ranges else None
         if last and last.va + last.size == page and last.flags == text:
             ranges[-1] = PlannedRange("kernel image", last.va, last.size + PAGE, last.block_offset, text)
         else:
             ranges.append(PlannedRange("kernel image", page, PAGE, page - image_va, text))
-    tables.map(stack_bottom, stack_offset, stack_size, RW_NX)
+    (ktables if stack_region is None else tables).map(stack_bottom, stack_offset, stack_size, RW_NX)
     ranges.append(PlannedRange("kernel stack", stack_bottom, stack_size, stack_offset, "RW"))
-    slot = tables.slot(trampoline_va)
+    slot = ktables.slot(trampoline_va)
     ranges.append(PlannedRange("trampoline", trampoline_va, PAGE, None, "RX"))
     ranges.sort(key=lambda r: r.va)
 
@@ -151,8 +175,25 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     efi = layout.role("efi_runtime")
 
     tables_offset = stack_offset + stack_size
-    table_count = len(tables.tables)
     entries = tables.encode(lambda n: tables_offset + n * PAGE)
+    table_count = len(tables.tables)
+    kaslr_tables: list[tuple[int, int]] = []
+    slide_min = slide_max = 0
+    if kaslr:
+        # The kernel tree's last-level tables, by window, numbered after the fixed tables.
+        windows = sorted({align_down(r.va + off, SLIDE_ALIGN) for r in ranges if _slides(r, stack_region)
+                          for off in range(0, r.size, PAGE)})
+        numbers = {ktables.slot(w).table: table_count + i for i, w in enumerate(windows)}
+        for old, new in numbers.items():
+            for index, (kind, value, flags) in sorted(ktables.tables[old].items()):
+                assert kind == "page"
+                entries.append((new * ENTRIES + index, value | flags))
+        slot = type(slot)(numbers[slot.table], slot.index)
+        kaslr_tables = [(table_count + i, w) for i, w in enumerate(windows)]
+        table_count += len(windows)
+        # Both ends of the region and every window are 2 MiB aligned: so are the slides.
+        slide_min = region.start - windows[0]
+        slide_max = region.end - (windows[-1] + SLIDE_ALIGN)
     switch_offset = tables_offset + table_count * PAGE
     switch_count = len(levels) - 1
     static_size = switch_offset + switch_count * PAGE
@@ -175,7 +216,25 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
         switch_offset=switch_offset, switch_count=switch_count, static_size=static_size,
         direct_map_base=dmap.start, direct_map_limit=dmap.size, direct_map_page_size=dmap.page_size,
         efi_region=(efi.start, efi.size) if efi else None, ranges=ranges, cmdline=cmdline,
+        kaslr=kaslr, slide_align=SLIDE_ALIGN if kaslr else 0, slide_min=slide_min, slide_max=slide_max,
+        kaslr_tables=kaslr_tables, stack_slides=kaslr and stack_region is None,
     )
+
+
+def _slides(r: PlannedRange, stack_region: Region | None) -> bool:
+    """With KASLR everything in the kernel region moves; a stack in its own region stays."""
+    return not (r.name == "kernel stack" and stack_region is not None)
+
+
+def _check_kaslr(kernel: KernelImage, layout: Layout, region: Region) -> None:
+    if not kernel.position_independent:
+        raise HighbootError("KASLR needs a position-independent kernel (ET_DYN, linked with -pie, dynamic "
+                            "relocations R_X86_64_RELATIVE only); this one is ET_EXEC and would run at one "
+                            "address only", file=kernel.path, field="e_type")
+    if region.start % SLIDE_ALIGN or region.size % SLIDE_ALIGN:
+        raise HighbootError(f"KASLR moves the kernel in {format_size(SLIDE_ALIGN)} steps: the kernel region must "
+                            f"start and end on a {format_size(SLIDE_ALIGN)} boundary", file=layout.path,
+                            field=f"region {region.name!r}")
 
 
 def _check_inside(kernel: KernelImage, layout: Layout, region: Region, image_va: int, image_end: int) -> None:

@@ -5,6 +5,8 @@
     templates = ["templates"]          # template directories searched before highboot's
     cmdline = "console=ttyS0"          # the kernel command line
     kernel_base = "0xffffffff81000000" # link address of the sample kernel
+    kaslr = true                       # place the kernel and the direct map at random (PIE kernels)
+    sign = true                        # sign BOOTX64.EFI for Secure Boot
 
 Relative paths are relative to the project file.
 """
@@ -18,7 +20,8 @@ from typing import Any
 from highboot.errors import HighbootError
 
 KEYS = {"kernel": "KERNEL", "layout": "LAYOUT", "templates": "TEMPLATES", "cmdline": "CMDLINE",
-        "kernel_base": "KERNEL_BASE"}
+        "kernel_base": "KERNEL_BASE", "kaslr": "KASLR", "sign": "SIGN"}
+BOOL_KEYS = ("kaslr", "sign")
 PATH_KEYS = ("kernel", "layout", "templates")
 
 
@@ -46,6 +49,11 @@ def read_project(path: str | Path) -> dict[str, str]:
                 raise HighbootError(f"expected a directory or a list of directories, got {value!r}", file=path,
                                     field=key)
             options[KEYS[key]] = ":".join(str(base / v) for v in items)
+            continue
+        if key in BOOL_KEYS:
+            if not isinstance(value, bool):
+                raise HighbootError(f"expected true or false, got {value!r}", file=path, field=key)
+            options[KEYS[key]] = "1" if value else "0"
             continue
         if not isinstance(value, str):
             raise HighbootError(f"expected a string, got {type(value).__name__} {value!r}", file=path, field=key)

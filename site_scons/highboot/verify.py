@@ -62,21 +62,53 @@ def expected_direct_map_size(report: BootReport) -> int:
     return (top + GIB - 1) // GIB * GIB
 
 
+def kernel_slide(report: BootReport) -> int:
+    """The slide the kernel reported (KASLR), as a signed number; 0 without KASLR."""
+    slide = int(report.facts.get("kernel_slide", "0"), 0)
+    return slide - (1 << 64) if slide >= 1 << 63 else slide
+
+
+def direct_map_base(plan: dict[str, Any], report: BootReport) -> int:
+    """Where this boot's direct map is: the layout's start, or where KASLR put it (checked against
+    the plan's alignment and region)."""
+    base = report.number("direct_map_base")
+    if not plan.get("kaslr"):
+        return plan["direct_map_base"]
+    offset = base - plan["direct_map_base"]
+    if offset % plan["direct_map_align"] or not 0 <= offset <= plan["direct_map_limit"] - \
+            report.number("direct_map_size"):
+        raise AssertionError(f"direct map at {base:#x} is not an aligned place inside the layout's region")
+    return base
+
+
+def planned_vas(plan: dict[str, Any], report: BootReport) -> list[tuple[dict[str, Any], int]]:
+    """Every planned range with its virtual address in this boot (slid by KASLR where it moves)."""
+    slide = kernel_slide(report)
+    if slide and not (plan.get("kaslr") and slide % plan["slide_align"] == 0
+                      and plan["slide_min"] <= slide <= plan["slide_max"]):
+        raise AssertionError(f"kernel slide {slide:#x} is not one the plan allows")
+    out = []
+    for r in plan["ranges"]:
+        moves = r["name"] != "kernel stack" or plan.get("stack_slides", False)
+        out.append((r, r["va"] + slide if moves else r["va"]))
+    return out
+
+
 def predicted_mappings(plan: dict[str, Any], report: BootReport) -> list[Mapping]:
     """The coalesced mappings the plan predicts for this boot."""
     block = report.number("block")
-    out = [Mapping(plan["direct_map_base"], 0, report.number("direct_map_size"), int(RW_NX))]
-    for r in plan["ranges"]:
+    out = [Mapping(direct_map_base(plan, report), 0, report.number("direct_map_size"), int(RW_NX))]
+    for r, va in planned_vas(plan, report):
         pa = report.number("trampoline_phys") if r["block_offset"] is None else block + r["block_offset"]
-        out.append(Mapping(r["va"], pa, r["size"], FLAGS[r["flags"]]))
+        out.append(Mapping(va, pa, r["size"], FLAGS[r["flags"]]))
     return coalesce(out + report.efi)
 
 
 def minimum_table_pages(plan: dict[str, Any], report: BootReport) -> int:
     """The fewest tables that can map this boot's address space, from the ranges alone."""
     page = report.number("direct_map_page")
-    ranges = [(r["va"], r["size"], PAGE) for r in plan["ranges"]]
-    ranges.append((plan["direct_map_base"], report.number("direct_map_size"), page))
+    ranges = [(va, r["size"], PAGE) for r, va in planned_vas(plan, report)]
+    ranges.append((direct_map_base(plan, report), report.number("direct_map_size"), page))
     ranges += [(m.va, m.size, PAGE) for m in report.efi]
     return sum(minimum_tables(ranges, paging_levels(plan["levels"])).values())
 
