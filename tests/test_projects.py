@@ -8,14 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from elftools.elf.elffile import ELFFile
 from test_boot import check_boot
 from test_matrix import config
 
 from highboot import qemu
 from highboot.addrmap import format_map, svg_map
+from highboot.errors import HighbootError
 from highboot.layout import load_layout
 from highboot.paging import minimum_tables
+from highboot.project import read_project
 from highboot.verify import parse_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,11 +77,23 @@ def test_project_file_unknown_key(tmp_path: Path) -> None:
     assert not (tmp_path / "b" / "plan.json").exists()
 
 
+def test_project_file_switches(tmp_path: Path) -> None:
+    """kaslr / sign are true or false in the project file, and become the KASLR / SIGN options."""
+    project = tmp_path / "highboot.toml"
+    project.write_text("kaslr = true\nsign = false\n")
+    assert read_project(project) == {"KASLR": "1", "SIGN": "0"}
+    project.write_text('kaslr = "yes"\n')
+    with pytest.raises(HighbootError) as err:
+        read_project(project)
+    assert err.value.field == "kaslr" and "expected true or false" in err.value.message
+
+
 def test_scons_help_lists_every_option() -> None:
     out = scons("-h")
     assert out.returncode == 0
     for option in ("KERNEL", "LAYOUT", "TEMPLATES", "CMDLINE", "PROJECT", "KERNEL_BASE", "BUILD_DIR", "VERBOSE",
-                   "RUSTC", "FAULT", "QEMU_CPU", "QEMU_MEMORY", "GRAPHIC", "PYTEST_ARGS"):
+                   "RUSTC", "FAULT", "KASLR", "SIGN", "IMAGE_SEED", "QEMU_CPU", "QEMU_MEMORY", "GRAPHIC",
+                   "PYTEST_ARGS"):
         assert f"\n{option}:" in out.stdout, option
     for target in ("scons test", "scons map", "scons run", "scons debug"):
         assert target in out.stdout
