@@ -239,14 +239,26 @@ def random_kernel(draw: st.DrawFn) -> Elf:
 
 
 @FUZZ
-@given(elf=random_kernel())
-def test_reader_and_planner_survive_random_kernels(elf: Elf) -> None:
+@given(elf=random_kernel(), kaslr=st.booleans())
+def test_reader_and_planner_survive_random_kernels(elf: Elf, kaslr: bool) -> None:
     kernel = read_bytes_as_kernel(elf.build())
     if kernel is None:
         return
-    plan = refused_or(lambda: plan_boot(kernel, DEFAULT_LAYOUT), "plan")
-    if plan is not None:
+    plan = refused_or(lambda: plan_boot(kernel, DEFAULT_LAYOUT, kaslr=kaslr), "plan")
+    if plan is None:
+        return
+    if not kaslr:
         check_plan(plan, kernel, DEFAULT_LAYOUT)
+        return
+    # KASLR plans (tests/test_kaslr.py replays the loader on them): slide 0 allowed, whole 2 MiB
+    # windows, every window inside the kernel region at both ends of the slide range.
+    region = DEFAULT_LAYOUT.require("kernel")
+    assert kernel.position_independent
+    assert plan.slide_min <= 0 <= plan.slide_max and plan.slide_align == 2 << 20
+    for _, window in plan.kaslr_tables:
+        assert window % plan.slide_align == 0
+        for slide in (plan.slide_min, plan.slide_max):
+            assert region.start <= window + slide and window + slide + plan.slide_align <= region.end
 
 
 # ------------------------------------------------------------------- (c) random layouts, planned
