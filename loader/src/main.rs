@@ -37,7 +37,7 @@ extern "sysv64" {
 
 /// What the trampoline reads before it switches CR3 (see templates/loader/trampoline.S.j2).
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct Handoff {
     cr3: u64,
     trampoline_va: u64,
@@ -362,10 +362,8 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
             stack_top: stack_slid(plan::STACK_TOP),
             entry: slid(plan::ENTRY),
             boot_info_va: dm(area),
-            switch_cr3: 0,
             cr4_la57: if plan::LEVELS == 5 { switch::CR4_LA57 } else { 0 },
-            saved_rsp: 0,
-            saved_cs: 0,
+            ..Handoff::default()
         };
         match low {
             Some(l) => highboot_handoff(switch::handoff_args(l, root, &handoff)),

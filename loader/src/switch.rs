@@ -97,19 +97,7 @@ pub fn firmware_to_5_level(bs: &efi::BootServices) -> Result<()> {
     unsafe {
         core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack));
         ptr::write(low.root as *mut u64, (cr3 & ADDR) | PRESENT | WRITABLE);
-        let args = Handoff {
-            cr3: 0,
-            trampoline_va: 0,
-            identity_slot_va: 0,
-            descriptors_va: 0,
-            stack_top: 0,
-            entry: 0,
-            boot_info_va: 0,
-            switch_cr3: low.root,
-            cr4_la57: CR4_LA57,
-            saved_rsp: 0,
-            saved_cs: 0,
-        };
+        let args = Handoff { switch_cr3: low.root, cr4_la57: CR4_LA57, ..Handoff::default() };
         highboot_set_paging(prepare(low, &highboot_set_paging_done, &args));
     }
     Ok(())

@@ -33,11 +33,15 @@ def rows(layout: Layout, plan: dict[str, Any]) -> list[tuple[int, int, str]]:
     return sorted(out, key=lambda row: (row[0], -row[1]))
 
 
+def _direct_map_size(ram: int) -> int:
+    """What the loader maps for this much RAM: at least 4 GiB, 1 GiB granular."""
+    return max(4 * GIB, (ram + GIB - 1) // GIB * GIB)
+
+
 def table_cost(plan: dict[str, Any], ram: int, page: int) -> dict[str, int]:
     levels = paging_levels(plan["levels"])
     ranges = [(r["va"], r["size"], PAGE) for r in plan["ranges"]]
-    size = max(4 * GIB, (ram + GIB - 1) // GIB * GIB)
-    ranges.append((plan["direct_map_base"], size, page))
+    ranges.append((plan["direct_map_base"], _direct_map_size(ram), page))
     return minimum_tables(ranges, levels)
 
 
@@ -76,8 +80,7 @@ def kaslr_lines(plan: dict[str, Any]) -> list[str]:
            f"  kernel: {slides} slides of {format_size(align)} ({math.log2(slides):.1f} bits), from "
            f"{plan['slide_min']:#x} to {plan['slide_max']:#x} bytes"]
     for ram in (256 * MIB, 4 * GIB, 64 * GIB):
-        size = max(4 * GIB, (ram + GIB - 1) // GIB * GIB)
-        places = (plan["direct_map_limit"] - size) // plan["direct_map_align"] + 1
+        places = (plan["direct_map_limit"] - _direct_map_size(ram)) // plan["direct_map_align"] + 1
         if places < 1:
             continue
         out.append(f"  direct map: {places} places {format_size(plan['direct_map_align'])} apart with RAM "

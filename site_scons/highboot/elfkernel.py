@@ -217,12 +217,7 @@ def _check_header(path: Path, data: bytes) -> ELFFile:
     if phnum == PN_XNUM:
         raise HighbootError("e_phnum is PN_XNUM (over 65534 program headers): not a kernel, or corrupted",
                             file=path, field="e_phnum")
-    if phentsize != ELF64_PHDR_SIZE:
-        raise HighbootError(f"e_phentsize is {phentsize}; expected {ELF64_PHDR_SIZE}, the size of an ELF64 program "
-                            "header (corrupted header?)", file=path, field="e_phentsize")
-    if phoff + phnum * phentsize > len(data):
-        raise HighbootError(f"program header table ({phnum} entries at offset {phoff:#x}) runs past the end of the "
-                            f"{len(data):#x}-byte file (truncated?)", file=path, field="e_phoff")
+    _check_header_table(path, data, "program", "ph", phnum, phentsize, phoff, ELF64_PHDR_SIZE)
     if etype == "ET_DYN":
         # A PIE's relocations are read from its SHF_ALLOC RELA sections: without section headers they
         # would silently be skipped and the kernel would run unrelocated.
@@ -230,13 +225,19 @@ def _check_header(path: Path, data: bytes) -> ELFFile:
         if shnum == 0 or shoff == 0:
             raise HighbootError("position-independent kernel (ET_DYN) without section headers: its relocations "
                                 "cannot be found; do not strip the section headers", file=path, field="e_shnum")
-        if shentsize != ELF64_SHDR_SIZE:
-            raise HighbootError(f"e_shentsize is {shentsize}; expected {ELF64_SHDR_SIZE}, the size of an ELF64 "
-                                "section header (corrupted header?)", file=path, field="e_shentsize")
-        if shoff + shnum * shentsize > len(data):
-            raise HighbootError(f"section header table ({shnum} entries at offset {shoff:#x}) runs past the end of "
-                                f"the {len(data):#x}-byte file (truncated?)", file=path, field="e_shoff")
+        _check_header_table(path, data, "section", "sh", shnum, shentsize, shoff, ELF64_SHDR_SIZE)
     return elf
+
+
+def _check_header_table(path: Path, data: bytes, kind: str, prefix: str, count: int, entsize: int, offset: int,
+                        expected: int) -> None:
+    """The program or section header table: entries of the ELF64 size, all inside the file."""
+    if entsize != expected:
+        raise HighbootError(f"e_{prefix}entsize is {entsize}; expected {expected}, the size of an ELF64 {kind} "
+                            "header (corrupted header?)", file=path, field=f"e_{prefix}entsize")
+    if offset + count * entsize > len(data):
+        raise HighbootError(f"{kind} header table ({count} entries at offset {offset:#x}) runs past the end of the "
+                            f"{len(data):#x}-byte file (truncated?)", file=path, field=f"e_{prefix}off")
 
 
 def _relative_relocations(path: Path, data: bytes, elf: ELFFile,

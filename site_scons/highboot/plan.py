@@ -26,7 +26,7 @@ from typing import Any
 from highboot.elfkernel import PF_W, PF_X, KernelImage
 from highboot.errors import HighbootError
 from highboot.layout import Layout, Region
-from highboot.paging import ENTRIES, PAGE, R_NX, RW_NX, RX, TableBuilder, flags_text, paging_levels
+from highboot.paging import ENTRIES, PAGE, R_NX, RW_NX, RX, Slot, TableBuilder, flags_text, paging_levels
 from highboot.units import MIB, align_down, align_up, format_size, hex_addr
 
 #: Where the loader finds the kernel on the ESP (the build copies it there).
@@ -188,7 +188,7 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
             for index, (kind, value, flags) in sorted(ktables.tables[old].items()):
                 assert kind == "page"
                 entries.append((new * ENTRIES + index, value | flags))
-        slot = type(slot)(numbers[slot.table], slot.index)
+        slot = Slot(numbers[slot.table], slot.index)
         kaslr_tables = [(table_count + i, w) for i, w in enumerate(windows)]
         table_count += len(windows)
         # Both ends of the region and every window are 2 MiB aligned: so are the slides.
