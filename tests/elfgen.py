@@ -105,3 +105,78 @@ def sample(text: int = 0x3000, rodata: int = 0x1000, data: int = 0x2000, bss: in
     if data or bss:
         segs.append(Seg(at, data + bss, PF_R | PF_W, b"d" * data))
     return Elf(segs, entry=base)
+
+
+# ----------------------------------------------------------------------------- PIE kernels with PT_DYNAMIC
+
+PT_INTERP, PT_TLS = 3, 7
+PT_GNU_EH_FRAME, PT_GNU_RELRO = 0x6474E550, 0x6474E552
+DT_NULL, DT_NEEDED, DT_PLTRELSZ, DT_STRTAB, DT_SYMTAB = 0, 1, 2, 5, 6
+DT_RELA, DT_RELASZ, DT_RELAENT, DT_STRSZ, DT_SYMENT = 7, 8, 9, 10, 11
+DT_REL, DT_PLTREL, DT_TEXTREL, DT_JMPREL, DT_FLAGS = 17, 20, 22, 23, 30
+DT_RELRSZ, DT_RELR, DT_RELRENT = 35, 36, 37
+SHN_UNDEF, SHN_ABS = 0, 0xFFF1
+STB_GLOBAL, STB_WEAK = 1, 2
+# Where dyn_pie puts things, from its base: text, the read-only tables, the writable data.
+TEXT_AT, TABLES_AT, DATA_AT = 0x1000, 0x2000, 0x6000
+DYN_AT, SYM_AT, STR_AT, RELA_AT, JMPREL_AT, RELR_AT = 0x0, 0x400, 0x800, 0x1000, 0x2000, 0x3000
+
+
+@dataclass
+class Sym:
+    name: str
+    value: int = 0
+    shndx: int = 1  # SHN_UNDEF (0), a section (1), SHN_ABS
+    bind: int = STB_GLOBAL
+    stype: int = 0
+
+
+def rela_sym(*entries: tuple[int, int, int, int]) -> bytes:
+    """Elf64_Rela entries from (r_offset, type, symbol index, addend)."""
+    return b"".join(struct.pack("<QQQ", offset, sym << 32 | rtype, addend % (1 << 64))
+                    for offset, rtype, sym, addend in entries)
+
+
+def relr(*words: int) -> bytes:
+    return b"".join(struct.pack("<Q", w) for w in words)
+
+
+def dyn_pie(*, rela: bytes = b"", jmprel: bytes = b"", relr: bytes = b"", syms: tuple[Sym, ...] = (),
+            tags: dict[int, int | None] | None = None, extra: tuple[Seg, ...] = (), base: int = 0,
+            data: bytes = b"", sections: bool = True) -> Elf:
+    """A PIE kernel as a toolchain emits one: linked at base (0 by default), text RX, a read-only
+    segment holding PT_DYNAMIC and the relocation tables, and 0x2000 bytes of RW data (0x1000 of
+    them in the file) at base + DATA_AT. tags adds, changes or (None) removes dynamic entries."""
+    t = base + TABLES_AT
+    strtab = b"\0"
+    symtab = bytes(24)
+    for s in syms:
+        symtab += struct.pack("<IBBHQQ", len(strtab), s.bind << 4 | s.stype, 0, s.shndx, s.value, 8)
+        strtab += s.name.encode() + b"\0"
+    dyn: dict[int, int | None] = {DT_SYMTAB: t + SYM_AT, DT_STRTAB: t + STR_AT, DT_STRSZ: len(strtab),
+                                  DT_SYMENT: 24}
+    if rela:
+        dyn.update({DT_RELA: t + RELA_AT, DT_RELASZ: len(rela), DT_RELAENT: 24})
+    if jmprel:
+        dyn.update({DT_JMPREL: t + JMPREL_AT, DT_PLTRELSZ: len(jmprel), DT_PLTREL: DT_RELA})
+    if relr:
+        dyn.update({DT_RELR: t + RELR_AT, DT_RELRSZ: len(relr), DT_RELRENT: 8})
+    dyn.update(tags or {})
+    dynamic = b"".join(struct.pack("<qQ", k, v) for k, v in dyn.items() if v is not None) + bytes(16)
+    tables = bytearray(0x4000)
+    for at, blob in ((DYN_AT, dynamic), (SYM_AT, symtab), (STR_AT, strtab), (RELA_AT, rela),
+                     (JMPREL_AT, jmprel), (RELR_AT, relr)):
+        tables[at:at + len(blob)] = blob
+    segs = [Seg(base + TEXT_AT, 0x1000, PF_R | PF_X, b"\x90" * 0x1000),
+            Seg(t, 0x4000, PF_R, bytes(tables)),
+            Seg(base + DATA_AT, 0x2000, PF_R | PF_W, data.ljust(0x1000, b"\0")),
+            Seg(t + DYN_AT, len(dynamic), PF_R | PF_W, dynamic, ptype=PT_DYNAMIC, offset=TABLES_AT + DYN_AT, align=8),
+            *extra]
+    secs = []
+    if sections:
+        for name, stype, at, blob, entsize in ((".rela.dyn", SHT_RELA, RELA_AT, rela, 24),
+                                               (".rela.plt", SHT_RELA, JMPREL_AT, jmprel, 24),
+                                               (".relr.dyn", SHT_RELR, RELR_AT, relr, 8)):
+            if blob:
+                secs.append(Sec(name, stype, blob, SHF_ALLOC, entsize, addr=t + at))
+    return Elf(segs, entry=base + TEXT_AT, etype=3, sections=secs)

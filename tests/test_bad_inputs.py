@@ -15,10 +15,25 @@ from conftest import build_dir
 from test_layout import BASE
 
 from elfgen import (
+    DATA_AT,
+    DT_FLAGS,
+    DT_NEEDED,
+    DT_PLTREL,
+    DT_REL,
+    DT_RELAENT,
+    DT_RELASZ,
+    DT_RELRENT,
+    DT_RELRSZ,
+    DT_SYMTAB,
+    DT_TEXTREL,
     KBASE,
     PF_R,
     PF_W,
     PF_X,
+    PT_DYNAMIC,
+    PT_GNU_RELRO,
+    PT_INTERP,
+    PT_TLS,
     R_X86_64_64,
     R_X86_64_GLOB_DAT,
     R_X86_64_JUMP_SLOT,
@@ -26,11 +41,16 @@ from elfgen import (
     SHF_ALLOC,
     SHT_REL,
     SHT_RELA,
-    SHT_RELR,
+    TABLES_AT,
+    TEXT_AT,
     Elf,
     Sec,
     Seg,
+    Sym,
+    dyn_pie,
     rela,
+    rela_sym,
+    relr,
     sample,
 )
 from highboot.build import render_context
@@ -46,7 +66,7 @@ DEFAULT_LAYOUT = ROOT / "templates" / "layouts" / "linux-x86_64.toml"
 ET_DYN, ET_REL, ET_CORE = 3, 1, 4
 EM_AARCH64, EM_RISCV = 183, 243
 PT_PHDR = 6
-R_X86_64_IRELATIVE = 37
+R_X86_64_COPY, R_X86_64_DTPMOD64, R_X86_64_TPOFF64, R_X86_64_IRELATIVE = 5, 16, 18, 37
 
 
 def image_size(kernel: Path) -> int:
@@ -74,6 +94,18 @@ def pie(*sections: Sec) -> Elf:
     elf.etype = ET_DYN
     elf.sections = list(sections)
     return elf
+
+
+def exec_kernel(tmp: Path) -> Path:
+    """A valid ET_EXEC kernel linked at the default kernel region's start."""
+    path = tmp / "kernel.elf"
+    path.write_bytes(GOOD)
+    return path
+
+
+def patched_dynamic_size(size: int) -> bytes:
+    """dyn_pie() with the PT_DYNAMIC header's p_filesz changed (program header 3)."""
+    return patched(dyn_pie().build(), 64 + 3 * 56 + 32, "<Q", size)
 
 
 def with_segments(*segs: Seg, entry: int = KBASE) -> Elf:
@@ -140,31 +172,113 @@ ELF_CASES: list[tuple[str, Callable[[], bytes], str, str]] = [
      "program header 0", "differ modulo p_align 0x1000"),
     ("p_align-not-power-of-two", lambda: with_segments(Seg(KBASE, 0x3000, PF_R | PF_X, b"\x90", align=0x3000)).build(),
      "program header 0", "p_align 0x3000 is not a power of two"),
-    ("pie-r_x86_64_64", lambda: pie(Sec(".rela.dyn", SHT_RELA, rela((KBASE + 0x4000, R_X86_64_64, 0)), SHF_ALLOC,
-                                        24)).build(),
-     ".rela.dyn", "relocation type R_X86_64_64 (1) at 0xffffffff80004000 is not R_X86_64_RELATIVE"),
-    ("pie-glob_dat", lambda: pie(Sec(".rela.dyn", SHT_RELA, rela((KBASE + 0x4008, R_X86_64_GLOB_DAT, 0)), SHF_ALLOC,
-                                     24)).build(), ".rela.dyn", "R_X86_64_GLOB_DAT (6)"),
-    ("pie-jump_slot", lambda: pie(Sec(".rela.plt", SHT_RELA, rela((KBASE + 0x4010, R_X86_64_JUMP_SLOT, 0)),
-                                      SHF_ALLOC, 24)).build(), ".rela.plt", "R_X86_64_JUMP_SLOT (7)"),
-    ("pie-irelative", lambda: pie(Sec(".rela.dyn", SHT_RELA, rela((KBASE + 0x4000, R_X86_64_IRELATIVE, KBASE)),
-                                      SHF_ALLOC, 24)).build(), ".rela.dyn", "R_X86_64_IRELATIVE (37)"),
-    ("pie-unknown-relocation", lambda: pie(Sec(".rela.dyn", SHT_RELA, rela((KBASE + 0x4000, 999, 0)), SHF_ALLOC,
-                                               24)).build(), ".rela.dyn", "relocation type unknown (999)"),
+    ("w+x-union-of-three", lambda: with_segments(Seg(KBASE, 0x400, PF_R | PF_X, b"\x90"),
+                                                 Seg(KBASE + 0x400, 0x400, PF_R, b"r"),
+                                                 Seg(KBASE + 0x800, 0x800, PF_R | PF_W, b"d")).build(),
+     "program headers", "share the page at 0xffffffff80000000"),
+    ("w+x-union-rx-last", lambda: with_segments(Seg(KBASE, 0x1000, PF_R | PF_X, b"\x90"),
+                                                Seg(KBASE + 0x1000, 0x400, PF_R | PF_W, b"d"),
+                                                Seg(KBASE + 0x1400, 0x400, PF_R, b"r"),
+                                                Seg(KBASE + 0x1800, 0x800, PF_R | PF_X, b"\x90")).build(),
+     "program headers", "share the page at 0xffffffff80001000"),
+    # Position-independent kernels: what PT_DYNAMIC lists, as a loader reads it.
+    ("pie-tpoff64", lambda: dyn_pie(rela=rela_sym((DATA_AT, R_X86_64_TPOFF64, 0, 0))).build(), "DT_RELA",
+     "R_X86_64_TPOFF64 (18) at 0x0000000000006000 (entry 0 of DT_RELA at 0x0000000000003000): TLS"),
+    ("pie-dtpmod64", lambda: dyn_pie(rela=rela_sym((DATA_AT, R_X86_64_DTPMOD64, 1, 0)), syms=(Sym("t"),)).build(),
+     "DT_RELA", "relocation R_X86_64_DTPMOD64 (16) at 0x0000000000006000 against 't'"),
+    ("pie-copy", lambda: dyn_pie(rela=rela_sym((DATA_AT, R_X86_64_COPY, 1, 0)), syms=(Sym("environ"),)).build(),
+     "DT_RELA", "R_X86_64_COPY (5) at 0x0000000000006000 against 'environ' (entry 0 of DT_RELA at "
+     "0x0000000000003000): copy relocations"),
+    ("pie-irelative", lambda: dyn_pie(rela=rela_sym((DATA_AT + 8, R_X86_64_IRELATIVE, 0, TEXT_AT))).build(),
+     "DT_RELA", "R_X86_64_IRELATIVE (37) at 0x0000000000006008 (entry 0 of DT_RELA at 0x0000000000003000): an ifunc"),
+    ("pie-unknown-relocation", lambda: dyn_pie(rela=rela_sym((DATA_AT, 999, 0, 0))).build(), "DT_RELA",
+     "relocation unknown (999) at 0x0000000000006000"),
+    ("pie-pc32-relocation", lambda: dyn_pie(rela=rela_sym((DATA_AT, 2, 1, 0)), syms=(Sym("f", TEXT_AT),)).build(),
+     "DT_RELA", "R_X86_64_PC32 (2) at 0x0000000000006000 against 'f' (entry 0 of DT_RELA at 0x0000000000003000): "
+     "not a type highboot applies"),
+    ("pie-undefined-symbol", lambda: dyn_pie(rela=rela_sym((DATA_AT, R_X86_64_GLOB_DAT, 1, 0)),
+                                             syms=(Sym("missing_fn", shndx=0),)).build(),
+     "DT_SYMTAB", "R_X86_64_GLOB_DAT (6) at 0x0000000000006000 against 'missing_fn' refers to the undefined symbol"),
+    ("pie-undefined-jump_slot", lambda: dyn_pie(jmprel=rela_sym((DATA_AT + 0x10, R_X86_64_JUMP_SLOT, 1, 0)),
+                                                syms=(Sym("printf", shndx=0),)).build(),
+     "DT_SYMTAB", "R_X86_64_JUMP_SLOT (7) at 0x0000000000006010 against 'printf' refers to the undefined "
+     "symbol 'printf'"),
+    ("pie-ifunc-symbol", lambda: dyn_pie(rela=rela_sym((DATA_AT, R_X86_64_64, 1, 0)),
+                                         syms=(Sym("memcpy", TEXT_AT, stype=10),)).build(),
+     "DT_SYMTAB", "refers to the ifunc 'memcpy'"),
+    ("pie-symbol-index-past-table", lambda: dyn_pie(rela=rela_sym((DATA_AT, R_X86_64_64, 5000, 0))).build(),
+     "DT_SYMTAB", "dynamic symbol 5000"),
+    ("pie-symbol-without-symtab", lambda: dyn_pie(rela=rela_sym((DATA_AT, R_X86_64_64, 1, 0)), syms=(Sym("f"),),
+                                                  tags={DT_SYMTAB: None}).build(),
+     "DT_SYMTAB", "refers to symbol 1 but PT_DYNAMIC has no DT_SYMTAB"),
+    ("pie-textrel", lambda: dyn_pie(rela=rela_sym((DATA_AT, R_X86_64_RELATIVE, 0, 0)),
+                                    tags={DT_TEXTREL: 0}).build(), "PT_DYNAMIC", "text relocations (DT_TEXTREL)"),
+    ("pie-df_textrel", lambda: dyn_pie(tags={DT_FLAGS: 0x4}).build(), "PT_DYNAMIC", "text relocations"),
+    ("pie-relocation-in-text", lambda: dyn_pie(rela=rela_sym((TEXT_AT + 0x10, R_X86_64_RELATIVE, 0, 0))).build(),
+     "DT_RELA", "R_X86_64_RELATIVE (8) at 0x0000000000001010 (entry 0 of DT_RELA) is outside every writable"),
+    ("pie-relocation-in-rodata", lambda: dyn_pie(rela=rela_sym((TABLES_AT + 0x3ff8, R_X86_64_RELATIVE, 0, 0))).build(),
+     "DT_RELA", "at 0x0000000000005ff8 (entry 0 of DT_RELA) is outside every writable PT_LOAD"),
+    ("pie-relocation-outside-segments", lambda: dyn_pie(rela=rela_sym((0x400000, R_X86_64_RELATIVE, 0, 0))).build(),
+     "DT_RELA", "at 0x0000000000400000 (entry 0 of DT_RELA) is outside every writable PT_LOAD"),
+    ("pie-relocation-straddles-segment-end", lambda: dyn_pie(rela=rela_sym((DATA_AT + 0x1ffc, R_X86_64_RELATIVE, 0,
+                                                                              0))).build(),
+     "DT_RELA", "at 0x0000000000007ffc (entry 0 of DT_RELA) is outside every writable PT_LOAD"),
+    ("pie-relasz-not-multiple", lambda: dyn_pie(rela=rela_sym((DATA_AT, R_X86_64_RELATIVE, 0, 0)),
+                                                tags={DT_RELASZ: 20}).build(), "DT_RELA",
+     "DT_RELASZ 0x14 is not a multiple of the 24-byte entry (inconsistent table size)"),
+    ("pie-relasz-past-segment", lambda: dyn_pie(rela=rela_sym((DATA_AT, R_X86_64_RELATIVE, 0, 0)),
+                                                tags={DT_RELASZ: 0x100008}).build(), "DT_RELA",
+     "the DT_RELA table (0x0000000000003000+0x100008) is not inside the file data of a PT_LOAD segment"),
+    ("pie-relasz-smaller-than-section", lambda: dyn_pie(rela=rela_sym((DATA_AT, R_X86_64_RELATIVE, 0, 0),
+                                                                      (DATA_AT + 8, R_X86_64_RELATIVE, 0, 0)),
+                                                        tags={DT_RELASZ: 24}).build(), ".rela.dyn",
+     "section .rela.dyn (0x0000000000003000+0x30) is not inside the relocation tables PT_DYNAMIC lists "
+     "(DT_RELA 0x0000000000003000+0x18)"),
+    ("pie-rela-without-relasz", lambda: dyn_pie(rela=rela_sym((DATA_AT, R_X86_64_RELATIVE, 0, 0)),
+                                                tags={DT_RELASZ: None}).build(), "PT_DYNAMIC",
+     "DT_RELA without DT_RELASZ"),
+    ("pie-relaent", lambda: dyn_pie(rela=rela_sym((DATA_AT, R_X86_64_RELATIVE, 0, 0)),
+                                    tags={DT_RELAENT: 16}).build(), "DT_RELA", "DT_RELAENT is 16; expected 24"),
+    ("pie-pltrel-rel", lambda: dyn_pie(jmprel=rela_sym((DATA_AT, R_X86_64_JUMP_SLOT, 0, 0)),
+                                       tags={DT_PLTREL: DT_REL}).build(), "DT_JMPREL", "DT_PLTREL is 17"),
+    ("pie-dt_rel", lambda: dyn_pie(tags={DT_REL: TABLES_AT}).build(), "PT_DYNAMIC", "DT_REL relocations"),
+    ("pie-dt_needed", lambda: dyn_pie(tags={DT_NEEDED: 0}).build(), "PT_DYNAMIC", "needs a shared library"),
+    ("pie-relrsz-not-multiple", lambda: dyn_pie(relr=relr(DATA_AT), tags={DT_RELRSZ: 12}).build(), "DT_RELR",
+     "DT_RELRSZ 0xc is not a multiple of the 8-byte entry"),
+    ("pie-relrent", lambda: dyn_pie(relr=relr(DATA_AT), tags={DT_RELRENT: 16}).build(), "DT_RELR",
+     "DT_RELRENT is 16; expected 8"),
+    ("pie-relr-bitmap-first", lambda: dyn_pie(relr=relr(0b111)).build(), "DT_RELR",
+     "entry 0 of the DT_RELR table at 0x0000000000005000 is a bitmap with no address before it"),
+    ("pie-relr-bitmap-past-section", lambda: dyn_pie(relr=relr(DATA_AT + 0x1f00, (1 << 63) | 1)).build(), "DT_RELR",
+     "RELR bitmap entry 1 of the DT_RELR table at 0x0000000000005000 relocates 0x00000000000080f8, "
+     "outside every writable PT_LOAD segment"),
+    ("pie-relr-address-in-text", lambda: dyn_pie(relr=relr(TEXT_AT)).build(), "DT_RELR",
+     "RELR address entry 0 of the DT_RELR table at 0x0000000000005000 relocates 0x0000000000001000"),
+    ("pie-relrsz-smaller-than-section", lambda: dyn_pie(relr=relr(DATA_AT, 0b11), tags={DT_RELRSZ: 8}).build(),
+     ".relr.dyn", "section .relr.dyn (0x0000000000005000+0x10) is not inside the relocation tables PT_DYNAMIC lists"),
+    ("pie-pt_interp", lambda: dyn_pie(extra=(Seg(TABLES_AT + 0x3f00, 0x1c, PF_R, b"/lib64/ld-linux-x86-64.so.2\0",
+                                                 ptype=PT_INTERP, offset=TABLES_AT + 0x3f00, align=1),)).build(),
+     "program header 4", "PT_INTERP asks for a dynamic linker"),
+    ("pie-two-pt_dynamic", lambda: dyn_pie(extra=(Seg(TABLES_AT, 16, PF_R, bytes(16), ptype=PT_DYNAMIC,
+                                                      offset=TABLES_AT, align=8),)).build(),
+     "program header 4", "a second PT_DYNAMIC (the first is program header 3)"),
+    ("pie-pt_dynamic-odd-size", lambda: patched_dynamic_size(20), "PT_DYNAMIC",
+     "p_filesz 0x14 is not a multiple of 16"),
+    ("pie-relro-outside-segments", lambda: dyn_pie(extra=(Seg(DATA_AT + 0x1000, 0x4000, PF_R, ptype=PT_GNU_RELRO,
+                                                              offset=0, align=1),)).build(),
+     "program header 4", "PT_GNU_RELRO (0x0000000000007000+0x4000, memory made read-only after relocation) is not"),
+    ("pie-tls-filesz-over-memsz", lambda: dyn_pie(extra=(Seg(DATA_AT, 0x8, PF_R, bytes(16), ptype=PT_TLS,
+                                                             offset=DATA_AT, align=8),)).build(),
+     "program header 4", "PT_TLS p_filesz 0x10 is larger than p_memsz 0x8"),
+    ("pie-tls-align-not-power-of-two", lambda: dyn_pie(extra=(Seg(DATA_AT, 0x8, PF_R, bytes(16), ptype=PT_TLS,
+                                                           offset=DATA_AT, align=3),)).build(),
+     "program header 4", "p_align 0x3 is not a power of two"),
+    ("pie-relocations-without-pt_dynamic", lambda: pie(Sec(".rela.dyn", SHT_RELA,
+                                                           rela((KBASE + 0x4000, R_X86_64_RELATIVE, 0)), SHF_ALLOC,
+                                                           24)).build(),
+     ".rela.dyn", "holds dynamic relocations but the kernel has no PT_DYNAMIC program header"),
     ("pie-rel-section", lambda: pie(Sec(".rel.dyn", SHT_REL, bytes(16), SHF_ALLOC, 16)).build(), ".rel.dyn",
-     "REL relocations are not used on x86-64"),
-    ("pie-relr-section", lambda: pie(Sec(".relr.dyn", SHT_RELR, bytes(8), SHF_ALLOC, 8)).build(), ".relr.dyn",
-     "RELR relocations are not supported"),
-    ("pie-rela-bad-entsize", lambda: pie(Sec(".rela.dyn", SHT_RELA, rela((KBASE + 0x4000, R_X86_64_RELATIVE, 0)),
-                                             SHF_ALLOC, 16)).build(), ".rela.dyn", "sh_entsize is 16; expected 24"),
-    ("pie-rela-truncated-table", lambda: pie(Sec(".rela.dyn", SHT_RELA,
-                                                 rela((KBASE + 0x4000, R_X86_64_RELATIVE, 0))[:20], SHF_ALLOC,
-                                                 24)).build(), ".rela.dyn", "sh_size 0x14 is not a multiple of 24"),
-    ("pie-relocation-outside-segments", lambda: pie(Sec(".rela.dyn", SHT_RELA,
-                                                        rela((KBASE + 0x400000, R_X86_64_RELATIVE, 0)), SHF_ALLOC,
-                                                        24)).build(),
-     ".rela.dyn", "relocation at 0xffffffff80400000 is outside every PT_LOAD segment"),
-    ("pie-without-section-headers", lambda: pie().build(), "e_shnum", "without section headers"),
+     "REL relocations (without addends) are not used on x86-64"),
     ("pie-section-headers-past-eof", lambda: pie(Sec(".rela.dyn", SHT_RELA, b"", SHF_ALLOC, 24)).build()[:-1],
      "e_shoff", "section header table (3 entries"),
 ]
@@ -185,11 +299,10 @@ def test_valid_pie_relocations_are_read(tmp_path: Path) -> None:
     """The PIE cases above fail for their mistake, not for being PIEs: the same file with one
     R_X86_64_RELATIVE is read."""
     path = tmp_path / "kernel.elf"
-    path.write_bytes(pie(Sec(".rela.dyn", SHT_RELA, rela((KBASE + 0x4000, R_X86_64_RELATIVE, KBASE + 8)),
-                             SHF_ALLOC, 24)).build())
+    path.write_bytes(dyn_pie(rela=rela_sym((DATA_AT, R_X86_64_RELATIVE, 0, TEXT_AT + 8))).build())
     kernel = read_kernel(path)
     assert kernel.position_independent
-    assert [(r.vaddr, r.addend) for r in kernel.relocations] == [(KBASE + 0x4000, KBASE + 8)]
+    assert [(r.vaddr, r.value, r.relative) for r in kernel.relocations] == [(DATA_AT, TEXT_AT + 8, True)]
 
 
 def test_empty_pt_loads_are_ignored(tmp_path: Path) -> None:
@@ -528,8 +641,10 @@ E2E_CASES: list[tuple[str, Callable[[Path, Path], dict[str, str]], str, str]] = 
     ("layout-missing", lambda t, k: {"KERNEL": str(k), "LAYOUT": str(t / "no-such-layout.toml")},
      "no-such-layout.toml", "layout file not found"),
     # Found when planning (the kernel is valid, the layout is valid, they do not go together).
+    # (An ET_EXEC kernel: a PIE would be placed in the region.)
     ("kernel-outside-the-layouts-region", lambda t, k: bad_layout(
-        t, edit("start = 0xffffffff80000000", "start = 0xffffffffc0000000").replace('"512 MiB"', '"256 MiB"'), k),
+        t, edit("start = 0xffffffff80000000", "start = 0xffffffffc0000000").replace('"512 MiB"', '"256 MiB"'),
+        exec_kernel(t)),
      "kernel.elf", "outside the layout's kernel region 'k'"),
     ("layout-region-too-small", lambda t, k: bad_layout(t, edit('size = "512 MiB"', f'size = {image_size(k)}'), k),
      "bad-layout.toml", "has no room after the kernel image"),

@@ -1,5 +1,6 @@
 //! Walk the live page tables from CR3 (through the direct map) and print every mapping as
-//! coalesced ranges: `MAP <va> <pa> <size> <flags>` with flags R, RW, RX or RWX.
+//! coalesced ranges: `MAP <va> <pa> <size> <flags>` with flags R, RW, RX or RWX; or translate one
+//! address.
 
 use crate::bootinfo::BootInfo;
 use crate::{println, Checks};
@@ -80,7 +81,8 @@ impl Walker {
     }
 }
 
-pub fn check_tables(c: &mut Checks, info: &BootInfo) {
+/// The live root table (physical) and the number of paging levels.
+fn live_root() -> (u64, u32) {
     let cr4: u64;
     let cr3: u64;
     // SAFETY: reading control registers at CPL 0.
@@ -88,8 +90,43 @@ pub fn check_tables(c: &mut Checks, info: &BootInfo) {
         core::arch::asm!("mov {}, cr4", out(reg) cr4);
         core::arch::asm!("mov {}, cr3", out(reg) cr3);
     }
-    let levels = if cr4 & (1 << 12) != 0 { 5 } else { 4 };
-    let root = cr3 & ADDR;
+    (cr3 & ADDR, if cr4 & (1 << 12) != 0 { 5 } else { 4 })
+}
+
+/// One virtual address as the live tables map it: the rights are those every level grants.
+#[cfg(toolchain_layout)]
+pub struct Translation {
+    pub pa: u64,
+    pub writable: bool,
+    pub exec: bool,
+}
+
+/// Walk the live tables for va; None where it is not mapped.
+#[cfg(toolchain_layout)]
+pub fn translate(info: &BootInfo, va: u64) -> Option<Translation> {
+    let (mut table, levels) = live_root();
+    let (mut writable, mut exec) = (true, true);
+    for depth in 0..levels {
+        let shift = 12 + 9 * (levels - 1 - depth);
+        let index = (va >> shift) & 511;
+        // SAFETY: table is a physical table address; the direct map covers all RAM.
+        let entry = unsafe { core::ptr::read_volatile((info.direct_map_base + table + index * 8) as *const u64) };
+        if entry & PRESENT == 0 {
+            return None;
+        }
+        writable &= entry & WRITABLE != 0;
+        exec &= entry & NO_EXECUTE == 0;
+        if depth == levels - 1 || (entry & HUGE != 0 && shift <= 30) {
+            let size = 1u64 << shift;
+            return Some(Translation { pa: (entry & ADDR & !(size - 1)) | (va & (size - 1)), writable, exec });
+        }
+        table = entry & ADDR;
+    }
+    None
+}
+
+pub fn check_tables(c: &mut Checks, info: &BootInfo) {
+    let (root, levels) = live_root();
     let mut lower = 0;
     for index in 0..256u64 {
         // SAFETY: the root table through the direct map.

@@ -258,6 +258,21 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
         i.direct_map_base = dmap_base;
         i.direct_map_slide = dmap_base - plan::DIRECT_MAP_BASE;
         i.kernel_slide = kaslr.slide as u64;
+        i.kernel_load_bias = plan::LOAD_BIAS.wrapping_add(kaslr.slide as u64);
+        let mut flags = 0;
+        if plan::EH_FRAME_HDR.1 != 0 {
+            flags |= bootinfo::flags::EH_FRAME_HDR;
+            i.eh_frame_hdr = slid(plan::EH_FRAME_HDR.0);
+            i.eh_frame_hdr_size = plan::EH_FRAME_HDR.1;
+        }
+        i.tls_align = 1;
+        if let Some((template, file_size, mem_size, align)) = plan::TLS {
+            flags |= bootinfo::flags::TLS;
+            i.tls_template = slid(template);
+            i.tls_file_size = file_size;
+            i.tls_mem_size = mem_size;
+            i.tls_align = align;
+        }
         i.direct_map_size = dmap_size;
         i.direct_map_page_size = dmap_page;
         i.kernel_phys_base = block;
@@ -273,7 +288,6 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
         i.switch_pages = plan::SWITCH_COUNT;
         i.trampoline_phys = trampoline;
         i.trampoline_virt = slid(plan::TRAMPOLINE_VA);
-        let mut flags = 0;
         if let Some(fb) = &framebuffer {
             flags |= bootinfo::flags::FRAMEBUFFER;
             i.framebuffer_phys = fb.base;
@@ -380,7 +394,8 @@ struct Kaslr {
 }
 
 /// Copy the kernel's segments to their block offsets and apply its relocations for `slide` (bss
-/// is already zero).
+/// is already zero), in the block, before any table that maps the kernel is live: RELRO pages are
+/// read-only from the kernel's first instruction.
 unsafe fn load_image(kernel: &[u8], block: u64, slide: u64) {
     for seg in plan::SEGMENTS.iter() {
         let src = &kernel[seg.file_offset as usize..(seg.file_offset + seg.filesz) as usize];
@@ -388,6 +403,9 @@ unsafe fn load_image(kernel: &[u8], block: u64, slide: u64) {
     }
     for &(offset, value) in plan::RELOCATIONS.iter() {
         ptr::write_unaligned((block + offset) as *mut u64, value.wrapping_add(slide));
+    }
+    for &(offset, value) in plan::ABSOLUTE_RELOCATIONS.iter() {
+        ptr::write_unaligned((block + offset) as *mut u64, value);
     }
 }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAGIC = int.from_bytes(b"HIGHBOOT", "little")
-VERSION = 2
+VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,15 @@ BOOT_INFO = (
     Field("kernel_slide", "u64", "bytes the kernel was moved from its link address (two's complement; 0 "
           "without KASLR): every kernel virtual address above is already slid"),
     Field("direct_map_slide", "u64", "bytes direct_map_base was moved from the layout's direct-map start"),
+    # Version 3: kernels as toolchains emit them (PIE linked anywhere, unwinding, TLS).
+    Field("kernel_load_bias", "u64", "bytes added to every virtual address of the kernel's ELF file (where the "
+          "build placed a PIE, plus kernel_slide; two's complement): runtime address = ELF address + this"),
+    Field("eh_frame_hdr", "u64", "virtual address of the kernel's .eh_frame_hdr (PT_GNU_EH_FRAME; 0 if none)"),
+    Field("eh_frame_hdr_size", "u64", "its size in bytes"),
+    Field("tls_template", "u64", "virtual address of the kernel's TLS initialization image (PT_TLS; 0 if none)"),
+    Field("tls_file_size", "u64", "bytes of initialized TLS data at tls_template (.tdata)"),
+    Field("tls_mem_size", "u64", "bytes of one thread's TLS block (.tdata + .tbss, zero-filled past tls_file_size)"),
+    Field("tls_align", "u64", "alignment of the TLS block in bytes (PT_TLS p_align; 1 if none)"),
 )
 
 EFI_RANGE = (
@@ -117,6 +126,8 @@ FLAGS = (
     Constant("RANDOM_RNG_PROTOCOL", 1 << 6, "the randomness came from EFI_RNG_PROTOCOL"),
     Constant("RANDOM_RDRAND", 1 << 7, "the randomness came from RDRAND (no EFI_RNG_PROTOCOL)"),
     Constant("RANDOM_WEAK", 1 << 8, "neither was available: the TSC was the only source (weak)"),
+    Constant("EH_FRAME_HDR", 1 << 9, "eh_frame_hdr and eh_frame_hdr_size are valid"),
+    Constant("TLS", 1 << 10, "the kernel has a PT_TLS template: tls_* are valid"),
 )
 
 CPU_FEATURES = (

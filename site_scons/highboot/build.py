@@ -28,7 +28,7 @@ DATA_SELECTOR = 0x10
 def make_plan(kernel: str, layout: str, out: str, options: dict[str, Any]) -> None:
     plan = plan_boot(read_kernel(kernel), load_layout(layout), cmdline=options.get("cmdline", ""),
                      kernel_esp_path=options.get("kernel_esp_path", "\\highboot\\kernel.elf"),
-                     kaslr=bool(options.get("kaslr", False)))
+                     kaslr=bool(options.get("kaslr", False)), kernel_base=options.get("kernel_base"))
     plan.fault = options.get("fault", "")
     write_atomic(out, json.dumps(plan.to_json(), indent=1, sort_keys=True) + "\n")
 

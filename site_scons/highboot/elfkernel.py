@@ -9,31 +9,27 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntFlag
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 from elftools.common.exceptions import ELFError, ELFParseError, ELFRelocationError
 from elftools.elf.elffile import ELFFile
-from elftools.elf.enums import ENUM_RELOC_TYPE_x64
 
+from highboot.dynamic import LoadedSegment, Relocation, read_relocations
 from highboot.errors import HighbootError
-from highboot.units import hex_addr
+from highboot.units import align_down, align_up, hex_addr
 
 PF_X = 0x1
 PF_W = 0x2
 PF_R = 0x4
-R_X86_64_RELATIVE = 8
-DT_RELA, DT_RELASZ, DT_RELAENT, DT_REL, DT_RELR = 7, 8, 9, 17, 36
+PAGE = 4096
 ELF_MAGIC = b"\x7fELF"
 ELF64_EHDR_SIZE, ELF64_PHDR_SIZE, ELF64_SHDR_SIZE = 64, 56, 64
 PN_XNUM = 0xFFFF
 ELF64_SHDR = "<IIQQQQIIQQ"  # sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, sh_link, sh_info, ...
-ELF64_RELA_SIZE = 24
-SHT_RELA, SHT_REL, SHT_RELR = 4, 9, 19
-SHF_ALLOC = 0x2
-_RELOC_NAMES = {v: k for k, v in ENUM_RELOC_TYPE_x64.items() if isinstance(v, int)}
 # A kernel larger than this is almost certainly a corrupted header, not a kernel.
 MAX_KERNEL_MEMSZ = 1 << 32
 
@@ -65,11 +61,13 @@ class Segment:
 
 
 @dataclass(frozen=True)
-class Relocation:
-    """A dynamic relocation the loader applies: *(u64 *)vaddr = addend + slide."""
+class TlsTemplate:
+    """PT_TLS: the initialization image of one thread's TLS block."""
 
     vaddr: int
-    addend: int
+    filesz: int
+    memsz: int
+    align: int
 
 
 @dataclass(frozen=True)
@@ -81,6 +79,11 @@ class KernelImage:
     segments: tuple[Segment, ...]
     position_independent: bool
     relocations: tuple[Relocation, ...] = field(default=())
+    relro: tuple[int, int] | None = None  # PT_GNU_RELRO (vaddr, memsz)
+    eh_frame_hdr: tuple[int, int] | None = None  # PT_GNU_EH_FRAME (vaddr, memsz)
+    tls: TlsTemplate | None = None
+    align: int = PAGE  # the largest p_align of PT_LOAD and PT_TLS: a PIE moves by multiples of it
+    load_bias: int = 0  # added to every address of the file by placed()
 
     @property
     def start(self) -> int:
@@ -89,6 +92,23 @@ class KernelImage:
     @property
     def end(self) -> int:
         return max(s.end for s in self.segments)
+
+    def placed(self, bias: int) -> KernelImage:
+        """The same kernel moved by bias bytes (a PIE placed by the build): every address shifted,
+        relative relocation values too; file offsets and absolute values stay."""
+        def move(va: int) -> int:
+            return (va + bias) % (1 << 64)
+
+        return replace(
+            self, entry=move(self.entry),
+            segments=tuple(replace(s, vaddr=move(s.vaddr)) for s in self.segments),
+            relocations=tuple(Relocation(move(r.vaddr), move(r.value) if r.relative else r.value, r.relative)
+                              for r in self.relocations),
+            relro=(move(self.relro[0]), self.relro[1]) if self.relro else None,
+            eh_frame_hdr=(move(self.eh_frame_hdr[0]), self.eh_frame_hdr[1]) if self.eh_frame_hdr else None,
+            tls=replace(self.tls, vaddr=move(self.tls.vaddr)) if self.tls else None,
+            load_bias=(self.load_bias + bias) % (1 << 64),
+        )
 
 
 def read_kernel(path: str | Path) -> KernelImage:
@@ -116,12 +136,26 @@ def _parse(path: Path, data: bytes) -> KernelImage:
     elf = _check_header(path, data)
     etype = elf["e_type"]
     segments: list[Segment] = []
+    special: dict[str, tuple[int, Any]] = {}  # PT_DYNAMIC, PT_GNU_RELRO, ...: (index, header)
+    align = PAGE
     for index, seg in enumerate(elf.iter_segments()):
-        if seg["p_type"] != "PT_LOAD":
+        ptype = seg["p_type"]
+        where = f"program header {index}"
+        if ptype == "PT_INTERP":
+            raise HighbootError("PT_INTERP asks for a dynamic linker (ld.so); a kernel has none: link with "
+                                "-static-pie, or ld -pie --no-dynamic-linker", file=path, field=where)
+        if ptype in ("PT_DYNAMIC", "PT_GNU_RELRO", "PT_GNU_EH_FRAME", "PT_TLS"):
+            if ptype in special:
+                raise HighbootError(f"a second {ptype} (the first is program header {special[ptype][0]}); "
+                                    "expected at most one", file=path, field=where)
+            special[ptype] = (index, seg.header)
+            if ptype == "PT_TLS":
+                align = max(align, _check_align(path, seg["p_align"], where))
+            continue
+        if ptype != "PT_LOAD":
             continue
         s = Segment(index, seg["p_vaddr"], seg["p_memsz"], seg["p_offset"], seg["p_filesz"],
                     SegmentFlags(seg["p_flags"] & 7))
-        where = f"program header {index}"
         if s.filesz > s.memsz:
             raise HighbootError(f"p_filesz {s.filesz:#x} is larger than p_memsz {s.memsz:#x}", file=path, field=where)
         if s.memsz == 0:
@@ -135,13 +169,12 @@ def _parse(path: Path, data: bytes) -> KernelImage:
         if s.vaddr + s.memsz > (1 << 64):
             raise HighbootError(f"segment {hex_addr(s.vaddr)} + p_memsz {s.memsz:#x} runs past the top of the "
                                 "64-bit address space", file=path, field=where)
-        align = seg["p_align"]
-        if align > 1 and align & (align - 1):
-            raise HighbootError(f"p_align {align:#x} is not a power of two (corrupted header?)", file=path, field=where)
-        if align > 1 and (s.vaddr - s.offset) % align:
+        seg_align = _check_align(path, seg["p_align"], where)
+        if (s.vaddr - s.offset) % seg_align:
             raise HighbootError(f"p_vaddr {hex_addr(s.vaddr)} and p_offset {s.offset:#x} differ modulo p_align "
-                                f"{align:#x}; the ELF format requires them congruent (corrupted header?)",
+                                f"{seg_align:#x}; the ELF format requires them congruent (corrupted header?)",
                                 file=path, field=where)
+        align = max(align, seg_align)
         if s.flags & PF_W and s.flags & PF_X:
             raise HighbootError(f"{s.describe()} is writable and executable; split it (W^X: text RX, "
                                 "data RW)", file=path, field=where)
@@ -153,29 +186,90 @@ def _parse(path: Path, data: bytes) -> KernelImage:
     for a, b in pairwise(ordered):
         if b.vaddr < a.end:
             raise HighbootError(f"{a.describe()} overlaps {b.describe()}", file=path, field="program headers")
-    # Pages shared by two segments get both permissions; refuse where that would be W+X.
-    for a, b in pairwise(ordered):
-        if (a.end - 1) >> 12 == b.vaddr >> 12:
-            union = a.flags | b.flags
-            if union & PF_W and union & PF_X:
-                raise HighbootError(f"{a.describe()} and {b.describe()} share the page at "
-                                    f"{hex_addr(b.vaddr & ~0xfff)}, which would be writable and executable; "
-                                    "align segments to 4 KiB in the linker script", file=path,
-                                    field="program headers")
+    _check_shared_pages(path, ordered)
 
     entry = elf["e_entry"]
     if not any(s.flags & PF_X and s.vaddr <= entry < s.end for s in segments):
         raise HighbootError(f"entry point {hex_addr(entry)} is not inside an executable PT_LOAD segment",
                             file=path, field="e_entry")
 
-    relocations: tuple[Relocation, ...] = ()
-    if etype == "ET_DYN":
-        relocations = _relative_relocations(path, data, elf, segments)
+    loaded = [LoadedSegment(s.vaddr, s.memsz, s.offset, s.filesz, bool(s.flags & PF_W)) for s in ordered]
+    dynamic = None
+    if "PT_DYNAMIC" in special:
+        index, header = special["PT_DYNAMIC"]
+        dynamic = (header["p_offset"], header["p_filesz"])
+    relocations = read_relocations(path, data, dynamic, loaded, _sections(path, data, elf))
+
+    def inside(ptype: str, size_key: str, what: str) -> tuple[int, int] | None:
+        if ptype not in special:
+            return None
+        index, header = special[ptype]
+        vaddr, size = header["p_vaddr"], header[size_key]
+        # ld.lld rounds PT_GNU_RELRO up to a whole page, past the end of the segment.
+        end = align_up(vaddr + size, PAGE) if ptype == "PT_GNU_RELRO" else vaddr + size
+        if size and not _covered(ordered, vaddr, end, page=ptype == "PT_GNU_RELRO"):
+            raise HighbootError(f"{ptype} ({hex_addr(vaddr)}+{size:#x}, {what}) is not inside the PT_LOAD segments",
+                                file=path, field=f"program header {index}")
+        return (vaddr, size) if size else None
+
+    relro = inside("PT_GNU_RELRO", "p_memsz", "memory made read-only after relocation")
+    eh_frame_hdr = inside("PT_GNU_EH_FRAME", "p_memsz", ".eh_frame_hdr")
+    inside("PT_TLS", "p_filesz", "the TLS initialization image")
+    tls = None
+    if "PT_TLS" in special:
+        index, header = special["PT_TLS"]
+        if header["p_filesz"] > header["p_memsz"]:
+            raise HighbootError(f"PT_TLS p_filesz {header['p_filesz']:#x} is larger than p_memsz "
+                                f"{header['p_memsz']:#x}", file=path, field=f"program header {index}")
+        if header["p_memsz"]:
+            tls = TlsTemplate(header["p_vaddr"], header["p_filesz"], header["p_memsz"], max(header["p_align"], 1))
 
     return KernelImage(
         path=str(path), size=len(data), sha256=hashlib.sha256(data).hexdigest(), entry=entry,
         segments=tuple(ordered), position_independent=etype == "ET_DYN", relocations=relocations,
+        relro=relro, eh_frame_hdr=eh_frame_hdr, tls=tls, align=align,
     )
+
+
+def _check_align(path: Path, align: int, where: str) -> int:
+    """p_align as a power of two of at least one page (0 and 1 mean no constraint)."""
+    if align > 1 and align & (align - 1):
+        raise HighbootError(f"p_align {align:#x} is not a power of two (corrupted header?)", file=path, field=where)
+    if align > MAX_KERNEL_MEMSZ:
+        raise HighbootError(f"p_align {align:#x} is not a plausible alignment (over 4 GiB)", file=path, field=where)
+    return max(align, 1)
+
+
+def _covered(ordered: list[Segment], start: int, end: int, page: bool = False) -> bool:
+    """True when [start, end) lies in PT_LOAD memory (segments may abut), or in the pages they
+    touch when page is set."""
+    pos = start
+    for s in ordered:
+        lo, hi = (align_down(s.vaddr, PAGE), align_up(s.end, PAGE)) if page else (s.vaddr, s.end)
+        if lo <= pos < hi:
+            pos = hi
+    return pos >= end
+
+
+def _check_shared_pages(path: Path, ordered: list[Segment]) -> None:
+    """A page gets the union of the rights of every segment touching it: refuse a W+X union.
+
+    Only a segment's first and last pages can be shared (segments do not overlap), so those are
+    the pages to look at, however many segments share one.
+    """
+    pages: dict[int, list[Segment]] = {}
+    for s in ordered:
+        for page in {s.vaddr >> 12, (s.end - 1) >> 12}:
+            pages.setdefault(page, []).append(s)
+    for page, segs in sorted(pages.items()):
+        union = SegmentFlags(0)
+        for s in segs:
+            union |= s.flags
+        if len(segs) > 1 and union & PF_W and union & PF_X:
+            names = ", ".join(s.describe() for s in segs)
+            raise HighbootError(f"{names} share the page at {hex_addr(page << 12)}, which would be writable and "
+                                "executable; align segments to 4 KiB in the linker script", file=path,
+                                field="program headers")
 
 
 def _check_header(path: Path, data: bytes) -> ELFFile:
@@ -218,13 +312,8 @@ def _check_header(path: Path, data: bytes) -> ELFFile:
         raise HighbootError("e_phnum is PN_XNUM (over 65534 program headers): not a kernel, or corrupted",
                             file=path, field="e_phnum")
     _check_header_table(path, data, "program", "ph", phnum, phentsize, phoff, ELF64_PHDR_SIZE)
-    if etype == "ET_DYN":
-        # A PIE's relocations are read from its SHF_ALLOC RELA sections: without section headers they
-        # would silently be skipped and the kernel would run unrelocated.
-        shnum, shentsize, shoff = elf["e_shnum"], elf["e_shentsize"], elf["e_shoff"]
-        if shnum == 0 or shoff == 0:
-            raise HighbootError("position-independent kernel (ET_DYN) without section headers: its relocations "
-                                "cannot be found; do not strip the section headers", file=path, field="e_shnum")
+    shnum, shentsize, shoff = elf["e_shnum"], elf["e_shentsize"], elf["e_shoff"]
+    if shnum and shoff:  # optional; when present, relocation sections are checked against PT_DYNAMIC
         _check_header_table(path, data, "section", "sh", shnum, shentsize, shoff, ELF64_SHDR_SIZE)
     return elf
 
@@ -240,50 +329,17 @@ def _check_header_table(path: Path, data: bytes, kind: str, prefix: str, count: 
                             f"{len(data):#x}-byte file (truncated?)", file=path, field=f"e_{prefix}off")
 
 
-def _relative_relocations(path: Path, data: bytes, elf: ELFFile,
-                          segments: list[Segment]) -> tuple[Relocation, ...]:
-    """The R_X86_64_RELATIVE relocations of a PIE kernel; any other kind is a clear error.
+def _sections(path: Path, data: bytes, elf: ELFFile) -> list[tuple[str, int, int, int, int]]:
+    """(name, sh_type, sh_flags, sh_addr, sh_size) of every section; none when the headers are stripped.
 
-    Section headers are read with struct (their table was bounds-checked in _check_header): a
-    corrupted one must give a message naming it, not whatever pyelftools trips over first.
+    Read with struct (the table was bounds-checked in _check_header): a corrupted header must give a
+    message naming it, not whatever pyelftools trips over first.
     """
     shoff, shnum = elf["e_shoff"], elf["e_shnum"]
+    if not shnum or not shoff:
+        return []
     headers = [struct.unpack_from(ELF64_SHDR, data, shoff + i * ELF64_SHDR_SIZE) for i in range(shnum)]
-    relocs: list[Relocation] = []
-    for index, (_, stype, flags, _, offset, size, _, _, _, entsize) in enumerate(headers):
-        if stype not in (SHT_RELA, SHT_REL, SHT_RELR):
-            continue
-        name = _section_name(data, headers, elf["e_shstrndx"], index)
-        if stype == SHT_REL:
-            raise HighbootError(f"section {name}: REL relocations are not used on x86-64; expected RELA",
-                                file=path, field=name)
-        if stype == SHT_RELR:
-            raise HighbootError(f"section {name}: RELR relocations are not supported; link without "
-                                "-z pack-relative-relocs", file=path, field=name)
-        if not flags & SHF_ALLOC:  # dynamic relocations only, not .rela.text from --emit-relocs
-            continue
-        if entsize != ELF64_RELA_SIZE:
-            raise HighbootError(f"sh_entsize is {entsize}; expected {ELF64_RELA_SIZE}, the size of an Elf64_Rela "
-                                "(corrupted header?)", file=path, field=name)
-        if size % ELF64_RELA_SIZE:
-            raise HighbootError(f"sh_size {size:#x} is not a multiple of {ELF64_RELA_SIZE} (truncated table?)",
-                                file=path, field=name)
-        if offset + size > len(data):
-            raise HighbootError(f"relocation table ({offset:#x}+{size:#x}) runs past the end of the "
-                                f"{len(data):#x}-byte file (truncated?)", file=path, field=name)
-        for r_offset, r_info, r_addend in struct.iter_unpack("<QQq", data[offset:offset + size]):
-            rtype = r_info & 0xFFFFFFFF
-            if rtype == 0:  # R_X86_64_NONE
-                continue
-            if rtype != R_X86_64_RELATIVE:
-                raise HighbootError(f"relocation type {_RELOC_NAMES.get(rtype, 'unknown')} ({rtype}) at "
-                                    f"{hex_addr(r_offset)} is not R_X86_64_RELATIVE; link the kernel with "
-                                    "-static-pie / no symbol imports", file=path, field=name)
-            if not any(s.vaddr <= r_offset and r_offset + 8 <= s.end for s in segments):
-                raise HighbootError(f"relocation at {hex_addr(r_offset)} is outside every PT_LOAD segment",
-                                    file=path, field=name)
-            relocs.append(Relocation(r_offset, r_addend & ((1 << 64) - 1)))
-    return tuple(relocs)
+    return [(_section_name(data, headers, elf["e_shstrndx"], i), h[1], h[2], h[3], h[5]) for i, h in enumerate(headers)]
 
 
 def _section_name(data: bytes, headers: list[tuple[int, ...]], shstrndx: int, index: int) -> str:

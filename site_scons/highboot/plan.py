@@ -69,7 +69,7 @@ class BootPlan:
     image_va: int
     image_size: int
     segments: list[SegmentLoad]
-    relocations: list[tuple[int, int]]  # (block offset, value at slide 0)
+    relocations: list[tuple[int, int]]  # (block offset, value at slide 0): the loader adds the slide
     stack_guard_va: int
     stack_bottom_va: int
     stack_top_va: int
@@ -97,6 +97,13 @@ class BootPlan:
     kaslr_tables: list[tuple[int, int]] = field(default_factory=list)  # (table number, window VA at slide 0)
     direct_map_align: int = 1 << 30
     stack_slides: bool = False  # KASLR moves the stack too (it is in the kernel region)
+    absolute_relocations: list[tuple[int, int]] = field(default_factory=list)  # (block offset, value): as is
+    position_independent: bool = False
+    link_va: int = 0  # where the file's image starts (its lowest page); image_va - link_va is load_bias
+    load_bias: int = 0  # added by the build to every address of a PIE (two's complement)
+    relro: tuple[int, int] | None = None  # (va, size) of PT_GNU_RELRO, placed
+    eh_frame_hdr: tuple[int, int] | None = None  # (va, size) of PT_GNU_EH_FRAME, placed
+    tls: tuple[int, int, int, int] | None = None  # PT_TLS (va, filesz, memsz, align), placed
 
     @property
     def kernel_slides(self) -> int:
@@ -111,9 +118,16 @@ SLIDE_ALIGN = 2 * MIB
 
 
 def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
-              kernel_esp_path: str = DEFAULT_KERNEL_ESP_PATH, kaslr: bool = False) -> BootPlan:
-    """Plan the load and the page tables of kernel in layout; HighbootError if it does not fit."""
+              kernel_esp_path: str = DEFAULT_KERNEL_ESP_PATH, kaslr: bool = False,
+              kernel_base: int | None = None) -> BootPlan:
+    """Plan the load and the page tables of kernel in layout; HighbootError if it does not fit.
+
+    A position-independent kernel is first placed in the kernel region: at kernel_base, else where
+    it is linked if that is inside the region, else at the region's first address aligned to 2 MiB
+    (and to the kernel's largest p_align)."""
     region = layout.require("kernel")
+    link_va = align_down(kernel.start, PAGE)
+    kernel = place_kernel(kernel, layout, region, kernel_base)
     if kaslr:
         _check_kaslr(kernel, layout, region)
     image_va = align_down(kernel.start, PAGE)
@@ -154,6 +168,12 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
         segments.append(SegmentLoad(seg.vaddr, seg.memsz, seg.offset, seg.filesz, seg.vaddr - image_va, flags))
         for page in range(align_down(seg.vaddr, PAGE), align_up(seg.end, PAGE), PAGE):
             page_flags[page] = page_flags.get(page, 0) | (seg.flags & (PF_W | PF_X))
+    if kernel.relro:
+        # Read-only after relocation, which the loader does before these tables go live. A page
+        # RELRO shares with .data stays writable, as ld.so leaves it.
+        start, size = kernel.relro
+        for page in range(align_up(start, PAGE), align_down(start + size, PAGE), PAGE):
+            page_flags[page] &= ~PF_W
     ranges: list[PlannedRange] = []
     for page in sorted(page_flags):
         f = page_flags[page]
@@ -198,13 +218,10 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     switch_count = len(levels) - 1
     static_size = switch_offset + switch_count * PAGE
 
-    relocations = []
-    for rel in kernel.relocations:
-        seg = next((s for s in kernel.segments if s.vaddr <= rel.vaddr and rel.vaddr + 8 <= s.end), None)
-        if seg is None:
-            raise HighbootError(f"relocation at {hex_addr(rel.vaddr)} is outside every PT_LOAD segment",
-                                file=kernel.path, field=".rela.dyn")
-        relocations.append((rel.vaddr - image_va, rel.addend))
+    # The reader checked every target is inside a writable segment, so inside the image.
+    relocations = [(r.vaddr - image_va, r.value) for r in kernel.relocations if r.relative]
+    absolute = [(r.vaddr - image_va, r.value) for r in kernel.relocations if not r.relative]
+    tls = kernel.tls
 
     return BootPlan(
         layout_name=layout.name, levels=layout.levels, shifts=[lv.shift for lv in levels],
@@ -217,8 +234,37 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
         direct_map_base=dmap.start, direct_map_limit=dmap.size, direct_map_page_size=dmap.page_size,
         efi_region=(efi.start, efi.size) if efi else None, ranges=ranges, cmdline=cmdline,
         kaslr=kaslr, slide_align=SLIDE_ALIGN if kaslr else 0, slide_min=slide_min, slide_max=slide_max,
-        kaslr_tables=kaslr_tables, stack_slides=kaslr and stack_region is None,
+        kaslr_tables=kaslr_tables, stack_slides=kaslr and stack_region is None, absolute_relocations=absolute,
+        position_independent=kernel.position_independent, link_va=link_va, load_bias=kernel.load_bias,
+        relro=kernel.relro, eh_frame_hdr=kernel.eh_frame_hdr,
+        tls=(tls.vaddr, tls.filesz, tls.memsz, tls.align) if tls else None,
     )
+
+
+def place_kernel(kernel: KernelImage, layout: Layout, region: Region, base: int | None) -> KernelImage:
+    """Where the kernel runs (before KASLR): an ET_EXEC at its link address, a PIE where it fits."""
+    image_va = align_down(kernel.start, PAGE)
+    if not kernel.position_independent:
+        if base is not None and base != image_va:
+            raise HighbootError(f"kernel_base {hex_addr(base)}: this kernel is ET_EXEC and runs only at its link "
+                                f"address {hex_addr(image_va)}; link it position-independent (-pie) to place it "
+                                "elsewhere", file=kernel.path, field="kernel_base")
+        return kernel
+    step = max(SLIDE_ALIGN, kernel.align)
+    if base is None:
+        if region.contains(image_va, align_up(kernel.end, PAGE)):
+            return kernel  # linked inside the region already: it stays where its link map says
+        bias = align_up(region.start - image_va, step)
+    else:
+        bias = base - image_va
+        if not 0 <= base < 1 << 64:
+            raise HighbootError(f"kernel_base {base:#x} is not a 64-bit address", file=kernel.path,
+                                field="kernel_base")
+        if base % PAGE or bias % kernel.align:
+            raise HighbootError(f"kernel_base {hex_addr(base)} would move the kernel by {bias:#x} bytes; its "
+                                f"segments ask for {format_size(max(kernel.align, PAGE))} alignment (p_align): "
+                                "choose a base that keeps them aligned", file=kernel.path, field="kernel_base")
+    return kernel.placed(bias)
 
 
 def _slides(r: PlannedRange, stack_region: Region | None) -> bool:
@@ -231,6 +277,9 @@ def _check_kaslr(kernel: KernelImage, layout: Layout, region: Region) -> None:
         raise HighbootError("KASLR needs a position-independent kernel (ET_DYN, linked with -pie, dynamic "
                             "relocations R_X86_64_RELATIVE only); this one is ET_EXEC and would run at one "
                             "address only", file=kernel.path, field="e_type")
+    if kernel.align > SLIDE_ALIGN:
+        raise HighbootError(f"KASLR moves the kernel in {format_size(SLIDE_ALIGN)} steps; its segments ask for "
+                            f"{format_size(kernel.align)} alignment (p_align)", file=kernel.path, field="p_align")
     if region.start % SLIDE_ALIGN or region.size % SLIDE_ALIGN:
         raise HighbootError(f"KASLR moves the kernel in {format_size(SLIDE_ALIGN)} steps: the kernel region must "
                             f"start and end on a {format_size(SLIDE_ALIGN)} boundary", file=layout.path,
@@ -240,9 +289,15 @@ def _check_kaslr(kernel: KernelImage, layout: Layout, region: Region) -> None:
 def _check_inside(kernel: KernelImage, layout: Layout, region: Region, image_va: int, image_end: int) -> None:
     for seg in kernel.segments:
         if not region.contains(seg.vaddr, seg.end):
+            where = f"({hex_addr(region.start)}..{hex_addr(region.end)} in {layout.path})"
+            if kernel.load_bias:
+                raise HighbootError(
+                    f"placed at {hex_addr(image_va)}, {seg.describe()} is outside the layout's kernel region "
+                    f"{region.name!r} {where}: the kernel is too large for the region, or kernel_base is wrong",
+                    file=kernel.path, field=f"program header {seg.index}")
             raise HighbootError(
-                f"{seg.describe()} is outside the layout's kernel region {region.name!r} "
-                f"({hex_addr(region.start)}..{hex_addr(region.end)} in {layout.path}); link the kernel inside it",
+                f"{seg.describe()} is outside the layout's kernel region {region.name!r} {where}; link the kernel "
+                "inside it, or link it position-independent (-pie) and let highboot place it",
                 file=kernel.path, field=f"program header {seg.index}")
     if not region.contains(image_va, image_end):
         raise HighbootError(f"the page-aligned image {hex_addr(image_va)}..{hex_addr(image_end)} does not fit "

@@ -3,6 +3,9 @@
 Found, not assumed: a rustc that has both targets installed is used as it is; otherwise a rustc
 whose sysroot has rust-src builds core with -Zbuild-std, offline, from the vendored crates that
 ship with rust-src. A machine with neither gets one message that says what to install.
+
+A target may also be the path of a JSON target spec (a kernel's own target, as its toolchain
+builds it). No rustc has core installed for those, so they always build core with -Zbuild-std.
 """
 
 from __future__ import annotations
@@ -31,28 +34,45 @@ class RustToolchain:
     build_std: bool  # True: core is built from rust-src; False: the targets are installed
     vendor: str | None  # rust-src's vendored crates (crates.io replacement, offline)
     linkers: dict[str, str] = field(default_factory=dict)  # target -> linker program
+    spec_linker: str | None = None  # the system's ld.lld, for JSON target specs; None: the spec's own
 
     def describe(self) -> str:
         how = "build-std from rust-src" if self.build_std else "installed targets"
         return f"{self.version} ({self.rustc}, {how})"
 
-    def cargo_env(self) -> dict[str, str]:
+    def builds_std(self, target: str | None = None) -> bool:
+        return self.build_std or (target is not None and is_target_spec(target))
+
+    def cargo_env(self, target: str | None = None) -> dict[str, str]:
         env = {"RUSTC": self.rustc}
-        if self.build_std:
+        if self.builds_std(target):
             env["RUSTC_BOOTSTRAP"] = "1"
         return env
 
     def cargo_args(self, target: str) -> list[str]:
         args = [self.cargo, "build", "--release", "--target", target, "--offline"]
-        if self.build_std:
+        if self.builds_std(target):
             args += ["-Zbuild-std=core,compiler_builtins", "-Zbuild-std-features=compiler-builtins-mem"]
+        if is_target_spec(target):
+            args += ["-Zjson-target-spec"]
         if self.vendor:
             args += ["--config", "source.crates-io.replace-with='highboot-vendor'",
                      "--config", f"source.highboot-vendor.directory='{self.vendor}'"]
-        linker = self.linkers.get(target)
+        linker = self.spec_linker if is_target_spec(target) else self.linkers.get(target)
         if linker:
-            args += ["--config", f"target.{target}.linker='{linker}'"]
+            args += ["--config", f"target.{target_name(target)}.linker='{linker}'"]
         return args
+
+
+def is_target_spec(target: str) -> bool:
+    """A target given as the path of a JSON target spec rather than a built-in target's name."""
+    return target.endswith(".json")
+
+
+def target_name(target: str) -> str:
+    """The name cargo files a target under: its [target.<name>] config table and the directory
+    of its output (<target dir>/<name>/release). For a JSON spec, the file name without .json."""
+    return Path(target).stem if is_target_spec(target) else target
 
 
 def _run(cmd: list[str]) -> str | None:
@@ -112,8 +132,9 @@ def find_rust(explicit: str | None = None) -> RustToolchain:
         library = Path(sysroot, "lib", "rustlib", "src", "rust", "library")
         vendor = library / "vendor"
         vendor_dir = str(vendor) if vendor.is_dir() else None
+        spec_linker = shutil.which("ld.lld")
         if all(_has_target(rustc, t) for t in TARGETS):
-            return RustToolchain(rustc, cargo, version, False, vendor_dir, _linkers(rustc, sysroot))
+            return RustToolchain(rustc, cargo, version, False, vendor_dir, _linkers(rustc, sysroot), spec_linker)
         if (library / "core" / "Cargo.toml").exists() and vendor_dir:
-            return RustToolchain(rustc, cargo, version, True, vendor_dir, _linkers(rustc, sysroot))
+            return RustToolchain(rustc, cargo, version, True, vendor_dir, _linkers(rustc, sysroot), spec_linker)
     raise HighbootError(INSTALL_HINT, field="toolchain")
