@@ -21,6 +21,7 @@ class Seg:
     ptype: int = PT_LOAD
     offset: int | None = None  # default: placed after the headers, congruent to vaddr modulo 4 KiB
     align: int = 0x1000
+    within: int | None = None  # a header for part of segment number `within` (PT_DYNAMIC...): its file offset
 
 
 @dataclass
@@ -55,11 +56,17 @@ class Elf:
         data_off = phoff + phentsize * len(self.segments)
         data_off = (data_off + 0xFFF) & ~0xFFF
         blobs, headers = b"", b""
+        offsets: list[int] = []
         for seg in self.segments:
-            if seg.offset is None:
+            if seg.offset is None and seg.within is None:
                 blobs += b"\0" * ((seg.vaddr - data_off - len(blobs)) % 4096)
-            offset = seg.offset if seg.offset is not None else data_off + len(blobs)
-            if seg.offset is None:
+            if seg.within is not None:
+                host = self.segments[seg.within]
+                offset = offsets[seg.within] + seg.vaddr - host.vaddr
+            else:
+                offset = seg.offset if seg.offset is not None else data_off + len(blobs)
+            offsets.append(offset)
+            if seg.offset is None and seg.within is None:
                 blobs += seg.data
             headers += struct.pack("<IIQQQQQQ", seg.ptype, seg.flags, offset, seg.vaddr, seg.vaddr,
                                    len(seg.data), seg.memsz, seg.align)
@@ -180,3 +187,17 @@ def dyn_pie(*, rela: bytes = b"", jmprel: bytes = b"", relr: bytes = b"", syms: 
             if blob:
                 secs.append(Sec(name, stype, blob, SHF_ALLOC, entsize, addr=t + at))
     return Elf(segs, entry=base + TEXT_AT, etype=3, sections=secs)
+
+
+def with_rela(segs: list[Seg], relocs: list[tuple[int, int]], entry: int | None = None) -> Elf:
+    """A PIE of the given segments plus one read-only segment after them holding PT_DYNAMIC and a
+    DT_RELA table of R_X86_64_RELATIVE relocations (r_offset, addend)."""
+    table = rela(*[(o, R_X86_64_RELATIVE, a) for o, a in relocs])
+    at = (max(s.vaddr + s.memsz for s in segs) + 0xFFF) & ~0xFFF
+    dynamic = struct.pack("<qQqQqQ", DT_RELA, at + 0x100, DT_RELASZ, len(table), DT_RELAENT, 24) + bytes(16)
+    blob = dynamic.ljust(0x100, b"\0") + table
+    tables = Seg(at, len(blob), PF_R, blob)
+    elf = Elf([*segs, tables], entry=entry if entry is not None else next(s.vaddr for s in segs if s.flags & PF_X),
+              etype=3)
+    elf.segments.append(Seg(at, len(dynamic), PF_R, dynamic, ptype=PT_DYNAMIC, within=len(segs), align=8))
+    return elf

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from test_boot import check_boot
 from test_matrix import config
 
-from elfgen import KBASE, PF_R, PF_W, PF_X, R_X86_64_RELATIVE, SHF_ALLOC, SHT_RELA, Elf, Sec, Seg, rela, sample
+from elfgen import KBASE, PF_R, PF_W, PF_X, Seg, sample, with_rela
 from highboot import qemu
 from highboot.elfkernel import read_kernel
 from highboot.errors import HighbootError
@@ -49,12 +49,8 @@ def layout(levels: int = 4, kernel_size: str = "512 MiB", stack_region: bool = F
 
 
 def pie(tmp_path: Path, segs: list[Seg], relocs: list[tuple[int, int]]) -> Path:
-    entry = next(s.vaddr for s in segs if s.flags & PF_X)
-    elf = Elf(segs, entry, etype=ET_DYN,
-              sections=[Sec(".rela.dyn", SHT_RELA, rela(*[(o, R_X86_64_RELATIVE, a) for o, a in relocs]),
-                            SHF_ALLOC, 24)])
     path = tmp_path / "pie.elf"
-    path.write_bytes(elf.build())
+    path.write_bytes(with_rela(segs, relocs).build())
     return path
 
 

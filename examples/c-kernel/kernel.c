@@ -3,7 +3,11 @@
  * and prints them (the tests compare them with the plan), calls EFI GetTime through the virtual
  * runtime services, and exits QEMU through isa-debug-exit (0x10 pass, 0x11 fail).
  * Build: gcc -ffreestanding -nostdlib -static -mcmodel=kernel -mno-red-zone -mgeneral-regs-only
- *        -fno-pic -no-pie -I<build>/include -Wl,-T,<build>/gen/link.ld kernel.c */
+ *        -fno-pic -no-pie -I<build>/include -Wl,-T,<build>/gen/link.ld kernel.c
+ * or, as the toolchain lays it out (ET_DYN at 0, relocated by the loader):
+ *        gcc ... -static-pie -fPIE -fasynchronous-unwind-tables -Wl,--eh-frame-hdr kernel.c
+ * When the ELF headers are loaded (__ehdr_start), it also checks the boot info and the live
+ * mappings against its own program headers. */
 #include <stdint.h>
 #include <stddef.h>
 
@@ -77,6 +81,153 @@ static void visit(uint64_t table, unsigned depth, uint64_t base, int w, int x) {
     }
 }
 
+/* One address through the live tables: present, and the rights the CPU applies (W and X
+ * accumulate over the levels, as in visit). */
+struct translation { int present, w, x; };
+static struct translation translate(uint64_t root, uint64_t va) {
+    uint64_t table = root;
+    int w = 1, x = 1;
+    for (unsigned depth = 0; depth < levels; depth++) {
+        unsigned shift = 12 + 9 * (levels - 1 - depth);
+        uint64_t e = *(volatile uint64_t *)(dmap + table + ((va >> shift) & 511) * 8);
+        if (!(e & 1)) break;
+        w = w && (e & 2);
+        x = x && !(e >> 63);
+        if (depth == levels - 1 || ((e & 0x80) && shift <= 30)) return (struct translation){1, w, x};
+        table = e & 0x000ffffffffff000ULL;
+    }
+    return (struct translation){0, 0, 0};
+}
+
+/* --- absolute pointers: built as PIE, each is a dynamic relocation the loader must apply --- */
+/* Read through a volatile lvalue: the object keeps its section (a volatile object would move
+ * from .data.rel.ro to .data) and the compiler cannot fold the load into a RIP-relative lea. */
+#define READ_ONCE(x) (*(const volatile __typeof__(x) *)&(x))
+static uint64_t relocated_object = 0x4f424a454354ULL;
+/* Constant but relocated: .data.rel.ro, which the loader maps read-only after relocating. */
+static const struct relro_table {
+    void (*put)(const char *);
+    const uint64_t *object;
+} relro_table = {puts_serial, &relocated_object};
+/* Writable: .data. */
+static uint64_t *data_pointer = &relocated_object;
+
+/* Initialized TLS, never accessed (FS is not set up): it only gives the image a PT_TLS, whose
+ * template the loader reports; the value is looked for in that template. */
+#define TLS_MARKER 0x4b4e52454b534c54ULL
+__thread uint64_t tls_marker __attribute__((used)) = TLS_MARKER;
+
+static void check_relocations(void) {
+    check(READ_ONCE(relro_table.put) == puts_serial, ".data.rel.ro function pointer is not relocated");
+    check(READ_ONCE(relro_table.object) == &relocated_object, ".data.rel.ro object pointer is not relocated");
+    check(READ_ONCE(data_pointer) == &relocated_object, ".data object pointer is not relocated");
+    check(*READ_ONCE(data_pointer) == 0x4f424a454354ULL, ".data object pointer does not reach its object");
+}
+
+/* --- the kernel's own ELF headers, when the image loads them (weak: 0 when a linker script
+ *     leaves them out, as highboot's does) --- */
+extern const char __ehdr_start[] __attribute__((weak));
+
+struct elf_header {
+    uint8_t ident[16];
+    uint16_t type, machine;
+    uint32_t version;
+    uint64_t entry, phoff, shoff;
+    uint32_t flags;
+    uint16_t ehsize, phentsize, phnum, shentsize, shnum, shstrndx;
+};
+struct elf_phdr { uint32_t type, flags; uint64_t offset, vaddr, paddr, filesz, memsz, align; };
+enum { ET_DYN = 3, PT_LOAD = 1, PT_TLS = 7, PT_GNU_EH_FRAME = 0x6474e550, PT_GNU_RELRO = 0x6474e552 };
+
+static const struct elf_phdr *find_phdr(const struct elf_phdr *ph, unsigned n, uint32_t type) {
+    for (unsigned i = 0; i < n; i++)
+        if (ph[i].type == type && (type != PT_LOAD || ph[i].offset == 0)) return &ph[i];
+    return NULL;
+}
+
+void kmain(const struct highboot_boot_info *info, uint64_t entry_rsp);
+
+static void check_self_view(const struct highboot_boot_info *info, uint64_t root) {
+    /* Whatever the shape: code is RX, data RW+NX where the CPU looks. */
+    struct translation t = translate(root, (uint64_t)(uintptr_t)&kmain);
+    check(t.present && !t.w && t.x, "kmain's page is not present, read-only and executable");
+    t = translate(root, (uint64_t)(uintptr_t)&data_pointer);
+    check(t.present && t.w && !t.x, ".data page is not present, writable and NX");
+
+    /* Loaded headers lie inside the image. Otherwise the weak reference is 0, or, with lld (which
+     * defines __ehdr_start even when no PT_LOAD holds the headers and relaxes its GOT load into a
+     * RIP-relative lea), 0 plus the kernel's slide: an unmapped lower-half address either way. */
+    uint64_t ehdr = (uint64_t)(uintptr_t)__ehdr_start;
+    if (ehdr < info->kernel_virt_base || ehdr - info->kernel_virt_base >= info->kernel_image_size) {
+        puts_serial("INFO shape=script\n");
+        return;
+    }
+    const struct elf_header *eh = (const void *)__ehdr_start;
+    if (eh->ident[0] != 0x7f || eh->ident[1] != 'E' || eh->ident[2] != 'L' || eh->ident[3] != 'F' ||
+        eh->phentsize != sizeof(struct elf_phdr)) {
+        check(0, "__ehdr_start is not an ELF64 header");
+        return;
+    }
+    /* The program headers follow the ELF header in the first PT_LOAD (file offset 0). */
+    const struct elf_phdr *ph = (const void *)(__ehdr_start + eh->phoff);
+    const struct elf_phdr *first = find_phdr(ph, eh->phnum, PT_LOAD);
+    if (!first) {
+        check(0, "no PT_LOAD at file offset 0 though the headers are loaded");
+        return;
+    }
+    uint64_t bias = (uint64_t)(uintptr_t)__ehdr_start - first->vaddr;
+    check(info->kernel_load_bias == bias, "kernel_load_bias is not __ehdr_start - the first PT_LOAD's p_vaddr");
+
+    const struct elf_phdr *eh_frame = find_phdr(ph, eh->phnum, PT_GNU_EH_FRAME);
+    if (eh_frame) {
+        check(info->eh_frame_hdr == eh_frame->vaddr + bias && info->eh_frame_hdr_size == eh_frame->memsz,
+              "eh_frame_hdr is not PT_GNU_EH_FRAME");
+        check(info->flags & HIGHBOOT_FLAG_EH_FRAME_HDR, "PT_GNU_EH_FRAME but HIGHBOOT_FLAG_EH_FRAME_HDR clear");
+        check(*(const volatile uint8_t *)(uintptr_t)(eh_frame->vaddr + bias) == 1, ".eh_frame_hdr version is not 1");
+    } else {
+        check(!info->eh_frame_hdr && !info->eh_frame_hdr_size && !(info->flags & HIGHBOOT_FLAG_EH_FRAME_HDR),
+              "eh_frame_hdr reported without PT_GNU_EH_FRAME");
+    }
+
+    const struct elf_phdr *tls = find_phdr(ph, eh->phnum, PT_TLS);
+    if (tls) {
+        check(info->tls_template == tls->vaddr + bias && info->tls_file_size == tls->filesz &&
+              info->tls_mem_size == tls->memsz && info->tls_align == tls->align, "tls_* is not PT_TLS");
+        check(info->flags & HIGHBOOT_FLAG_TLS, "PT_TLS but HIGHBOOT_FLAG_TLS clear");
+        int found = 0;
+        for (uint64_t off = 0; off + 8 <= tls->filesz; off += 8)
+            found |= *(const volatile uint64_t *)(uintptr_t)(tls->vaddr + bias + off) == TLS_MARKER;
+        check(found, "the TLS template does not hold tls_marker's initial value");
+    } else {
+        check(!info->tls_template && !info->tls_file_size && !info->tls_mem_size && info->tls_align == 1 &&
+              !(info->flags & HIGHBOOT_FLAG_TLS), "tls_* reported without PT_TLS");
+    }
+
+    /* Read-only once relocated, by ld.so's rule: from the page RELRO starts in to the page its end
+     * rounds down to (linkers start RELRO a segment, so its first page holds no other data). */
+    const struct elf_phdr *relro = find_phdr(ph, eh->phnum, PT_GNU_RELRO);
+    uint64_t relro_pages = 0;
+    if (relro) {
+        uint64_t start = relro->vaddr + bias, end = start + relro->memsz;
+        uint64_t table = (uint64_t)(uintptr_t)&relro_table;
+        check(start <= table && table + sizeof relro_table <= end, ".data.rel.ro is outside PT_GNU_RELRO");
+        for (uint64_t va = start & ~0xfffULL; va + 0x1000 <= end; va += 0x1000, relro_pages++) {
+            t = translate(root, va);
+            check(t.present && !t.w && !t.x, "a PT_GNU_RELRO page is not mapped read-only and NX");
+        }
+    }
+
+    /* The same keys as the Rust sample kernel's line (the tests read them). */
+    puts_serial(eh->type == ET_DYN ? "INFO shape=toolchain" : "INFO shape=exec");
+    puts_serial(" kernel_load_bias=0x"); puthex(bias, 1);
+    puts_serial(" relro_pages="); putdec(relro_pages);
+    puts_serial(" eh_frame_hdr=0x"); puthex(info->eh_frame_hdr, 1);
+    puts_serial(" eh_frame_hdr_size=0x"); puthex(info->eh_frame_hdr_size, 1);
+    puts_serial(" tls_template=0x"); puthex(info->tls_template, 1);
+    puts_serial(" tls_mem_size=0x"); puthex(info->tls_mem_size, 1);
+    puts_serial("\n");
+}
+
 struct efi_time { uint16_t year; uint8_t month, day, hour, minute, second, pad1; uint32_t ns; int16_t tz; uint8_t dl, pad2; };
 typedef uint64_t (__attribute__((ms_abi)) *efi_get_time)(struct efi_time *, void *);
 
@@ -130,11 +281,14 @@ void kmain(const struct highboot_boot_info *info, uint64_t entry_rsp) {
 
     dmap = info->direct_map_base;
     levels = (cr4 & (1 << 12)) ? 5 : 4;
+    puts_serial("INFO levels="); putdec(levels); puts_serial("\n");
     uint64_t root = cr3 & 0x000ffffffffff000ULL;
     for (int i = 0; i < 256; i++) check(!(*(volatile uint64_t *)(dmap + root + i * 8) & 1), "lower half is mapped");
     visit(root, 0, 0, 1, 1);
     flush();
     check(wx == 0, "a writable and executable mapping exists");
+    check_relocations();
+    check_self_view(info, root);
 
     if (!(info->flags & HIGHBOOT_FLAG_NO_EFI_REGION)) {
         const struct highboot_efi_range *er = (const void *)info->efi_runtime_map;

@@ -2,8 +2,8 @@
 //! at 0 whose first PT_LOAD maps the ELF header, so `__ehdr_start` is the image's first byte). Its
 //! program headers, read in memory, must agree with the boot info and with the live page tables.
 
-use core::ptr::addr_of;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::ptr::{addr_of, addr_of_mut};
+use core::sync::atomic::AtomicPtr;
 
 use crate::bootinfo::{flags, BootInfo};
 use crate::{println, walk, Checks};
@@ -16,7 +16,9 @@ const ET_DYN: u16 = 3;
 const PAGE: u64 = 4096;
 const IA32_FS_BASE: u32 = 0xc000_0100;
 
+/// The ELF64 file header, of which the checks read a few fields.
 #[repr(C)]
+#[allow(dead_code)]
 struct ElfHeader {
     ident: [u8; 16],
     r#type: u16,
@@ -46,17 +48,18 @@ struct ProgramHeader {
     align: u64,
 }
 
-extern "C" {
-    /// Defined by ld.lld at the ELF header when a PT_LOAD maps it (as its default layout does).
-    static __ehdr_start: ElfHeader;
-}
+/// A page of relocated pointers in .data.rel.ro, so that RELRO covers at least one whole page, as it
+/// does in a kernel of any size (this one's other RELRO data is a few hundred bytes).
+static RELRO_TABLE: [&u64; 512] = [&RELRO_TARGET; 512];
+static RELRO_TARGET: u64 = 0;
 
 /// A relocated pointer in .data (writable, outside RELRO), as MAIN is one in .data.rel.ro.
 static DATA_POINTER: AtomicPtr<()> = AtomicPtr::new(crate::kernel_main as *mut ());
 
 /// Initialized thread-local data: the loader reports the PT_TLS template it comes from.
 #[thread_local]
-static mut THREAD_MARK: u64 = 0x7468_7265_6164_2e2e;
+static mut THREAD_MARK: u64 = THREAD_MARK_VALUE;
+const THREAD_MARK_VALUE: u64 = 0x7468_7265_6164_2e2e; // "..daerht"
 
 /// Room for one TLS block and the x86-64 thread pointer (variant II: the block ends at the thread
 /// pointer, whose first word points at itself).
@@ -64,16 +67,34 @@ static mut THREAD_MARK: u64 = 0x7468_7265_6164_2e2e;
 struct ThreadArea([u8; 512]);
 static mut THREAD_AREA: ThreadArea = ThreadArea([0; 512]);
 
-/// The run-time address of the image's first byte (its ELF header).
+/// The run-time address of the image's first byte, its ELF header: `__ehdr_start`, which ld.lld
+/// defines when a PT_LOAD maps the header (as its default layout does). Computed from RIP, not read
+/// from the GOT entry the compiler would use for an extern static: that one the loader relocated.
 pub fn header_address() -> u64 {
-    addr_of!(__ehdr_start) as u64
+    let address: u64;
+    // SAFETY: computes an address, touches nothing.
+    unsafe { core::arch::asm!("lea {}, [rip + __ehdr_start]", out(reg) address, options(pure, nomem, nostack)) };
+    address
+}
+
+/// Where `_start` runs, computed from RIP like header_address.
+pub fn start_address() -> u64 {
+    let address: u64;
+    // SAFETY: computes an address, touches nothing.
+    unsafe { core::arch::asm!("lea {}, [rip + _start]", out(reg) address, options(pure, nomem, nostack)) };
+    address
+}
+
+fn elf_header() -> &'static ElfHeader {
+    // SAFETY: __ehdr_start is the loaded ELF header.
+    unsafe { &*(header_address() as *const ElfHeader) }
 }
 
 fn program_headers() -> &'static [ProgramHeader] {
-    // SAFETY: __ehdr_start is the loaded ELF header; its program headers are loaded with it (the
-    // first PT_LOAD starts at file offset 0 and covers them).
+    let header = elf_header();
+    // SAFETY: the program headers are loaded with the ELF header (the first PT_LOAD starts at file
+    // offset 0 and covers them).
     unsafe {
-        let header = &__ehdr_start;
         let first = (header_address() + header.phoff) as *const ProgramHeader;
         core::slice::from_raw_parts(first, header.phnum as usize)
     }
@@ -90,8 +111,7 @@ pub fn bias() -> u64 {
 }
 
 pub fn check(c: &mut Checks, info: &BootInfo) {
-    // SAFETY: reading the loaded ELF header.
-    let header = unsafe { &__ehdr_start };
+    let header = elf_header();
     c.check(
         header.ident[..4] == *b"\x7fELF" && header.r#type == ET_DYN,
         format_args!("no ET_DYN ELF header at __ehdr_start {:#x}", header_address()),
@@ -100,8 +120,11 @@ pub fn check(c: &mut Checks, info: &BootInfo) {
         header.phentsize as usize == core::mem::size_of::<ProgramHeader>(),
         format_args!("program header size {}", header.phentsize),
     );
-    let entry = addr_of!(crate::_start) as u64;
-    c.check(entry == info.kernel_entry, format_args!("_start at {:#x} != kernel_entry {:#x}", entry, info.kernel_entry));
+    let entry = start_address();
+    c.check(
+        entry == info.kernel_entry,
+        format_args!("_start at {:#x} != kernel_entry {:#x}", entry, info.kernel_entry),
+    );
     c.check(
         program_headers().iter().any(|p| p.r#type == PT_LOAD && p.offset == 0),
         format_args!("no PT_LOAD maps the ELF header"),
@@ -115,7 +138,7 @@ pub fn check(c: &mut Checks, info: &BootInfo) {
     check_tls(c, info, bias);
     let relro_pages = check_relro(c, info, bias);
     check_text(c, info);
-    check_relocated(c);
+    check_relocated(c, info);
     let relro = find(PT_GNU_RELRO).map_or((0, 0), |p| (p.vaddr.wrapping_add(bias), p.memsz));
     println!(
         "INFO shape=toolchain image={:#x} kernel_load_bias={:#x} eh_frame_hdr={:#x} eh_frame_hdr_size={:#x} \
@@ -184,35 +207,33 @@ fn check_tls(c: &mut Checks, info: &BootInfo, bias: u64) {
             p.align
         ),
     );
-    let align = info.tls_align.max(1);
-    let block = (info.tls_mem_size + align - 1) & !(align - 1);
-    if !ok || !align.is_power_of_two() || align > 64 || block + 8 > 512 {
-        c.check(ok, format_args!("TLS block of {:#x} bytes aligned {:#x} does not fit the test area", block, align));
+    if !ok {
         return;
     }
-    // SAFETY: one CPU, nothing else uses THREAD_AREA or FS; the template is mapped (checked above
-    // against PT_TLS); FS base is restored before returning.
+    let align = info.tls_align;
+    let block = (info.tls_mem_size + align - 1) & !(align - 1);
+    if !align.is_power_of_two() || align > 64 || block + 8 > core::mem::size_of::<ThreadArea>() as u64 {
+        c.check(
+            false,
+            format_args!("a TLS block of {:#x} bytes aligned {:#x} does not fit the test area", block, align),
+        );
+        return;
+    }
+    // SAFETY: one CPU, and nothing else uses THREAD_AREA or FS (FS base is restored); the template
+    // is mapped (it is inside PT_LOAD: the build checked, and it matches PT_TLS above).
     let mark = unsafe {
-        let area = addr_of_mut_area();
+        let area = addr_of_mut!(THREAD_AREA) as u64;
         let thread_pointer = area + block;
         core::ptr::write_bytes(area as *mut u8, 0, block as usize);
-        core::ptr::copy_nonoverlapping(
-            info.tls_template as *const u8,
-            area as *mut u8,
-            info.tls_file_size as usize,
-        );
+        core::ptr::copy_nonoverlapping(info.tls_template as *const u8, area as *mut u8, info.tls_file_size as usize);
         *(thread_pointer as *mut u64) = thread_pointer;
         let saved = read_msr(IA32_FS_BASE);
         write_msr(IA32_FS_BASE, thread_pointer);
-        let mark = core::ptr::read_volatile(core::ptr::addr_of!(THREAD_MARK));
+        let mark = core::ptr::read_volatile(addr_of!(THREAD_MARK));
         write_msr(IA32_FS_BASE, saved);
         mark
     };
-    c.check(mark == 0x7468_7265_6164_2e2e, format_args!("THREAD_MARK reads {:#x} through FS", mark));
-}
-
-fn addr_of_mut_area() -> u64 {
-    core::ptr::addr_of_mut!(THREAD_AREA) as u64
+    c.check(mark == THREAD_MARK_VALUE, format_args!("THREAD_MARK reads {:#x} through FS", mark));
 }
 
 unsafe fn read_msr(msr: u32) -> u64 {
@@ -225,13 +246,14 @@ unsafe fn write_msr(msr: u32, value: u64) {
     core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack));
 }
 
-/// Every page wholly inside PT_GNU_RELRO is mapped read-only and not executable; returns how many.
+/// PT_GNU_RELRO is mapped read-only and not executable by ld.so's rule (from the page it starts in
+/// to the page its end rounds down to: linkers start RELRO a segment); returns how many pages.
 fn check_relro(c: &mut Checks, info: &BootInfo, bias: u64) -> u64 {
     let Some(p) = find(PT_GNU_RELRO) else {
         return 0;
     };
     let start = p.vaddr.wrapping_add(bias);
-    let first = (start + PAGE - 1) & !(PAGE - 1);
+    let first = start & !(PAGE - 1);
     let end = (start + p.memsz) & !(PAGE - 1);
     let mut pages = 0;
     let mut page = first;
@@ -252,12 +274,20 @@ fn check_relro(c: &mut Checks, info: &BootInfo, bias: u64) -> u64 {
         pages += 1;
         page += PAGE;
     }
-    // The pointer in .data.rel.ro (MAIN) is one the loader relocated before making it read-only.
-    let main = addr_of!(crate::MAIN) as u64;
-    c.check(
-        (start..start + p.memsz).contains(&main),
-        format_args!("MAIN at {:#x} is not inside RELRO {:#x}+{:#x}", main, start, p.memsz),
-    );
+    // The pointers in .data.rel.ro (MAIN, checked in check_slide, and RELRO_TABLE) were relocated
+    // before their pages became read-only.
+    for (name, at) in [("MAIN", addr_of!(crate::MAIN) as u64), ("RELRO_TABLE", addr_of!(RELRO_TABLE) as u64)] {
+        c.check(
+            (start..start + p.memsz).contains(&at),
+            format_args!("{} at {:#x} is not inside RELRO {:#x}+{:#x}", name, at, start, p.memsz),
+        );
+    }
+    let target = addr_of!(RELRO_TARGET);
+    // SAFETY: reading our own static; volatile so the compiler cannot fold the entries.
+    let wrong = (0..RELRO_TABLE.len())
+        .filter(|&n| unsafe { core::ptr::read_volatile(addr_of!(RELRO_TABLE[n])) } as *const u64 != target)
+        .count();
+    c.check(wrong == 0, format_args!("{} of RELRO_TABLE's pointers are not {:#x}", wrong, target as u64));
     pages
 }
 
@@ -277,12 +307,19 @@ fn check_text(c: &mut Checks, info: &BootInfo) {
     }
 }
 
-/// A pointer in writable .data holds what the code computes (RIP-relative) for the same function.
-fn check_relocated(c: &mut Checks) {
+/// A pointer in writable .data holds what the code computes (RIP-relative) for the same function,
+/// and its page is writable (RELRO stopped short of it).
+fn check_relocated(c: &mut Checks, info: &BootInfo) {
     // SAFETY: reading our own static; volatile so the compiler cannot fold it to the symbol address.
     let data = unsafe { core::ptr::read_volatile(DATA_POINTER.as_ptr()) } as u64;
     let main = crate::kernel_main as *const () as u64;
-    c.check(data == main, format_args!("a relocated pointer in .data holds {:#x}, kernel_main is at {:#x}", data, main));
-    // Writable, as .data must be: the loader did not map it with RELRO.
-    DATA_POINTER.store(crate::kernel_main as *mut (), Ordering::Relaxed);
+    c.check(
+        data == main,
+        format_args!("a relocated pointer in .data holds {:#x}, kernel_main is at {:#x}", data, main),
+    );
+    let at = DATA_POINTER.as_ptr() as u64;
+    c.check(
+        walk::translate(info, at).is_some_and(|t| t.writable && !t.exec),
+        format_args!("DATA_POINTER's page {:#x} is not mapped RW", at),
+    );
 }

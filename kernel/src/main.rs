@@ -4,8 +4,11 @@
 
 #![no_std]
 #![no_main]
+#![cfg_attr(toolchain_layout, feature(thread_local))]
 
 mod efi;
+#[cfg(toolchain_layout)]
+mod image;
 mod serial;
 mod walk;
 
@@ -29,8 +32,10 @@ core::arch::global_asm!(
 );
 
 /// The address the kernel was linked at (`_start` is the first byte of .text there).
+#[cfg(not(toolchain_layout))]
 const LINK_BASE: u64 = parse_hex(env!("HIGHBOOT_LINK_BASE"));
 
+#[cfg(not(toolchain_layout))]
 const fn parse_hex(text: &str) -> u64 {
     let b = text.as_bytes();
     let mut value = 0u64;
@@ -90,6 +95,8 @@ extern "sysv64" fn kernel_main(info: &'static BootInfo, entry_rsp: u64) -> ! {
     report_info(info, entry_rsp);
     check_cpu(&mut c, info, entry_rsp);
     check_slide(&mut c, info);
+    #[cfg(toolchain_layout)]
+    image::check(&mut c, info);
     check_memory_map(&mut c, info);
     walk::check_tables(&mut c, info);
     efi::check_runtime(&mut c, info);
@@ -158,21 +165,50 @@ fn check_cpu(c: &mut Checks, i: &BootInfo, entry_rsp: u64) {
     println!("INFO levels={}", if la57 { 5 } else { 4 });
 }
 
+/// Where `_start` is without a KASLR slide: where it was linked.
+#[cfg(not(toolchain_layout))]
+fn link_base(_: &BootInfo) -> u64 {
+    LINK_BASE
+}
+
+/// Where `_start` is without a KASLR slide: its ELF address (linked at 0) plus the bias by which
+/// the build placed the image in the kernel region.
+#[cfg(toolchain_layout)]
+fn link_base(i: &BootInfo) -> u64 {
+    let elf_address = image::start_address().wrapping_sub(image::bias());
+    elf_address.wrapping_add(i.kernel_load_bias).wrapping_sub(i.kernel_slide)
+}
+
 /// The kernel runs where the boot info says (link address + slide), relocated for that slide.
 fn check_slide(c: &mut Checks, i: &BootInfo) {
+    #[cfg(not(toolchain_layout))]
     let here = core::ptr::addr_of!(_start) as u64;
+    #[cfg(toolchain_layout)]
+    let here = image::start_address();
     let slide = i.kernel_slide;
+    let link_base = link_base(i);
     println!(
         "INFO kernel_slide={:#x} direct_map_slide={:#x} link_base={:#x} running_at={:#x}",
-        slide, i.direct_map_slide, LINK_BASE, here
+        slide, i.direct_map_slide, link_base, here
     );
     c.check(
-        here == LINK_BASE.wrapping_add(slide),
-        format_args!("running at {:#x}, expected link base {:#x} + slide {:#x}", here, LINK_BASE, slide),
+        here == link_base.wrapping_add(slide),
+        format_args!("running at {:#x}, expected link base {:#x} + slide {:#x}", here, link_base, slide),
     );
+    #[cfg(not(toolchain_layout))]
     c.check(
         i.kernel_virt_base == LINK_BASE.wrapping_add(slide),
         format_args!("kernel_virt_base {:#x} != link base + slide", i.kernel_virt_base),
+    );
+    // The image starts with its ELF header, on the first page of the kernel's virtual range.
+    #[cfg(toolchain_layout)]
+    c.check(
+        i.kernel_virt_base == image::header_address() & !0xfff,
+        format_args!(
+            "kernel_virt_base {:#x} != the page of __ehdr_start {:#x}",
+            i.kernel_virt_base,
+            image::header_address()
+        ),
     );
     // SAFETY: reading our own static; volatile so the compiler cannot fold it to the symbol address.
     let main = unsafe { core::ptr::read_volatile(&MAIN) } as usize as u64;

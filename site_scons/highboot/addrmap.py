@@ -66,8 +66,27 @@ def format_map(layout: Layout, plan: dict[str, Any]) -> str:
                          f"({format_size(total * PAGE)}): {per_level}")
     lines.append("  page sizes: 4 KiB for the kernel image, stack and trampoline; the direct map uses 1 GiB pages "
                  "where the CPU has them (pdpe1gb), else 2 MiB")
-    lines += ["", *kaslr_lines(plan)]
+    lines += ["", *placement_lines(plan), "", *kaslr_lines(plan)]
     return "\n".join(lines) + "\n"
+
+
+def placement_lines(plan: dict[str, Any]) -> list[str]:
+    """Where the kernel file's addresses went: a PIE is placed by the build, an ET_EXEC is not."""
+    if not plan.get("position_independent"):
+        return [f"Kernel: ET_EXEC, runs at its link address {hex_addr(plan['image_va'])}"]
+    bias = plan["load_bias"]
+    out = [f"Kernel: position-independent (ET_DYN), linked at {hex_addr(plan['link_va'])}, placed at "
+           f"{hex_addr(plan['image_va'])} (load bias {hex_addr(bias)}); "
+           f"{len(plan['relocations']) + len(plan['absolute_relocations'])} relocations applied by the loader"]
+    if plan.get("relro"):
+        start, size = plan["relro"]
+        out.append(f"  RELRO {hex_addr(start)}..{hex_addr(start + size)}: read-only once relocated")
+    if plan.get("eh_frame_hdr"):
+        out.append(f"  .eh_frame_hdr at {hex_addr(plan['eh_frame_hdr'][0])} ({plan['eh_frame_hdr'][1]} bytes)")
+    if plan.get("tls"):
+        va, filesz, memsz, align = plan["tls"]
+        out.append(f"  TLS template at {hex_addr(va)}: {filesz} bytes initialized, {memsz} in all, align {align}")
+    return out
 
 
 def kaslr_lines(plan: dict[str, Any]) -> list[str]:

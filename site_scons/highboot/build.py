@@ -18,7 +18,7 @@ from highboot.layout import load_layout
 from highboot.pecheck import require_valid
 from highboot.plan import plan_boot
 from highboot.render import render, write_atomic
-from highboot.toolchain import RustToolchain
+from highboot.toolchain import RustToolchain, target_name
 
 #: Selectors of the GDT the loader installs (must match GDT in loader/src/main.rs).
 CODE_SELECTOR = 0x08
@@ -50,7 +50,7 @@ def render_file(template_dirs: list[str], template: str, out: str, plan_file: st
 
 
 def core_is_built(target_dir: str, target: str) -> bool:
-    return any(Path(target_dir, target, "release", "deps").glob("libcore-*.rlib"))
+    return any(Path(target_dir, target_name(target), "release", "deps").glob("libcore-*.rlib"))
 
 
 def cargo_build(rust: RustToolchain, crate_dir: str, target: str, target_dir: str, artifact: str, out: str,
@@ -58,14 +58,14 @@ def cargo_build(rust: RustToolchain, crate_dir: str, target: str, target_dir: st
     """Build crate_dir for target and copy artifact (relative to the profile dir) to out."""
     cmd = rust.cargo_args(target) + ["--manifest-path", str(Path(crate_dir, "Cargo.toml"))]
     if rustflags:
-        cmd += ["--config", f"target.{target}.rustflags={json.dumps(rustflags)}"]
+        cmd += ["--config", f"target.{target_name(target)}.rustflags={json.dumps(rustflags)}"]
     env = {k: v for k, v in os.environ.items() if k not in ("RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS")}
-    env.update(rust.cargo_env())
+    env.update(rust.cargo_env(target))
     env.update(env_extra)
     env["CARGO_TARGET_DIR"] = str(Path(target_dir).resolve())
     if verbose:
-        print(" ".join(f"{k}={v}" for k, v in sorted({**rust.cargo_env(), **env_extra}.items())), " ".join(cmd))
-    elif rust.build_std and not core_is_built(target_dir, target):
+        print(" ".join(f"{k}={v}" for k, v in sorted({**rust.cargo_env(target), **env_extra}.items())), " ".join(cmd))
+    elif rust.builds_std(target) and not core_is_built(target_dir, target):
         print(f"  (first build: compiling core for {target} from rust-src, about a minute)", flush=True)
     Path(target_dir).mkdir(parents=True, exist_ok=True)
     # Builds of several configurations (or several scons runs) may share one target dir: hold a
@@ -78,7 +78,7 @@ def cargo_build(rust: RustToolchain, crate_dir: str, target: str, target_dir: st
             sys.stdout.write(proc.stdout)
         if proc.returncode != 0:
             raise HighbootError(f"cargo build failed for {target} (exit {proc.returncode})", file=crate_dir)
-        built = Path(target_dir, target, "release", artifact)
+        built = Path(target_dir, target_name(target), "release", artifact)
         tmp = Path(out).with_name(f".{Path(out).name}.tmp")
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(built, tmp)

@@ -169,11 +169,14 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
         for page in range(align_down(seg.vaddr, PAGE), align_up(seg.end, PAGE), PAGE):
             page_flags[page] = page_flags.get(page, 0) | (seg.flags & (PF_W | PF_X))
     if kernel.relro:
-        # Read-only after relocation, which the loader does before these tables go live. A page
-        # RELRO shares with .data stays writable, as ld.so leaves it.
+        # Read-only after relocation, which the loader does before these tables go live: every
+        # page whose writable bytes all lie in RELRO. A page RELRO shares with .data stays writable.
         start, size = kernel.relro
-        for page in range(align_up(start, PAGE), align_down(start + size, PAGE), PAGE):
-            page_flags[page] &= ~PF_W
+        writable = [(s.vaddr, s.end) for s in kernel.segments if s.flags & PF_W]
+        for page in range(align_down(start, PAGE), align_up(start + size, PAGE), PAGE):
+            if all(start <= max(lo, page) and min(hi, page + PAGE) <= start + size
+                   for lo, hi in writable if lo < page + PAGE and page < hi):
+                page_flags[page] &= ~PF_W
     ranges: list[PlannedRange] = []
     for page in sorted(page_flags):
         f = page_flags[page]

@@ -4,7 +4,7 @@
     layout = "layouts/my.toml"         # a layout file
     templates = ["templates"]          # template directories searched before highboot's
     cmdline = "console=ttyS0"          # the kernel command line
-    kernel_base = "0xffffffff81000000" # link address of the sample kernel
+    kernel_base = "0xffffffff81000000" # where a PIE kernel goes (the sample kernel is linked there)
     kaslr = true                       # place the kernel and the direct map at random (PIE kernels)
     sign = true                        # sign BOOTX64.EFI for Secure Boot
 

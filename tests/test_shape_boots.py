@@ -1,0 +1,108 @@
+"""Real boots of kernels as their toolchains emit them: position-independent, linked at 0 by the
+toolchain's own default layout, placed by the build. A C kernel by gcc -static-pie with RELA (GNU
+ld), the same with RELR (-z pack-relative-relocs), the same linked by ld.lld with
+--pack-dyn-relocs=relr, and the Rust sample kernel built from a JSON target spec like real Rust
+kernels use (kernel/x86_64-highboot-pie.json). Each boots with and without KASLR, on 4-level and
+5-level paging (see SHAPE_CONFIGS in SConstruct), checks itself (relocated pointers in .data.rel.ro
+and .data, its own program headers against the boot info, RELRO read-only and text RX in the live
+tables) and walks its tables; the test compares the walk with the plan and, independently of the
+planner, with the program headers pyelftools reads from the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+from test_boot import check_boot
+from test_matrix import config
+
+from highboot import qemu
+from highboot.verify import FLAGS, BootReport, kernel_slide, parse_report
+
+PAGE = 4096
+SHAPES = ["shape-gcc-rela", "shape-gcc-rela-la57-kaslr", "shape-gcc-relr-kaslr", "shape-gcc-relr-la57",
+          "shape-lld-relr", "shape-lld-relr-la57-kaslr", "shape-rust-spec", "shape-rust-spec-kaslr",
+          "shape-rust-spec-la57", "shape-rust-spec-la57-kaslr", "shape-gcc-rela-base"]
+
+
+def kernel_file(built: dict, name: str) -> Path:
+    """The kernel a shape configuration boots (one file per toolchain, shared by its builds)."""
+    kernel = name.removeprefix("shape-")
+    for suffix in ("-base", "-la57-kaslr", "-la57", "-kaslr"):
+        kernel = kernel.removesuffix(suffix)
+    return built["dir"] / "test" / "shapes" / kernel / "kernel.elf"
+
+
+def headers(path: Path) -> tuple[str, dict[str, list], dict[int, int]]:
+    """e_type, program headers by type, dynamic tags: read with pyelftools, not highboot."""
+    with path.open("rb") as f:
+        elf = ELFFile(f)
+        phdrs: dict[str, list] = {}
+        for seg in elf.iter_segments():
+            phdrs.setdefault(seg["p_type"], []).append(dict(seg.header))
+        dynamic = elf.get_section_by_name(".dynamic")
+        tags = {t.entry.d_tag: t.entry.d_val for t in dynamic.iter_tags()} if dynamic else {}
+        return elf["e_type"], phdrs, tags
+
+
+def flags_at(report: BootReport, va: int) -> int | None:
+    for m in report.mappings:
+        if m.va <= va < m.va + m.size:
+            return m.flags
+    return None
+
+
+@pytest.mark.parametrize("name", SHAPES)
+def test_toolchain_kernel_boots(built: dict, name: str) -> None:
+    esp, plan = config(built, name)
+    result = qemu.boot(esp, cpu="max", memory="1G")
+    check_boot(result, plan, expect_1g=True)
+    report = parse_report(result.serial)
+    assert report.facts["shape"] == "toolchain", "the kernel did not run its own-image checks"
+    assert int(report.facts["levels"]) == plan["levels"]
+
+    etype, phdrs, tags = headers(kernel_file(built, name))
+    loads = phdrs["PT_LOAD"]
+    assert etype == "ET_DYN" and min(p["p_vaddr"] for p in loads) == 0, "not a PIE linked at 0"
+    assert "PT_INTERP" not in phdrs and {"PT_DYNAMIC", "PT_GNU_RELRO", "PT_GNU_STACK"} <= set(phdrs)
+    packed = "DT_RELR" in tags or 36 in tags
+    assert packed == ("relr" in name), f"relocation format: {sorted(map(str, tags))}"
+
+    # Where the kernel's addresses went: the build's placement plus this boot's KASLR slide.
+    bias = report.number("kernel_load_bias")
+    assert bias == (plan["load_bias"] + kernel_slide(report)) % (1 << 64)
+    if name.endswith("-base"):
+        assert plan["image_va"] == 0xFFFFFFFF81000000
+    else:
+        assert plan["load_bias"] % (2 << 20) == 0 and plan["load_bias"] >= 0xFFFFFFFF80000000
+
+    # RELRO is read-only and NX by ld.so's rule (the page it starts in to the page its end rounds
+    # down to); executable segments are RX.
+    relro = phdrs["PT_GNU_RELRO"][0]
+    start, end = relro["p_vaddr"] + bias, relro["p_vaddr"] + relro["p_memsz"] + bias
+    pages = range(start // PAGE * PAGE, end // PAGE * PAGE, PAGE)
+    assert len(pages) == int(report.facts["relro_pages"]) > 0
+    for va in pages:
+        assert flags_at(report, va) == FLAGS["R"], f"RELRO page {va:#x} is not read-only + NX"
+    for p in loads:
+        if p["p_flags"] & 1:
+            for va in range((p["p_vaddr"] + bias) // PAGE * PAGE, p["p_vaddr"] + p["p_memsz"] + bias, PAGE):
+                assert flags_at(report, va) == FLAGS["RX"], f"text page {va:#x} is not RX"
+    if "PT_GNU_EH_FRAME" in phdrs:
+        eh = phdrs["PT_GNU_EH_FRAME"][0]
+        assert report.number("eh_frame_hdr") == eh["p_vaddr"] + bias
+        assert report.number("eh_frame_hdr_size") == eh["p_memsz"]
+    if "PT_TLS" in phdrs:
+        assert report.number("tls_template") == phdrs["PT_TLS"][0]["p_vaddr"] + bias
+        assert report.number("tls_mem_size") == phdrs["PT_TLS"][0]["p_memsz"]
+
+
+def test_rust_spec_kernel_is_built_from_the_target_spec(built: dict) -> None:
+    """The fixture's facts: the spec asks for PIE, full RELRO and an eh_frame_hdr, linked by ld.lld."""
+    spec = json.loads((Path(__file__).resolve().parents[1] / "kernel" / "x86_64-highboot-pie.json").read_text())
+    assert spec["position-independent-executables"] is True and spec["relro-level"] == "full"
+    assert spec["code-model"] == "kernel" and spec["linker-flavor"] == "ld.lld"
+    _, phdrs, _ = headers(kernel_file(built, "shape-rust-spec"))
+    assert "PT_GNU_EH_FRAME" in phdrs and "PT_TLS" in phdrs
