@@ -17,7 +17,33 @@ from typing import Any, TypeVar
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from elfgen import KBASE, PF_R, PF_W, PF_X, R_X86_64_RELATIVE, SHF_ALLOC, SHT_RELA, Elf, Sec, Seg, rela, sample
+from elfgen import (
+    DATA_AT,
+    KBASE,
+    PF_R,
+    PF_W,
+    PF_X,
+    R_X86_64_64,
+    R_X86_64_GLOB_DAT,
+    R_X86_64_JUMP_SLOT,
+    R_X86_64_RELATIVE,
+    SHF_ALLOC,
+    SHN_ABS,
+    SHT_RELA,
+    STB_WEAK,
+    TABLES_AT,
+    TEXT_AT,
+    Elf,
+    Sec,
+    Seg,
+    Sym,
+    dyn_pie,
+    rela,
+    rela_sym,
+    relr,
+    sample,
+    with_rela,
+)
 from highboot.elfkernel import KernelImage, read_kernel
 from highboot.errors import HighbootError
 from highboot.layout import ROLES, Layout, load_layout, parse_layout
@@ -78,8 +104,8 @@ def check_kernel(kernel: KernelImage, data: bytes) -> None:
         if (a.end - 1) >> 12 == b.vaddr >> 12:
             assert not ((a.flags | b.flags) & PF_W and (a.flags | b.flags) & PF_X), (a, b)
     assert any(s.flags & PF_X and s.vaddr <= kernel.entry < s.end for s in kernel.segments)
-    for r in kernel.relocations:
-        assert any(s.vaddr <= r.vaddr and r.vaddr + 8 <= s.end for s in kernel.segments), r
+    for r in kernel.relocations:  # only writable memory is relocated (no text relocations)
+        assert any(s.flags & PF_W and s.vaddr <= r.vaddr and r.vaddr + 8 <= s.end for s in kernel.segments), r
 
 
 def check_plan(plan: BootPlan, kernel: KernelImage, layout: Layout) -> None:
@@ -87,7 +113,8 @@ def check_plan(plan: BootPlan, kernel: KernelImage, layout: Layout) -> None:
     region = layout.require("kernel")
     stack_region = layout.role("stack")
     allowed = [region] + ([stack_region] if stack_region else [])
-    assert plan.entry == kernel.entry
+    assert plan.entry == (kernel.entry + plan.load_bias) % (1 << 64)
+    assert plan.load_bias == 0 or kernel.position_independent
     ranges = sorted(plan.ranges, key=lambda r: r.va)
     for r in ranges:
         assert r.flags in ("R", "RW", "RX"), r  # never W+X
@@ -100,7 +127,7 @@ def check_plan(plan: BootPlan, kernel: KernelImage, layout: Layout) -> None:
     assert plan.stack_top_va - plan.stack_bottom_va == plan.stack_size == layout.stack_size
     for seg in plan.segments:
         assert 0 <= seg.block_offset and seg.block_offset + seg.memsz <= plan.image_size
-    for offset, _ in plan.relocations:
+    for offset, _ in plan.relocations + plan.absolute_relocations:
         assert 0 <= offset and offset + 8 <= plan.image_size
     levels = paging_levels(plan.levels)
     assert plan.table_count == sum(minimum_tables([(r.va, r.size, PAGE) for r in ranges], levels).values())
@@ -119,15 +146,20 @@ def check_plan(plan: BootPlan, kernel: KernelImage, layout: Layout) -> None:
 
 
 def pie_sample() -> Elf:
-    elf = sample()
-    elf.etype = 3
-    elf.sections = [Sec(".rela.dyn", SHT_RELA, rela((KBASE + 0x4000, R_X86_64_RELATIVE, KBASE),
-                                                     (KBASE + 0x4008, R_X86_64_RELATIVE, KBASE + 0x10)),
-                        SHF_ALLOC, 24)]
-    return elf
+    return with_rela(sample().segments, [(KBASE + 0x4000, KBASE), (KBASE + 0x4008, KBASE + 0x10)])
 
 
-SEEDS = [sample().build(), pie_sample().build(),
+def toolchain_pie() -> Elf:
+    """A PIE linked at 0 with every relocation kind highboot applies: RELA with symbols, a PLT, RELR."""
+    syms = (Sym("f", TEXT_AT + 0x10), Sym("w", 0, shndx=0, bind=STB_WEAK), Sym("a", 0x40, shndx=SHN_ABS))
+    return dyn_pie(rela=rela_sym((DATA_AT, R_X86_64_RELATIVE, 0, TEXT_AT), (DATA_AT + 8, R_X86_64_64, 1, 4),
+                                 (DATA_AT + 16, R_X86_64_GLOB_DAT, 2, 0), (DATA_AT + 24, R_X86_64_64, 3, 0)),
+                   jmprel=rela_sym((DATA_AT + 32, R_X86_64_JUMP_SLOT, 1, 0)),
+                   relr=relr(DATA_AT + 0x100, 0b1011, DATA_AT + 0x800), syms=syms,
+                   data=struct.pack("<Q", TEXT_AT) * 0x100)
+
+
+SEEDS = [sample().build(), pie_sample().build(), toolchain_pie().build(),
          Elf([Seg(KBASE, 0x800, PF_R | PF_X, b"\xc3" * 0x800), Seg(KBASE + 0x800, 0x800, PF_R, b"r" * 16),
               Seg(KBASE + 0x2000, 0, PF_R | PF_W), Seg(KBASE + 0x3000, 0x1000, PF_R, ptype=4)], KBASE).build()]
 
@@ -163,6 +195,28 @@ def mutated_elf(draw: st.DrawFn) -> bytes:
     if draw(st.booleans()):
         data = data[:draw(st.integers(0, len(data)))]
     return bytes(data)
+
+
+@st.composite
+def mutated_dynamic(draw: st.DrawFn) -> bytes:
+    """toolchain_pie() with words of its dynamic section, symbols and relocation tables changed."""
+    data = bytearray(toolchain_pie().build())
+    for _ in range(draw(st.integers(1, 6))):
+        at = TABLES_AT + 8 * draw(st.integers(0, 0x7FF))  # the read-only segment: tables start at its start
+        value = draw(st.sampled_from(INTERESTING + [DATA_AT, DATA_AT + 0x1FF8, TABLES_AT, 1, 36, 37, 7, 23, 22])
+                     | st.integers(0, (1 << 64) - 1))
+        data[at:at + 8] = value.to_bytes(8, "little")
+    return bytes(data)
+
+
+@FUZZ
+@given(data=mutated_dynamic(), kaslr=st.booleans())
+def test_reader_survives_mutated_relocation_tables(data: bytes, kaslr: bool) -> None:
+    kernel = read_bytes_as_kernel(data)
+    if kernel is not None:
+        plan = refused_or(lambda: plan_boot(kernel, DEFAULT_LAYOUT, kaslr=kaslr), "plan")
+        if plan is not None and not kaslr:
+            check_plan(plan, kernel, DEFAULT_LAYOUT)
 
 
 @FUZZ

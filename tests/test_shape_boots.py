@@ -14,7 +14,9 @@ import json
 from pathlib import Path
 
 import pytest
+from elftools.elf.descriptions import describe_reloc_type
 from elftools.elf.elffile import ELFFile
+from elftools.elf.relocation import RelocationSection
 from test_boot import check_boot
 from test_matrix import config
 
@@ -24,7 +26,7 @@ from highboot.verify import FLAGS, BootReport, kernel_slide, parse_report
 PAGE = 4096
 SHAPES = ["shape-gcc-rela", "shape-gcc-rela-la57-kaslr", "shape-gcc-relr-kaslr", "shape-gcc-relr-la57",
           "shape-lld-relr", "shape-lld-relr-la57-kaslr", "shape-rust-spec", "shape-rust-spec-kaslr",
-          "shape-rust-spec-la57", "shape-rust-spec-la57-kaslr", "shape-gcc-rela-base"]
+          "shape-rust-spec-la57", "shape-rust-spec-la57-kaslr", "shape-gcc-rela-base", "shape-lld-shared-kaslr"]
 
 
 def kernel_file(built: dict, name: str) -> Path:
@@ -35,8 +37,8 @@ def kernel_file(built: dict, name: str) -> Path:
     return built["dir"] / "test" / "shapes" / kernel / "kernel.elf"
 
 
-def headers(path: Path) -> tuple[str, dict[str, list], dict[int, int]]:
-    """e_type, program headers by type, dynamic tags: read with pyelftools, not highboot."""
+def headers(path: Path) -> tuple[str, dict[str, list], dict[int, int], set[str]]:
+    """e_type, program headers by type, dynamic tags, relocation types: read with pyelftools."""
     with path.open("rb") as f:
         elf = ELFFile(f)
         phdrs: dict[str, list] = {}
@@ -44,7 +46,9 @@ def headers(path: Path) -> tuple[str, dict[str, list], dict[int, int]]:
             phdrs.setdefault(seg["p_type"], []).append(dict(seg.header))
         dynamic = elf.get_section_by_name(".dynamic")
         tags = {t.entry.d_tag: t.entry.d_val for t in dynamic.iter_tags()} if dynamic else {}
-        return elf["e_type"], phdrs, tags
+        types = {describe_reloc_type(r["r_info_type"], elf) for sec in elf.iter_sections()
+                 if isinstance(sec, RelocationSection) for r in sec.iter_relocations()}
+        return elf["e_type"], phdrs, tags, types
 
 
 def flags_at(report: BootReport, va: int) -> int | None:
@@ -63,12 +67,14 @@ def test_toolchain_kernel_boots(built: dict, name: str) -> None:
     assert report.facts["shape"] == "toolchain", "the kernel did not run its own-image checks"
     assert int(report.facts["levels"]) == plan["levels"]
 
-    etype, phdrs, tags = headers(kernel_file(built, name))
+    etype, phdrs, tags, types = headers(kernel_file(built, name))
     loads = phdrs["PT_LOAD"]
     assert etype == "ET_DYN" and min(p["p_vaddr"] for p in loads) == 0, "not a PIE linked at 0"
     assert "PT_INTERP" not in phdrs and {"PT_DYNAMIC", "PT_GNU_RELRO", "PT_GNU_STACK"} <= set(phdrs)
     packed = "DT_RELR" in tags or 36 in tags
     assert packed == ("relr" in name), f"relocation format: {sorted(map(str, tags))}"
+    if "shared" in name:  # calls and addresses through the GOT and PLT, resolved by the build
+        assert {"R_X86_64_GLOB_DAT", "R_X86_64_JUMP_SLOT"} <= types, types
 
     # Where the kernel's addresses went: the build's placement plus this boot's KASLR slide.
     bias = report.number("kernel_load_bias")
@@ -104,5 +110,5 @@ def test_rust_spec_kernel_is_built_from_the_target_spec(built: dict) -> None:
     spec = json.loads((Path(__file__).resolve().parents[1] / "kernel" / "x86_64-highboot-pie.json").read_text())
     assert spec["position-independent-executables"] is True and spec["relro-level"] == "full"
     assert spec["code-model"] == "kernel" and spec["linker-flavor"] == "ld.lld"
-    _, phdrs, _ = headers(kernel_file(built, "shape-rust-spec"))
+    _, phdrs, _, _ = headers(kernel_file(built, "shape-rust-spec"))
     assert "PT_GNU_EH_FRAME" in phdrs and "PT_TLS" in phdrs
