@@ -239,3 +239,16 @@ def test_wx_union_is_checked_over_every_segment_on_a_page(tmp_path: Path) -> Non
     with pytest.raises(HighbootError) as err:
         read_kernel(write(tmp_path, elf.build()))
     assert "share the page at 0xffffffff80000000, which would be writable and executable" in err.value.message
+
+
+def test_an_implausible_number_of_relocations_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A corrupted table cannot make the build bake millions of relocations into the loader."""
+    monkeypatch.setattr("highboot.dynamic.MAX_RELOCATIONS", 100)
+    many = relr(DATA_AT, *[(1 << 64) - 1] * 2)  # 1 + 2 * 63 words
+    with pytest.raises(HighbootError) as err:
+        read_kernel(write(tmp_path, dyn_pie(relr=many).build()))
+    assert "more than 100 relocations" in err.value.message and err.value.field == "DT_RELR"
+    rel = rela_sym(*[(DATA_AT + 8 * i, R_X86_64_RELATIVE, 0, 0) for i in range(101)])
+    with pytest.raises(HighbootError) as err:
+        read_kernel(write(tmp_path, dyn_pie(rela=rel).build()))
+    assert "more than 100 relocations" in err.value.message and err.value.field == "DT_RELA"

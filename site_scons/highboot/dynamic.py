@@ -42,6 +42,8 @@ _DT_NAMES = {DT_RELA: "DT_RELA", DT_JMPREL: "DT_JMPREL", DT_RELR: "DT_RELR", DT_
              DT_STRTAB: "DT_STRTAB"}
 #: Undefined symbol names are printed; a corrupted string table must not print megabytes.
 MAX_NAME = 200
+#: Every relocation is baked into the loader; far more than any kernel has is a corrupted table.
+MAX_RELOCATIONS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -120,10 +122,16 @@ def read_relocations(path: Path, data: bytes, dynamic: tuple[int, int] | None, s
         field = _DT_NAMES[tag]
         offset = reader.file_range(vaddr, size, f"the {field} table", field)
         if tag == DT_RELR:
-            relocs += _relr(reader, data[offset:offset + size], vaddr)
+            relocs += _relr(reader, data[offset:offset + size], vaddr, MAX_RELOCATIONS - len(relocs))
         else:
+            if size // ELF64_RELA_SIZE > MAX_RELOCATIONS - len(relocs):
+                raise _too_many(reader, field)
             relocs += _rela(reader, data[offset:offset + size], vaddr, field, symbols)
     return tuple(relocs)
+
+
+def _too_many(reader: _Reader, field: str) -> HighbootError:
+    return reader.fail(f"more than {MAX_RELOCATIONS:,} relocations: not a plausible kernel (corrupted table?)", field)
 
 
 def _dynamic_tags(reader: _Reader, dynamic: tuple[int, int]) -> dict[int, int]:
@@ -288,8 +296,9 @@ def _why_not(rtype: int) -> str:
             "R_X86_64_JUMP_SLOT, R_X86_64_NONE and DT_RELR)")
 
 
-def _relr(reader: _Reader, table: bytes, table_vaddr: int) -> list[Relocation]:
-    """DT_RELR: an even entry is an address to relocate; an odd one a bitmap of the 63 words after."""
+def _relr(reader: _Reader, table: bytes, table_vaddr: int, room: int) -> list[Relocation]:
+    """DT_RELR: an even entry is an address to relocate; an odd one a bitmap of the 63 words after.
+    At most room relocations."""
     out: list[Relocation] = []
     where: int | None = None
     for n, (entry,) in enumerate(struct.iter_unpack("<Q", table)):
@@ -309,4 +318,6 @@ def _relr(reader: _Reader, table: bytes, table_vaddr: int) -> list[Relocation]:
                                   f"{hex_addr(vaddr % (1 << 64))}, outside every writable PT_LOAD segment (a bitmap "
                                   "running past its section, or a text relocation)", "DT_RELR")
             out.append(Relocation(vaddr, reader.word(vaddr), True))
+        if len(out) > room:
+            raise _too_many(reader, "DT_RELR")
     return out
