@@ -89,3 +89,21 @@ def check_and_install_loader(source: str, out: str) -> None:
     """Copy the loader to out only when every PE check passes."""
     require_valid(source)
     write_atomic(out, Path(source).read_bytes())
+
+
+def install_together(pairs: list[tuple[str, str]]) -> None:
+    """Copy each (source, target): every copy is written beside its target first and only then are
+    they all renamed into place, so the set is replaced as a whole or not at all."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for source, target in pairs:
+            out = Path(target)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.new")
+            shutil.copyfile(source, tmp)
+            staged.append((tmp, out))
+        for tmp, out in staged:
+            os.replace(tmp, out)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)

@@ -27,7 +27,7 @@ from highboot.elfkernel import PF_W, PF_X, KernelImage
 from highboot.errors import HighbootError
 from highboot.layout import Layout, Region
 from highboot.paging import ENTRIES, PAGE, R_NX, RW_NX, RX, Slot, TableBuilder, flags_text, paging_levels
-from highboot.units import MIB, align_down, align_up, format_size, hex_addr
+from highboot.units import MIB, align_down, align_up, format_size, hex_addr, text_bytes
 
 #: Where the loader finds the kernel on the ESP (the build copies it there).
 DEFAULT_KERNEL_ESP_PATH = "\\highboot\\kernel.elf"
@@ -115,6 +115,20 @@ class BootPlan:
 
 #: KASLR moves the kernel by whole last-level tables.
 SLIDE_ALIGN = 2 * MIB
+#: The command line is copied into the boot info; Linux allows 2 KiB (x86), this is plenty more.
+MAX_CMDLINE = 64 * 1024
+
+
+def check_cmdline(cmdline: str, *, file: str | None = None, field: str = "cmdline") -> None:
+    """A kernel command line is bytes up to a NUL: a NUL inside it would cut what a C kernel sees."""
+    data = text_bytes(cmdline)
+    if b"\0" in data:
+        raise HighbootError(f"the command line has a NUL byte at offset {data.index(0)}; a kernel reads it as a "
+                            "NUL-terminated string", file=file, field=field)
+    size = len(data)
+    if size > MAX_CMDLINE:
+        raise HighbootError(f"the command line is {size} bytes; at most {MAX_CMDLINE} are allowed", file=file,
+                            field=field)
 
 
 def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
@@ -125,6 +139,7 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     A position-independent kernel is first placed in the kernel region: at kernel_base, else where
     it is linked if that is inside the region, else at the region's first address aligned to 2 MiB
     (and to the kernel's largest p_align)."""
+    check_cmdline(cmdline)
     region = layout.require("kernel")
     link_va = align_down(kernel.start, PAGE)
     kernel = place_kernel(kernel, layout, region, kernel_base)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from highboot.errors import HighbootError
+from highboot.plan import check_cmdline
 
 KEYS = {"kernel": "KERNEL", "layout": "LAYOUT", "templates": "TEMPLATES", "cmdline": "CMDLINE",
         "kernel_base": "KERNEL_BASE", "kaslr": "KASLR", "sign": "SIGN"}
@@ -58,4 +59,6 @@ def read_project(path: str | Path) -> dict[str, str]:
         if not isinstance(value, str):
             raise HighbootError(f"expected a string, got {type(value).__name__} {value!r}", file=path, field=key)
         options[KEYS[key]] = str(base / value) if key in PATH_KEYS else value
+    if "CMDLINE" in options:
+        check_cmdline(options["CMDLINE"], file=str(path), field="cmdline")
     return options

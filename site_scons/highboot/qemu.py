@@ -152,6 +152,17 @@ def _strip_ansi(text: str) -> str:
     return "".join(out)
 
 
+def gdb_script(kernel: str, entry: int) -> str:
+    """build/debug.gdb for scons debug: the kernel's symbols, QEMU's gdb stub, a break at the entry.
+    The path is quoted as gdb parses file names; a path gdb cannot be given (a control character
+    would end the command) is refused rather than written."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in kernel):
+        raise HighbootError("the kernel's path has a control character (a newline?); gdb's file command "
+                            "cannot be given it", file=ascii(kernel)[1:-1], field="debug.gdb")
+    quoted = kernel.replace("\\", "\\\\").replace('"', '\\"')
+    return f'file "{quoted}"\ntarget remote localhost:1234\nbreak *{entry:#x}\n'
+
+
 def run_interactive(media: str | Path, *, cpu: str, memory: str, graphic: bool, gdb: bool = False,
                     secure_vars: str | Path | None = None) -> int:
     """scons run / debug: QEMU in the foreground, serial (and the monitor) on this terminal.

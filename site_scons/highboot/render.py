@@ -10,6 +10,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import jinja2
@@ -17,43 +18,72 @@ import jinja2.meta
 from jinja2.loaders import split_template_path
 
 from highboot.errors import HighbootError
+from highboot.units import text_bytes
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 
-def _hex(value: int, width: int = 0) -> str:
+class Code(str):
+    """Text a filter made for one target language (a literal, a number): printed as it is.
+
+    Every other string a template prints goes through comment_safe(), whatever the template: a
+    user's string printed raw (a layout name in a comment, say) can never end a comment, open
+    one, or splice a line, in Rust, assembly, C or a linker script."""
+
+
+def comment_safe(text: str) -> str:
+    """Printable ASCII but \\ (a C line splice), and no /* or */; anything else as \\u{...} text."""
+    out = "".join(c if 32 <= ord(c) < 127 and c != "\\" else f"\\u{{{ord(c):x}}}" for c in text)
+    return out.replace("*/", "*\\u{2f}").replace("/*", "/\\u{2a}")
+
+
+def _finalize(value: Any) -> Any:
+    if isinstance(value, str) and not isinstance(value, Code):
+        return comment_safe(value)
+    return value
+
+
+def _hex(value: int, width: int = 0) -> Code:
     value &= (1 << 64) - 1
-    return f"0x{value:0{width}x}" if width else f"{value:#x}"
+    return Code(f"0x{value:0{width}x}" if width else f"{value:#x}")
 
 
-def _rust_hex(value: int) -> str:
+def _rust_hex(value: int) -> Code:
     """A u64 literal with _ every 4 digits (clippy's unreadable_literal stays quiet)."""
     digits = f"{value & ((1 << 64) - 1):x}"
     groups = []
     while digits:
         groups.insert(0, digits[-4:])
         digits = digits[:-4]
-    return "0x" + "_".join(groups)
+    return Code("0x" + "_".join(groups))
 
 
-def _ucs2(text: str) -> str:
+def _ucs2(text: str) -> Code:
     """Comma-separated UTF-16 code units of text plus a NUL (for UEFI CHAR16 strings)."""
-    units = list(text.encode("utf-16-le"))
+    units = list(text.encode("utf-16-le", "surrogatepass"))
     words = [units[i] | (units[i + 1] << 8) for i in range(0, len(units), 2)]
-    return ", ".join(str(w) for w in [*words, 0])
+    return Code(", ".join(str(w) for w in [*words, 0]))
 
 
-def _bytes(text: str) -> str:
-    return ", ".join(str(b) for b in [*text.encode("utf-8"), 0])
+def _bytes(text: str) -> Code:
+    """Comma-separated bytes of text plus a NUL (a C string's bytes, for a u8 array)."""
+    return Code(", ".join(str(b) for b in [*text_bytes(text), 0]))
 
 
-def _c_string(text: str) -> str:
-    return '"' + "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else f"\\x{ord(c):02x}" for c in text) + '"'
+def _c_string(text: str) -> Code:
+    """A C string literal: printable ASCII as is, every other byte as an octal escape (a hex escape
+    would swallow the hex digits after it)."""
+    return Code('"' + "".join(chr(b) if 32 <= b < 127 and chr(b) not in '"\\?' else f"\\{b:03o}"
+                              for b in text_bytes(text)) + '"')
 
 
-def _rust_str(text: str) -> str:
-    """A Rust string literal: printable ASCII as is, everything else as \\u{...} escapes."""
-    return '"' + "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else f"\\u{{{ord(c):x}}}" for c in text) + '"'
+def _rust_str(text: str) -> Code:
+    """A Rust string literal: printable ASCII as is, everything else as \\u{...} escapes; a string
+    that is not Unicode (bytes from the command line) is refused, as Rust's str cannot hold it."""
+    if any(0xD800 <= ord(c) < 0xE000 for c in text):
+        raise HighbootError(f"{comment_safe(text)!r} is not valid UTF-8; expected text")
+    return Code('"' + "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else f"\\u{{{ord(c):x}}}"
+                              for c in text) + '"')
 
 
 class TemplateDirLoader(jinja2.FileSystemLoader):
@@ -86,9 +116,10 @@ def make_environment(project_dirs: Sequence[str | Path] = ()) -> jinja2.Environm
         lstrip_blocks=True,
         keep_trailing_newline=True,
         autoescape=False,
+        finalize=_finalize,
     )
     env.filters.update(hex=_hex, rust_hex=_rust_hex, ucs2=_ucs2, cbytes=_bytes, c_string=_c_string,
-                       rust_str=_rust_str)
+                       rust_str=_rust_str, comment=comment_safe)
     return env
 
 
@@ -136,6 +167,24 @@ def render(project_dirs: Sequence[str | Path], name: str, context: dict[str, Any
         raise HighbootError(f"template uses an undefined variable: {exc.message}", file=_resolve(env, name)) from None
     except OSError as exc:
         raise HighbootError(f"cannot read template: {exc.strerror}", file=exc.filename or name) from None
+    except HighbootError as exc:  # a filter refused a value: say in which template and line
+        file, line = _template_frame(exc.__traceback__, _resolve(env, name))
+        raise HighbootError(exc.message, file=file, field=line) from None
+    except Exception as exc:  # noqa: BLE001 - a template's own expression failed: 1 // 0, a wrong type
+        file, line = _template_frame(exc.__traceback__, _resolve(env, name))
+        raise HighbootError(f"template failed while rendering: {type(exc).__name__}: {exc}", file=file,
+                            field=line) from None
+
+
+def _template_frame(tb: TracebackType | None, default: str) -> tuple[str, str | None]:
+    """The innermost template file and line in a traceback (jinja2 puts template frames in it)."""
+    found: tuple[str, str | None] = (default, None)
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith(".j2"):
+            found = (filename, f"line {tb.tb_lineno}")
+        tb = tb.tb_next
+    return found
 
 
 def _resolve(env: jinja2.Environment, name: str) -> str:
@@ -149,7 +198,7 @@ def write_atomic(path: str | Path, text: str | bytes) -> None:
     """Write through a temporary file and rename, so no half-written output is ever left behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = text.encode("utf-8") if isinstance(text, str) else text
+    data = text_bytes(text) if isinstance(text, str) else text  # a path's non-UTF-8 bytes stay as they were
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as out:

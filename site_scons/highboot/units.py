@@ -58,3 +58,9 @@ def align_down(value: int, align: int) -> int:
 
 def align_up(value: int, align: int) -> int:
     return (value + align - 1) & ~(align - 1)
+
+
+def text_bytes(text: str) -> bytes:
+    """The bytes a string stands for: UTF-8, and bytes that were not UTF-8 on the command line
+    (Python keeps them as surrogate escapes) given back as they were."""
+    return text.encode("utf-8", "surrogateescape")
