@@ -132,6 +132,20 @@ fn report_info(i: &BootInfo, entry_rsp: u64) {
     // SAFETY: the loader promises cmdline points at cmdline_len bytes (and a NUL).
     let cmdline = unsafe { core::slice::from_raw_parts(i.cmdline as *const u8, i.cmdline_len as usize) };
     println!("INFO cmdline=\"{}\"", core::str::from_utf8(cmdline).unwrap_or("<not UTF-8>"));
+    // The bytes themselves: a command line is bytes, not necessarily UTF-8.
+    println!("INFO cmdline_hex={}", Hex(cmdline));
+}
+
+/// Bytes as lower-case hex digits, two per byte ("-" for none).
+struct Hex<'a>(&'a [u8]);
+
+impl core::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("-");
+        }
+        self.0.iter().try_for_each(|b| write!(f, "{:02x}", b))
+    }
 }
 
 fn check_cpu(c: &mut Checks, i: &BootInfo, entry_rsp: u64) {

@@ -28,13 +28,14 @@ class Code(str):
 
     Every other string a template prints goes through comment_safe(), whatever the template: a
     user's string printed raw (a layout name in a comment, say) can never end a comment, open
-    one, or splice a line, in Rust, assembly, C or a linker script."""
+    one, splice a line or make a global_asm! placeholder, in Rust, assembly, C or a linker script."""
 
 
 def comment_safe(text: str) -> str:
-    """Printable ASCII but \\ (a C line splice), and no /* or */; anything else as \\u{...} text."""
-    out = "".join(c if 32 <= ord(c) < 127 and c != "\\" else f"\\u{{{ord(c):x}}}" for c in text)
-    return out.replace("*/", "*\\u{2f}").replace("/*", "/\\u{2a}")
+    """Printable ASCII, and anything else as <U+XXXX>: also \\ (a C line splice), { and } (Rust's
+    global_asm! reads them in trampoline.S, comments included), and the / of /* and */."""
+    out = "".join(c if 32 <= ord(c) < 127 and c not in "\\{}" else f"<U+{ord(c):04X}>" for c in text)
+    return out.replace("*/", "*<U+002F>").replace("/*", "<U+002F>*")
 
 
 def _finalize(value: Any) -> Any:
