@@ -10,7 +10,7 @@ use r_efi::protocols::{file, graphics_output, loaded_image, simple_file_system};
 use crate::{bootinfo, fail, plan, Result};
 
 /// Read the kernel file named by the plan from the ESP this loader was started from.
-pub fn read_kernel(bs: &efi::BootServices, image: efi::Handle) -> Result<&'static [u8]> {
+pub fn read_kernel(bs: &efi::BootServices, image: efi::Handle) -> Result<(Pages, &'static [u8])> {
     let path = plan::KERNEL_PATH_TEXT;
     // SAFETY: standard protocol calls with out-pointers of the right types.
     unsafe {
@@ -60,7 +60,7 @@ pub fn read_kernel(bs: &efi::BootServices, image: efi::Handle) -> Result<&'stati
             }
         };
         let mut got = want;
-        let status = ((*handle).read)(handle, &mut got, buffer as *mut c_void);
+        let status = ((*handle).read)(handle, &mut got, buffer.base as *mut c_void);
         ((*handle).close)(handle);
         if status.is_error() {
             return fail!(status, "cannot read kernel file {} ({:#x})", path, status.as_usize());
@@ -75,22 +75,57 @@ pub fn read_kernel(bs: &efi::BootServices, image: efi::Handle) -> Result<&'stati
                 plan::KERNEL_SIZE
             );
         }
-        Ok(core::slice::from_raw_parts(buffer as *const u8, got))
+        let data = core::slice::from_raw_parts(buffer.base as *const u8, got);
+        Ok((buffer, data))
     }
 }
 
-fn allocate(bs: &efi::BootServices, pages: u64) -> Result<u64> {
-    let mut address: efi::PhysicalAddress = 0;
-    let status = (bs.allocate_pages)(efi::ALLOCATE_ANY_PAGES, efi::LOADER_DATA, pages as usize, &mut address);
-    if status.is_error() {
-        return fail!(status, "not enough memory: AllocatePages({} pages) failed ({:#x})", pages, status.as_usize());
+/// Pages from AllocatePages, given back when dropped: an error before ExitBootServices returns
+/// to the firmware with everything the loader took freed. After ExitBootServices nothing returns
+/// (the handoff and fatal() never do), so nothing is dropped then.
+pub struct Pages {
+    bs: *const efi::BootServices,
+    pub base: u64,
+    pub count: u64,
+}
+
+impl Pages {
+    pub fn allocate(bs: &efi::BootServices, kind: efi::MemoryType, below: Option<u64>, count: u64) -> Result<Pages> {
+        let (how, mut address) = match below {
+            Some(limit) => (efi::ALLOCATE_MAX_ADDRESS, limit),
+            None => (efi::ALLOCATE_ANY_PAGES, 0),
+        };
+        let status = (bs.allocate_pages)(how, kind, count as usize, &mut address);
+        if status.is_error() {
+            return Err(status);
+        }
+        Ok(Pages { bs, base: address, count })
     }
-    Ok(address)
+
+    /// Keep the pages for good (the firmware goes on using them).
+    pub fn keep(self) -> u64 {
+        let base = self.base;
+        core::mem::forget(self);
+        base
+    }
+}
+
+impl Drop for Pages {
+    fn drop(&mut self) {
+        // SAFETY: boot services are up (see above) and the pages are ours.
+        unsafe { ((*self.bs).free_pages)(self.base, self.count as usize) };
+    }
+}
+
+fn allocate(bs: &efi::BootServices, pages: u64) -> Result<Pages> {
+    Pages::allocate(bs, efi::LOADER_DATA, None, pages).or_else(|status| {
+        fail!(status, "not enough memory: AllocatePages({} pages) failed ({:#x})", pages, status.as_usize())
+    })
 }
 
 /// The one block the kernel owns. LoaderData, as custom memory types have hung real machines;
 /// the boot info tells the kernel which range is its own.
-pub fn allocate_block(bs: &efi::BootServices, pages: u64) -> Result<u64> {
+pub fn allocate_block(bs: &efi::BootServices, pages: u64) -> Result<Pages> {
     if plan::FAULT == "no_memory" {
         return fail!(
             efi::Status::OUT_OF_RESOURCES,
@@ -156,4 +191,25 @@ pub fn rsdp(st: *mut efi::SystemTable) -> (u64, u64) {
         }
     }
     (0, 0)
+}
+
+/// Test builds: pages of LoaderCode and LoaderData in the firmware's map, to show that a failed
+/// boot gives back everything it allocated (0 if the map does not fit the buffer).
+pub fn loader_pages(bs: &efi::BootServices) -> u64 {
+    static mut BUFFER: [u64; 8192] = [0; 8192];
+    let (mut size, mut key, mut dsize, mut version) = (core::mem::size_of::<[u64; 8192]>(), 0, 0, 0);
+    // SAFETY: only test builds call this, once at a time, before ExitBootServices; BUFFER holds size bytes.
+    unsafe {
+        let buffer = ptr::addr_of_mut!(BUFFER) as *mut u8;
+        let status =
+            (bs.get_memory_map)(&mut size, buffer as *mut efi::MemoryDescriptor, &mut key, &mut dsize, &mut version);
+        if status.is_error() || dsize == 0 {
+            return 0;
+        }
+        (0..size / dsize)
+            .map(|i| ptr::read_unaligned(buffer.add(i * dsize) as *const efi::MemoryDescriptor))
+            .filter(|d| d.r#type == efi::LOADER_CODE || d.r#type == efi::LOADER_DATA)
+            .map(|d| d.number_of_pages)
+            .sum()
+    }
 }

@@ -6,6 +6,7 @@
 #![no_main]
 
 use core::ptr;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use r_efi::efi;
 
@@ -78,9 +79,22 @@ macro_rules! fail {
 pub extern "efiapi" fn efi_main(image: efi::Handle, st: *mut efi::SystemTable) -> efi::Status {
     let tsc = cpu::rdtsc();
     console::init(st);
+    // SAFETY: the firmware passes a valid system table.
+    BOOT_SERVICES.store(unsafe { (*st).boot_services }, Ordering::SeqCst);
+    IMAGE.store(image, Ordering::SeqCst);
+    // SAFETY: as above.
+    let bs = unsafe { &*(*st).boot_services };
+    let pages_at_entry = if plan::FAULT.is_empty() { 0 } else { firmware::loader_pages(bs) };
     match boot(image, st, tsc) {
         Ok(never) => match never {},
         Err(status) => {
+            if !plan::FAULT.is_empty() {
+                println!(
+                    "highboot: test build: loader pages at entry {}, after the failure {}",
+                    pages_at_entry,
+                    firmware::loader_pages(bs)
+                );
+            }
             println!("highboot: the kernel was not started (EFI status {:#x})", status.as_usize());
             status
         }
@@ -94,7 +108,11 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     let bs = unsafe { &*(*st).boot_services };
     println!("highboot: loading {} ({} bytes)", plan::KERNEL_PATH_TEXT, plan::KERNEL_SIZE);
 
-    let kernel = firmware::read_kernel(bs, image)?;
+    if plan::FAULT == "panic" {
+        panic!("injected panic before ExitBootServices [test build]");
+    }
+    // Everything allocated here is freed again if the boot fails before ExitBootServices.
+    let (_kernel_pages, kernel) = firmware::read_kernel(bs, image)?;
     if sha256::digest(kernel) != plan::KERNEL_SHA256 {
         return fail!(
             efi::Status::SECURITY_VIOLATION,
@@ -116,15 +134,16 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
         );
     }
     let firmware_levels = if cpu::la57_active() { 5 } else { 4 };
-    let low = if firmware_levels != plan::LEVELS {
+    let (_low_pages, low) = if firmware_levels != plan::LEVELS {
         println!(
             "highboot: the firmware runs {}-level paging; the kernel gets {}-level paging",
             firmware_levels,
             plan::LEVELS
         );
-        Some(switch::allocate_low(bs)?)
+        let (pages, low) = switch::allocate_low(bs)?;
+        (Some(pages), Some(low))
     } else {
-        None
+        (None, None)
     };
     let huge_1g = match plan::DIRECT_MAP_PAGE {
         0 => features.pdpe1gb,
@@ -218,7 +237,8 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     let area_off = pool_off + pool_pages * PAGE;
     let block_size = (area_off + area_size + PAGE - 1) & !(PAGE - 1);
 
-    let block = firmware::allocate_block(bs, block_size / PAGE)?;
+    let block_pages = firmware::allocate_block(bs, block_size / PAGE)?;
+    let block = block_pages.base;
     // SAFETY: the block is ours, identity-mapped by the firmware, block_size bytes long.
     unsafe {
         ptr::write_bytes(block as *mut u8, 0, block_size as usize);
@@ -324,8 +344,12 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     }
 
     println!("highboot: starting the kernel at {:#x}", slid(plan::ENTRY));
-    map.exit_boot_services(bs, image)?;
+    let refused = map.exit_boot_services(bs, image);
     console::firmware_gone();
+    BOOT_SERVICES.store(ptr::null_mut(), Ordering::SeqCst);
+    if refused > 0 {
+        println!("highboot: ExitBootServices refused {} stale memory-map key(s); retried with a fresh map", refused);
+    }
 
     // No boot services from here on: no allocations, no console; errors go to COM1.
     // SAFETY: all of this writes into the block we own; the firmware's tables are never touched.
@@ -410,7 +434,7 @@ unsafe fn load_image(kernel: &[u8], block: u64, slide: u64) {
 }
 
 /// A failure after ExitBootServices: nothing to return to; say why on COM1 and stop.
-fn fatal(message: &str) -> ! {
+pub fn fatal(message: &str) -> ! {
     println!("highboot: error: {}; halting", message);
     loop {
         // SAFETY: halting is always allowed at CPL 0.
@@ -418,9 +442,21 @@ fn fatal(message: &str) -> ! {
     }
 }
 
+/// Boot services and our image handle while they may be used: a panic before ExitBootServices
+/// returns an EFI error to the boot manager through Exit(), as any other failure does.
+static BOOT_SERVICES: AtomicPtr<efi::BootServices> = AtomicPtr::new(ptr::null_mut());
+static IMAGE: AtomicPtr<core::ffi::c_void> = AtomicPtr::new(ptr::null_mut());
+
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     println!("highboot: loader bug: {}", info);
+    let bs = BOOT_SERVICES.swap(ptr::null_mut(), Ordering::SeqCst);
+    if !bs.is_null() {
+        println!("highboot: the kernel was not started (EFI status {:#x})", efi::Status::ABORTED.as_usize());
+        // SAFETY: boot services are still up (cleared at ExitBootServices) and IMAGE is our handle;
+        // Exit() does not return to us: the firmware unwinds to whoever started this image.
+        unsafe { ((*bs).exit)(IMAGE.load(Ordering::SeqCst), efi::Status::ABORTED, 0, ptr::null_mut()) };
+    }
     loop {
         // SAFETY: halting is always allowed at CPL 0.
         unsafe { core::arch::asm!("cli; hlt") };

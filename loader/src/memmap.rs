@@ -6,10 +6,12 @@ use core::ptr;
 use r_efi::efi;
 
 use crate::bootinfo::{mem, MemoryRegion};
+use crate::firmware::Pages;
 use crate::{fail, plan, Result};
 
 pub struct FirmwareMap {
-    buffer: *mut u8,
+    /// The buffer (freed if the boot fails before ExitBootServices).
+    pages: Pages,
     capacity: usize,
     size: usize,
     key: usize,
@@ -27,20 +29,11 @@ impl FirmwareMap {
             return fail!(efi::Status::DEVICE_ERROR, "GetMemoryMap did not report its size ({:#x})", status.as_usize());
         }
         let capacity = size + slack * dsize;
-        let mut address: efi::PhysicalAddress = 0;
-        let status =
-            (bs.allocate_pages)(efi::ALLOCATE_ANY_PAGES, efi::LOADER_DATA, capacity.div_ceil(4096), &mut address);
-        if status.is_error() {
-            return fail!(status, "not enough memory for the memory map ({} bytes)", capacity);
-        }
-        Ok(FirmwareMap {
-            buffer: address as *mut u8,
-            capacity,
-            size: 0,
-            key: 0,
-            descriptor_size: dsize,
-            descriptor_version: version,
-        })
+        let pages = match Pages::allocate(bs, efi::LOADER_DATA, None, capacity.div_ceil(4096) as u64) {
+            Ok(pages) => pages,
+            Err(status) => return fail!(status, "not enough memory for the memory map ({} bytes)", capacity),
+        };
+        Ok(FirmwareMap { pages, capacity, size: 0, key: 0, descriptor_size: dsize, descriptor_version: version })
     }
 
     pub fn refresh(&mut self, bs: &efi::BootServices) -> Result<()> {
@@ -49,7 +42,7 @@ impl FirmwareMap {
         // The buffer holds capacity bytes.
         let status = (bs.get_memory_map)(
             &mut size,
-            self.buffer as *mut efi::MemoryDescriptor,
+            self.buffer() as *mut efi::MemoryDescriptor,
             &mut self.key,
             &mut self.descriptor_size,
             &mut version,
@@ -67,6 +60,10 @@ impl FirmwareMap {
         Ok(())
     }
 
+    fn buffer(&self) -> *mut u8 {
+        self.pages.base as *mut u8
+    }
+
     pub fn descriptor_size(&self) -> usize {
         self.descriptor_size
     }
@@ -82,25 +79,34 @@ impl FirmwareMap {
     pub fn iter(&self) -> impl Iterator<Item = efi::MemoryDescriptor> + '_ {
         // SAFETY: descriptors are descriptor_size apart in the buffer; read unaligned copies.
         (0..self.len()).map(move |i| unsafe {
-            ptr::read_unaligned(self.buffer.add(i * self.descriptor_size) as *const efi::MemoryDescriptor)
+            ptr::read_unaligned(self.buffer().add(i * self.descriptor_size) as *const efi::MemoryDescriptor)
         })
     }
 
-    /// GetMemoryMap, ExitBootServices(key); when the key is stale (the map changed), again.
-    pub fn exit_boot_services(&mut self, bs: &efi::BootServices, image: efi::Handle) -> Result<()> {
+    /// GetMemoryMap, ExitBootServices(key); when the key is stale (the map changed), again. After
+    /// the first call only GetMemoryMap and ExitBootServices may be used (UEFI 2.10, 7.4): nothing
+    /// is printed in between, and if the firmware never accepts, boot services may be half shut
+    /// down, so there is nothing safe to return to: say so on COM1 and halt. Returns how many
+    /// attempts were refused.
+    pub fn exit_boot_services(&mut self, bs: &efi::BootServices, image: efi::Handle) -> usize {
         let mut last = efi::Status::SUCCESS;
         for attempt in 0..8 {
-            self.refresh(bs)?;
+            if self.refresh(bs).is_err() {
+                crate::console::firmware_gone();
+                crate::fatal("GetMemoryMap failed between ExitBootServices attempts");
+            }
             let key = if plan::FAULT == "stale_map_key" && attempt == 0 { self.key ^ 0x5a5a } else { self.key };
             last = (bs.exit_boot_services)(image, key);
             if !last.is_error() {
-                return Ok(());
-            }
-            if plan::FAULT == "stale_map_key" {
-                crate::println!("highboot: ExitBootServices refused map key (attempt {}), retrying", attempt + 1);
+                return attempt;
             }
         }
-        fail!(last, "ExitBootServices kept failing ({:#x})", last.as_usize())
+        crate::console::firmware_gone();
+        crate::println!(
+            "highboot: error: ExitBootServices refused 8 memory-map keys (last status {:#x})",
+            last.as_usize()
+        );
+        crate::fatal("boot services may be partly shut down; nothing to return to")
     }
 }
 

@@ -10,6 +10,7 @@ use core::ptr;
 
 use r_efi::efi;
 
+use crate::firmware::Pages;
 use crate::paging::{self, PRESENT, WRITABLE};
 use crate::{fail, Handoff, Result};
 
@@ -45,18 +46,23 @@ pub fn trampoline_page() -> u64 {
 
 /// Two pages below 4 GiB (LoaderCode: the firmware keeps them executable): a copy of the
 /// trampoline page with its GDTR and far pointer to the 32-bit code filled in, and a zeroed root.
-pub fn allocate_low(bs: &efi::BootServices) -> Result<LowPages> {
+pub fn allocate_low(bs: &efi::BootServices) -> Result<(Pages, LowPages)> {
     // SAFETY: symbol addresses only; the trampoline is one page by construction (checked here).
     let size = unsafe { offset(&highboot_trampoline_end) };
     if size != PAGE {
         return fail!(efi::Status::LOAD_ERROR, "the trampoline is {} bytes, not one page (loader build error)", size);
     }
-    let mut address: efi::PhysicalAddress = 0xffff_ffff;
-    let status = (bs.allocate_pages)(efi::ALLOCATE_MAX_ADDRESS, efi::LOADER_CODE, 2, &mut address);
-    if status.is_error() {
-        return fail!(status, "no memory below 4 GiB for the paging-mode switch (2 pages): {:#x}", status.as_usize());
-    }
-    let low = LowPages { page: address, root: address + PAGE };
+    let pages = match Pages::allocate(bs, efi::LOADER_CODE, Some(0xffff_ffff), 2) {
+        Ok(pages) => pages,
+        Err(status) => {
+            return fail!(
+                status,
+                "no memory below 4 GiB for the paging-mode switch (2 pages): {:#x}",
+                status.as_usize()
+            )
+        }
+    };
+    let low = LowPages { page: pages.base, root: pages.base + PAGE };
     // SAFETY: both pages are ours and identity-mapped by the firmware.
     unsafe {
         ptr::copy_nonoverlapping(trampoline_page() as *const u8, low.page as *mut u8, PAGE as usize);
@@ -66,7 +72,7 @@ pub fn allocate_low(bs: &efi::BootServices) -> Result<LowPages> {
         ptr::write_unaligned((data + 34) as *mut u64, data);
         ptr::write_unaligned((data + 48) as *mut u32, (low.page + offset(&highboot_compat32)) as u32);
     }
-    Ok(low)
+    Ok((pages, low))
 }
 
 /// Put `args` into the copy's switch data, with the 64-bit continuation; returns the copy's args.
@@ -90,7 +96,8 @@ pub unsafe fn handoff_args(low: LowPages, kernel_root: u64, args: &Handoff) -> *
 /// over (the root's first entry is the firmware's 4-level root: the same identity map), and
 /// return. Boot services keep working; the loader then starts from a 5-level firmware.
 pub fn firmware_to_5_level(bs: &efi::BootServices) -> Result<()> {
-    let low = allocate_low(bs)?;
+    let (pages, low) = allocate_low(bs)?;
+    pages.keep(); // the firmware runs on the transition root from now on
     let cr3: u64;
     // SAFETY: reading CR3 at CPL 0; writing the transition root we own; the switch returns with
     // the same mappings, one level deeper.
