@@ -5,6 +5,7 @@ link address. Every boot's page-table walk must equal the plan's prediction."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -43,16 +44,34 @@ def test_alt_layout_is_really_different(built: dict) -> None:
 def test_injected_stale_map_key_is_retried(built: dict) -> None:
     esp, plan = config(built, "fault-stale-key")
     result = qemu.boot(esp, cpu="max", memory="256M")
-    assert "ExitBootServices refused map key (attempt 1), retrying" in result.serial
+    # Nothing is printed between ExitBootServices attempts (only GetMemoryMap may be called); the
+    # retry is reported once boot services are gone, on COM1.
+    assert "ExitBootServices refused 1 stale memory-map key(s); retried with a fresh map" in result.serial
+    assert result.serial.index("starting the kernel") < result.serial.index("refused 1 stale memory-map key")
     check_boot(result, plan, expect_1g=True)
 
 
 def test_injected_out_of_memory_is_reported(built: dict) -> None:
     esp, _ = config(built, "fault-no-memory")
-    result = qemu.boot(esp, cpu="max", memory="256M", stop_on="the kernel was not started", timeout=120)
+    result = qemu.boot(esp, cpu="max", memory="256M", stop_on="BdsDxe: failed to start", timeout=120)
     assert "highboot: error: not enough memory for the kernel block" in result.serial, result.serial[-2000:]
     assert "the kernel was not started (EFI status 0x8000000000000009)" in result.serial
     assert "HIGHBOOT-KERNEL" not in result.serial
+    # Back in the firmware's boot manager with everything the loader allocated freed (the kernel
+    # file's buffer, the memory map): the same LoaderCode/LoaderData pages as at entry.
+    assert re.search(r"BdsDxe: failed to start Boot\d+ .*: Out of Resources", result.serial), result.serial[-2000:]
+    pages = re.search(r"loader pages at entry (\d+), after the failure (\d+)", result.serial)
+    assert pages and int(pages[1]) > 0 and pages[1] == pages[2], result.serial[-2000:]
+
+
+def test_injected_panic_returns_to_the_boot_manager(built: dict) -> None:
+    """A loader panic before ExitBootServices is an EFI error for the boot manager, not a halt."""
+    esp, _ = config(built, "fault-panic")
+    result = qemu.boot(esp, cpu="max", memory="256M", stop_on="BdsDxe: failed to start", timeout=120)
+    assert "highboot: loader bug: panicked at" in result.serial and "injected panic" in result.serial, \
+        result.serial[-2000:]
+    assert "the kernel was not started (EFI status 0x8000000000000015)" in result.serial
+    assert re.search(r"BdsDxe: failed to start Boot\d+ .*: Aborted", result.serial), result.serial[-2000:]
 
 
 @pytest.mark.parametrize("name, cpu", [("c-kernel", "qemu64"), ("c-kernel", "max"), ("c-kernel-minimal", "max"),
