@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from conftest import build_dir
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_matrix import config
 
 from highboot import qemu
@@ -85,6 +87,14 @@ def test_strings_in_comments_stay_in_comments(plan: dict, template: str) -> None
                 marked = "\n".join(x for x in marked.splitlines() if not x.startswith(code))
                 nasty = "\n".join(x for x in nasty.splitlines() if not x.startswith(code))
             only_in_comments(marked, nasty, text)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(list("*/\\\n\"{}#")), max_size=60))
+def test_any_text_in_comments_stays_in_comments(plan: dict, text: str) -> None:
+    for template in ("loader/plan.rs.j2", "loader/trampoline.S.j2"):
+        marked = rendered(template, {**plan, "kernel_path": MARK})
+        only_in_comments(marked, rendered(template, {**plan, "kernel_path": text}), text)
 
 
 def test_linker_script_comment_cannot_be_closed() -> None:
@@ -247,3 +257,28 @@ def test_debug_script_quotes_the_kernel_path() -> None:
     with pytest.raises(HighbootError) as err:
         gdb_script("/tmp/a\nshell rm -rf ~", 0x1000)
     assert "control character" in err.value.message and err.value.field == "debug.gdb"
+
+
+def test_a_build_dir_with_a_newline_is_refused(tmp_path: Path) -> None:
+    out = scons(build=tmp_path / "b\ncargo::rustc-env=EVIL=1")
+    text = (out.stdout + out.stderr).decode(errors="replace")
+    assert out.returncode != 0 and "BUILD_DIR: " in text and "has a control character" in text, text
+    assert "Traceback" not in text and not (tmp_path / "b").exists()
+
+
+def test_a_failed_build_leaves_the_esp_as_it_was(built: dict, tmp_path: Path) -> None:
+    """After a good build, a build with another kernel whose loader cannot be made (a template
+    fails) must not install the new kernel beside the old loader, even with parallel jobs."""
+    first = build_dir() / "kernel" / "kernel.elf"
+    out = scons(f"KERNEL={first}", build=tmp_path / "b")
+    assert out.returncode == 0, (out.stdout + out.stderr).decode(errors="replace")[-3000:]
+    esp = tmp_path / "b" / "esp"
+    before = {p: p.read_bytes() for p in (esp / "EFI" / "BOOT" / "BOOTX64.EFI", esp / "highboot" / "kernel.elf")}
+    override = tmp_path / "t" / "loader" / "plan.rs.j2"
+    override.parent.mkdir(parents=True)
+    override.write_text('{% extends "base:loader/plan.rs.j2" %}\n{% block extra %}\n{{ 1 // 0 }}\n{% endblock %}\n')
+    other = built["dir"] / "test" / "c-kernel" / "kernel" / "kernel.elf"
+    assert other.read_bytes() != first.read_bytes()
+    out = scons("-j4", f"KERNEL={other}", f"TEMPLATES={tmp_path / 't'}", build=tmp_path / "b")
+    assert out.returncode != 0
+    assert {p: p.read_bytes() for p in before} == before, "the ESP changed although its loader was not built"
