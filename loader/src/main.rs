@@ -25,6 +25,14 @@ mod plan {
     include!(concat!(env!("HIGHBOOT_GEN"), "/plan.rs"));
 }
 
+/// The Handoff record, switch-data offsets and GDT shared with the trampoline (one description).
+#[allow(dead_code)]
+mod abi {
+    include!(concat!(env!("HIGHBOOT_GEN"), "/abi.rs"));
+}
+
+use abi::{Handoff, GDT};
+
 #[allow(dead_code)]
 mod bootinfo {
     include!(concat!(env!("HIGHBOOT_GEN"), "/bootinfo.rs"));
@@ -36,30 +44,9 @@ extern "sysv64" {
     fn highboot_handoff(args: *const Handoff) -> !;
 }
 
-/// What the trampoline reads before it switches CR3 (see templates/loader/trampoline.S.j2).
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub struct Handoff {
-    cr3: u64,
-    trampoline_va: u64,
-    identity_slot_va: u64,
-    descriptors_va: u64,
-    stack_top: u64,
-    entry: u64,
-    boot_info_va: u64,
-    /// 0, or the transition root below 4 GiB when the paging mode changes (see switch.rs).
-    switch_cr3: u64,
-    /// CR4.LA57 as the kernel wants it (0 or 1 << 12).
-    cr4_la57: u64,
-    saved_rsp: u64,
-    saved_cs: u64,
-}
-
 const PAGE: u64 = 4096;
 const GIB: u64 = 1 << 30;
 const MIB2: u64 = 2 << 20;
-/// Selectors of the GDT the loader installs: null, 64-bit code, data.
-const GDT: [u64; 3] = [0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
 /// Room for memory-map descriptors the firmware adds between our first look and ExitBootServices.
 const MAP_SLACK: usize = 64;
 

@@ -12,7 +12,7 @@ use r_efi::efi;
 
 use crate::firmware::Pages;
 use crate::paging::{self, PRESENT, WRITABLE};
-use crate::{fail, Handoff, Result};
+use crate::{abi, fail, Handoff, Result};
 
 extern "sysv64" {
     static highboot_trampoline_page: u8;
@@ -69,8 +69,8 @@ pub fn allocate_low(bs: &efi::BootServices) -> Result<(Pages, LowPages)> {
         ptr::write_bytes(low.root as *mut u8, 0, PAGE as usize);
         let data = low.page + offset(&highboot_switch_data);
         // GDTR base (the GDT is at the start of the switch data), far pointer to the 32-bit code.
-        ptr::write_unaligned((data + 34) as *mut u64, data);
-        ptr::write_unaligned((data + 48) as *mut u32, (low.page + offset(&highboot_compat32)) as u32);
+        ptr::write_unaligned((data + abi::SWITCH_GDTR_BASE) as *mut u64, data);
+        ptr::write_unaligned((data + abi::SWITCH_FAR32) as *mut u32, (low.page + offset(&highboot_compat32)) as u32);
     }
     Ok((pages, low))
 }
@@ -78,8 +78,8 @@ pub fn allocate_low(bs: &efi::BootServices) -> Result<(Pages, LowPages)> {
 /// Put `args` into the copy's switch data, with the 64-bit continuation; returns the copy's args.
 unsafe fn prepare(low: LowPages, continuation: &u8, args: &Handoff) -> *const Handoff {
     let data = low.page + offset(&highboot_switch_data);
-    ptr::write_unaligned((data + 56) as *mut u32, (low.page + offset(continuation)) as u32);
-    let copy = (data + 64) as *mut Handoff;
+    ptr::write_unaligned((data + abi::SWITCH_FAR64) as *mut u32, (low.page + offset(continuation)) as u32);
+    let copy = (data + abi::SWITCH_HANDOFF) as *mut Handoff;
     ptr::write(copy, Handoff { switch_cr3: low.root, ..*args });
     copy
 }

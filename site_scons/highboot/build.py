@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from highboot import bootinfo
+from highboot import abi, bootinfo
 from highboot.elfkernel import read_kernel
 from highboot.errors import HighbootError
 from highboot.layout import load_layout
@@ -19,10 +19,6 @@ from highboot.pecheck import require_valid
 from highboot.plan import plan_boot
 from highboot.render import render, write_atomic
 from highboot.toolchain import RustToolchain, target_name
-
-#: Selectors of the GDT the loader installs (must match GDT in loader/src/main.rs).
-CODE_SELECTOR = 0x08
-DATA_SELECTOR = 0x10
 
 
 def make_plan(kernel: str, layout: str, out: str, options: dict[str, Any]) -> None:
@@ -34,7 +30,7 @@ def make_plan(kernel: str, layout: str, out: str, options: dict[str, Any]) -> No
 
 
 def render_context(plan_file: str | None, extra: dict[str, Any]) -> dict[str, Any]:
-    ctx: dict[str, Any] = {**bootinfo.context(), "code_selector": CODE_SELECTOR, "data_selector": DATA_SELECTOR}
+    ctx: dict[str, Any] = {**bootinfo.context(), **abi.context()}
     if plan_file:
         try:
             ctx["plan"] = json.loads(Path(plan_file).read_text(encoding="utf-8"))

@@ -1,0 +1,67 @@
+"""The loader's own binary contracts between Rust and assembly, described once: the Handoff record
+the trampoline reads, the switch data in the trampoline page, the GDT and its selectors.
+
+Rendered to templates/loader/abi.rs.j2 (Rust: the Handoff struct, offsets, the GDT) and
+templates/loader/abi.S.j2 (`.set` symbols the trampoline uses instead of numbers), so that a
+field moved here moves in both, and a test compares the two views field by field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Word:
+    """One u64 of a record: its name in Rust and, upper-cased with a prefix, in assembly."""
+
+    name: str
+    doc: str
+
+
+#: What the trampoline reads before it switches CR3 (loader/src/main.rs fills it).
+HANDOFF = (
+    Word("cr3", "the kernel's root table (physical)"),
+    Word("trampoline_va", "the trampoline page's higher-half alias"),
+    Word("identity_slot_va", "VA (direct map) of the root entry that identity-maps the trampoline page"),
+    Word("descriptors_va", "VA of the GDTR, with the IDTR 16 bytes after it"),
+    Word("stack_top", "the kernel's stack top"),
+    Word("entry", "the kernel's entry point"),
+    Word("boot_info_va", "the boot info (RDI at entry)"),
+    Word("switch_cr3", "0, or the transition root below 4 GiB when the paging mode changes (switch.rs)"),
+    Word("cr4_la57", "CR4.LA57 as the kernel wants it (0 or 1 << 12)"),
+    Word("saved_rsp", "highboot_set_paging only: the caller's RSP"),
+    Word("saved_cs", "highboot_set_paging only: the caller's CS"),
+)
+
+#: The switch data at highboot_switch_data in the trampoline page (a copy below 4 GiB runs it):
+#: byte offsets of its parts. The GDT is null, 32-bit code (0x08), 64-bit code (0x10), null.
+SWITCH_GDT = 0
+SWITCH_GDT_ENTRIES = (0, 0x00CF9B000000FFFF, 0x00AF9B000000FFFF, 0)
+SWITCH_GDTR = 32  # limit (u16), then the base (u64): the loader writes the base
+SWITCH_GDTR_BASE = SWITCH_GDTR + 2
+SWITCH_FAR32 = 48  # far pointer (u32 offset, u16 selector) to the 32-bit code; the loader writes the offset
+SWITCH_FAR64 = 56  # far pointer back to 64-bit code; the loader writes the offset
+SWITCH_HANDOFF = 64  # the Handoff copy the switched code reads
+SWITCH_CODE32_SELECTOR = 0x08
+SWITCH_CODE64_SELECTOR = 0x10
+
+#: The GDT the loader installs for the kernel (kernel-owned memory): null, 64-bit code, data.
+GDT_ENTRIES = (0, 0x00AF9A000000FFFF, 0x00CF92000000FFFF)
+CODE_SELECTOR = 0x08
+DATA_SELECTOR = 0x10
+
+
+def handoff_offset(name: str) -> int:
+    return 8 * [w.name for w in HANDOFF].index(name)
+
+
+def context() -> dict[str, object]:
+    """What the loader's ABI templates render from."""
+    return {
+        "handoff": HANDOFF, "handoff_size": 8 * len(HANDOFF),
+        "switch": {"gdt": SWITCH_GDT, "gdt_entries": SWITCH_GDT_ENTRIES, "gdtr": SWITCH_GDTR,
+                   "gdtr_base": SWITCH_GDTR_BASE, "far32": SWITCH_FAR32, "far64": SWITCH_FAR64,
+                   "handoff": SWITCH_HANDOFF, "code32": SWITCH_CODE32_SELECTOR, "code64": SWITCH_CODE64_SELECTOR},
+        "gdt_entries": GDT_ENTRIES, "code_selector": CODE_SELECTOR, "data_selector": DATA_SELECTOR,
+    }

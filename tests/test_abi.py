@@ -1,0 +1,113 @@
+"""One ABI, three views: what site_scons/highboot/abi.py and bootinfo.py describe, rendered to Rust
+(compiled for this machine and asked with offset_of!), C (gcc, offsetof) and assembly (assembled,
+its symbols and bytes read back), must agree field by field."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from highboot import abi, bootinfo
+from highboot.build import render_context
+from highboot.render import render
+
+RUSTC = shutil.which("rustc")
+
+
+def rendered(template: str, plan: dict | None = None) -> str:
+    ctx = render_context(None, {})
+    if plan is not None:
+        ctx["plan"] = plan
+    return render([], template, ctx)
+
+
+def run_rust(tmp_path: Path, includes: dict[str, str], body: str) -> list[str]:
+    if RUSTC is None:
+        pytest.fail("no rustc on PATH")
+    mods = []
+    for name, text in includes.items():
+        (tmp_path / f"{name}.rs").write_text(text)
+        mods.append(f'#[allow(dead_code)] mod {name} {{ include!("{name}.rs"); }}')
+    (tmp_path / "main.rs").write_text("\n".join(mods) + f"\nfn main() {{\n{body}\n}}\n")
+    out = subprocess.run([RUSTC, "--edition", "2021", "-o", str(tmp_path / "main"), str(tmp_path / "main.rs")],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return subprocess.run([str(tmp_path / "main")], capture_output=True, text=True, check=True).stdout.split()
+
+
+def python_offsets(fields: tuple[bootinfo.Field, ...]) -> list[int]:
+    """Offsets of a repr(C) struct of u32/u64 fields, computed here from the description."""
+    out, at = [], 0
+    for f in fields:
+        width = 8 if f.type == "u64" else 4
+        at = (at + width - 1) // width * width
+        out.append(at)
+        at += width
+    return out
+
+
+def test_handoff_rust_and_assembly_agree(built: dict, tmp_path: Path) -> None:
+    names = [w.name for w in abi.HANDOFF]
+    rust = run_rust(tmp_path, {"abi": rendered("loader/abi.rs.j2")},
+                    "\n".join(f'    println!("{{}}", core::mem::offset_of!(abi::Handoff, {n}));' for n in names)
+                    + '\n    println!("{} {} {} {} {}", core::mem::size_of::<abi::Handoff>(), abi::SWITCH_GDTR_BASE, '
+                    "abi::SWITCH_FAR32, abi::SWITCH_FAR64, abi::SWITCH_HANDOFF);")
+    assert [int(x) for x in rust] == [abi.handoff_offset(n) for n in names] + [
+        8 * len(names), abi.SWITCH_GDTR_BASE, abi.SWITCH_FAR32, abi.SWITCH_FAR64, abi.SWITCH_HANDOFF]
+
+    # The assembly: its symbols, and the switch data's bytes where the loader writes into them.
+    (tmp_path / "t.S").write_text(rendered("loader/trampoline.S.j2", built["plan"]))
+    (tmp_path / "lib.rs").write_text('core::arch::global_asm!(include_str!("t.S"));\n')
+    out = subprocess.run([RUSTC, "--edition", "2021", "--crate-type", "lib", "--emit", "obj", "-o",
+                          str(tmp_path / "t.o"), str(tmp_path / "lib.rs")], capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    with (tmp_path / "t.o").open("rb") as f:
+        elf = ELFFile(f)
+        symbols = {s.name: s for s in elf.get_section_by_name(".symtab").iter_symbols()}
+        for n in names:
+            assert symbols[f"HANDOFF_{n.upper()}"]["st_value"] == abi.handoff_offset(n), n
+        assert symbols["HANDOFF_SIZE"]["st_value"] == 8 * len(names)
+        data = symbols["highboot_switch_data"]
+        text = elf.get_section(data["st_shndx"]).data()
+        switch = text[data["st_value"]:data["st_value"] + abi.SWITCH_HANDOFF + 8 * len(names)]
+    gdt = struct.unpack_from(f"<{len(abi.SWITCH_GDT_ENTRIES)}Q", switch, abi.SWITCH_GDT)
+    assert gdt == abi.SWITCH_GDT_ENTRIES
+    assert struct.unpack_from("<H", switch, abi.SWITCH_GDTR)[0] == 8 * len(abi.SWITCH_GDT_ENTRIES) - 1
+    assert abi.SWITCH_GDTR_BASE == abi.SWITCH_GDTR + 2  # the base follows the limit
+    assert struct.unpack_from("<H", switch, abi.SWITCH_FAR32 + 4)[0] == abi.SWITCH_CODE32_SELECTOR
+    assert struct.unpack_from("<H", switch, abi.SWITCH_FAR64 + 4)[0] == abi.SWITCH_CODE64_SELECTOR
+    # The selectors name GDT entries of the right kind: 32-bit code (D=1, L=0), 64-bit code (L=1).
+    assert gdt[abi.SWITCH_CODE32_SELECTOR // 8] >> 53 & 3 == 0b10
+    assert gdt[abi.SWITCH_CODE64_SELECTOR // 8] >> 53 & 3 == 0b01
+    assert abi.GDT_ENTRIES[abi.CODE_SELECTOR // 8] >> 53 & 3 == 0b01 and abi.GDT_ENTRIES[abi.DATA_SELECTOR // 8] \
+        >> 43 & 1 == 0
+
+
+@pytest.mark.parametrize("struct_name, rust_name, fields", [
+    ("highboot_boot_info", "BootInfo", bootinfo.BOOT_INFO),
+    ("highboot_memory_region", "MemoryRegion", bootinfo.MEMORY_REGION),
+    ("highboot_efi_range", "EfiRange", bootinfo.EFI_RANGE),
+])
+def test_boot_info_rust_and_c_agree(tmp_path: Path, struct_name: str, rust_name: str,
+                                    fields: tuple[bootinfo.Field, ...]) -> None:
+    names = [("r#" if f.name in ("type",) else "") + f.name for f in fields]
+    rust = run_rust(tmp_path, {"bootinfo": rendered("common/bootinfo.rs.j2")},
+                    "\n".join(f'    println!("{{}}", core::mem::offset_of!(bootinfo::{rust_name}, {n}));'
+                              for n in names)
+                    + f'\n    println!("{{}}", core::mem::size_of::<bootinfo::{rust_name}>());')
+    (tmp_path / "highboot.h").write_text(rendered("include/highboot.h.j2"))
+    lines = "\n".join(f'    printf("%zu\\n", offsetof(struct {struct_name}, {f.name}));' for f in fields)
+    (tmp_path / "c.c").write_text(f'#include <stddef.h>\n#include <stdio.h>\n#include "highboot.h"\nint main(void) {{\n'
+                                  f'{lines}\n    printf("%zu\\n", sizeof(struct {struct_name}));\n    return 0;\n}}\n')
+    subprocess.run(["gcc", "-Wall", "-Werror", "-o", str(tmp_path / "c"), str(tmp_path / "c.c")], check=True,
+                   timeout=120)
+    c = subprocess.run([str(tmp_path / "c")], capture_output=True, text=True, check=True).stdout.split()
+    expected = [*python_offsets(fields), bootinfo.size_of(fields)]
+    assert [int(x) for x in rust] == expected
+    assert [int(x) for x in c] == expected
