@@ -111,3 +111,22 @@ def test_boot_info_rust_and_c_agree(tmp_path: Path, struct_name: str, rust_name:
     expected = [*python_offsets(fields), bootinfo.size_of(fields)]
     assert [int(x) for x in rust] == expected
     assert [int(x) for x in c] == expected
+
+
+def test_pte_bits_rust_and_c_agree_with_the_planner(tmp_path: Path) -> None:
+    """The page-table bits the planner encodes are the ones loader, kernels and C see."""
+    from highboot.paging import ADDR_MASK, PageFlags
+
+    expected = [int(PageFlags[c.name]) if c.name in PageFlags.__members__ else ADDR_MASK for c in bootinfo.PTE_BITS]
+    names = [c.name for c in bootinfo.PTE_BITS]
+    rust = run_rust(tmp_path, {"bootinfo": rendered("common/bootinfo.rs.j2")},
+                    "\n".join(f'    println!("{{}}", bootinfo::pte::{n});' for n in names))
+    (tmp_path / "highboot.h").write_text(rendered("include/highboot.h.j2"))
+    lines = "\n".join(f'    printf("%llu\\n", (unsigned long long)HIGHBOOT_PTE_{n});' for n in names)
+    (tmp_path / "c.c").write_text(f'#include <stdio.h>\n#include "highboot.h"\nint main(void) {{\n{lines}\n'
+                                  "    return 0;\n}\n")
+    subprocess.run(["gcc", "-Wall", "-Werror", "-o", str(tmp_path / "c"), str(tmp_path / "c.c")], check=True,
+                   timeout=120)
+    c = subprocess.run([str(tmp_path / "c")], capture_output=True, text=True, check=True).stdout.split()
+    assert [int(x) for x in rust] == [int(x) for x in c] == expected
+    assert "ADDR_MASK" in names and "NO_EXECUTE" in names and "HUGE_PAGE" in names

@@ -7,6 +7,8 @@ import pytest
 
 from highboot import qemu
 from highboot.verify import (
+    DIRECT_MAPPED_TYPES,
+    MEMORY_TYPE,
     diff,
     expected_direct_map_size,
     kernel_slide,
@@ -30,7 +32,7 @@ def check_boot(result: qemu.BootResult, plan: dict, *, expect_1g: bool) -> None:
     assert dmap_size == expected_direct_map_size(report)
     # All RAM, ACPI tables, runtime regions and the framebuffer are inside the direct map.
     for base, length, kind in report.memory:
-        if kind in (1, 2, 3, 4, 5, 6, 10):
+        if kind in DIRECT_MAPPED_TYPES:
             assert base + length <= dmap_size, (hex(base), hex(length), kind)
     if report.number("framebuffer"):
         assert report.number("framebuffer") + report.number("fb_size") <= dmap_size
@@ -43,8 +45,8 @@ def check_boot(result: qemu.BootResult, plan: dict, *, expect_1g: bool) -> None:
     assert report.number("entry_rsp") == plan["stack_top_va"] + stack_slide - 8
     check_runtime_services(report, plan)
     block, size = report.number("block"), report.number("block_size")
-    assert (block, size) in {(b, n) for b, n, t in report.memory if t == 2} or any(
-        b <= block and block + size <= b + n for b, n, t in report.memory if t == 2)
+    kernel = MEMORY_TYPE["KERNEL"]
+    assert any(b <= block and block + size <= b + n for b, n, t in report.memory if t == kernel)
 
 
 @pytest.mark.parametrize("cpu, expect_1g", [("qemu64", False), ("max", True)])
@@ -77,7 +79,7 @@ def check_runtime_services(report, plan: dict) -> None:
         assert not (m.flags & 2 and not m.flags & (1 << 63)), f"W+X runtime mapping {m.text()}"
     covered = sorted((m.pa, m.pa + m.size) for m in report.efi)
     for start, length, kind in report.memory:
-        if kind == 6:  # EFI_RUNTIME
+        if kind == MEMORY_TYPE["EFI_RUNTIME"]:
             pos = start
             for lo, hi in covered:
                 if lo <= pos < hi:

@@ -68,15 +68,15 @@ static void visit(uint64_t table, unsigned depth, uint64_t base, int w, int x) {
     unsigned shift = 12 + 9 * (levels - 1 - depth), bits = 12 + 9 * levels;
     for (uint64_t i = 0; i < 512; i++) {
         uint64_t e = *(volatile uint64_t *)(dmap + table + i * 8);
-        if (!(e & 1)) continue;
+        if (!(e & HIGHBOOT_PTE_PRESENT)) continue;
         uint64_t va = base | (i << shift);
         if (va & (1ULL << (bits - 1))) va |= ~((1ULL << bits) - 1);
-        int ew = w && (e & 2), ex = x && !(e >> 63);
-        if (depth == levels - 1 || ((e & 0x80) && shift <= 30)) {
+        int ew = w && (e & HIGHBOOT_PTE_WRITABLE), ex = x && !(e & HIGHBOOT_PTE_NO_EXECUTE);
+        if (depth == levels - 1 || ((e & HIGHBOOT_PTE_HUGE_PAGE) && shift <= 30)) {
             uint64_t size = 1ULL << shift;
-            emit(va, e & 0x000ffffffffff000ULL & ~(size - 1), size, ew, ex);
+            emit(va, e & HIGHBOOT_PTE_ADDR_MASK & ~(size - 1), size, ew, ex);
         } else {
-            visit(e & 0x000ffffffffff000ULL, depth + 1, va & ((1ULL << bits) - 1), ew, ex);
+            visit(e & HIGHBOOT_PTE_ADDR_MASK, depth + 1, va & ((1ULL << bits) - 1), ew, ex);
         }
     }
 }
@@ -90,11 +90,11 @@ static struct translation translate(uint64_t root, uint64_t va) {
     for (unsigned depth = 0; depth < levels; depth++) {
         unsigned shift = 12 + 9 * (levels - 1 - depth);
         uint64_t e = *(volatile uint64_t *)(dmap + table + ((va >> shift) & 511) * 8);
-        if (!(e & 1)) break;
-        w = w && (e & 2);
-        x = x && !(e >> 63);
-        if (depth == levels - 1 || ((e & 0x80) && shift <= 30)) return (struct translation){1, w, x};
-        table = e & 0x000ffffffffff000ULL;
+        if (!(e & HIGHBOOT_PTE_PRESENT)) break;
+        w = w && (e & HIGHBOOT_PTE_WRITABLE);
+        x = x && !(e & HIGHBOOT_PTE_NO_EXECUTE);
+        if (depth == levels - 1 || ((e & HIGHBOOT_PTE_HUGE_PAGE) && shift <= 30)) return (struct translation){1, w, x};
+        table = e & HIGHBOOT_PTE_ADDR_MASK;
     }
     return (struct translation){0, 0, 0};
 }
@@ -242,7 +242,7 @@ void kmain(const struct highboot_boot_info *info, uint64_t entry_rsp) {
     __asm__ volatile("mov %%cr3, %0" : "=r"(cr3));
     __asm__ volatile("mov %%cr4, %0" : "=r"(cr4));
     check(entry_rsp == info->stack_top - 8, "RSP at entry is not stack_top - 8");
-    check((cr3 & 0x000ffffffffff000ULL) == info->page_table_root, "CR3 is not page_table_root");
+    check((cr3 & HIGHBOOT_PTE_ADDR_MASK) == info->page_table_root, "CR3 is not page_table_root");
     check(cr0 & (1 << 16), "CR0.WP is clear");
     /* With KASLR the kernel runs slid: wherever it runs, it is inside the image the boot info names. */
     uint64_t here = (uint64_t)(uintptr_t)&kmain;
@@ -282,8 +282,8 @@ void kmain(const struct highboot_boot_info *info, uint64_t entry_rsp) {
     dmap = info->direct_map_base;
     levels = (cr4 & (1 << 12)) ? 5 : 4;
     puts_serial("INFO levels="); putdec(levels); puts_serial("\n");
-    uint64_t root = cr3 & 0x000ffffffffff000ULL;
-    for (int i = 0; i < 256; i++) check(!(*(volatile uint64_t *)(dmap + root + i * 8) & 1), "lower half is mapped");
+    uint64_t root = cr3 & HIGHBOOT_PTE_ADDR_MASK;
+    for (int i = 0; i < 256; i++) check(!(*(volatile uint64_t *)(dmap + root + i * 8) & HIGHBOOT_PTE_PRESENT), "lower half is mapped");
     visit(root, 0, 0, 1, 1);
     flush();
     check(wx == 0, "a writable and executable mapping exists");

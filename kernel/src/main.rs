@@ -167,7 +167,7 @@ fn check_cpu(c: &mut Checks, i: &BootInfo, entry_rsp: u64) {
     let ret = unsafe { *(entry_rsp as *const u64) };
     c.check(ret == 0, format_args!("return address at entry is {:#x}, expected 0", ret));
     c.check(
-        cr3 & 0x000f_ffff_ffff_f000 == i.page_table_root,
+        cr3 & bootinfo::pte::ADDR_MASK == i.page_table_root,
         format_args!("CR3 {:#x} != page_table_root {:#x}", cr3, i.page_table_root),
     );
     c.check(cr0 & (1 << 16) != 0, format_args!("CR0.WP is clear"));

@@ -5,11 +5,7 @@
 use crate::bootinfo::BootInfo;
 use crate::{println, Checks};
 
-const PRESENT: u64 = 1;
-const WRITABLE: u64 = 2;
-const HUGE: u64 = 1 << 7;
-const NO_EXECUTE: u64 = 1 << 63;
-const ADDR: u64 = 0x000f_ffff_ffff_f000;
+use crate::bootinfo::pte::{ADDR_MASK as ADDR, HUGE_PAGE as HUGE, NO_EXECUTE, PRESENT, WRITABLE};
 
 #[derive(Clone, Copy, PartialEq)]
 struct Range {

@@ -133,15 +133,15 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
         (None, None)
     };
     let huge_1g = match plan::DIRECT_MAP_PAGE {
-        0 => features.pdpe1gb,
-        1 if !features.pdpe1gb => {
+        plan::DirectMapPage::Largest => features.pdpe1gb,
+        plan::DirectMapPage::Huge1G if !features.pdpe1gb => {
             return fail!(
                 efi::Status::UNSUPPORTED,
                 "the layout asks for 1 GiB direct-map pages; this CPU has none (pdpe1gb)"
             )
         }
-        1 => true,
-        _ => false,
+        plan::DirectMapPage::Huge1G => true,
+        plan::DirectMapPage::Large2M => false,
     };
     let nx_mask = if features.nx { u64::MAX } else { !(1u64 << 63) };
 

@@ -3,14 +3,9 @@
 
 use core::ptr;
 
+pub use crate::bootinfo::pte::{ADDR_MASK as ADDR, HUGE_PAGE as HUGE, NO_CACHE, NO_EXECUTE, PRESENT, WRITABLE};
 use crate::plan;
 
-pub const PRESENT: u64 = 1 << 0;
-pub const WRITABLE: u64 = 1 << 1;
-pub const NO_CACHE: u64 = 1 << 4;
-const HUGE: u64 = 1 << 7;
-pub const NO_EXECUTE: u64 = 1 << 63;
-const ADDR: u64 = 0x000f_ffff_ffff_f000;
 const TABLE: u64 = PRESENT | WRITABLE;
 
 pub fn index(va: u64, depth: usize) -> u64 {

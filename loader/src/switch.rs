@@ -11,7 +11,7 @@ use core::ptr;
 use r_efi::efi;
 
 use crate::firmware::Pages;
-use crate::paging::{self, PRESENT, WRITABLE};
+use crate::paging::{self, ADDR, PRESENT, WRITABLE};
 use crate::{abi, fail, Handoff, Result};
 
 extern "sysv64" {
@@ -25,7 +25,6 @@ extern "sysv64" {
 }
 
 const PAGE: u64 = 4096;
-const ADDR: u64 = 0x000f_ffff_ffff_f000;
 pub const CR4_LA57: u64 = 1 << 12;
 
 /// The trampoline page's copy below 4 GiB and the transition root next to it.

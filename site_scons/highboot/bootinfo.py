@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from highboot.paging import ADDR_MASK, PageFlags
+
 MAGIC = int.from_bytes(b"HIGHBOOT", "little")
 VERSION = 3
 
@@ -144,6 +146,22 @@ FB_FORMATS = (
 )
 
 
+#: x86-64 page-table entry bits, for kernels that walk or extend their tables (the planner's own
+#: flags, paging.PageFlags, are the one spelling of them; the loader uses these too).
+PTE_BITS = tuple(Constant(flag.name, int(flag), doc) for flag, doc in (
+    (PageFlags.PRESENT, "the entry maps something"),
+    (PageFlags.WRITABLE, "writes allowed (every level of the walk must allow them)"),
+    (PageFlags.USER_ACCESSIBLE, "user-mode access allowed"),
+    (PageFlags.WRITE_THROUGH, "write-through caching"),
+    (PageFlags.NO_CACHE, "caching disabled (memory-mapped I/O)"),
+    (PageFlags.ACCESSED, "set by the CPU on access"),
+    (PageFlags.DIRTY, "set by the CPU on a write (leaf entries)"),
+    (PageFlags.HUGE_PAGE, "a 2 MiB or 1 GiB page, not a table (PD and PDPT entries)"),
+    (PageFlags.GLOBAL, "kept in the TLB across CR3 loads when CR4.PGE is set"),
+    (PageFlags.NO_EXECUTE, "instruction fetches fault (EFER.NXE; any level of the walk)"),
+)) + (Constant("ADDR_MASK", ADDR_MASK, "the physical address in an entry (bits 12..51)"),)
+
+
 def size_of(fields: tuple[Field, ...]) -> int:
     """Bytes of a repr(C) struct of these fields (u64 fields are kept 8-aligned by the order above)."""
     offset = 0
@@ -162,4 +180,5 @@ def context() -> dict[str, object]:
         "efi_range_fields": EFI_RANGE, "efi_range_size": size_of(EFI_RANGE), "access": ACCESS,
         "rust_keywords": ("type", "ref", "match", "mod"),
         "memory_types": MEMORY_TYPES, "flags": FLAGS, "cpu_features": CPU_FEATURES, "fb_formats": FB_FORMATS,
+        "pte_bits": PTE_BITS,
     }

@@ -16,14 +16,14 @@ from highboot.elfkernel import read_kernel
 from highboot.errors import HighbootError
 from highboot.layout import load_layout
 from highboot.pecheck import require_valid
-from highboot.plan import plan_boot
+from highboot.plan import DEFAULT_KERNEL_ESP_PATH, plan_boot
 from highboot.render import render, write_atomic
 from highboot.toolchain import RustToolchain, target_name
 
 
 def make_plan(kernel: str, layout: str, out: str, options: dict[str, Any]) -> None:
     plan = plan_boot(read_kernel(kernel), load_layout(layout), cmdline=options.get("cmdline", ""),
-                     kernel_esp_path=options.get("kernel_esp_path", "\\highboot\\kernel.elf"),
+                     kernel_esp_path=options.get("kernel_esp_path", DEFAULT_KERNEL_ESP_PATH),
                      kaslr=bool(options.get("kaslr", False)), kernel_base=options.get("kernel_base"))
     plan.fault = options.get("fault", "")
     write_atomic(out, json.dumps(plan.to_json(), indent=1, sort_keys=True) + "\n")

@@ -29,8 +29,9 @@ from highboot.layout import Layout, Region
 from highboot.paging import ENTRIES, PAGE, R_NX, RW_NX, RX, Slot, TableBuilder, flags_text, paging_levels
 from highboot.units import MIB, align_down, align_up, format_size, hex_addr, text_bytes
 
-#: Where the loader finds the kernel on the ESP (the build copies it there).
-DEFAULT_KERNEL_ESP_PATH = "\\highboot\\kernel.elf"
+#: Where the loader finds the kernel on the ESP (the build copies it there): the one spelling.
+KERNEL_ESP_FILE = "highboot/kernel.elf"
+DEFAULT_KERNEL_ESP_PATH = "\\" + KERNEL_ESP_FILE.replace("/", "\\")
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from highboot.bootinfo import MEMORY_TYPES
 from highboot.paging import PAGE, R_NX, RW_NX, RX, Mapping, coalesce, minimum_tables, paging_levels
 from highboot.units import GIB
 
 FLAGS = {"RX": int(RX), "R": int(R_NX), "RW": int(RW_NX)}
 _FLAG_TEXT = {"R": int(R_NX), "RW": int(RW_NX), "RX": int(RX), "RWX": int(RX) | 2}
-# Memory types (bootinfo.MEMORY_TYPES) the direct map must cover: everything but MMIO, bad, reserved.
-DIRECT_MAPPED_TYPES = {1, 2, 3, 4, 5, 6, 10}
+MEMORY_TYPE = {c.name: c.value for c in MEMORY_TYPES}
+# Memory types the direct map must cover: everything but MMIO, bad, reserved.
+DIRECT_MAPPED_TYPES = {MEMORY_TYPE[name] for name in ("USABLE", "KERNEL", "LOADER_RECLAIMABLE", "ACPI_RECLAIMABLE",
+                                                      "ACPI_NVS", "EFI_RUNTIME", "PERSISTENT")}
 
 
 @dataclass(frozen=True)
