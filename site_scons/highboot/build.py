@@ -52,6 +52,10 @@ def core_is_built(target_dir: str, target: str) -> bool:
 def cargo_build(rust: RustToolchain, crate_dir: str, target: str, target_dir: str, artifact: str, out: str,
                 env_extra: dict[str, str], rustflags: list[str], verbose: bool) -> None:
     """Build crate_dir for target and copy artifact (relative to the profile dir) to out."""
+    if rust.builds_std(target) and rust.vendor is None:
+        raise HighbootError(f"building for the target spec {target} needs core's sources: {rust.rustc} has no "
+                            "rust-src (rustup component add rust-src, or Debian's rust-web-src with rustc-web)",
+                            file=crate_dir, field="toolchain")
     cmd = rust.cargo_args(target) + ["--manifest-path", str(Path(crate_dir, "Cargo.toml"))]
     if rustflags:
         cmd += ["--config", f"target.{target_name(target)}.rustflags={json.dumps(rustflags)}"]
