@@ -9,7 +9,6 @@ use r_efi::efi;
 use r_efi::protocols::simple_text_output;
 
 static CON_OUT: AtomicPtr<simple_text_output::Protocol> = AtomicPtr::new(ptr::null_mut());
-const COM1: u16 = 0x3f8;
 
 /// Print through the firmware's console from now on.
 pub fn init(st: *mut efi::SystemTable) {
@@ -33,30 +32,13 @@ impl Console {
             ((*out).output_string)(out, buf.as_mut_ptr());
         }
     }
-
-    fn serial_byte(byte: u8) {
-        // SAFETY: COM1 is a standard PC port; wait for the transmit holding register to empty.
-        unsafe {
-            for _ in 0..100_000 {
-                if inb(COM1 + 5) & 0x20 != 0 {
-                    break;
-                }
-            }
-            outb(COM1, byte);
-        }
-    }
 }
 
 impl Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let out = CON_OUT.load(Ordering::Relaxed);
         if out.is_null() {
-            for b in s.bytes() {
-                if b == b'\n' {
-                    Self::serial_byte(b'\r');
-                }
-                Self::serial_byte(b);
-            }
+            crate::com1::write_str(s);
             return Ok(());
         }
         let mut buf = [0u16; 129];
@@ -83,16 +65,6 @@ impl Write for Console {
         }
         Ok(())
     }
-}
-
-unsafe fn outb(port: u16, value: u8) {
-    core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags));
-}
-
-unsafe fn inb(port: u16) -> u8 {
-    let value: u8;
-    core::arch::asm!("in al, dx", out("al") value, in("dx") port, options(nomem, nostack, preserves_flags));
-    value
 }
 
 #[macro_export]

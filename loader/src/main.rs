@@ -10,6 +10,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use r_efi::efi;
 
+mod com1;
 mod console;
 mod cpu;
 mod firmware;
