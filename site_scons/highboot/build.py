@@ -107,3 +107,80 @@ def install_together(pairs: list[tuple[str, str]]) -> None:
     finally:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------ C kernels
+
+#: gcc for a C kernel linked with the rendered linker script (highboot.h from the same build).
+C_FLAGS = ("-O2 -Wall -Wextra -Werror -ffreestanding -nostdlib -static -no-pie -fno-pic -mcmodel=kernel "
+           "-mno-red-zone -mgeneral-regs-only -fno-stack-protector -fno-asynchronous-unwind-tables "
+           "-Wl,--build-id=none").split()
+#: The same, position independent, linked by lld: R_X86_64_RELATIVE relocations left in the file.
+C_PIE_FLAGS = [f for f in C_FLAGS if f not in ("-static", "-no-pie", "-fno-pic", "-mcmodel=kernel")] + [
+    "-fPIE", "-pie", "-fuse-ld=lld", "-Wl,--no-dynamic-linker"]
+#: Kernels as their toolchains emit them (tests): linked at 0 by the toolchain's own default layout,
+#: no highboot linker script. Static PIEs with RELA (GNU ld) and RELR (GNU ld, lld), and a kernel
+#: linked as a shared object, whose calls go through a PLT (GLOB_DAT, JUMP_SLOT to symbols).
+SHAPE_C_FLAGS = ("-O2 -Wall -Wextra -Werror -ffreestanding -nostdlib -mno-red-zone -mgeneral-regs-only "
+                 "-fno-stack-protector -fasynchronous-unwind-tables -Wl,--eh-frame-hdr -Wl,--build-id=none").split()
+_STATIC_PIE = ["-static-pie", "-fPIE"]
+C_SHAPES = {"gcc-rela": _STATIC_PIE, "gcc-relr": [*_STATIC_PIE, "-Wl,-z,pack-relative-relocs"],
+            "lld-relr": [*_STATIC_PIE, "-fuse-ld=lld", "-Wl,--pack-dyn-relocs=relr"],
+            "lld-shared": ["-shared", "-fPIC", "-fuse-ld=lld", "-Wl,-e,_start", "-Wl,-z,relro,-z,now"]}
+
+
+def compile_c_kernel(source: str, out: str, include: str, *, linker_script: str | None = None, pie: bool = False,
+                     shape: str = "", verbose: bool = False) -> None:
+    """gcc, freestanding, with the rendered highboot.h: linked with the rendered linker script, or
+    (shape) as the toolchain links by default."""
+    if shape:
+        flags, script = SHAPE_C_FLAGS + C_SHAPES[shape], []
+    else:
+        flags, script = (C_PIE_FLAGS if pie else C_FLAGS), [f"-Wl,-T,{linker_script}"]
+    cmd = ["gcc", *flags, f"-I{include}", *script, "-o", out, source]
+    if verbose:
+        print(" ".join(cmd))
+    if subprocess.call(cmd) != 0:
+        raise HighbootError("gcc failed (its messages are above)", file=source)
+
+
+def sign_loader(source: str, out: str, vars_out: str, key: str, cert: str) -> None:
+    """SIGN=1: sign the checked loader with the project's db key (made on first use) and write an
+    OVMF VARS file with its certificate enrolled."""
+    from highboot.qemu import find_firmware
+    from highboot.signing import enroll_vars, ensure_keys, sign
+
+    key_path, cert_path = ensure_keys(key, cert)
+    sign(source, out, key_path, cert_path)
+    enroll_vars(find_firmware(secure_boot=True).vars, cert_path, vars_out)
+
+
+def show_map(layout_path: str, plan_file: str, out_dir: str) -> None:
+    """scons map: print the planned address space; write it as text and SVG beside."""
+    from highboot.addrmap import format_map, svg_map
+
+    layout = load_layout(layout_path)
+    plan = json.loads(Path(plan_file).read_text(encoding="utf-8"))
+    text = format_map(layout, plan)
+    print(text, end="")
+    write_atomic(Path(out_dir, "map.txt"), text)
+    write_atomic(Path(out_dir, "map.svg"), svg_map(layout, plan))
+    print(f"(written to {out_dir}/map.txt and {out_dir}/map.svg)")
+
+
+def run_qemu(esp_dir: str, *, kernel: str, plan_file: str, out_dir: str, gdb: bool, kaslr: bool, cpu: str,
+             memory: str, graphic: bool, secure_vars: str | None) -> int:
+    """scons run / debug: boot the ESP; debug first writes debug.gdb (the kernel's symbols, a break
+    at its entry) and QEMU waits for gdb."""
+    from highboot.qemu import gdb_script, run_interactive
+
+    if gdb:
+        script = Path(out_dir, "debug.gdb")
+        entry = json.loads(Path(plan_file).read_text(encoding="utf-8"))["entry"]
+        write_atomic(script, gdb_script(str(Path(kernel).resolve()), entry))
+        print(f"QEMU waits for gdb; in another terminal: gdb -x {script}  (then: continue)")
+        if kaslr:
+            print("KASLR=1: the kernel runs at its link address plus the slide the loader prints "
+                  "(\"kernel slide 0x...\"); in gdb: symbol-file -o <slide> <kernel> and break there, "
+                  "or debug a KASLR=0 build")
+    return run_interactive(esp_dir, cpu=cpu, memory=memory, graphic=graphic, gdb=gdb, secure_vars=secure_vars)

@@ -92,6 +92,53 @@ def _pecheck_action(target: Any, source: Any, env: Any) -> None:
         raise _fail(target, exc) from None
 
 
+def _c_kernel_action(target: Any, source: Any, env: Any) -> None:
+    # source: the C file, then (linker-script builds) the rendered linker script, then the header.
+    try:
+        build.compile_c_kernel(str(source[0]), str(target[0]), env["C_INCLUDE"],
+                               linker_script=None if env["C_SHAPE"] else str(source[1]), pie=env["C_PIE"],
+                               shape=env["C_SHAPE"], verbose=bool(env.get("VERBOSE")))
+    except HighbootError as exc:
+        raise _fail(target, exc) from None
+
+
+def _install_esp_action(target: Any, source: Any, env: Any) -> None:
+    build.install_together([(str(s), str(t)) for s, t in zip(source, target, strict=True)])
+
+
+def _sign_action(target: Any, source: Any, env: Any) -> None:
+    try:
+        build.sign_loader(str(source[0]), str(target[0]), str(target[1]), env["SIGN_KEY"], env["SIGN_CERT"])
+    except HighbootError as exc:
+        raise _fail(target, exc) from None
+
+
+def _image_action(target: Any, source: Any, env: Any) -> None:
+    from highboot.image import build_image
+
+    try:
+        build_image(env["ESP_DIR"], str(target[0]), seed=env["IMAGE_SEED"] or None)
+    except HighbootError as exc:
+        raise _fail(target, exc) from None
+
+
+def _map_action(target: Any, source: Any, env: Any) -> None:
+    try:
+        build.show_map(env["LAYOUT"], str(source[0]), env["BUILD_DIR"])
+    except HighbootError as exc:
+        raise _fail(target, exc) from None
+
+
+def _qemu_action(target: Any, source: Any, env: Any) -> int:
+    try:
+        return build.run_qemu(env["ESP_DIR"], kernel=env["KERNEL_FILE"], plan_file=env["PLAN_FILE"],
+                              out_dir=env["BUILD_DIR"], gdb=env["QEMU_GDB"], kaslr=env["KASLR"],
+                              cpu=env["QEMU_CPU"], memory=env["QEMU_MEMORY"], graphic=env["GRAPHIC"],
+                              secure_vars=env.get("SECURE_VARS"))
+    except HighbootError as exc:
+        raise _fail(target, exc) from None
+
+
 def generate(env: Any) -> None:
     quiet = not env.get("VERBOSE")
 
@@ -107,7 +154,21 @@ def generate(env: Any) -> None:
         emitter=_cargo_emitter)
     env["BUILDERS"]["PECheck"] = SCons.Builder.Builder(
         action=action(_pecheck_action, "Checking $SOURCE (pefile) -> $TARGET"))
-    env.SetDefault(TEMPLATE_DIRS=[])
+    env["BUILDERS"]["CKernel"] = SCons.Builder.Builder(
+        action=SCons.Action.Action(_c_kernel_action, "Compiling $TARGET (gcc)",
+                                   varlist=["C_PIE", "C_INCLUDE", "C_SHAPE"]))
+    env["BUILDERS"]["InstallESP"] = SCons.Builder.Builder(
+        action=action(_install_esp_action, "Installing the ESP: $TARGETS"))
+    env["BUILDERS"]["SignLoader"] = SCons.Builder.Builder(
+        action=action(_sign_action, "Signing $TARGET (sbsign) and enrolling the key in $TARGETS"),
+        emitter=lambda target, source, env: (target, source + [env.Value(f"{env['SIGN_KEY']}:{env['SIGN_CERT']}")]))
+    env["BUILDERS"]["DiskImage"] = SCons.Builder.Builder(
+        action=action(_image_action, "Packing $TARGET (GPT, FAT32 EFI System Partition)"),
+        emitter=lambda target, source, env: (target, source + [env.Value(env["IMAGE_SEED"])]))
+    # Commands the user runs (always, never "up to date"): scons map, run, debug.
+    env["BUILDERS"]["ShowMap"] = SCons.Builder.Builder(action=SCons.Action.Action(_map_action, None))
+    env["BUILDERS"]["Qemu"] = SCons.Builder.Builder(action=SCons.Action.Action(_qemu_action, None))
+    env.SetDefault(TEMPLATE_DIRS=[], C_PIE=False, C_SHAPE="", QEMU_GDB=False)
 
 
 def exists(env: Any) -> bool:
