@@ -100,130 +100,36 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
         panic!("injected panic before ExitBootServices [test build]");
     }
     // Everything allocated here is freed again if the boot fails before ExitBootServices.
-    let (_kernel_pages, kernel) = firmware::read_kernel(bs, image)?;
-    if sha256::digest(kernel) != plan::KERNEL_SHA256 {
-        return fail!(
-            efi::Status::SECURITY_VIOLATION,
-            "{} does not match the kernel this loader was built for (SHA-256 differs); refusing to boot it",
-            plan::KERNEL_PATH_TEXT
-        );
-    }
-
+    let (_kernel_pages, kernel) = read_verified_kernel(bs, image)?;
     let features = cpu::features();
-    if plan::FAULT == "firmware_5level" && features.la57 && !cpu::la57_active() {
-        switch::firmware_to_5_level(bs)?;
-        println!("highboot: test build: the firmware now runs 5-level paging");
-    }
-    if plan::LEVELS == 5 && !features.la57 {
-        return fail!(
-            efi::Status::UNSUPPORTED,
-            "layout \"{}\" asks for 5-level paging (57-bit addresses); this CPU has no LA57 (CPUID.7.0:ECX bit 16)",
-            plan::LAYOUT_NAME
-        );
-    }
-    let firmware_levels = if cpu::la57_active() { 5 } else { 4 };
-    let (_low_pages, low) = if firmware_levels != plan::LEVELS {
-        println!(
-            "highboot: the firmware runs {}-level paging; the kernel gets {}-level paging",
-            firmware_levels,
-            plan::LEVELS
-        );
-        let (pages, low) = switch::allocate_low(bs)?;
-        (Some(pages), Some(low))
-    } else {
-        (None, None)
-    };
-    let huge_1g = match plan::DIRECT_MAP_PAGE {
-        plan::DirectMapPage::Largest => features.pdpe1gb,
-        plan::DirectMapPage::Huge1G if !features.pdpe1gb => {
-            return fail!(
-                efi::Status::UNSUPPORTED,
-                "the layout asks for 1 GiB direct-map pages; this CPU has none (pdpe1gb)"
-            )
-        }
-        plan::DirectMapPage::Huge1G => true,
-        plan::DirectMapPage::Large2M => false,
-    };
+    let (_low_pages, low) = paging_mode_switch(bs, &features)?;
     let nx_mask = if features.nx { u64::MAX } else { !(1u64 << 63) };
-
     let framebuffer = firmware::framebuffer(bs);
     let (rsdp, rsdp_revision) = firmware::rsdp(st);
 
     let mut map = memmap::FirmwareMap::new(bs, MAP_SLACK)?;
     map.refresh(bs)?;
-    let mut top = memmap::physical_top(&map).max(4 * GIB);
-    if let Some(fb) = &framebuffer {
-        top = top.max(fb.base + fb.size);
-    }
-    let dmap_size = (top + GIB - 1) & !(GIB - 1);
-    if dmap_size > plan::DIRECT_MAP_LIMIT {
-        return fail!(
-            efi::Status::OUT_OF_RESOURCES,
-            "this machine's physical address space ({:#x} bytes) does not fit the layout's direct-map region ({:#x} bytes)",
-            dmap_size,
-            plan::DIRECT_MAP_LIMIT
-        );
-    }
-    let dmap_page = if huge_1g { GIB } else { MIB2 };
-
-    // KASLR: the kernel's slide and the direct map's base, from the best randomness there is.
-    let mut kaslr = Kaslr { slide: 0, dmap_base: plan::DIRECT_MAP_BASE, source: None };
-    if plan::KASLR {
-        let (words, source) = random::words(bs);
-        let slides = ((plan::SLIDE_MAX - plan::SLIDE_MIN) as u64) / plan::SLIDE_ALIGN + 1;
-        kaslr.slide = plan::SLIDE_MIN + (random::below(words[0], slides) * plan::SLIDE_ALIGN) as i64;
-        let slots = (plan::DIRECT_MAP_LIMIT - dmap_size) / plan::DIRECT_MAP_ALIGN + 1;
-        kaslr.dmap_base = plan::DIRECT_MAP_BASE + random::below(words[1], slots) * plan::DIRECT_MAP_ALIGN;
-        kaslr.source = Some(source);
-        println!(
-            "highboot: KASLR from {}: kernel slide {:#x} of {} choices, direct map at {:#x} of {} choices",
-            source.name(),
-            kaslr.slide,
-            slides,
-            kaslr.dmap_base,
-            slots
-        );
-    }
+    let (dmap_size, dmap_page) = size_direct_map(&map, &framebuffer, &features)?;
+    let kaslr = choose_placement(bs, dmap_size);
     let slid = |va: u64| va.wrapping_add(kaslr.slide as u64);
     let stack_slid = |va: u64| if plan::STACK_SLIDES { slid(va) } else { va };
     let dmap_base = kaslr.dmap_base;
-    let mut pool_pages = paging::tables_needed(dmap_base, dmap_size, dmap_page);
-    if let (Some(first), Some(last)) = (plan::KASLR_TABLES.first(), plan::KASLR_TABLES.last()) {
-        pool_pages += paging::tables_needed(slid(first.1), last.1 + plan::SLIDE_ALIGN - first.1, plan::SLIDE_ALIGN);
-    }
-
-    // EFI runtime services: room in the layout's EFI region, tables for their mappings.
     let attributes = runtime::Attributes::read(st);
-    let (rt_descriptors, rt_pages) = runtime::census(&map);
-    if let Some((efi_base, efi_size)) = plan::EFI_REGION {
-        let span = ((rt_pages + 512) * PAGE).min(efi_size);
-        if rt_pages * PAGE > efi_size {
-            return fail!(
-                efi::Status::OUT_OF_RESOURCES,
-                "the firmware's runtime services need {:#x} bytes; the layout's EFI region has {:#x}",
-                rt_pages * PAGE,
-                efi_size
-            );
-        }
-        pool_pages += paging::tables_needed(efi_base, span, PAGE);
-    }
-    let range_capacity = rt_descriptors + attributes.len() + 2 * runtime::SLACK;
-    let vmap_capacity = rt_descriptors + runtime::SLACK;
-
-    // The dynamic tail of the block: direct-map tables, then one area for the boot info, the GDT
-    // and IDT descriptors, the command line and the memory map.
-    let map_capacity = map.len() + MAP_SLACK + 4;
-    let info_size = core::mem::size_of::<bootinfo::BootInfo>() as u64;
-    let gdt_off = (info_size + 15) & !15;
-    let desc_off = gdt_off + 32;
-    let cmdline_off = desc_off + 32;
-    let memmap_off = (cmdline_off + plan::CMDLINE.len() as u64 + 15) & !15;
-    let ranges_off = memmap_off + (map_capacity * core::mem::size_of::<bootinfo::MemoryRegion>()) as u64;
-    let vmap_off = ranges_off + (range_capacity * core::mem::size_of::<bootinfo::EfiRange>()) as u64;
-    let area_size = vmap_off + (vmap_capacity * map.descriptor_size()) as u64;
-    let pool_off = plan::STATIC_SIZE;
-    let area_off = pool_off + pool_pages * PAGE;
-    let block_size = (area_off + area_size + PAGE - 1) & !(PAGE - 1);
+    let BlockLayout {
+        pool_pages,
+        map_capacity,
+        range_capacity,
+        vmap_capacity,
+        gdt_off,
+        desc_off,
+        cmdline_off,
+        memmap_off,
+        ranges_off,
+        vmap_off,
+        pool_off,
+        area_off,
+        block_size,
+    } = lay_out_block(&map, &attributes, &kaslr, dmap_size, dmap_page)?;
 
     let block_pages = firmware::allocate_block(bs, block_size / PAGE)?;
     let block = block_pages.base;
@@ -257,7 +163,7 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
         let i = &mut *info;
         i.magic = bootinfo::MAGIC;
         i.version = bootinfo::VERSION;
-        i.size = info_size as u32;
+        i.size = core::mem::size_of::<bootinfo::BootInfo>() as u32;
         i.cpu_features = if features.pdpe1gb { bootinfo::cpu::PDPE1GB } else { 0 }
             | if features.nx { bootinfo::cpu::NX } else { 0 }
             | if features.la57 { bootinfo::cpu::LA57 } else { 0 };
@@ -396,6 +302,182 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
             None => highboot_handoff(&handoff),
         }
     }
+}
+
+/// Read the kernel file and check it is the one this loader was built for (size and SHA-256).
+fn read_verified_kernel(bs: &efi::BootServices, image: efi::Handle) -> Result<(firmware::Pages, &'static [u8])> {
+    let (pages, kernel) = firmware::read_kernel(bs, image)?;
+    if sha256::digest(kernel) != plan::KERNEL_SHA256 {
+        return fail!(
+            efi::Status::SECURITY_VIOLATION,
+            "{} does not match the kernel this loader was built for (SHA-256 differs); refusing to boot it",
+            plan::KERNEL_PATH_TEXT
+        );
+    }
+    Ok((pages, kernel))
+}
+
+/// The kernel's paging mode against the firmware's: the pages for the 4 <-> 5-level switch when
+/// they differ (see switch.rs), a refusal when the CPU cannot run the layout's mode.
+fn paging_mode_switch(
+    bs: &efi::BootServices,
+    features: &cpu::Features,
+) -> Result<(Option<firmware::Pages>, Option<switch::LowPages>)> {
+    if plan::FAULT == "firmware_5level" && features.la57 && !cpu::la57_active() {
+        switch::firmware_to_5_level(bs)?;
+        println!("highboot: test build: the firmware now runs 5-level paging");
+    }
+    if plan::LEVELS == 5 && !features.la57 {
+        return fail!(
+            efi::Status::UNSUPPORTED,
+            "layout \"{}\" asks for 5-level paging (57-bit addresses); this CPU has no LA57 (CPUID.7.0:ECX bit 16)",
+            plan::LAYOUT_NAME
+        );
+    }
+    let firmware_levels = if cpu::la57_active() { 5 } else { 4 };
+    if firmware_levels == plan::LEVELS {
+        return Ok((None, None));
+    }
+    println!(
+        "highboot: the firmware runs {}-level paging; the kernel gets {}-level paging",
+        firmware_levels,
+        plan::LEVELS
+    );
+    let (pages, low) = switch::allocate_low(bs)?;
+    Ok((Some(pages), Some(low)))
+}
+
+/// The direct map's size (all RAM-like memory, 4 GiB at least, the framebuffer, 1 GiB granular)
+/// and page size (as the layout asks, from what the CPU has).
+fn size_direct_map(
+    map: &memmap::FirmwareMap,
+    framebuffer: &Option<firmware::Framebuffer>,
+    features: &cpu::Features,
+) -> Result<(u64, u64)> {
+    let huge_1g = match plan::DIRECT_MAP_PAGE {
+        plan::DirectMapPage::Largest => features.pdpe1gb,
+        plan::DirectMapPage::Huge1G if !features.pdpe1gb => {
+            return fail!(
+                efi::Status::UNSUPPORTED,
+                "the layout asks for 1 GiB direct-map pages; this CPU has none (pdpe1gb)"
+            )
+        }
+        plan::DirectMapPage::Huge1G => true,
+        plan::DirectMapPage::Large2M => false,
+    };
+    let mut top = memmap::physical_top(map).max(4 * GIB);
+    if let Some(fb) = framebuffer {
+        top = top.max(fb.base + fb.size);
+    }
+    let size = (top + GIB - 1) & !(GIB - 1);
+    if size > plan::DIRECT_MAP_LIMIT {
+        return fail!(
+            efi::Status::OUT_OF_RESOURCES,
+            "this machine's physical address space ({:#x} bytes) does not fit the layout's direct-map region ({:#x} bytes)",
+            size,
+            plan::DIRECT_MAP_LIMIT
+        );
+    }
+    Ok((size, if huge_1g { GIB } else { MIB2 }))
+}
+
+/// KASLR: the kernel's slide and the direct map's base, from the best randomness there is (slide 0
+/// and the layout's direct-map start without KASLR).
+fn choose_placement(bs: &efi::BootServices, dmap_size: u64) -> Kaslr {
+    let mut kaslr = Kaslr { slide: 0, dmap_base: plan::DIRECT_MAP_BASE, source: None };
+    if plan::KASLR {
+        let (words, source) = random::words(bs);
+        let slides = ((plan::SLIDE_MAX - plan::SLIDE_MIN) as u64) / plan::SLIDE_ALIGN + 1;
+        kaslr.slide = plan::SLIDE_MIN + (random::below(words[0], slides) * plan::SLIDE_ALIGN) as i64;
+        let slots = (plan::DIRECT_MAP_LIMIT - dmap_size) / plan::DIRECT_MAP_ALIGN + 1;
+        kaslr.dmap_base = plan::DIRECT_MAP_BASE + random::below(words[1], slots) * plan::DIRECT_MAP_ALIGN;
+        kaslr.source = Some(source);
+        println!(
+            "highboot: KASLR from {}: kernel slide {:#x} of {} choices, direct map at {:#x} of {} choices",
+            source.name(),
+            kaslr.slide,
+            slides,
+            kaslr.dmap_base,
+            slots
+        );
+    }
+    kaslr
+}
+
+/// The block's dynamic tail, sized at boot: the table pool (direct map, slid kernel tables, EFI
+/// runtime mappings), then one area for the boot info, the GDT and IDT descriptors, the command
+/// line, the memory map and the runtime ranges. Offsets are from the block's base.
+struct BlockLayout {
+    pool_pages: u64,
+    map_capacity: usize,
+    range_capacity: usize,
+    vmap_capacity: usize,
+    gdt_off: u64,
+    desc_off: u64,
+    cmdline_off: u64,
+    memmap_off: u64,
+    ranges_off: u64,
+    vmap_off: u64,
+    pool_off: u64,
+    area_off: u64,
+    block_size: u64,
+}
+
+fn lay_out_block(
+    map: &memmap::FirmwareMap,
+    attributes: &runtime::Attributes,
+    kaslr: &Kaslr,
+    dmap_size: u64,
+    dmap_page: u64,
+) -> Result<BlockLayout> {
+    let mut pool_pages = paging::tables_needed(kaslr.dmap_base, dmap_size, dmap_page);
+    if let (Some(first), Some(last)) = (plan::KASLR_TABLES.first(), plan::KASLR_TABLES.last()) {
+        let start = first.1.wrapping_add(kaslr.slide as u64);
+        pool_pages += paging::tables_needed(start, last.1 + plan::SLIDE_ALIGN - first.1, plan::SLIDE_ALIGN);
+    }
+    // EFI runtime services: room in the layout's EFI region, tables for their mappings.
+    let (rt_descriptors, rt_pages) = runtime::census(map);
+    if let Some((efi_base, efi_size)) = plan::EFI_REGION {
+        let span = ((rt_pages + 512) * PAGE).min(efi_size);
+        if rt_pages * PAGE > efi_size {
+            return fail!(
+                efi::Status::OUT_OF_RESOURCES,
+                "the firmware's runtime services need {:#x} bytes; the layout's EFI region has {:#x}",
+                rt_pages * PAGE,
+                efi_size
+            );
+        }
+        pool_pages += paging::tables_needed(efi_base, span, PAGE);
+    }
+    let range_capacity = rt_descriptors + attributes.len() + 2 * runtime::SLACK;
+    let vmap_capacity = rt_descriptors + runtime::SLACK;
+    let map_capacity = map.len() + MAP_SLACK + 4;
+    let info_size = core::mem::size_of::<bootinfo::BootInfo>() as u64;
+    let gdt_off = (info_size + 15) & !15;
+    let desc_off = gdt_off + 32;
+    let cmdline_off = desc_off + 32;
+    let memmap_off = (cmdline_off + plan::CMDLINE.len() as u64 + 15) & !15;
+    let ranges_off = memmap_off + (map_capacity * core::mem::size_of::<bootinfo::MemoryRegion>()) as u64;
+    let vmap_off = ranges_off + (range_capacity * core::mem::size_of::<bootinfo::EfiRange>()) as u64;
+    let area_size = vmap_off + (vmap_capacity * map.descriptor_size()) as u64;
+    let pool_off = plan::STATIC_SIZE;
+    let area_off = pool_off + pool_pages * PAGE;
+    let block_size = (area_off + area_size + PAGE - 1) & !(PAGE - 1);
+    Ok(BlockLayout {
+        pool_pages,
+        map_capacity,
+        range_capacity,
+        vmap_capacity,
+        gdt_off,
+        desc_off,
+        cmdline_off,
+        memmap_off,
+        ranges_off,
+        vmap_off,
+        pool_off,
+        area_off,
+        block_size,
+    })
 }
 
 /// Where KASLR put things (slide 0 and the layout's direct-map start without it).
