@@ -21,7 +21,6 @@ from elftools.elf.enums import ENUM_RELOC_TYPE_x64
 from highboot.errors import HighbootError
 from highboot.units import hex_addr
 
-PT_DYNAMIC = 2
 DT_NULL, DT_NEEDED, DT_PLTRELSZ, DT_STRTAB, DT_SYMTAB = 0, 1, 2, 5, 6
 DT_RELA, DT_RELASZ, DT_RELAENT, DT_STRSZ, DT_SYMENT = 7, 8, 9, 10, 11
 DT_REL, DT_RELSZ, DT_PLTREL, DT_TEXTREL, DT_JMPREL, DT_FLAGS = 17, 18, 20, 22, 23, 30
