@@ -25,10 +25,12 @@ from elfgen import (
     R_X86_64_GLOB_DAT,
     R_X86_64_JUMP_SLOT,
     R_X86_64_RELATIVE,
+    SHF_ALLOC,
     SHN_ABS,
     STB_WEAK,
     TABLES_AT,
     TEXT_AT,
+    Sec,
     Seg,
     Sym,
     dyn_pie,
@@ -252,3 +254,74 @@ def test_an_implausible_number_of_relocations_is_refused(tmp_path: Path, monkeyp
     with pytest.raises(HighbootError) as err:
         read_kernel(write(tmp_path, dyn_pie(rela=rel).build()))
     assert "more than 100 relocations" in err.value.message and err.value.field == "DT_RELA"
+
+
+# ------------------------------------------------------------------ found by a red-team read
+
+
+def phdr_patched(elf_bytes: bytes, index: int, field: str, value: int) -> bytes:
+    offsets = {"p_offset": 8, "p_vaddr": 16, "p_filesz": 32, "p_memsz": 40, "p_align": 48}
+    out = bytearray(elf_bytes)
+    struct.pack_into("<Q", out, 64 + 56 * index + offsets[field], value)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("make, field, message", [
+    (lambda: dyn_pie(tags={0x60000011: TABLES_AT, 0x60000012: 16}).build(), "PT_DYNAMIC",
+     "DT_ANDROID_RELA: Android's packed relocations are not supported"),
+    (lambda: phdr_patched(dyn_pie().build(), 3, "p_vaddr", 0xDEAD0000), "program header 3",
+     "the dynamic table (0x00000000dead0000+0x50) is not inside the file data of a PT_LOAD segment"),
+    (lambda: phdr_patched(dyn_pie().build(), 3, "p_offset", 0x2100), "program header 3",
+     "p_offset 0x2100 is not where p_vaddr 0x0000000000002000 is in the file (0x2000)"),
+    (lambda: dyn_pie(rela=rela_sym((DATA_AT, R_X86_64_RELATIVE, 0, 0)), relr=relr(DATA_AT)).build(), "relocations",
+     "two relocations write the same bytes, at 0x0000000000006000 and 0x0000000000006000"),
+    (lambda: dyn_pie(rela=rela_sym((DATA_AT, R_X86_64_RELATIVE, 0, 0), (DATA_AT + 4, R_X86_64_64, 0, 5))).build(),
+     "relocations", "two relocations write the same bytes, at 0x0000000000006000 and 0x0000000000006004"),
+    (lambda: dyn_pie(relr=relr(DATA_AT, DATA_AT)).build(), "relocations", "two relocations write the same bytes"),
+    (lambda: dyn_pie(rela=rela_sym((DATA_AT, R_X86_64_64, 1, 0)), syms=(Sym("c", 16, shndx=0xFFF2),)).build(),
+     "DT_SYMTAB", "refers to 'c' in reserved section 0xfff2 (COMMON?)"),
+    (lambda: dyn_pie(extra=(Seg(0xDEA5BEEF000, 0x40, PF_R, ptype=PT_TLS, offset=0, align=8),)).build(),
+     "program header 4", "PT_TLS template at 0x00000dea5beef000 is not in the PT_LOAD segments"),
+    (lambda: dyn_pie(extra=(Seg(DATA_AT, (1 << 64) - 1, PF_R, ptype=PT_TLS, offset=0, align=8),)).build(),
+     "program header 4", "is not a plausible TLS block size"),
+    (lambda: phdr_patched(dyn_pie().build(), 0, "p_align", 1 << 31), "program header 0",
+     "p_align 0x80000000 is not a plausible alignment (over 1 GiB)"),
+])
+def test_hostile_dynamic_tables_are_refused(tmp_path: Path, make, field: str, message: str) -> None:
+    with pytest.raises(HighbootError) as err:
+        read_kernel(write(tmp_path, make()))
+    assert message in err.value.message, err.value.format()
+    assert err.value.field == field
+
+
+def test_android_packed_relocation_section_is_refused(tmp_path: Path) -> None:
+    elf = dyn_pie()
+    elf.sections.append(Sec(".rela.dyn", 0x60000002, b"APS2" + bytes(12), SHF_ALLOC, 1, addr=TABLES_AT + 0x1000))
+    with pytest.raises(HighbootError) as err:
+        read_kernel(write(tmp_path, elf.build()))
+    assert "(SHT_ANDROID_RELA): Android's packed relocations are not supported" in err.value.message
+
+
+def test_stripped_pie_without_pt_dynamic_cannot_be_moved(tmp_path: Path) -> None:
+    """Its relocations, if any, cannot be found: it is not placed as if it had none."""
+    elf = dyn_pie(sections=False)
+    elf.segments = elf.segments[:3]
+    with pytest.raises(HighbootError) as err:
+        read_kernel(write(tmp_path, elf.build()))
+    assert "without a PT_DYNAMIC to read and without section headers" in err.value.message
+
+
+def test_glob_dat_and_jump_slot_are_the_symbol_whatever_the_addend(tmp_path: Path) -> None:
+    """psABI: GLOB_DAT and JUMP_SLOT are S (glibc and FreeBSD's rtld ignore the addend); R_X86_64_64 is S + A."""
+    path = write(tmp_path, dyn_pie(rela=rela_sym((DATA_AT, R_X86_64_GLOB_DAT, 1, 0x10),
+                                                 (DATA_AT + 8, R_X86_64_64, 1, 0x10)),
+                                   jmprel=rela_sym((DATA_AT + 16, R_X86_64_JUMP_SLOT, 1, 0x20)),
+                                   syms=(Sym("f", TEXT_AT + 0x40),)).build())
+    assert [r.value for r in read_kernel(path).relocations] == [TEXT_AT + 0x40, TEXT_AT + 0x50, TEXT_AT + 0x40]
+
+
+def test_odd_section_headers_are_only_cross_checked(tmp_path: Path) -> None:
+    """A relocation section with sh_entsize 0 is not a reason to refuse: PT_DYNAMIC is what counts."""
+    elf = dyn_pie(rela=rela_sym((DATA_AT, R_X86_64_RELATIVE, 0, 8)))
+    elf.sections[0].entsize = 0
+    assert [r.value for r in read_kernel(write(tmp_path, elf.build())).relocations] == [8]

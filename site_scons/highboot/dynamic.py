@@ -11,6 +11,7 @@ symbol and the reason.
 
 from __future__ import annotations
 
+import bisect
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ DF_TEXTREL = 0x4
 ELF64_DYN_SIZE, ELF64_RELA_SIZE, ELF64_SYM_SIZE, RELR_ENTRY_SIZE = 16, 24, 24, 8
 SHT_RELA, SHT_REL, SHT_RELR = 4, 9, 19
 SHF_ALLOC = 0x2
-SHN_UNDEF, SHN_ABS = 0, 0xFFF1
+SHN_UNDEF, SHN_LORESERVE, SHN_ABS = 0, 0xFF00, 0xFFF1
 STB_WEAK = 2
 STT_TLS, STT_GNU_IFUNC = 6, 10
 
@@ -39,10 +40,14 @@ _TLS_TYPES = {16, 17, 18, 19, 20, 21, 22, 23, 34, 35, 36}  # DTPMOD64, DTPOFF64,
 _RELOC_NAMES = {v: k for k, v in ENUM_RELOC_TYPE_x64.items() if isinstance(v, int)}
 _DT_NAMES = {DT_RELA: "DT_RELA", DT_JMPREL: "DT_JMPREL", DT_RELR: "DT_RELR", DT_SYMTAB: "DT_SYMTAB",
              DT_STRTAB: "DT_STRTAB"}
+_ANDROID_TAGS = {0x6000000F: "DT_ANDROID_REL", 0x60000010: "DT_ANDROID_RELSZ", 0x60000011: "DT_ANDROID_RELA",
+                 0x60000012: "DT_ANDROID_RELASZ", 0x6FFFE000: "DT_ANDROID_RELR", 0x6FFFE001: "DT_ANDROID_RELRSZ"}
+_ANDROID_SECTIONS = {0x60000001: "SHT_ANDROID_REL", 0x60000002: "SHT_ANDROID_RELA", 0x6FFFFF00: "SHT_ANDROID_RELR"}
 #: Undefined symbol names are printed; a corrupted string table must not print megabytes.
 MAX_NAME = 200
-#: Every relocation is baked into the loader; far more than any kernel has is a corrupted table.
-MAX_RELOCATIONS = 1 << 22
+#: Every relocation is baked into the loader (16 bytes each); a million is several times what a
+#: large kernel has, so more is a corrupted table.
+MAX_RELOCATIONS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -72,40 +77,48 @@ def reloc_name(rtype: int) -> str:
 
 
 class _Reader:
-    """Reads tables by virtual address through the file bytes of the PT_LOAD segments."""
+    """Reads tables by virtual address through the file bytes of the PT_LOAD segments (sorted and
+    not overlapping: the one that may hold an address is found by bisection)."""
 
     def __init__(self, path: Path, data: bytes, segments: Sequence[LoadedSegment]) -> None:
-        self.path, self.data, self.segments = path, data, segments
+        self.path, self.data = path, data
+        self.segments = sorted(segments, key=lambda s: s.vaddr)
+        self.starts = [s.vaddr for s in self.segments]
 
     def fail(self, message: str, field: str) -> HighbootError:
         return HighbootError(message, file=self.path, field=field)
 
+    def segment(self, vaddr: int) -> LoadedSegment | None:
+        i = bisect.bisect_right(self.starts, vaddr) - 1
+        return self.segments[i] if i >= 0 else None
+
     def file_range(self, vaddr: int, size: int, what: str, field: str) -> int:
         """File offset of [vaddr, vaddr + size), which must be file-backed bytes of one PT_LOAD."""
-        for s in self.segments:
-            if s.vaddr <= vaddr and vaddr + size <= s.vaddr + s.filesz:
-                return s.offset + vaddr - s.vaddr
-        raise self.fail(f"{what} ({hex_addr(vaddr)}+{size:#x}) is not inside the file data of a PT_LOAD segment "
-                        "(inconsistent size, or corrupted?)", field)
+        s = self.segment(vaddr)
+        if s is not None and vaddr + size <= s.vaddr + s.filesz:
+            return s.offset + vaddr - s.vaddr
+        raise self.fail(f"{what} ({hex_addr(vaddr % (1 << 64))}+{size:#x}) is not inside the file data of a PT_LOAD "
+                        "segment (inconsistent size, or corrupted?)", field)
 
     def word(self, vaddr: int) -> int:
         """The u64 the file holds at vaddr (0 in a segment's zero-filled tail)."""
-        for s in self.segments:
-            if s.vaddr <= vaddr and vaddr + 8 <= s.vaddr + s.memsz:
-                raw = bytearray(8)
-                for i in range(8):
-                    if vaddr + i < s.vaddr + s.filesz:
-                        raw[i] = self.data[s.offset + vaddr + i - s.vaddr]
-                return int.from_bytes(raw, "little")
-        return 0
+        s = self.segment(vaddr)
+        if s is None or vaddr + 8 > s.vaddr + s.memsz:
+            return 0
+        start = s.offset + vaddr - s.vaddr
+        present = max(0, min(8, s.vaddr + s.filesz - vaddr))
+        return int.from_bytes(self.data[start:start + present].ljust(8, b"\0"), "little")
 
     def writable_target(self, vaddr: int) -> bool:
-        return any(s.writable and s.vaddr <= vaddr and vaddr + 8 <= s.vaddr + s.memsz for s in self.segments)
+        s = self.segment(vaddr)
+        return s is not None and s.writable and vaddr + 8 <= s.vaddr + s.memsz
 
 
-def read_relocations(path: Path, data: bytes, dynamic: tuple[int, int] | None, segments: Sequence[LoadedSegment],
+def read_relocations(path: Path, data: bytes, dynamic: tuple[int, int, int, str] | None,
+                     segments: Sequence[LoadedSegment],
                      sections: Sequence[tuple[str, int, int, int, int]]) -> tuple[Relocation, ...]:
-    """The relocations of a kernel whose PT_DYNAMIC is at file (offset, size), or None.
+    """The relocations of a kernel whose PT_DYNAMIC is (p_vaddr, p_offset, p_filesz, header name), or
+    None. The dynamic table is read where a loader reads it, at p_vaddr in loaded memory.
 
     ``sections`` are (name, sh_type, sh_flags, sh_addr, sh_size) from the section headers (empty if
     stripped): every loaded relocation section must be one of the tables PT_DYNAMIC lists, or the
@@ -126,26 +139,44 @@ def read_relocations(path: Path, data: bytes, dynamic: tuple[int, int] | None, s
             if size // ELF64_RELA_SIZE > MAX_RELOCATIONS - len(relocs):
                 raise _too_many(reader, field)
             relocs += _rela(reader, data[offset:offset + size], vaddr, field, symbols)
+    _check_overlaps(reader, relocs)
     return tuple(relocs)
+
+
+def _check_overlaps(reader: _Reader, relocs: list[Relocation]) -> None:
+    """Two relocations of the same bytes have an order-dependent result (RELR before RELA in ld.so,
+    the tables' order otherwise) that the build's plan would not reproduce: refuse them."""
+    ordered = sorted(relocs, key=lambda r: r.vaddr)
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        if b.vaddr < a.vaddr + 8:
+            raise reader.fail(f"two relocations write the same bytes, at {hex_addr(a.vaddr)} and {hex_addr(b.vaddr)}: "
+                              "their result would depend on the order they are applied in (corrupted table?)",
+                              "relocations")
 
 
 def _too_many(reader: _Reader, field: str) -> HighbootError:
     return reader.fail(f"more than {MAX_RELOCATIONS:,} relocations: not a plausible kernel (corrupted table?)", field)
 
 
-def _dynamic_tags(reader: _Reader, dynamic: tuple[int, int]) -> dict[int, int]:
-    offset, size = dynamic
+def _dynamic_tags(reader: _Reader, dynamic: tuple[int, int, int, str]) -> dict[int, int]:
+    vaddr, p_offset, size, header = dynamic
     field = "PT_DYNAMIC"
     if size % ELF64_DYN_SIZE:
         raise reader.fail(f"p_filesz {size:#x} is not a multiple of {ELF64_DYN_SIZE}, the size of an Elf64_Dyn "
                           "(corrupted?)", field)
-    if offset + size > len(reader.data):
-        raise reader.fail(f"the dynamic section ({offset:#x}+{size:#x}) runs past the end of the "
-                          f"{len(reader.data):#x}-byte file (truncated?)", field)
+    if not size:
+        return {}
+    offset = reader.file_range(vaddr, size, "the dynamic table", header)
+    if offset != p_offset:
+        raise reader.fail(f"p_offset {p_offset:#x} is not where p_vaddr {hex_addr(vaddr)} is in the file "
+                          f"({offset:#x}); a loader reads the dynamic table at p_vaddr (corrupted header?)", header)
     tags: dict[int, int] = {}
     for tag, value in struct.iter_unpack("<qQ", reader.data[offset:offset + size]):
         if tag == DT_NULL:
             break
+        if tag in _ANDROID_TAGS:
+            raise reader.fail(f"{_ANDROID_TAGS[tag]}: Android's packed relocations are not supported; link without "
+                              "--pack-dyn-relocs=android (relr, or none, are fine)", field)
         if tag == DT_NEEDED:
             raise reader.fail("the kernel needs a shared library (DT_NEEDED); a kernel is linked statically: "
                               "link with -static-pie (or ld -pie --no-dynamic-linker) and no shared libraries", field)
@@ -189,6 +220,9 @@ def _tables(reader: _Reader, tags: dict[int, int]) -> dict[int, tuple[int, int]]
 def _check_sections(reader: _Reader, sections: Sequence[tuple[str, int, int, int, int]],
                     tables: dict[int, tuple[int, int]], has_dynamic: bool) -> None:
     for name, stype, flags, addr, size in sections:
+        if stype in _ANDROID_SECTIONS and flags & SHF_ALLOC and size:
+            raise reader.fail(f"section {name} ({_ANDROID_SECTIONS[stype]}): Android's packed relocations are not "
+                              "supported; link without --pack-dyn-relocs=android", name)
         if stype not in (SHT_RELA, SHT_REL, SHT_RELR) or not flags & SHF_ALLOC or not size:
             continue  # .rela.text from --emit-relocs is for tools, not for loading
         if stype == SHT_REL:
@@ -222,8 +256,9 @@ class _Symbols:
             if st_name >= strsz:
                 return f"#{index}"
             start = self.reader.file_range(strtab, strsz, "the DT_STRTAB string table", "DT_STRTAB")
-            end = self.reader.data.find(b"\0", start + st_name, start + strsz)
-            raw = self.reader.data[start + st_name:end if end >= 0 else start + strsz][:MAX_NAME]
+            stop = min(start + strsz, start + st_name + MAX_NAME)
+            end = self.reader.data.find(b"\0", start + st_name, stop)
+            raw = self.reader.data[start + st_name:end if end >= 0 else stop]
             return raw.decode("ascii", "backslashreplace") or f"#{index}"
         except (HighbootError, KeyError, struct.error):
             return f"#{index}"
@@ -240,18 +275,21 @@ class _Symbols:
     def resolve(self, index: int, describe: Callable[[], str]) -> tuple[int, bool]:
         offset = self._entry(index)
         _, info, _, shndx, value, _ = struct.unpack_from("<IBBHQQ", self.reader.data, offset)
-        name = self.name(index)
         if info & 0xF == STT_GNU_IFUNC:
-            raise self.reader.fail(f"{describe()} refers to the ifunc {name!r}: its resolver would have to run "
-                                   "before the kernel; build without ifuncs", "DT_SYMTAB")
+            raise self.reader.fail(f"{describe()} refers to the ifunc {self.name(index)!r}: its resolver would have "
+                                   "to run before the kernel; build without ifuncs", "DT_SYMTAB")
         if info & 0xF == STT_TLS:
-            raise self.reader.fail(f"{describe()} refers to the TLS symbol {name!r}; use the local-exec TLS model "
-                                   "(-ftls-model=local-exec), resolved when the kernel is linked", "DT_SYMTAB")
+            raise self.reader.fail(f"{describe()} refers to the TLS symbol {self.name(index)!r}; use the local-exec "
+                                   "TLS model (-ftls-model=local-exec), resolved when the kernel is linked",
+                                   "DT_SYMTAB")
         if shndx == SHN_UNDEF:
             if info >> 4 == STB_WEAK:
                 return 0, False
-            raise self.reader.fail(f"{describe()} refers to the undefined symbol {name!r}; a kernel has nothing to "
-                                   "import it from: define it, or declare it weak", "DT_SYMTAB")
+            raise self.reader.fail(f"{describe()} refers to the undefined symbol {self.name(index)!r}; a kernel has "
+                                   "nothing to import it from: define it, or declare it weak", "DT_SYMTAB")
+        if SHN_LORESERVE <= shndx and shndx != SHN_ABS:
+            raise self.reader.fail(f"{describe()} refers to {self.name(index)!r} in reserved section {shndx:#x} "
+                                   "(COMMON?), which has no address in the kernel", "DT_SYMTAB")
         return value, shndx != SHN_ABS
 
 
@@ -278,7 +316,8 @@ def _rela(reader: _Reader, table: bytes, table_vaddr: int, field: str, symbols: 
             value, relative = r_addend, True
         else:
             value, relative = symbols.resolve(sym, describe) if sym else (0, False)
-            value += r_addend  # GLOB_DAT and JUMP_SLOT carry addend 0: S + A is S
+            if rtype == R_X86_64_64:  # S + A; GLOB_DAT and JUMP_SLOT are S (psABI), whatever the addend
+                value += r_addend
         out.append(Relocation(r_offset, value % (1 << 64), relative))
     return out
 

@@ -32,6 +32,8 @@ PN_XNUM = 0xFFFF
 ELF64_SHDR = "<IIQQQQIIQQ"  # sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, sh_link, sh_info, ...
 # A kernel larger than this is almost certainly a corrupted header, not a kernel.
 MAX_KERNEL_MEMSZ = 1 << 32
+#: The largest page is 1 GiB; a segment asking for more alignment has a corrupted header.
+MAX_ALIGN = 1 << 30
 
 
 class SegmentFlags(IntFlag):
@@ -138,7 +140,7 @@ def _parse(path: Path, data: bytes) -> KernelImage:
     segments: list[Segment] = []
     special: dict[str, tuple[int, Any]] = {}  # PT_DYNAMIC, PT_GNU_RELRO, ...: (index, header)
     align = PAGE
-    for index, seg in enumerate(elf.iter_segments()):
+    for index, seg in enumerate(_program_headers(data, elf)):
         ptype = seg["p_type"]
         where = f"program header {index}"
         if ptype == "PT_INTERP":
@@ -148,7 +150,7 @@ def _parse(path: Path, data: bytes) -> KernelImage:
             if ptype in special:
                 raise HighbootError(f"a second {ptype} (the first is program header {special[ptype][0]}); "
                                     "expected at most one", file=path, field=where)
-            special[ptype] = (index, seg.header)
+            special[ptype] = (index, seg)
             if ptype == "PT_TLS":
                 align = max(align, _check_align(path, seg["p_align"], where))
             continue
@@ -197,8 +199,13 @@ def _parse(path: Path, data: bytes) -> KernelImage:
     dynamic = None
     if "PT_DYNAMIC" in special:
         index, header = special["PT_DYNAMIC"]
-        dynamic = (header["p_offset"], header["p_filesz"])
-    relocations = read_relocations(path, data, dynamic, loaded, _sections(path, data, elf))
+        dynamic = (header["p_vaddr"], header["p_offset"], header["p_filesz"], f"program header {index}")
+    sections = _sections(path, data, elf)
+    if etype == "ET_DYN" and (dynamic is None or dynamic[2] == 0) and not sections:
+        raise HighbootError("a position-independent kernel (ET_DYN) without a PT_DYNAMIC to read and without section "
+                            "headers: whether it needs relocations cannot be told; link it with its PT_DYNAMIC "
+                            "(a PHDRS linker script must list one)", file=path, field="program headers")
+    relocations = read_relocations(path, data, dynamic, loaded, sections)
 
     def inside(ptype: str, size_key: str, what: str) -> tuple[int, int] | None:
         if ptype not in special:
@@ -221,6 +228,12 @@ def _parse(path: Path, data: bytes) -> KernelImage:
         if header["p_filesz"] > header["p_memsz"]:
             raise HighbootError(f"PT_TLS p_filesz {header['p_filesz']:#x} is larger than p_memsz "
                                 f"{header['p_memsz']:#x}", file=path, field=f"program header {index}")
+        if header["p_memsz"] > MAX_KERNEL_MEMSZ:
+            raise HighbootError(f"PT_TLS p_memsz {header['p_memsz']:#x} is not a plausible TLS block size (over "
+                                "4 GiB)", file=path, field=f"program header {index}")
+        if header["p_memsz"] and not _covered(ordered, header["p_vaddr"], header["p_vaddr"] + 1, page=True):
+            raise HighbootError(f"PT_TLS template at {hex_addr(header['p_vaddr'])} is not in the PT_LOAD segments",
+                                file=path, field=f"program header {index}")
         if header["p_memsz"]:
             tls = TlsTemplate(header["p_vaddr"], header["p_filesz"], header["p_memsz"], max(header["p_align"], 1))
 
@@ -231,12 +244,30 @@ def _parse(path: Path, data: bytes) -> KernelImage:
     )
 
 
+_PT_NAMES = {1: "PT_LOAD", 2: "PT_DYNAMIC", 3: "PT_INTERP", 7: "PT_TLS", 0x6474E550: "PT_GNU_EH_FRAME",
+             0x6474E552: "PT_GNU_RELRO"}
+_PHDR_FIELDS = ("p_type", "p_flags", "p_offset", "p_vaddr", "p_paddr", "p_filesz", "p_memsz", "p_align")
+
+
+def _program_headers(data: bytes, elf: ELFFile) -> list[dict[str, Any]]:
+    """The program headers, read with struct (their table was bounds-checked in _check_header):
+    pyelftools would also parse every section a segment holds, slowly, and fail on odd ones."""
+    phoff = elf["e_phoff"]
+    out = []
+    for i in range(elf["e_phnum"]):
+        header = dict(zip(_PHDR_FIELDS, struct.unpack_from("<IIQQQQQQ", data, phoff + i * ELF64_PHDR_SIZE),
+                          strict=True))
+        header["p_type"] = _PT_NAMES.get(header["p_type"], header["p_type"])
+        out.append(header)
+    return out
+
+
 def _check_align(path: Path, align: int, where: str) -> int:
     """p_align as a power of two of at least one page (0 and 1 mean no constraint)."""
     if align > 1 and align & (align - 1):
         raise HighbootError(f"p_align {align:#x} is not a power of two (corrupted header?)", file=path, field=where)
-    if align > MAX_KERNEL_MEMSZ:
-        raise HighbootError(f"p_align {align:#x} is not a plausible alignment (over 4 GiB)", file=path, field=where)
+    if align > MAX_ALIGN:
+        raise HighbootError(f"p_align {align:#x} is not a plausible alignment (over 1 GiB)", file=path, field=where)
     return max(align, 1)
 
 
@@ -348,7 +379,7 @@ def _section_name(data: bytes, headers: list[tuple[int, ...]], shstrndx: int, in
         table, table_size = headers[shstrndx][4], headers[shstrndx][5]
         start = table + headers[index][0]
         if headers[index][0] < table_size and table + table_size <= len(data):
-            end = data.find(b"\0", start, table + table_size)
+            end = data.find(b"\0", start, min(table + table_size, start + 256))
             if end > start:
                 return data[start:end].decode("ascii", "replace")
     return f"section {index}"

@@ -309,10 +309,11 @@ def _check_inside(kernel: KernelImage, layout: Layout, region: Region, image_va:
     for seg in kernel.segments:
         if not region.contains(seg.vaddr, seg.end):
             where = f"({hex_addr(region.start)}..{hex_addr(region.end)} in {layout.path})"
-            if kernel.load_bias:
+            if kernel.position_independent:
                 raise HighbootError(
                     f"placed at {hex_addr(image_va)}, {seg.describe()} is outside the layout's kernel region "
-                    f"{region.name!r} {where}: the kernel is too large for the region, or kernel_base is wrong",
+                    f"{region.name!r} {where}: the kernel is too large for the region, kernel_base is wrong, or "
+                    f"no place in it keeps the kernel's {format_size(kernel.align)} alignment (p_align)",
                     file=kernel.path, field=f"program header {seg.index}")
             raise HighbootError(
                 f"{seg.describe()} is outside the layout's kernel region {region.name!r} {where}; link the kernel "
