@@ -115,27 +115,13 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     let stack_slid = |va: u64| if plan::STACK_SLIDES { slid(va) } else { va };
     let dmap_base = kaslr.dmap_base;
     let attributes = runtime::Attributes::read(st);
-    let BlockLayout {
-        pool_pages,
-        map_capacity,
-        range_capacity,
-        vmap_capacity,
-        gdt_off,
-        desc_off,
-        cmdline_off,
-        memmap_off,
-        ranges_off,
-        vmap_off,
-        pool_off,
-        area_off,
-        block_size,
-    } = lay_out_block(&map, &attributes, &kaslr, dmap_size, dmap_page)?;
+    let layout = lay_out_block(&map, &attributes, &kaslr, dmap_size, dmap_page)?;
 
-    let block_pages = firmware::allocate_block(bs, block_size / PAGE)?;
+    let block_pages = firmware::allocate_block(bs, layout.block_size / PAGE)?;
     let block = block_pages.base;
     // SAFETY: the block is ours, identity-mapped by the firmware, block_size bytes long.
     unsafe {
-        ptr::write_bytes(block as *mut u8, 0, block_size as usize);
+        ptr::write_bytes(block as *mut u8, 0, layout.block_size as usize);
         load_image(kernel, block, kaslr.slide as u64);
         paging::install_planned_tables(block, nx_mask);
     }
@@ -144,22 +130,22 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     // SAFETY: root and the switch tables are in the block; the trampoline page is loader code.
     unsafe { paging::map_trampoline(block, trampoline) };
 
-    let mut pool = paging::Pool::new(block + pool_off, pool_pages);
+    let mut pool = paging::Pool::new(block + layout.pool_off, layout.pool_pages);
     for &(number, window) in plan::KASLR_TABLES.iter() {
         // SAFETY: root, the pool and the planned table are in the block.
         unsafe { paging::link_table(root, &mut pool, slid(window), block + plan::TABLES_OFFSET + number * PAGE) };
     }
-    let area = block + area_off;
+    let area = block + layout.area_off;
     let info = area as *mut bootinfo::BootInfo;
     let dm = |phys: u64| dmap_base + phys;
     // SAFETY: the boot-info area is in the block and large enough (sized above).
     unsafe {
-        ptr::copy_nonoverlapping(GDT.as_ptr(), (area + gdt_off) as *mut u64, GDT.len());
+        ptr::copy_nonoverlapping(GDT.as_ptr(), (area + layout.gdt_off) as *mut u64, GDT.len());
         // GDTR at desc_off, IDTR (limit 0, base 0: a null IDT) at desc_off + 16.
-        let gdtr = (area + desc_off) as *mut u8;
+        let gdtr = (area + layout.desc_off) as *mut u8;
         ptr::write_unaligned(gdtr as *mut u16, (GDT.len() * 8 - 1) as u16);
-        ptr::write_unaligned(gdtr.add(2) as *mut u64, dm(area + gdt_off));
-        ptr::copy_nonoverlapping(plan::CMDLINE.as_ptr(), (area + cmdline_off) as *mut u8, plan::CMDLINE.len());
+        ptr::write_unaligned(gdtr.add(2) as *mut u64, dm(area + layout.gdt_off));
+        ptr::copy_nonoverlapping(plan::CMDLINE.as_ptr(), (area + layout.cmdline_off) as *mut u8, plan::CMDLINE.len());
         let i = &mut *info;
         i.magic = bootinfo::MAGIC;
         i.version = bootinfo::VERSION;
@@ -167,7 +153,7 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
         i.cpu_features = if features.pdpe1gb { bootinfo::cpu::PDPE1GB } else { 0 }
             | if features.nx { bootinfo::cpu::NX } else { 0 }
             | if features.la57 { bootinfo::cpu::LA57 } else { 0 };
-        i.memory_map = dm(area + memmap_off);
+        i.memory_map = dm(area + layout.memmap_off);
         i.memory_map_entry_size = core::mem::size_of::<bootinfo::MemoryRegion>() as u64;
         i.direct_map_base = dmap_base;
         i.direct_map_slide = dmap_base - plan::DIRECT_MAP_BASE;
@@ -190,7 +176,7 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
         i.direct_map_size = dmap_size;
         i.direct_map_page_size = dmap_page;
         i.kernel_phys_base = block;
-        i.kernel_phys_size = block_size;
+        i.kernel_phys_size = layout.block_size;
         i.kernel_virt_base = slid(plan::IMAGE_VA);
         i.kernel_image_size = plan::IMAGE_SIZE;
         i.kernel_entry = slid(plan::ENTRY);
@@ -227,8 +213,8 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
             flags |= bootinfo::flags::NO_EFI_REGION;
         }
         i.efi_system_table = st as u64;
-        i.efi_runtime_map = dm(area + ranges_off);
-        i.cmdline = dm(area + cmdline_off);
+        i.efi_runtime_map = dm(area + layout.ranges_off);
+        i.cmdline = dm(area + layout.cmdline_off);
         i.cmdline_len = (plan::CMDLINE.len() - 1) as u64;
         if i.cmdline_len > 0 {
             flags |= bootinfo::flags::CMDLINE;
@@ -249,14 +235,19 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     // SAFETY: all of this writes into the block we own; the firmware's tables are never touched.
     unsafe {
         paging::map_direct(root, &mut pool, dmap_base, dmap_size, dmap_page, nx_mask);
-        let regions = core::slice::from_raw_parts_mut((area + memmap_off) as *mut bootinfo::MemoryRegion, map_capacity);
-        let count = memmap::convert(&map, regions, block, block_size);
+        let regions = core::slice::from_raw_parts_mut(
+            (area + layout.memmap_off) as *mut bootinfo::MemoryRegion,
+            layout.map_capacity,
+        );
+        let count = memmap::convert(&map, regions, block, layout.block_size);
         let i = &mut *info;
         i.memory_map_count = count as u64;
         if let Some((efi_base, efi_size)) = plan::EFI_REGION {
-            let ranges =
-                core::slice::from_raw_parts_mut((area + ranges_off) as *mut bootinfo::EfiRange, range_capacity);
-            let vmap = (area + vmap_off) as *mut u8;
+            let ranges = core::slice::from_raw_parts_mut(
+                (area + layout.ranges_off) as *mut bootinfo::EfiRange,
+                layout.range_capacity,
+            );
+            let vmap = (area + layout.vmap_off) as *mut u8;
             let Some(mapped) = runtime::map_all(
                 &map,
                 &attributes,
@@ -267,7 +258,7 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
                 efi_size,
                 ranges,
                 vmap,
-                vmap_capacity,
+                layout.vmap_capacity,
             ) else {
                 fatal("the runtime services grew past the room planned for them after ExitBootServices");
             };
@@ -290,7 +281,7 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
             cr3: root,
             trampoline_va: slid(plan::TRAMPOLINE_VA),
             identity_slot_va: dm(root + paging::index(trampoline, 0) * 8),
-            descriptors_va: dm(area + desc_off),
+            descriptors_va: dm(area + layout.desc_off),
             stack_top: stack_slid(plan::STACK_TOP),
             entry: slid(plan::ENTRY),
             boot_info_va: dm(area),
