@@ -3,7 +3,7 @@ toolchain's own default layout, placed by the build. A C kernel by gcc -static-p
 ld), the same with RELR (-z pack-relative-relocs), the same linked by ld.lld with
 --pack-dyn-relocs=relr, and the Rust sample kernel built from a JSON target spec like real Rust
 kernels use (kernel/x86_64-highboot-pie.json). Each boots with and without KASLR, on 4-level and
-5-level paging (see SHAPE_CONFIGS in SConstruct), checks itself (relocated pointers in .data.rel.ro
+5-level paging (SHAPE_CONFIGS in SConstruct), checks itself (relocated pointers in .data.rel.ro
 and .data, its own program headers against the boot info, RELRO read-only and text RX in the live
 tables) and walks its tables; the test compares the walk with the plan and, independently of the
 planner, with the program headers pyelftools reads from the file."""
@@ -24,9 +24,8 @@ from highboot import qemu
 from highboot.verify import FLAGS, BootReport, kernel_slide, parse_report
 
 PAGE = 4096
-SHAPES = ["shape-gcc-rela", "shape-gcc-rela-la57-kaslr", "shape-gcc-relr-kaslr", "shape-gcc-relr-la57",
-          "shape-lld-relr", "shape-lld-relr-la57-kaslr", "shape-rust-spec", "shape-rust-spec-kaslr",
-          "shape-rust-spec-la57", "shape-rust-spec-la57-kaslr", "shape-gcc-rela-base", "shape-lld-shared-kaslr"]
+SHAPES = [f"shape-{kernel}{variant}" for kernel in ("gcc-rela", "gcc-relr", "lld-relr", "rust-spec")
+          for variant in ("", "-kaslr", "-la57", "-la57-kaslr")] + ["shape-gcc-rela-base", "shape-lld-shared-kaslr"]
 
 
 def kernel_file(built: dict, name: str) -> Path:
