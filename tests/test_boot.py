@@ -62,6 +62,10 @@ def test_boot_reports_loader_facts(built: dict) -> None:
     assert report.facts["cmdline"] == built["plan"]["cmdline"]
     assert report.number("rsdp") != 0 and report.number("rsdp_revision") == 2
     assert report.number("framebuffer") != 0
+    # The pixel layout as masks, for the format the firmware reported (QEMU's GOP: BGRX8, 2).
+    masks = [report.number(f"fb_{c}_mask") for c in ("red", "green", "blue", "reserved")]
+    expected = {1: [0xFF, 0xFF00, 0xFF0000, 0xFF000000], 2: [0xFF0000, 0xFF00, 0xFF, 0xFF000000]}
+    assert masks == expected[report.number("format")], masks
     assert 0 < report.number("tsc_loader_entry") < report.number("tsc_handoff")
     assert "highboot: loading \\highboot\\kernel.elf" in result.serial
 

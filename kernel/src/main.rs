@@ -127,6 +127,10 @@ fn report_info(i: &BootInfo, entry_rsp: u64) {
         i.framebuffer_stride,
         i.framebuffer_format
     );
+    println!(
+        "INFO fb_red_mask={:#x} fb_green_mask={:#x} fb_blue_mask={:#x} fb_reserved_mask={:#x}",
+        i.framebuffer_red_mask, i.framebuffer_green_mask, i.framebuffer_blue_mask, i.framebuffer_reserved_mask
+    );
     println!("INFO rsdp={:#x} rsdp_revision={} system_table={:#x}", i.rsdp, i.rsdp_revision, i.efi_system_table);
     println!("INFO tsc_loader_entry={} tsc_handoff={}", i.tsc_loader_entry, i.tsc_handoff);
     // SAFETY: the loader promises cmdline points at cmdline_len bytes (and a NUL).

@@ -143,6 +143,8 @@ pub struct Framebuffer {
     pub height: u32,
     pub stride: u32,
     pub format: u32,
+    /// Red, green, blue and reserved bits of a 32-bit pixel.
+    pub masks: [u32; 4],
 }
 
 /// The GOP framebuffer, when the firmware has one with a linear framebuffer.
@@ -159,10 +161,17 @@ pub fn framebuffer(bs: &efi::BootServices) -> Option<Framebuffer> {
             return None;
         }
         let info = &*(*mode).info;
-        let format = match info.pixel_format {
-            graphics_output::PIXEL_RED_GREEN_BLUE_RESERVED_8_BIT_PER_COLOR => bootinfo::fb::RGBX8,
-            graphics_output::PIXEL_BLUE_GREEN_RED_RESERVED_8_BIT_PER_COLOR => bootinfo::fb::BGRX8,
-            graphics_output::PIXEL_BIT_MASK => bootinfo::fb::BITMASK,
+        let bits = &info.pixel_information;
+        let (format, masks) = match info.pixel_format {
+            graphics_output::PIXEL_RED_GREEN_BLUE_RESERVED_8_BIT_PER_COLOR => {
+                (bootinfo::fb::RGBX8, [0x0000_00ff, 0x0000_ff00, 0x00ff_0000, 0xff00_0000])
+            }
+            graphics_output::PIXEL_BLUE_GREEN_RED_RESERVED_8_BIT_PER_COLOR => {
+                (bootinfo::fb::BGRX8, [0x00ff_0000, 0x0000_ff00, 0x0000_00ff, 0xff00_0000])
+            }
+            graphics_output::PIXEL_BIT_MASK => {
+                (bootinfo::fb::BITMASK, [bits.red_mask, bits.green_mask, bits.blue_mask, bits.reserved_mask])
+            }
             _ => return None,
         };
         if (*mode).frame_buffer_base == 0 {
@@ -175,6 +184,7 @@ pub fn framebuffer(bs: &efi::BootServices) -> Option<Framebuffer> {
             height: info.vertical_resolution,
             stride: info.pixels_per_scan_line,
             format,
+            masks,
         })
     }
 }

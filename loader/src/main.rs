@@ -197,6 +197,8 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
             i.framebuffer_height = fb.height;
             i.framebuffer_stride = fb.stride;
             i.framebuffer_format = fb.format;
+            [i.framebuffer_red_mask, i.framebuffer_green_mask, i.framebuffer_blue_mask, i.framebuffer_reserved_mask] =
+                fb.masks;
         }
         if rsdp != 0 {
             flags |= bootinfo::flags::RSDP;

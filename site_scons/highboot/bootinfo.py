@@ -74,7 +74,8 @@ BOOT_INFO = (
     Field("kernel_slide", "u64", "bytes the kernel was moved from its link address (two's complement; 0 "
           "without KASLR): every kernel virtual address above is already slid"),
     Field("direct_map_slide", "u64", "bytes direct_map_base was moved from the layout's direct-map start"),
-    # Version 3: kernels as toolchains emit them (PIE linked anywhere, unwinding, TLS).
+    # Version 3: kernels as toolchains emit them (PIE linked anywhere, unwinding, TLS); the
+    # framebuffer's pixel layout as masks, whatever its format.
     Field("kernel_load_bias", "u64", "bytes added to every virtual address of the kernel's ELF file (where the "
           "build placed a PIE, plus kernel_slide; two's complement): runtime address = ELF address + this"),
     Field("eh_frame_hdr", "u64", "virtual address of the kernel's .eh_frame_hdr (PT_GNU_EH_FRAME; 0 if none)"),
@@ -83,6 +84,10 @@ BOOT_INFO = (
     Field("tls_file_size", "u64", "bytes of initialized TLS data at tls_template (.tdata)"),
     Field("tls_mem_size", "u64", "bytes of one thread's TLS block (.tdata + .tbss, zero-filled past tls_file_size)"),
     Field("tls_align", "u64", "alignment of the TLS block in bytes (PT_TLS p_align; 1 if none)"),
+    Field("framebuffer_red_mask", "u32", "bits of a framebuffer pixel (u32) that hold red, for every format"),
+    Field("framebuffer_green_mask", "u32", "bits that hold green"),
+    Field("framebuffer_blue_mask", "u32", "bits that hold blue"),
+    Field("framebuffer_reserved_mask", "u32", "bits that are reserved (not shown)"),
 )
 
 EFI_RANGE = (
