@@ -4,40 +4,15 @@ its symbols and bytes read back), must agree field by field."""
 
 from __future__ import annotations
 
-import shutil
 import struct
 import subprocess
 from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
+from hostrust import assemble, rendered, run_rust
 
 from highboot import abi, bootinfo
-from highboot.build import render_context
-from highboot.render import render
-
-RUSTC = shutil.which("rustc")
-
-
-def rendered(template: str, plan: dict | None = None) -> str:
-    ctx = render_context(None, {})
-    if plan is not None:
-        ctx["plan"] = plan
-    return render([], template, ctx)
-
-
-def run_rust(tmp_path: Path, includes: dict[str, str], body: str) -> list[str]:
-    if RUSTC is None:
-        pytest.fail("no rustc on PATH")
-    mods = []
-    for name, text in includes.items():
-        (tmp_path / f"{name}.rs").write_text(text)
-        mods.append(f'#[allow(dead_code)] mod {name} {{ include!("{name}.rs"); }}')
-    (tmp_path / "main.rs").write_text("\n".join(mods) + f"\nfn main() {{\n{body}\n}}\n")
-    out = subprocess.run([RUSTC, "--edition", "2021", "-o", str(tmp_path / "main"), str(tmp_path / "main.rs")],
-                         capture_output=True, text=True, timeout=300, check=False)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return subprocess.run([str(tmp_path / "main")], capture_output=True, text=True, check=True).stdout.split()
 
 
 def python_offsets(fields: tuple[bootinfo.Field, ...]) -> list[int]:
@@ -56,18 +31,12 @@ def test_handoff_rust_and_assembly_agree(built: dict, tmp_path: Path) -> None:
     rust = run_rust(tmp_path, {"abi": rendered("loader/abi.rs.j2")},
                     "\n".join(f'    println!("{{}}", core::mem::offset_of!(abi::Handoff, {n}));' for n in names)
                     + '\n    println!("{} {} {} {} {}", core::mem::size_of::<abi::Handoff>(), abi::SWITCH_GDTR_BASE, '
-                    "abi::SWITCH_FAR32, abi::SWITCH_FAR64, abi::SWITCH_HANDOFF);")
+                    "abi::SWITCH_FAR32, abi::SWITCH_FAR64, abi::SWITCH_HANDOFF);").split()
     assert [int(x) for x in rust] == [abi.handoff_offset(n) for n in names] + [
         8 * len(names), abi.SWITCH_GDTR_BASE, abi.SWITCH_FAR32, abi.SWITCH_FAR64, abi.SWITCH_HANDOFF]
 
     # The assembly: its symbols, and the switch data's bytes where the loader writes into them.
-    (tmp_path / "t.S").write_text(rendered("loader/trampoline.S.j2", built["plan"]))
-    (tmp_path / "lib.rs").write_text('core::arch::global_asm!(include_str!("t.S"));\n')
-    out = subprocess.run([RUSTC, "--edition", "2021", "--crate-type", "lib", "--emit", "obj", "-o",
-                          str(tmp_path / "t.o"), str(tmp_path / "lib.rs")], capture_output=True, text=True,
-                         timeout=300, check=False)
-    assert out.returncode == 0, out.stderr[-3000:]
-    with (tmp_path / "t.o").open("rb") as f:
+    with assemble(tmp_path, rendered("loader/trampoline.S.j2", built["plan"])).open("rb") as f:
         elf = ELFFile(f)
         symbols = {s.name: s for s in elf.get_section_by_name(".symtab").iter_symbols()}
         for n in names:
@@ -100,7 +69,7 @@ def test_boot_info_rust_and_c_agree(tmp_path: Path, struct_name: str, rust_name:
     rust = run_rust(tmp_path, {"bootinfo": rendered("common/bootinfo.rs.j2")},
                     "\n".join(f'    println!("{{}}", core::mem::offset_of!(bootinfo::{rust_name}, {n}));'
                               for n in names)
-                    + f'\n    println!("{{}}", core::mem::size_of::<bootinfo::{rust_name}>());')
+                    + f'\n    println!("{{}}", core::mem::size_of::<bootinfo::{rust_name}>());').split()
     (tmp_path / "highboot.h").write_text(rendered("include/highboot.h.j2"))
     lines = "\n".join(f'    printf("%zu\\n", offsetof(struct {struct_name}, {f.name}));' for f in fields)
     (tmp_path / "c.c").write_text(f'#include <stddef.h>\n#include <stdio.h>\n#include "highboot.h"\nint main(void) {{\n'
@@ -120,7 +89,7 @@ def test_pte_bits_rust_and_c_agree_with_the_planner(tmp_path: Path) -> None:
     expected = [int(PageFlags[c.name]) if c.name in PageFlags.__members__ else ADDR_MASK for c in bootinfo.PTE_BITS]
     names = [c.name for c in bootinfo.PTE_BITS]
     rust = run_rust(tmp_path, {"bootinfo": rendered("common/bootinfo.rs.j2")},
-                    "\n".join(f'    println!("{{}}", bootinfo::pte::{n});' for n in names))
+                    "\n".join(f'    println!("{{}}", bootinfo::pte::{n});' for n in names)).split()
     (tmp_path / "highboot.h").write_text(rendered("include/highboot.h.j2"))
     lines = "\n".join(f'    printf("%llu\\n", (unsigned long long)HIGHBOOT_PTE_{n});' for n in names)
     (tmp_path / "c.c").write_text(f'#include <stdio.h>\n#include "highboot.h"\nint main(void) {{\n{lines}\n'

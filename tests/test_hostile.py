@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import copy
 import random
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import build_dir
+from hostrust import assemble, rendered, run_rust
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_matrix import config
@@ -25,7 +25,6 @@ from highboot.render import comment_safe, render
 from highboot.verify import parse_report
 
 ROOT = Path(__file__).resolve().parents[1]
-HOST_RUSTC = shutil.which("rustc")
 
 # Strings a careless or malicious user might give: each would end a comment, open one, splice a
 # line, close a string literal or smuggle code into a generated source if printed raw.
@@ -43,12 +42,6 @@ def random_strings(count: int, seed: int = 14) -> list[str]:
 
 CORPUS = NASTY + random_strings(40)
 
-
-def rendered(template: str, plan: dict | None = None, extra: dict | None = None) -> str:
-    ctx = render_context(None, extra or {})
-    if plan is not None:
-        ctx["plan"] = plan
-    return render([], template, ctx)
 
 
 MARK = "HIGHBOOTMARK"
@@ -108,49 +101,27 @@ def test_linker_script_comment_cannot_be_closed() -> None:
 def test_rust_constants_carry_the_strings_exactly(plan: dict, tmp_path: Path) -> None:
     """plan.rs rendered with each string as the layout name and the command line, compiled by rustc
     for this machine and run: LAYOUT_NAME and CMDLINE hold exactly the string's bytes."""
-    if HOST_RUSTC is None:
-        pytest.fail("no rustc on PATH to compile the rendered constants with")
     cases = [t for t in CORPUS if "\0" not in t]
-    mods, expected = [], []
+    includes, expected = {}, []
     for n, text in enumerate(cases):
-        p = copy.deepcopy(plan)
-        p["cmdline"] = text
         layout_ok = not any(0xD800 <= ord(c) < 0xE000 for c in text)
-        p["layout_name"] = text if layout_ok else "plain"
-        (tmp_path / f"plan{n}.rs").write_bytes(rendered("loader/plan.rs.j2", p).encode("utf-8"))
-        mods.append(f"#[allow(dead_code, clippy::all)] mod p{n} {{ include!(\"plan{n}.rs\"); }}")
         name = text if layout_ok else "plain"
+        includes[f"p{n}"] = rendered("loader/plan.rs.j2", {**plan, "cmdline": text, "layout_name": name})
         expected.append(f"{n} {name.encode('utf-8').hex() or '-'} {text.encode('utf-8', 'surrogateescape').hex()}00")
     body = "\n".join(f'    println!("{n} {{}} {{}}", hex(p{n}::LAYOUT_NAME.as_bytes()), hex(p{n}::CMDLINE));'
                      for n in range(len(cases)))
-    (tmp_path / "main.rs").write_text("\n".join(mods) + f"""
-fn hex(b: &[u8]) -> String {{
-    if b.is_empty() {{ return "-".into(); }}
-    b.iter().map(|x| format!("{{:02x}}", x)).collect()
-}}
-fn main() {{
-{body}
-}}
-""")
-    out = subprocess.run([HOST_RUSTC, "--edition", "2021", "-o", str(tmp_path / "consts"), str(tmp_path / "main.rs")],
-                         capture_output=True, text=True, timeout=300, check=False)
-    assert out.returncode == 0, out.stderr[-3000:]
-    run = subprocess.run([str(tmp_path / "consts")], capture_output=True, text=True, timeout=60, check=True)
-    assert run.stdout.splitlines() == expected
+    items = """
+fn hex(b: &[u8]) -> String {
+    if b.is_empty() { return "-".into(); }
+    b.iter().map(|x| format!("{:02x}", x)).collect()
+}"""
+    assert run_rust(tmp_path, includes, body, items).splitlines() == expected
 
 
 def test_trampoline_with_hostile_layout_name_assembles(plan: dict, tmp_path: Path) -> None:
-    if HOST_RUSTC is None:
-        pytest.fail("no rustc on PATH to assemble the rendered trampoline with")
-    p = copy.deepcopy(plan)
-    p["layout_name"] = "".join(t for t in NASTY if not any(0xD800 <= ord(c) < 0xE000 for c in t))
-    (tmp_path / "t.S").write_text(rendered("loader/trampoline.S.j2", p))
-    (tmp_path / "lib.rs").write_text('core::arch::global_asm!(include_str!("t.S"));\n')
-    out = subprocess.run([HOST_RUSTC, "--edition", "2021", "--crate-type", "lib", "--emit", "obj", "-o",
-                          str(tmp_path / "t.o"), str(tmp_path / "lib.rs")],
-                         capture_output=True, text=True, timeout=300, check=False)
-    assert out.returncode == 0, out.stderr[-3000:]
-    symbols = subprocess.run(["nm", str(tmp_path / "t.o")], capture_output=True, text=True, check=True).stdout
+    name = "".join(t for t in NASTY if not any(0xD800 <= ord(c) < 0xE000 for c in t))
+    obj = assemble(tmp_path, rendered("loader/trampoline.S.j2", {**plan, "layout_name": name}))
+    symbols = subprocess.run(["nm", str(obj)], capture_output=True, text=True, check=True).stdout
     assert "evil" not in symbols
 
 
