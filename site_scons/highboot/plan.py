@@ -138,12 +138,12 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     """Plan the load and the page tables of kernel in layout; HighbootError if it does not fit.
 
     A position-independent kernel is first placed in the kernel region: at kernel_base, else where
-    it is linked if that is inside the region, else at the region's first address aligned to 2 MiB
-    (and to the kernel's largest p_align)."""
+    it is linked if that is inside the region, else at the lowest place that moves it by a multiple
+    of 2 MiB and of its largest p_align (a PIE linked at 0: address 0 at the region's start)."""
     check_cmdline(cmdline)
     region = layout.require("kernel")
     link_va = align_down(kernel.start, PAGE)
-    kernel = place_kernel(kernel, layout, region, kernel_base)
+    kernel = place_kernel(kernel, region, kernel_base)
     if kaslr:
         _check_kaslr(kernel, layout, region)
     image_va = align_down(kernel.start, PAGE)
@@ -260,7 +260,7 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     )
 
 
-def place_kernel(kernel: KernelImage, layout: Layout, region: Region, base: int | None) -> KernelImage:
+def place_kernel(kernel: KernelImage, region: Region, base: int | None) -> KernelImage:
     """Where the kernel runs (before KASLR): an ET_EXEC at its link address, a PIE where it fits."""
     image_va = align_down(kernel.start, PAGE)
     if not kernel.position_independent:
@@ -293,9 +293,9 @@ def _slides(r: PlannedRange, stack_region: Region | None) -> bool:
 
 def _check_kaslr(kernel: KernelImage, layout: Layout, region: Region) -> None:
     if not kernel.position_independent:
-        raise HighbootError("KASLR needs a position-independent kernel (ET_DYN, linked with -pie, dynamic "
-                            "relocations R_X86_64_RELATIVE only); this one is ET_EXEC and would run at one "
-                            "address only", file=kernel.path, field="e_type")
+        raise HighbootError("KASLR needs a position-independent kernel (ET_DYN, linked with -pie or "
+                            "-static-pie); this one is ET_EXEC and would run at one address only",
+                            file=kernel.path, field="e_type")
     if kernel.align > SLIDE_ALIGN:
         raise HighbootError(f"KASLR moves the kernel in {format_size(SLIDE_ALIGN)} steps; its segments ask for "
                             f"{format_size(kernel.align)} alignment (p_align)", file=kernel.path, field="p_align")
