@@ -31,9 +31,13 @@ def test_handoff_rust_and_assembly_agree(built: dict, tmp_path: Path) -> None:
     rust = run_rust(tmp_path, {"abi": rendered("loader/abi.rs.j2")},
                     "\n".join(f'    println!("{{}}", core::mem::offset_of!(abi::Handoff, {n}));' for n in names)
                     + '\n    println!("{} {} {} {} {}", core::mem::size_of::<abi::Handoff>(), abi::SWITCH_GDTR_BASE, '
-                    "abi::SWITCH_FAR32, abi::SWITCH_FAR64, abi::SWITCH_HANDOFF);").split()
+                    "abi::SWITCH_FAR32, abi::SWITCH_FAR64, abi::SWITCH_HANDOFF);"
+                    + '\n    println!("{} {} {}", abi::DESC_GDTR, abi::DESC_IDTR, abi::DESC_SIZE);').split()
     assert [int(x) for x in rust] == [abi.handoff_offset(n) for n in names] + [
-        8 * len(names), abi.SWITCH_GDTR_BASE, abi.SWITCH_FAR32, abi.SWITCH_FAR64, abi.SWITCH_HANDOFF]
+        8 * len(names), abi.SWITCH_GDTR_BASE, abi.SWITCH_FAR32, abi.SWITCH_FAR64, abi.SWITCH_HANDOFF,
+        abi.DESC_GDTR, abi.DESC_IDTR, abi.DESC_SIZE]
+    # Each register is 10 bytes (u16 limit, u64 base); both fit in DESC_SIZE without overlapping.
+    assert abi.DESC_GDTR + 10 <= abi.DESC_IDTR and abi.DESC_IDTR + 10 <= abi.DESC_SIZE
 
     # The assembly: its symbols, and the switch data's bytes where the loader writes into them.
     with assemble(tmp_path, rendered("loader/trampoline.S.j2", built["plan"])).open("rb") as f:
@@ -42,6 +46,7 @@ def test_handoff_rust_and_assembly_agree(built: dict, tmp_path: Path) -> None:
         for n in names:
             assert symbols[f"HANDOFF_{n.upper()}"]["st_value"] == abi.handoff_offset(n), n
         assert symbols["HANDOFF_SIZE"]["st_value"] == 8 * len(names)
+        assert (symbols["DESC_GDTR"]["st_value"], symbols["DESC_IDTR"]["st_value"]) == (abi.DESC_GDTR, abi.DESC_IDTR)
         data = symbols["highboot_switch_data"]
         text = elf.get_section(data["st_shndx"]).data()
         switch = text[data["st_value"]:data["st_value"] + abi.SWITCH_HANDOFF + 8 * len(names)]

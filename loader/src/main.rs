@@ -10,10 +10,12 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use r_efi::efi;
 
+mod block;
 mod com1;
 mod console;
 mod cpu;
 mod firmware;
+mod info;
 mod memmap;
 mod paging;
 mod random;
@@ -32,7 +34,8 @@ mod abi {
     include!(concat!(env!("HIGHBOOT_GEN"), "/abi.rs"));
 }
 
-use abi::{Handoff, GDT};
+use abi::Handoff;
+use block::{Block, BlockLayout, Placement};
 
 #[allow(dead_code)]
 mod bootinfo {
@@ -45,11 +48,11 @@ extern "sysv64" {
     fn highboot_handoff(args: *const Handoff) -> !;
 }
 
-const PAGE: u64 = 4096;
+pub const PAGE: u64 = 4096;
 const GIB: u64 = 1 << 30;
 const MIB2: u64 = 2 << 20;
 /// Room for memory-map descriptors the firmware adds between our first look and ExitBootServices.
-const MAP_SLACK: usize = 64;
+pub const MAP_SLACK: usize = 64;
 
 /// A failure before ExitBootServices: the message is already printed; return this status.
 pub type Result<T> = core::result::Result<T, efi::Status>;
@@ -91,207 +94,103 @@ pub extern "efiapi" fn efi_main(image: efi::Handle, st: *mut efi::SystemTable) -
 
 enum Never {}
 
+/// What the CPU and the firmware told us before ExitBootServices.
+pub struct Machine {
+    pub features: cpu::Features,
+    /// Clears NX from page-table entries when the CPU has no NX.
+    pub nx_mask: u64,
+    pub framebuffer: Option<firmware::Framebuffer>,
+    /// The ACPI root pointer and its revision (0 when there is none).
+    pub rsdp: (u64, u64),
+    pub attributes: runtime::Attributes,
+    pub st: *mut efi::SystemTable,
+    pub tsc_entry: u64,
+}
+
+impl Machine {
+    fn probe(bs: &efi::BootServices, st: *mut efi::SystemTable, tsc_entry: u64) -> Machine {
+        let features = cpu::features();
+        let nx_mask = if features.nx { u64::MAX } else { !bootinfo::pte::NO_EXECUTE };
+        Machine {
+            features,
+            nx_mask,
+            framebuffer: firmware::framebuffer(bs),
+            rsdp: firmware::rsdp(st),
+            attributes: runtime::Attributes::read(st),
+            st,
+            tsc_entry,
+        }
+    }
+}
+
+/// The boot, step by step. Everything allocated before ExitBootServices is freed again if a step
+/// fails (the guards drop); after it, a failure halts with a message on COM1.
 fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result<Never> {
     // SAFETY: the firmware passes a valid system table and boot services until ExitBootServices.
     let bs = unsafe { &*(*st).boot_services };
     println!("highboot: loading {} ({} bytes)", plan::KERNEL_PATH_TEXT, plan::KERNEL_SIZE);
-
     if plan::FAULT == "panic" {
         panic!("injected panic before ExitBootServices [test build]");
     }
-    // Everything allocated here is freed again if the boot fails before ExitBootServices.
     let (_kernel_pages, kernel) = read_verified_kernel(bs, image)?;
-    let features = cpu::features();
-    let (_low_pages, low) = paging_mode_switch(bs, &features)?;
-    let nx_mask = if features.nx { u64::MAX } else { !(1u64 << 63) };
-    let framebuffer = firmware::framebuffer(bs);
-    let (rsdp, rsdp_revision) = firmware::rsdp(st);
-
+    let machine = Machine::probe(bs, st, tsc_entry);
+    let (_low_pages, low) = paging_mode_switch(bs, &machine.features)?;
     let mut map = memmap::FirmwareMap::new(bs, MAP_SLACK)?;
     map.refresh(bs)?;
-    let (dmap_size, dmap_page) = size_direct_map(&map, &framebuffer, &features)?;
-    let kaslr = choose_placement(bs, dmap_size);
-    let slid = |va: u64| va.wrapping_add(kaslr.slide as u64);
-    let stack_slid = |va: u64| if plan::STACK_SLIDES { slid(va) } else { va };
-    let dmap_base = kaslr.dmap_base;
-    let attributes = runtime::Attributes::read(st);
-    let layout = lay_out_block(&map, &attributes, &kaslr, dmap_size, dmap_page)?;
 
-    let block_pages = firmware::allocate_block(bs, layout.block_size / PAGE)?;
-    let block = block_pages.base;
-    // SAFETY: the block is ours, identity-mapped by the firmware, block_size bytes long.
-    unsafe {
-        ptr::write_bytes(block as *mut u8, 0, layout.block_size as usize);
-        load_image(kernel, block, kaslr.slide as u64);
-        paging::install_planned_tables(block, nx_mask);
-    }
-    let root = block + plan::TABLES_OFFSET;
+    let place = choose_placement(bs, size_direct_map(&map, &machine)?);
+    let layout = BlockLayout::new(&map, &machine.attributes, &place)?;
+    let block_pages = firmware::allocate_block(bs, layout.size / PAGE)?;
     let trampoline = low.map_or(switch::trampoline_page(), |l| l.page);
-    // SAFETY: root and the switch tables are in the block; the trampoline page is loader code.
-    unsafe { paging::map_trampoline(block, trampoline) };
+    // SAFETY: the block is ours, identity-mapped by the firmware, layout.size bytes long.
+    let mut block = unsafe { Block::load(block_pages.base, layout, kernel, &place, machine.nx_mask, trampoline) };
+    // SAFETY: the block is loaded and its area laid out for this boot.
+    let info = unsafe { info::fill(&block, &place, &machine) };
 
-    let mut pool = paging::Pool::new(block + layout.pool_off, layout.pool_pages);
-    for &(number, window) in plan::KASLR_TABLES.iter() {
-        // SAFETY: root, the pool and the planned table are in the block.
-        unsafe { paging::link_table(root, &mut pool, slid(window), block + plan::TABLES_OFFSET + number * PAGE) };
-    }
-    let area = block + layout.area_off;
-    let info = area as *mut bootinfo::BootInfo;
-    let dm = |phys: u64| dmap_base + phys;
-    // SAFETY: the boot-info area is in the block and large enough (sized above).
-    unsafe {
-        ptr::copy_nonoverlapping(GDT.as_ptr(), (area + layout.gdt_off) as *mut u64, GDT.len());
-        // GDTR at desc_off, IDTR (limit 0, base 0: a null IDT) at desc_off + 16.
-        let gdtr = (area + layout.desc_off) as *mut u8;
-        ptr::write_unaligned(gdtr as *mut u16, (GDT.len() * 8 - 1) as u16);
-        ptr::write_unaligned(gdtr.add(2) as *mut u64, dm(area + layout.gdt_off));
-        ptr::copy_nonoverlapping(plan::CMDLINE.as_ptr(), (area + layout.cmdline_off) as *mut u8, plan::CMDLINE.len());
-        let i = &mut *info;
-        i.magic = bootinfo::MAGIC;
-        i.version = bootinfo::VERSION;
-        i.size = core::mem::size_of::<bootinfo::BootInfo>() as u32;
-        i.cpu_features = if features.pdpe1gb { bootinfo::cpu::PDPE1GB } else { 0 }
-            | if features.nx { bootinfo::cpu::NX } else { 0 }
-            | if features.la57 { bootinfo::cpu::LA57 } else { 0 };
-        i.memory_map = dm(area + layout.memmap_off);
-        i.memory_map_entry_size = core::mem::size_of::<bootinfo::MemoryRegion>() as u64;
-        i.direct_map_base = dmap_base;
-        i.direct_map_slide = dmap_base - plan::DIRECT_MAP_BASE;
-        i.kernel_slide = kaslr.slide as u64;
-        i.kernel_load_bias = plan::LOAD_BIAS.wrapping_add(kaslr.slide as u64);
-        let mut flags = 0;
-        if plan::EH_FRAME_HDR.1 != 0 {
-            flags |= bootinfo::flags::EH_FRAME_HDR;
-            i.eh_frame_hdr = slid(plan::EH_FRAME_HDR.0);
-            i.eh_frame_hdr_size = plan::EH_FRAME_HDR.1;
-        }
-        i.tls_align = 1;
-        if let Some((template, file_size, mem_size, align)) = plan::TLS {
-            flags |= bootinfo::flags::TLS;
-            i.tls_template = slid(template);
-            i.tls_file_size = file_size;
-            i.tls_mem_size = mem_size;
-            i.tls_align = align;
-        }
-        i.direct_map_size = dmap_size;
-        i.direct_map_page_size = dmap_page;
-        i.kernel_phys_base = block;
-        i.kernel_phys_size = layout.block_size;
-        i.kernel_virt_base = slid(plan::IMAGE_VA);
-        i.kernel_image_size = plan::IMAGE_SIZE;
-        i.kernel_entry = slid(plan::ENTRY);
-        i.stack_bottom = stack_slid(plan::STACK_BOTTOM);
-        i.stack_top = stack_slid(plan::STACK_TOP);
-        i.page_table_root = root;
-        i.page_tables_phys = root;
-        i.switch_phys = block + plan::SWITCH_OFFSET;
-        i.switch_pages = plan::SWITCH_COUNT;
-        i.trampoline_phys = trampoline;
-        i.trampoline_virt = slid(plan::TRAMPOLINE_VA);
-        if let Some(fb) = &framebuffer {
-            flags |= bootinfo::flags::FRAMEBUFFER;
-            i.framebuffer_phys = fb.base;
-            i.framebuffer_virt = dm(fb.base);
-            i.framebuffer_size = fb.size;
-            i.framebuffer_width = fb.width;
-            i.framebuffer_height = fb.height;
-            i.framebuffer_stride = fb.stride;
-            i.framebuffer_format = fb.format;
-            [i.framebuffer_red_mask, i.framebuffer_green_mask, i.framebuffer_blue_mask, i.framebuffer_reserved_mask] =
-                fb.masks;
-        }
-        if rsdp != 0 {
-            flags |= bootinfo::flags::RSDP;
-            i.rsdp = rsdp;
-            i.rsdp_revision = rsdp_revision;
-        }
-        flags |= match kaslr.source {
-            None => 0,
-            Some(random::Source::RngProtocol) => bootinfo::flags::KASLR | bootinfo::flags::RANDOM_RNG_PROTOCOL,
-            Some(random::Source::Rdrand) => bootinfo::flags::KASLR | bootinfo::flags::RANDOM_RDRAND,
-            Some(random::Source::Tsc) => bootinfo::flags::KASLR | bootinfo::flags::RANDOM_WEAK,
-        };
-        if plan::EFI_REGION.is_none() {
-            flags |= bootinfo::flags::NO_EFI_REGION;
-        }
-        i.efi_system_table = st as u64;
-        i.efi_runtime_map = dm(area + layout.ranges_off);
-        i.cmdline = dm(area + layout.cmdline_off);
-        i.cmdline_len = (plan::CMDLINE.len() - 1) as u64;
-        if i.cmdline_len > 0 {
-            flags |= bootinfo::flags::CMDLINE;
-        }
-        i.flags = flags;
-        i.tsc_loader_entry = tsc_entry;
-    }
+    println!("highboot: starting the kernel at {:#x}", place.slid(plan::ENTRY));
+    exit_boot_services(bs, image, &mut map);
+    // No boot services from here on: no allocations, no console; errors go to COM1.
+    // SAFETY: all of this writes into the block we own; the firmware's tables are never touched.
+    unsafe { info::complete(&mut block, &place, &machine, &map, info) };
+    hand_over(&block, &place, &machine, low, info)
+}
 
-    println!("highboot: starting the kernel at {:#x}", slid(plan::ENTRY));
+/// ExitBootServices, with a fresh map for each stale key; the console forgets the firmware.
+fn exit_boot_services(bs: &efi::BootServices, image: efi::Handle, map: &mut memmap::FirmwareMap) {
     let refused = map.exit_boot_services(bs, image);
     console::firmware_gone();
     BOOT_SERVICES.store(ptr::null_mut(), Ordering::SeqCst);
     if refused > 0 {
         println!("highboot: ExitBootServices refused {} stale memory-map key(s); retried with a fresh map", refused);
     }
+}
 
-    // No boot services from here on: no allocations, no console; errors go to COM1.
-    // SAFETY: all of this writes into the block we own; the firmware's tables are never touched.
+/// NX and WP on, the handoff TSC stamped, and the jump: through the trampoline (or its copy below
+/// 4 GiB when the paging mode changes) to the kernel's entry with the boot info in RDI.
+fn hand_over(
+    block: &Block,
+    place: &Placement,
+    machine: &Machine,
+    low: Option<switch::LowPages>,
+    info: &mut bootinfo::BootInfo,
+) -> ! {
+    cpu::enable_nx_and_wp(machine.features.nx);
+    info.tsc_handoff = cpu::rdtsc();
+    let handoff = Handoff {
+        cr3: block.root,
+        trampoline_va: place.slid(plan::TRAMPOLINE_VA),
+        identity_slot_va: place.direct(block.root + paging::index(block.trampoline, 0) * 8),
+        descriptors_va: place.direct(block.in_area(block.layout.desc_off)),
+        stack_top: place.stack(plan::STACK_TOP),
+        entry: place.slid(plan::ENTRY),
+        boot_info_va: place.direct(block.area()),
+        cr4_la57: if plan::LEVELS == 5 { switch::CR4_LA57 } else { 0 },
+        ..Handoff::default()
+    };
+    // SAFETY: the kernel's tables are complete and map the trampoline, the stack and the entry.
     unsafe {
-        paging::map_direct(root, &mut pool, dmap_base, dmap_size, dmap_page, nx_mask);
-        let regions = core::slice::from_raw_parts_mut(
-            (area + layout.memmap_off) as *mut bootinfo::MemoryRegion,
-            layout.map_capacity,
-        );
-        let count = memmap::convert(&map, regions, block, layout.block_size);
-        let i = &mut *info;
-        i.memory_map_count = count as u64;
-        if let Some((efi_base, efi_size)) = plan::EFI_REGION {
-            let ranges = core::slice::from_raw_parts_mut(
-                (area + layout.ranges_off) as *mut bootinfo::EfiRange,
-                layout.range_capacity,
-            );
-            let vmap = (area + layout.vmap_off) as *mut u8;
-            let Some(mapped) = runtime::map_all(
-                &map,
-                &attributes,
-                root,
-                &mut pool,
-                nx_mask,
-                efi_base,
-                efi_size,
-                ranges,
-                vmap,
-                layout.vmap_capacity,
-            ) else {
-                fatal("the runtime services grew past the room planned for them after ExitBootServices");
-            };
-            let status = runtime::set_virtual_address_map(st, &map, vmap, mapped.descriptors);
-            if status.is_error() {
-                println!(
-                    "highboot: warning: SetVirtualAddressMap failed ({:#x}); runtime services are unusable",
-                    status.as_usize()
-                );
-            } else if let Some(va) = runtime::virtual_of(&ranges[..mapped.ranges], st as u64) {
-                i.efi_system_table = va;
-                i.flags |= bootinfo::flags::EFI_RUNTIME;
-            }
-            i.efi_runtime_count = mapped.ranges as u64;
-        }
-        i.page_tables_pages = plan::TABLE_COUNT + pool.used();
-        cpu::enable_nx_and_wp(features.nx);
-        i.tsc_handoff = cpu::rdtsc();
-        let handoff = Handoff {
-            cr3: root,
-            trampoline_va: slid(plan::TRAMPOLINE_VA),
-            identity_slot_va: dm(root + paging::index(trampoline, 0) * 8),
-            descriptors_va: dm(area + layout.desc_off),
-            stack_top: stack_slid(plan::STACK_TOP),
-            entry: slid(plan::ENTRY),
-            boot_info_va: dm(area),
-            cr4_la57: if plan::LEVELS == 5 { switch::CR4_LA57 } else { 0 },
-            ..Handoff::default()
-        };
         match low {
-            Some(l) => highboot_handoff(switch::handoff_args(l, root, &handoff)),
+            Some(l) => highboot_handoff(switch::handoff_args(l, block.root, &handoff)),
             None => highboot_handoff(&handoff),
         }
     }
@@ -342,14 +241,11 @@ fn paging_mode_switch(
 
 /// The direct map's size (all RAM-like memory, 4 GiB at least, the framebuffer, 1 GiB granular)
 /// and page size (as the layout asks, from what the CPU has).
-fn size_direct_map(
-    map: &memmap::FirmwareMap,
-    framebuffer: &Option<firmware::Framebuffer>,
-    features: &cpu::Features,
-) -> Result<(u64, u64)> {
+fn size_direct_map(map: &memmap::FirmwareMap, machine: &Machine) -> Result<(u64, u64)> {
+    let pdpe1gb = machine.features.pdpe1gb;
     let huge_1g = match plan::DIRECT_MAP_PAGE {
-        plan::DirectMapPage::Largest => features.pdpe1gb,
-        plan::DirectMapPage::Huge1G if !features.pdpe1gb => {
+        plan::DirectMapPage::Largest => pdpe1gb,
+        plan::DirectMapPage::Huge1G if !pdpe1gb => {
             return fail!(
                 efi::Status::UNSUPPORTED,
                 "the layout asks for 1 GiB direct-map pages; this CPU has none (pdpe1gb)"
@@ -359,7 +255,7 @@ fn size_direct_map(
         plan::DirectMapPage::Large2M => false,
     };
     let mut top = memmap::physical_top(map).max(4 * GIB);
-    if let Some(fb) = framebuffer {
+    if let Some(fb) = &machine.framebuffer {
         top = top.max(fb.base + fb.size);
     }
     let size = (top + GIB - 1) & !(GIB - 1);
@@ -376,124 +272,25 @@ fn size_direct_map(
 
 /// KASLR: the kernel's slide and the direct map's base, from the best randomness there is (slide 0
 /// and the layout's direct-map start without KASLR).
-fn choose_placement(bs: &efi::BootServices, dmap_size: u64) -> Kaslr {
-    let mut kaslr = Kaslr { slide: 0, dmap_base: plan::DIRECT_MAP_BASE, source: None };
+fn choose_placement(bs: &efi::BootServices, (dmap_size, dmap_page): (u64, u64)) -> Placement {
+    let mut place = Placement { slide: 0, dmap_base: plan::DIRECT_MAP_BASE, dmap_size, dmap_page, source: None };
     if plan::KASLR {
         let (words, source) = random::words(bs);
         let slides = ((plan::SLIDE_MAX - plan::SLIDE_MIN) as u64) / plan::SLIDE_ALIGN + 1;
-        kaslr.slide = plan::SLIDE_MIN + (random::below(words[0], slides) * plan::SLIDE_ALIGN) as i64;
+        place.slide = plan::SLIDE_MIN + (random::below(words[0], slides) * plan::SLIDE_ALIGN) as i64;
         let slots = (plan::DIRECT_MAP_LIMIT - dmap_size) / plan::DIRECT_MAP_ALIGN + 1;
-        kaslr.dmap_base = plan::DIRECT_MAP_BASE + random::below(words[1], slots) * plan::DIRECT_MAP_ALIGN;
-        kaslr.source = Some(source);
+        place.dmap_base = plan::DIRECT_MAP_BASE + random::below(words[1], slots) * plan::DIRECT_MAP_ALIGN;
+        place.source = Some(source);
         println!(
             "highboot: KASLR from {}: kernel slide {:#x} of {} choices, direct map at {:#x} of {} choices",
             source.name(),
-            kaslr.slide,
+            place.slide,
             slides,
-            kaslr.dmap_base,
+            place.dmap_base,
             slots
         );
     }
-    kaslr
-}
-
-/// The block's dynamic tail, sized at boot: the table pool (direct map, slid kernel tables, EFI
-/// runtime mappings), then one area for the boot info, the GDT and IDT descriptors, the command
-/// line, the memory map and the runtime ranges. Offsets are from the block's base.
-struct BlockLayout {
-    pool_pages: u64,
-    map_capacity: usize,
-    range_capacity: usize,
-    vmap_capacity: usize,
-    gdt_off: u64,
-    desc_off: u64,
-    cmdline_off: u64,
-    memmap_off: u64,
-    ranges_off: u64,
-    vmap_off: u64,
-    pool_off: u64,
-    area_off: u64,
-    block_size: u64,
-}
-
-fn lay_out_block(
-    map: &memmap::FirmwareMap,
-    attributes: &runtime::Attributes,
-    kaslr: &Kaslr,
-    dmap_size: u64,
-    dmap_page: u64,
-) -> Result<BlockLayout> {
-    let mut pool_pages = paging::tables_needed(kaslr.dmap_base, dmap_size, dmap_page);
-    if let (Some(first), Some(last)) = (plan::KASLR_TABLES.first(), plan::KASLR_TABLES.last()) {
-        let start = first.1.wrapping_add(kaslr.slide as u64);
-        pool_pages += paging::tables_needed(start, last.1 + plan::SLIDE_ALIGN - first.1, plan::SLIDE_ALIGN);
-    }
-    // EFI runtime services: room in the layout's EFI region, tables for their mappings.
-    let (rt_descriptors, rt_pages) = runtime::census(map);
-    if let Some((efi_base, efi_size)) = plan::EFI_REGION {
-        let span = ((rt_pages + 512) * PAGE).min(efi_size);
-        if rt_pages * PAGE > efi_size {
-            return fail!(
-                efi::Status::OUT_OF_RESOURCES,
-                "the firmware's runtime services need {:#x} bytes; the layout's EFI region has {:#x}",
-                rt_pages * PAGE,
-                efi_size
-            );
-        }
-        pool_pages += paging::tables_needed(efi_base, span, PAGE);
-    }
-    let range_capacity = rt_descriptors + attributes.len() + 2 * runtime::SLACK;
-    let vmap_capacity = rt_descriptors + runtime::SLACK;
-    let map_capacity = map.len() + MAP_SLACK + 4;
-    let info_size = core::mem::size_of::<bootinfo::BootInfo>() as u64;
-    let gdt_off = (info_size + 15) & !15;
-    let desc_off = gdt_off + 32;
-    let cmdline_off = desc_off + 32;
-    let memmap_off = (cmdline_off + plan::CMDLINE.len() as u64 + 15) & !15;
-    let ranges_off = memmap_off + (map_capacity * core::mem::size_of::<bootinfo::MemoryRegion>()) as u64;
-    let vmap_off = ranges_off + (range_capacity * core::mem::size_of::<bootinfo::EfiRange>()) as u64;
-    let area_size = vmap_off + (vmap_capacity * map.descriptor_size()) as u64;
-    let pool_off = plan::STATIC_SIZE;
-    let area_off = pool_off + pool_pages * PAGE;
-    let block_size = (area_off + area_size + PAGE - 1) & !(PAGE - 1);
-    Ok(BlockLayout {
-        pool_pages,
-        map_capacity,
-        range_capacity,
-        vmap_capacity,
-        gdt_off,
-        desc_off,
-        cmdline_off,
-        memmap_off,
-        ranges_off,
-        vmap_off,
-        pool_off,
-        area_off,
-        block_size,
-    })
-}
-
-/// Where KASLR put things (slide 0 and the layout's direct-map start without it).
-struct Kaslr {
-    slide: i64,
-    dmap_base: u64,
-    source: Option<random::Source>,
-}
-
-/// Copy the kernel's segments to their block offsets and apply its relocations for `slide` (bss
-/// is already zero), in the block, before any table that maps the kernel is live: RELRO pages are
-/// read-only from the kernel's first instruction.
-unsafe fn load_image(kernel: &[u8], block: u64, slide: u64) {
-    for seg in plan::SEGMENTS.iter() {
-        let src = &kernel[seg.file_offset as usize..(seg.file_offset + seg.filesz) as usize];
-        ptr::copy_nonoverlapping(src.as_ptr(), (block + seg.block_offset) as *mut u8, src.len());
-    }
-    for &(offset, value) in plan::RELOCATIONS.iter() {
-        ptr::write_unaligned((block + offset) as *mut u64, value.wrapping_add(slide));
-    }
-    for &(offset, value) in plan::ABSOLUTE_RELOCATIONS.iter() {
-        ptr::write_unaligned((block + offset) as *mut u64, value);
-    }
+    place
 }
 
 /// A failure after ExitBootServices: nothing to return to; say why on COM1 and stop.

@@ -1,5 +1,6 @@
 """The loader's own binary contracts between Rust and assembly, described once: the Handoff record
-the trampoline reads, the switch data in the trampoline page, the GDT and its selectors.
+the trampoline reads, the switch data in the trampoline page, the GDT and its selectors, the
+descriptor-table registers.
 
 Rendered to templates/loader/abi.rs.j2 (Rust: the Handoff struct, offsets, the GDT) and
 templates/loader/abi.S.j2 (`.set` symbols the trampoline uses instead of numbers), so that a
@@ -51,6 +52,13 @@ GDT_ENTRIES = (0, 0x00AF9A000000FFFF, 0x00CF92000000FFFF)
 CODE_SELECTOR = 0x08
 DATA_SELECTOR = 0x10
 
+#: The descriptor-table registers the trampoline loads (at Handoff.descriptors_va, kernel-owned):
+#: the GDTR (u16 limit, u64 base) at DESC_GDTR, the IDTR (limit 0, base 0: a null IDT) at
+#: DESC_IDTR; DESC_SIZE bytes in all.
+DESC_GDTR = 0
+DESC_IDTR = 16
+DESC_SIZE = 32
+
 
 def handoff_offset(name: str) -> int:
     return 8 * [w.name for w in HANDOFF].index(name)
@@ -64,4 +72,5 @@ def context() -> dict[str, object]:
                    "gdtr_base": SWITCH_GDTR_BASE, "far32": SWITCH_FAR32, "far64": SWITCH_FAR64,
                    "handoff": SWITCH_HANDOFF, "code32": SWITCH_CODE32_SELECTOR, "code64": SWITCH_CODE64_SELECTOR},
         "gdt_entries": GDT_ENTRIES, "code_selector": CODE_SELECTOR, "data_selector": DATA_SELECTOR,
+        "desc": {"gdtr": DESC_GDTR, "idtr": DESC_IDTR, "size": DESC_SIZE},
     }

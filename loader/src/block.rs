@@ -1,0 +1,184 @@
+//! The one block the kernel owns: where this boot puts things (KASLR), the block's layout (its
+//! dynamic tail is sized at boot) and loading the kernel into it.
+//!
+//! The block is: the static part the build planned (the kernel's segments, its page tables, the
+//! switch tables, the stack; `plan::STATIC_SIZE` bytes), then the table pool (direct map, slid
+//! kernel tables, EFI runtime mappings), then one area for the boot info, the GDT and descriptor
+//! registers, the command line, the memory map and the runtime ranges.
+
+use core::ptr;
+
+use r_efi::efi;
+
+use crate::abi::{self, GDT};
+use crate::{bootinfo, fail, memmap, paging, plan, random, runtime, Result, MAP_SLACK, PAGE};
+
+/// Where this boot puts the kernel and the direct map (slide 0 and the layout's direct-map start
+/// without KASLR), and the direct map's extent.
+pub struct Placement {
+    pub slide: i64,
+    pub dmap_base: u64,
+    pub dmap_size: u64,
+    pub dmap_page: u64,
+    pub source: Option<random::Source>,
+}
+
+impl Placement {
+    /// A planned kernel address, in this boot.
+    pub fn slid(&self, va: u64) -> u64 {
+        va.wrapping_add(self.slide as u64)
+    }
+
+    /// A planned stack address, in this boot (the stack moves with the kernel when the plan says so).
+    pub fn stack(&self, va: u64) -> u64 {
+        if plan::STACK_SLIDES {
+            self.slid(va)
+        } else {
+            va
+        }
+    }
+
+    /// A physical address's alias in the direct map.
+    pub fn direct(&self, phys: u64) -> u64 {
+        self.dmap_base + phys
+    }
+}
+
+/// The block's dynamic tail, sized at boot. Offsets are from the block's base, except the parts
+/// of the area, which are from the area's base.
+pub struct BlockLayout {
+    pub pool_pages: u64,
+    pub map_capacity: usize,
+    pub range_capacity: usize,
+    pub vmap_capacity: usize,
+    pub pool_off: u64,
+    pub area_off: u64,
+    pub gdt_off: u64,
+    pub desc_off: u64,
+    pub cmdline_off: u64,
+    pub memmap_off: u64,
+    pub ranges_off: u64,
+    pub vmap_off: u64,
+    pub size: u64,
+}
+
+const fn align16(n: u64) -> u64 {
+    (n + 15) & !15
+}
+
+impl BlockLayout {
+    /// Room for everything this machine needs: tables for its direct map and the KASLR window,
+    /// the runtime services, its memory map (with slack for what changes before ExitBootServices).
+    pub fn new(map: &memmap::FirmwareMap, attributes: &runtime::Attributes, place: &Placement) -> Result<Self> {
+        let mut pool_pages = paging::tables_needed(place.dmap_base, place.dmap_size, place.dmap_page);
+        if let (Some(first), Some(last)) = (plan::KASLR_TABLES.first(), plan::KASLR_TABLES.last()) {
+            let start = place.slid(first.1);
+            pool_pages += paging::tables_needed(start, last.1 + plan::SLIDE_ALIGN - first.1, plan::SLIDE_ALIGN);
+        }
+        // EFI runtime services: room in the layout's EFI region, tables for their mappings.
+        let (rt_descriptors, rt_pages) = runtime::census(map);
+        if let Some((efi_base, efi_size)) = plan::EFI_REGION {
+            if rt_pages * PAGE > efi_size {
+                return fail!(
+                    efi::Status::OUT_OF_RESOURCES,
+                    "the firmware's runtime services need {:#x} bytes; the layout's EFI region has {:#x}",
+                    rt_pages * PAGE,
+                    efi_size
+                );
+            }
+            let span = ((rt_pages + 512) * PAGE).min(efi_size);
+            pool_pages += paging::tables_needed(efi_base, span, PAGE);
+        }
+        let range_capacity = rt_descriptors + attributes.len() + 2 * runtime::SLACK;
+        let vmap_capacity = rt_descriptors + runtime::SLACK;
+        let map_capacity = map.len() + MAP_SLACK + 4;
+        let gdt_off = align16(core::mem::size_of::<bootinfo::BootInfo>() as u64);
+        let desc_off = gdt_off + align16(core::mem::size_of_val(&GDT) as u64);
+        let cmdline_off = desc_off + abi::DESC_SIZE;
+        let memmap_off = align16(cmdline_off + plan::CMDLINE.len() as u64);
+        let ranges_off = memmap_off + (map_capacity * core::mem::size_of::<bootinfo::MemoryRegion>()) as u64;
+        let vmap_off = ranges_off + (range_capacity * core::mem::size_of::<bootinfo::EfiRange>()) as u64;
+        let area_size = vmap_off + (vmap_capacity * map.descriptor_size()) as u64;
+        let pool_off = plan::STATIC_SIZE;
+        let area_off = pool_off + pool_pages * PAGE;
+        Ok(BlockLayout {
+            pool_pages,
+            map_capacity,
+            range_capacity,
+            vmap_capacity,
+            pool_off,
+            area_off,
+            gdt_off,
+            desc_off,
+            cmdline_off,
+            memmap_off,
+            ranges_off,
+            vmap_off,
+            size: (area_off + area_size + PAGE - 1) & !(PAGE - 1),
+        })
+    }
+}
+
+/// The block, loaded: the kernel's segments relocated, its tables live-ready, the table pool.
+pub struct Block {
+    pub base: u64,
+    pub layout: BlockLayout,
+    /// The kernel's root table (physical).
+    pub root: u64,
+    /// The trampoline page's physical address (the loader's own, or its copy below 4 GiB).
+    pub trampoline: u64,
+    pub pool: paging::Pool,
+}
+
+impl Block {
+    /// Zero the block, copy the kernel's segments and apply its relocations, install the planned
+    /// tables, map the trampoline, link the slid kernel's tables.
+    ///
+    /// # Safety
+    /// `base` is `layout.size` bytes of memory we own, identity-mapped (boot services still up).
+    pub unsafe fn load(
+        base: u64,
+        layout: BlockLayout,
+        kernel: &[u8],
+        place: &Placement,
+        nx_mask: u64,
+        trampoline: u64,
+    ) -> Block {
+        ptr::write_bytes(base as *mut u8, 0, layout.size as usize);
+        load_image(kernel, base, place.slide as u64);
+        paging::install_planned_tables(base, nx_mask);
+        paging::map_trampoline(base, trampoline);
+        let root = base + plan::TABLES_OFFSET;
+        let mut pool = paging::Pool::new(base + layout.pool_off, layout.pool_pages);
+        for &(number, window) in plan::KASLR_TABLES.iter() {
+            paging::link_table(root, &mut pool, place.slid(window), base + plan::TABLES_OFFSET + number * PAGE);
+        }
+        Block { base, layout, root, trampoline, pool }
+    }
+
+    /// The physical address of the boot-info area.
+    pub fn area(&self) -> u64 {
+        self.base + self.layout.area_off
+    }
+
+    /// The physical address of a part of the area (an `*_off` of the layout).
+    pub fn in_area(&self, offset: u64) -> u64 {
+        self.area() + offset
+    }
+}
+
+/// Copy the kernel's segments to their block offsets and apply its relocations for `slide` (bss
+/// is already zero), in the block, before any table that maps the kernel is live: RELRO pages are
+/// read-only from the kernel's first instruction.
+unsafe fn load_image(kernel: &[u8], block: u64, slide: u64) {
+    for seg in plan::SEGMENTS.iter() {
+        let src = &kernel[seg.file_offset as usize..(seg.file_offset + seg.filesz) as usize];
+        ptr::copy_nonoverlapping(src.as_ptr(), (block + seg.block_offset) as *mut u8, src.len());
+    }
+    for &(offset, value) in plan::RELOCATIONS.iter() {
+        ptr::write_unaligned((block + offset) as *mut u64, value.wrapping_add(slide));
+    }
+    for &(offset, value) in plan::ABSOLUTE_RELOCATIONS.iter() {
+        ptr::write_unaligned((block + offset) as *mut u64, value);
+    }
+}

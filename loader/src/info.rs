@@ -1,0 +1,162 @@
+//! The boot info: filled in the block's area before ExitBootServices from what the build planned
+//! and the boot found, and completed after it with what only then is final (the memory map, the
+//! runtime services' addresses, the table count).
+
+use core::ptr;
+
+use crate::abi::{self, GDT};
+use crate::block::{Block, Placement};
+use crate::bootinfo::{self, cpu, flags, BootInfo};
+use crate::{fatal, memmap, paging, plan, println, random, runtime, Machine};
+
+/// Write the GDT, the descriptor registers, the command line and every boot-info field known
+/// before ExitBootServices; returns the boot info (in the block's area).
+///
+/// # Safety
+/// The block is loaded (see `Block::load`) and its area is laid out for this boot.
+pub unsafe fn fill(block: &Block, place: &Placement, machine: &Machine) -> &'static mut BootInfo {
+    let layout = &block.layout;
+    ptr::copy_nonoverlapping(GDT.as_ptr(), block.in_area(layout.gdt_off) as *mut u64, GDT.len());
+    // The GDTR; the IDTR stays zero (limit 0, base 0: a null IDT).
+    let gdtr = block.in_area(layout.desc_off + abi::DESC_GDTR) as *mut u8;
+    ptr::write_unaligned(gdtr as *mut u16, (GDT.len() * 8 - 1) as u16);
+    ptr::write_unaligned(gdtr.add(2) as *mut u64, place.direct(block.in_area(layout.gdt_off)));
+    ptr::copy_nonoverlapping(plan::CMDLINE.as_ptr(), block.in_area(layout.cmdline_off) as *mut u8, plan::CMDLINE.len());
+
+    let i = &mut *(block.area() as *mut BootInfo);
+    i.magic = bootinfo::MAGIC;
+    i.version = bootinfo::VERSION;
+    i.size = core::mem::size_of::<BootInfo>() as u32;
+    let features = &machine.features;
+    i.cpu_features = if features.pdpe1gb { cpu::PDPE1GB } else { 0 }
+        | if features.nx { cpu::NX } else { 0 }
+        | if features.la57 { cpu::LA57 } else { 0 };
+    i.memory_map = place.direct(block.in_area(layout.memmap_off));
+    i.memory_map_entry_size = core::mem::size_of::<bootinfo::MemoryRegion>() as u64;
+    i.direct_map_base = place.dmap_base;
+    i.direct_map_slide = place.dmap_base - plan::DIRECT_MAP_BASE;
+    i.direct_map_size = place.dmap_size;
+    i.direct_map_page_size = place.dmap_page;
+    i.kernel_slide = place.slide as u64;
+    i.kernel_load_bias = place.slid(plan::LOAD_BIAS);
+    i.kernel_phys_base = block.base;
+    i.kernel_phys_size = layout.size;
+    i.kernel_virt_base = place.slid(plan::IMAGE_VA);
+    i.kernel_image_size = plan::IMAGE_SIZE;
+    i.kernel_entry = place.slid(plan::ENTRY);
+    i.stack_bottom = place.stack(plan::STACK_BOTTOM);
+    i.stack_top = place.stack(plan::STACK_TOP);
+    i.page_table_root = block.root;
+    i.page_tables_phys = block.root;
+    i.switch_phys = block.base + plan::SWITCH_OFFSET;
+    i.switch_pages = plan::SWITCH_COUNT;
+    i.trampoline_phys = block.trampoline;
+    i.trampoline_virt = place.slid(plan::TRAMPOLINE_VA);
+    i.efi_system_table = machine.st as u64;
+    i.efi_runtime_map = place.direct(block.in_area(layout.ranges_off));
+    i.cmdline = place.direct(block.in_area(layout.cmdline_off));
+    i.cmdline_len = (plan::CMDLINE.len() - 1) as u64;
+    i.tsc_loader_entry = machine.tsc_entry;
+
+    let mut f = 0;
+    if plan::EH_FRAME_HDR.1 != 0 {
+        f |= flags::EH_FRAME_HDR;
+        i.eh_frame_hdr = place.slid(plan::EH_FRAME_HDR.0);
+        i.eh_frame_hdr_size = plan::EH_FRAME_HDR.1;
+    }
+    i.tls_align = 1;
+    if let Some((template, file_size, mem_size, align)) = plan::TLS {
+        f |= flags::TLS;
+        i.tls_template = place.slid(template);
+        i.tls_file_size = file_size;
+        i.tls_mem_size = mem_size;
+        i.tls_align = align;
+    }
+    if let Some(fb) = &machine.framebuffer {
+        f |= flags::FRAMEBUFFER;
+        i.framebuffer_phys = fb.base;
+        i.framebuffer_virt = place.direct(fb.base);
+        i.framebuffer_size = fb.size;
+        i.framebuffer_width = fb.width;
+        i.framebuffer_height = fb.height;
+        i.framebuffer_stride = fb.stride;
+        i.framebuffer_format = fb.format;
+        [i.framebuffer_red_mask, i.framebuffer_green_mask, i.framebuffer_blue_mask, i.framebuffer_reserved_mask] =
+            fb.masks;
+    }
+    let (rsdp, rsdp_revision) = machine.rsdp;
+    if rsdp != 0 {
+        f |= flags::RSDP;
+        i.rsdp = rsdp;
+        i.rsdp_revision = rsdp_revision;
+    }
+    f |= match place.source {
+        None => 0,
+        Some(random::Source::RngProtocol) => flags::KASLR | flags::RANDOM_RNG_PROTOCOL,
+        Some(random::Source::Rdrand) => flags::KASLR | flags::RANDOM_RDRAND,
+        Some(random::Source::Tsc) => flags::KASLR | flags::RANDOM_WEAK,
+    };
+    if plan::EFI_REGION.is_none() {
+        f |= flags::NO_EFI_REGION;
+    }
+    if i.cmdline_len > 0 {
+        f |= flags::CMDLINE;
+    }
+    i.flags = f;
+    i
+}
+
+/// After ExitBootServices: the direct map, the kernel's memory map and the EFI runtime services
+/// in the layout's EFI region, written into the block; the boot info completed. Halts on COM1
+/// when the runtime services grew past the room planned for them.
+///
+/// # Safety
+/// Boot services are gone; `map` is the map ExitBootServices accepted; `info` is `fill`'s.
+pub unsafe fn complete(
+    block: &mut Block,
+    place: &Placement,
+    machine: &Machine,
+    map: &memmap::FirmwareMap,
+    info: &mut BootInfo,
+) {
+    let layout = &block.layout;
+    paging::map_direct(block.root, &mut block.pool, place.dmap_base, place.dmap_size, place.dmap_page, machine.nx_mask);
+    let regions = core::slice::from_raw_parts_mut(
+        block.in_area(layout.memmap_off) as *mut bootinfo::MemoryRegion,
+        layout.map_capacity,
+    );
+    info.memory_map_count = memmap::convert(map, regions, block.base, layout.size) as u64;
+    if let Some((efi_base, efi_size)) = plan::EFI_REGION {
+        let ranges = core::slice::from_raw_parts_mut(
+            block.in_area(layout.ranges_off) as *mut bootinfo::EfiRange,
+            layout.range_capacity,
+        );
+        let vmap = block.in_area(layout.vmap_off) as *mut u8;
+        let Some(mapped) = runtime::map_all(
+            map,
+            &machine.attributes,
+            block.root,
+            &mut block.pool,
+            machine.nx_mask,
+            efi_base,
+            efi_size,
+            ranges,
+            vmap,
+            layout.vmap_capacity,
+        ) else {
+            fatal("the runtime services grew past the room planned for them after ExitBootServices");
+        };
+        let status = runtime::set_virtual_address_map(machine.st, map, vmap, mapped.descriptors);
+        if status.is_error() {
+            println!(
+                "highboot: warning: SetVirtualAddressMap failed ({:#x}); runtime services are unusable",
+                status.as_usize()
+            );
+        } else if let Some(va) = runtime::virtual_of(&ranges[..mapped.ranges], machine.st as u64) {
+            info.efi_system_table = va;
+            info.flags |= flags::EFI_RUNTIME;
+        }
+        info.efi_runtime_count = mapped.ranges as u64;
+    }
+    info.page_tables_pages = plan::TABLE_COUNT + block.pool.used();
+}
