@@ -1,12 +1,24 @@
-"""One build configuration, typed: what SConstruct turns into a graph from kernel + layout to an ESP.
-The default build is one; the test builds are a list of them (SConstruct)."""
+"""Build configurations, typed: what the build turns into a graph from kernel + layout to an ESP.
+
+The default build is one `BuildConfig` (from the options); the test builds are the table below,
+plus one per example project (`example_configs`). Nothing here imports SCons.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
+
+from highboot.project import read_project
 
 DEFAULT_LAYOUT = "templates/layouts/linux-x86_64.toml"
 LA57_LAYOUT = "templates/layouts/linux-x86_64-la57.toml"
+MINIMAL_LAYOUT = "templates/layouts/minimal.toml"
+C_KERNEL = "examples/c-kernel/kernel.c"
+#: Injectable faults (FAULT=, test builds only).
+FAULTS = ("none", "no_memory", "stale_map_key", "firmware_5level", "panic")
+#: Rust source the sample kernel shares with the loader (included by path): its builds depend on it.
+SHARED_RUST = "loader/src/com1.rs"
 
 
 @dataclass(frozen=True)
@@ -23,3 +35,50 @@ class BuildConfig:
     signed: bool = False
     keys: tuple[str, str] | None = None  # (db key, certificate) for signed builds
     kaslr: bool = False
+
+
+def configs_for_tests(build_dir: str) -> dict[str, BuildConfig]:
+    """Configurations only the tests use, each built under $BUILD_DIR/test/<name>: other layouts,
+    another link address, injected faults, C kernels, toolchain-shaped kernels (see
+    tests/test_shape_boots.py)."""
+    configs = {
+        # A command line is bytes: these are not UTF-8 (as from a shell's CMDLINE=$'\xff...').
+        "minimal": BuildConfig(layout=MINIMAL_LAYOUT, cmdline="bytes \udcff\udcfe\udc80 pass"),
+        "alt-dmap": BuildConfig(layout="tests/layouts/alt-dmap.toml", kernel_base="0xffffffff81000000",
+                                cmdline="alt layout: direct map elsewhere, kernel at +16 MiB"),
+        "fault-no-memory": BuildConfig(fault="no_memory"),
+        "fault-stale-key": BuildConfig(fault="stale_map_key"),
+        "fault-panic": BuildConfig(fault="panic"),
+        "signed": BuildConfig(signed=True, keys=(f"{build_dir}/test/keys/db.key", f"{build_dir}/test/keys/db.crt")),
+        "c-kernel": BuildConfig(c_source=C_KERNEL, cmdline="hello from C"),
+        "c-kernel-pie": BuildConfig(c_source=C_KERNEL, c_pie=True, kernel_base="0xffffffff80200000"),
+        "c-kernel-minimal": BuildConfig(c_source=C_KERNEL, layout=MINIMAL_LAYOUT),
+        "la57": BuildConfig(layout=LA57_LAYOUT),
+        "fw5-4level": BuildConfig(fault="firmware_5level"),
+        "fw5-la57": BuildConfig(layout=LA57_LAYOUT, fault="firmware_5level"),
+        "kaslr": BuildConfig(kaslr=True),
+        "kaslr-la57": BuildConfig(kaslr=True, layout=LA57_LAYOUT),
+        "kaslr-c-pie": BuildConfig(kaslr=True, c_source=C_KERNEL, c_pie=True),
+        "shape-gcc-rela-base": BuildConfig(shape_kernel="gcc-rela", kernel_base="0xffffffff81000000"),
+    }
+    # Every toolchain kernel boots with and without KASLR on both paging depths (the -shared one, a
+    # variation of the static PIEs, with KASLR only).
+    variants = {"": BuildConfig(), "-kaslr": BuildConfig(kaslr=True), "-la57": BuildConfig(layout=LA57_LAYOUT),
+                "-la57-kaslr": BuildConfig(layout=LA57_LAYOUT, kaslr=True)}
+    shapes = {"gcc-rela": tuple(variants), "gcc-relr": tuple(variants), "lld-relr": tuple(variants),
+              "rust-spec": tuple(variants), "lld-shared": ("-kaslr",)}
+    for kernel, names in shapes.items():
+        for variant in names:
+            configs[f"shape-{kernel}{variant}"] = replace(variants[variant], shape_kernel=kernel)
+    return configs
+
+
+def example_configs(projects: list[str]) -> dict[str, BuildConfig]:
+    """One configuration per example project file (examples/<name>/highboot.toml), named example-<name>."""
+    out = {}
+    for project in projects:
+        values = read_project(project)
+        out[f"example-{os.path.basename(os.path.dirname(project))}"] = BuildConfig(
+            layout=values.get("LAYOUT", DEFAULT_LAYOUT), kernel_base=values.get("KERNEL_BASE", ""),
+            cmdline=values.get("CMDLINE", ""), templates=tuple(t for t in values.get("TEMPLATES", "").split(":") if t))
+    return out

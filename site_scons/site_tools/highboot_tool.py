@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import SCons.Action
 import SCons.Builder
@@ -13,10 +14,25 @@ import SCons.Errors
 import SCons.Script
 
 from highboot import build
+from highboot.config import C_KERNEL, SHARED_RUST, BuildConfig
 from highboot.errors import HighbootError
+from highboot.layout import load_layout
+from highboot.plan import KERNEL_ESP_FILE
 from highboot.render import template_files
+from highboot.units import parse_int
 
 PACKAGE_DIR = Path(build.__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class BootBuild:
+    """What one configuration's graph ends in (SCons nodes)."""
+
+    nodes: list[Any]  # everything to build: the ESP's files, the signed loader's VARS file, highboot.h
+    esp: list[Any]  # the ESP's files, installed together
+    plan: list[Any]  # plan.json
+    kernel: Any  # the kernel ELF
+    esp_dir: str
 
 
 def _fail(target: Any, exc: HighbootError) -> SCons.Errors.BuildError:
@@ -139,6 +155,88 @@ def _qemu_action(target: Any, source: Any, env: Any) -> int:
         raise _fail(target, exc) from None
 
 
+def _stop(exc: HighbootError) -> NoReturn:
+    """A refusal while the SConstruct is read: one message, exit 2 (as SConstruct's own checks)."""
+    print(f"highboot: error: {exc.format()}", file=sys.stderr)
+    SCons.Script.Exit(2)
+
+
+def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, Any] | None = None) -> BootBuild:
+    """Every step from kernel + layout to an ESP under `out`, for one configuration."""
+    try:
+        layout = load_layout(cfg.layout)
+        base = parse_int(cfg.kernel_base) if cfg.kernel_base else None
+    except HighbootError as exc:
+        _stop(exc)
+    except ValueError as exc:
+        _stop(HighbootError(f"{exc}", field="KERNEL_BASE"))
+    cargo_dir = env["HIGHBOOT_CARGO_DIR"]
+    tenv = env.Clone(TEMPLATE_DIRS=list(cfg.templates))
+    gen = tenv.Dir(f"{out}/gen")
+    common = tenv.HighbootRender(f"{out}/gen/bootinfo.rs", [], TEMPLATE="common/bootinfo.rs.j2")
+    header = tenv.HighbootRender(f"{out}/include/highboot.h", [], TEMPLATE="include/highboot.h.j2")
+    if cfg.shape_kernel:
+        kernel = (shape_kernels or {})[cfg.shape_kernel]
+    elif cfg.kernel:
+        kernel = tenv.File(cfg.kernel)
+    else:
+        base = layout.require("kernel").start if base is None else base
+        lds = tenv.HighbootRender(f"{out}/gen/link.ld", [], TEMPLATE="kernel/link.ld.j2",
+                                  RENDER_EXTRA={"layout": {"name": layout.name}, "entry_symbol": "_start",
+                                                "link_base": base, "pie": not cfg.c_source or cfg.c_pie})
+        if cfg.c_source:
+            kernel = tenv.CKernel(f"{out}/kernel/kernel.elf", [cfg.c_source] + lds + header,
+                                  C_INCLUDE=f"{out}/include", C_PIE=cfg.c_pie)[0]
+        else:
+            kernel = tenv.Cargo(
+                f"{out}/kernel/kernel.elf", lds + common + [SHARED_RUST],
+                CARGO_CRATE="kernel", CARGO_TARGET="x86_64-unknown-none",
+                CARGO_TARGET_DIR=f"{cargo_dir}/kernel", CARGO_ARTIFACT="highboot-sample-kernel",
+                # Position-independent (static-pie): the same kernel boots with and without KASLR.
+                CARGO_RUSTFLAGS=["-Crelocation-model=pie"],
+                CARGO_ENV={"HIGHBOOT_GEN": gen.abspath, "HIGHBOOT_LINKER_SCRIPT": tenv.File(lds[0]).abspath,
+                           "HIGHBOOT_LINK_BASE": hex(base)})[0]
+    plan_options = {"cmdline": cfg.cmdline, "fault": "" if cfg.fault == "none" else cfg.fault,
+                    "kaslr": cfg.kaslr, "kernel_base": base}
+    plan = tenv.HighbootPlan(f"{out}/plan.json", [kernel, tenv.File(cfg.layout)], PLAN_OPTIONS=plan_options)
+    loader_src = [tenv.HighbootRender(f"{out}/gen/{name}", plan, TEMPLATE=f"loader/{name}.j2", RENDER_WITH_PLAN=True)
+                  for name in ("plan.rs", "trampoline.S")]
+    loader_src += tenv.HighbootRender(f"{out}/gen/abi.rs", [], TEMPLATE="loader/abi.rs.j2")
+    loader = tenv.Cargo(
+        f"{out}/loader/highboot-loader.efi", loader_src + common,
+        CARGO_CRATE="loader", CARGO_TARGET="x86_64-unknown-uefi",
+        CARGO_TARGET_DIR=f"{cargo_dir}/loader", CARGO_ARTIFACT="highboot-loader.efi",
+        CARGO_ENV={"HIGHBOOT_GEN": gen.abspath})
+    esp_dir = f"{out}/esp"
+    bootx64 = tenv.PECheck(f"{out}/loader/BOOTX64.EFI", loader)
+    if cfg.signed:
+        key, cert = cfg.keys or (env["SIGN_KEY"], env["SIGN_CERT"])
+        bootx64 = tenv.SignLoader([f"{out}/loader/BOOTX64.signed.EFI", f"{out}/secure-vars.fd"], bootx64,
+                                  SIGN_KEY=key, SIGN_CERT=cert)
+    # The ESP is written in one step once every part of it is built: a failed build never leaves a
+    # loader beside a kernel it was not built for.
+    esp = tenv.InstallESP([f"{esp_dir}/EFI/BOOT/BOOTX64.EFI", f"{esp_dir}/{KERNEL_ESP_FILE}"], [bootx64[0], kernel])
+    return BootBuild(nodes=esp + bootx64[1:] + header, esp=esp, plan=plan, kernel=kernel, esp_dir=esp_dir)
+
+
+def _shape_kernels(env: Any, out: str) -> dict[str, Any]:
+    """The toolchain-shaped test kernels, each built once: PIEs linked at 0 that the build places."""
+    senv = env.Clone(TEMPLATE_DIRS=[])
+    common = senv.HighbootRender(f"{out}/gen/bootinfo.rs", [], TEMPLATE="common/bootinfo.rs.j2")
+    header = senv.HighbootRender(f"{out}/include/highboot.h", [], TEMPLATE="include/highboot.h.j2")
+    kernels = {shape: senv.CKernel(f"{out}/{shape}/kernel.elf", [C_KERNEL] + header, C_INCLUDE=f"{out}/include",
+                                   C_SHAPE=shape)[0] for shape in build.C_SHAPES}
+    # The Rust kernel from a JSON target spec like real Rust kernels use (ld.lld, PIE, full RELRO);
+    # unwind tables on, as with "panic-strategy": "unwind", so it has PT_GNU_EH_FRAME.
+    spec = senv.File("kernel/x86_64-highboot-pie.json")
+    kernels["rust-spec"] = senv.Cargo(
+        f"{out}/rust-spec/kernel.elf", common + [spec, SHARED_RUST],
+        CARGO_CRATE="kernel", CARGO_TARGET=spec.abspath, CARGO_TARGET_DIR=f"{env['HIGHBOOT_CARGO_DIR']}/kernel-spec",
+        CARGO_ARTIFACT="highboot-sample-kernel", CARGO_RUSTFLAGS=["-Cforce-unwind-tables=yes"],
+        CARGO_ENV={"HIGHBOOT_GEN": senv.Dir(f"{out}/gen").abspath})[0]
+    return kernels
+
+
 def generate(env: Any) -> None:
     quiet = not env.get("VERBOSE")
 
@@ -168,6 +266,9 @@ def generate(env: Any) -> None:
     # Commands the user runs (always, never "up to date"): scons map, run, debug.
     env["BUILDERS"]["ShowMap"] = SCons.Builder.Builder(action=SCons.Action.Action(_map_action, None))
     env["BUILDERS"]["Qemu"] = SCons.Builder.Builder(action=SCons.Action.Action(_qemu_action, None))
+    # Pseudo-builders: one configuration's whole graph, and the shared toolchain-shaped test kernels.
+    env.AddMethod(_boot_build, "HighbootBoot")
+    env.AddMethod(_shape_kernels, "HighbootShapeKernels")
     env.SetDefault(TEMPLATE_DIRS=[], C_PIE=False, C_SHAPE="", QEMU_GDB=False)
 
 
