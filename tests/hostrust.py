@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from highboot.build import render_context
+from highboot.plan import BootPlan
 from highboot.render import render
 
 
-def rendered(template: str, plan: dict | None = None, extra: dict | None = None) -> str:
+def rendered(template: str, plan: BootPlan | None = None, extra: dict | None = None) -> str:
     """A default template rendered with the usual context, a plan and extra variables."""
     ctx = render_context(None, extra or {})
     if plan is not None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from highboot.bootinfo import MEMORY_TYPES
 from highboot.paging import PAGE, R_NX, RW_NX, RX, Mapping, coalesce, minimum_tables, paging_levels
+from highboot.plan import BootPlan, PlannedRange
 from highboot.units import GIB
 
 FLAGS = {"RX": int(RX), "R": int(R_NX), "RW": int(RW_NX)}
@@ -71,49 +71,49 @@ def kernel_slide(report: BootReport) -> int:
     return slide - (1 << 64) if slide >= 1 << 63 else slide
 
 
-def direct_map_base(plan: dict[str, Any], report: BootReport) -> int:
+def direct_map_base(plan: BootPlan, report: BootReport) -> int:
     """Where this boot's direct map is: the layout's start, or where KASLR put it (checked against
     the plan's alignment and region)."""
     base = report.number("direct_map_base")
-    if not plan.get("kaslr"):
-        return plan["direct_map_base"]
-    offset = base - plan["direct_map_base"]
-    if offset % plan["direct_map_align"] or not 0 <= offset <= plan["direct_map_limit"] - \
-            report.number("direct_map_size"):
+    if not plan.kaslr:
+        return plan.direct_map_base
+    offset = base - plan.direct_map_base
+    if offset % plan.direct_map_align or not 0 <= offset <= plan.direct_map_limit - report.number("direct_map_size"):
         raise AssertionError(f"direct map at {base:#x} is not an aligned place inside the layout's region")
     return base
 
 
-def planned_vas(plan: dict[str, Any], report: BootReport) -> list[tuple[dict[str, Any], int]]:
-    """Every planned range with its virtual address in this boot (slid by KASLR where it moves)."""
+def checked_slide(plan: BootPlan, report: BootReport) -> int:
+    """The kernel slide of this boot, checked against the slides the plan allows."""
     slide = kernel_slide(report)
-    if slide and not (plan.get("kaslr") and slide % plan["slide_align"] == 0
-                      and plan["slide_min"] <= slide <= plan["slide_max"]):
+    if slide and not (plan.kaslr and slide % plan.slide_align == 0 and plan.slide_min <= slide <= plan.slide_max):
         raise AssertionError(f"kernel slide {slide:#x} is not one the plan allows")
-    out = []
-    for r in plan["ranges"]:
-        moves = r["name"] != "kernel stack" or plan.get("stack_slides", False)
-        out.append((r, r["va"] + slide if moves else r["va"]))
-    return out
+    return slide
 
 
-def predicted_mappings(plan: dict[str, Any], report: BootReport) -> list[Mapping]:
+def planned_vas(plan: BootPlan, report: BootReport) -> list[tuple[PlannedRange, int]]:
+    """Every planned range with its virtual address in this boot (slid by KASLR where it moves)."""
+    slide = checked_slide(plan, report)
+    return [(r, r.va + slide if r.slides else r.va) for r in plan.ranges]
+
+
+def predicted_mappings(plan: BootPlan, report: BootReport) -> list[Mapping]:
     """The coalesced mappings the plan predicts for this boot."""
     block = report.number("block")
     out = [Mapping(direct_map_base(plan, report), 0, report.number("direct_map_size"), int(RW_NX))]
     for r, va in planned_vas(plan, report):
-        pa = report.number("trampoline_phys") if r["block_offset"] is None else block + r["block_offset"]
-        out.append(Mapping(va, pa, r["size"], FLAGS[r["flags"]]))
+        pa = report.number("trampoline_phys") if r.block_offset is None else block + r.block_offset
+        out.append(Mapping(va, pa, r.size, FLAGS[r.flags]))
     return coalesce(out + report.efi)
 
 
-def minimum_table_pages(plan: dict[str, Any], report: BootReport) -> int:
+def minimum_table_pages(plan: BootPlan, report: BootReport) -> int:
     """The fewest tables that can map this boot's address space, from the ranges alone."""
     page = report.number("direct_map_page")
-    ranges = [(va, r["size"], PAGE) for r, va in planned_vas(plan, report)]
+    ranges = [(va, r.size, PAGE) for r, va in planned_vas(plan, report)]
     ranges.append((direct_map_base(plan, report), report.number("direct_map_size"), page))
     ranges += [(m.va, m.size, PAGE) for m in report.efi]
-    return sum(minimum_tables(ranges, paging_levels(plan["levels"])).values())
+    return sum(minimum_tables(ranges, paging_levels(plan.levels)).values())
 
 
 def diff(predicted: list[Mapping], observed: list[Mapping]) -> str:
