@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from highboot import abi, bootinfo
+from highboot import abi, bootinfo, report
 from highboot.elfkernel import read_kernel
 from highboot.errors import HighbootError
 from highboot.layout import load_layout
@@ -30,7 +30,7 @@ def make_plan(kernel: str, layout: str, out: str, options: dict[str, Any]) -> No
 
 
 def render_context(plan_file: str | None, extra: dict[str, Any]) -> dict[str, Any]:
-    ctx: dict[str, Any] = {**bootinfo.context(), **abi.context()}
+    ctx: dict[str, Any] = {**bootinfo.context(), **abi.context(), **report.context()}
     if plan_file:
         ctx["plan"] = BootPlan.from_json(plan_file)
     ctx.update(extra)
