@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -22,8 +21,10 @@ def build_dir() -> Path:
 @pytest.fixture(scope="session")
 def built() -> dict[str, Any]:
     """The default build (`scons`): its ESP and plan. Missing artifacts fail, never skip."""
+    from highboot.plan import BootPlan
+
     d = build_dir()
     esp, plan = d / "esp", d / "plan.json"
     if not (esp / "EFI" / "BOOT" / "BOOTX64.EFI").exists() or not plan.exists():
         pytest.fail(f"no build in {d}: run the tests with `scons test` (it builds first)")
-    return {"dir": d, "esp": esp, "plan": json.loads(plan.read_text()), "kernel": d / "kernel" / "kernel.elf"}
+    return {"dir": d, "esp": esp, "plan": BootPlan.from_json(plan), "kernel": d / "kernel" / "kernel.elf"}

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from highboot.build import render_context
+from highboot.plan import BootPlan
 from highboot.render import render
 
 
-def rendered(template: str, plan: dict | None = None, extra: dict | None = None) -> str:
+def rendered(template: str, plan: BootPlan | None = None, extra: dict | None = None) -> str:
     """A default template rendered with the usual context, a plan and extra variables."""
     ctx = render_context(None, extra or {})
     if plan is not None:
@@ -29,12 +30,12 @@ def _rustc() -> str:
 
 
 def run_rust(tmp_path: Path, includes: dict[str, str], body: str, items: str = "") -> str:
-    """Compile a program that includes each source as a module of its name, with items at the top
-    and body in main(); run it and return what it printed."""
+    """Compile a program that includes each source as a module of its name (its macros in scope),
+    with items at the top and body in main(); run it and return what it printed."""
     mods = []
     for name, text in includes.items():
         (tmp_path / f"{name}.rs").write_bytes(text.encode("utf-8"))
-        mods.append(f'#[allow(dead_code)] mod {name} {{ include!("{name}.rs"); }}')
+        mods.append(f'#[macro_use] #[allow(dead_code)] mod {name} {{ include!("{name}.rs"); }}')
     (tmp_path / "main.rs").write_text("\n".join(mods) + f"\n{items}\nfn main() {{\n{body}\n}}\n")
     out = subprocess.run([_rustc(), "--edition", "2021", "-o", str(tmp_path / "main"), str(tmp_path / "main.rs")],
                          capture_output=True, text=True, timeout=300, check=False)

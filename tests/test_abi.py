@@ -1,6 +1,7 @@
 """One ABI, three views: what site_scons/highboot/abi.py and bootinfo.py describe, rendered to Rust
 (compiled for this machine and asked with offset_of!), C (gcc, offsetof) and assembly (assembled,
-its symbols and bytes read back), must agree field by field."""
+its symbols and bytes read back), must agree field by field. The serial report (report.py) too:
+what its Rust macros print, parse_report reads back; highboot.h's macros are its words."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from hostrust import assemble, rendered, run_rust
 
-from highboot import abi, bootinfo
+from highboot import abi, bootinfo, report
+from highboot.verify import parse_report
 
 
 def python_offsets(fields: tuple[bootinfo.Field, ...]) -> list[int]:
@@ -104,3 +106,69 @@ def test_pte_bits_rust_and_c_agree_with_the_planner(tmp_path: Path) -> None:
     c = subprocess.run([str(tmp_path / "c")], capture_output=True, text=True, check=True).stdout.split()
     assert [int(x) for x in rust] == [int(x) for x in c] == expected
     assert "ADDR_MASK" in names and "NO_EXECUTE" in names and "HUGE_PAGE" in names
+
+
+# ------------------------------------------------------------------ the serial report (report.py)
+
+#: A value of each format, as the kernels pass it to the format string, and as it is printed.
+SAMPLES = {"hex": ("0x1234_abcd_u64", "0x1234abcd"), "decimal": ("42_u64", "42"), "hexbytes": ('"00ff"', "00ff"),
+           "token": ('"1280x800"', "1280x800"), "quoted": ('"a b=c"', "a b=c")}
+
+
+def _sample(field: report.ReportField) -> tuple[str, str]:
+    if field.format == report.CHOICE:
+        return f'"{field.choices[-1]}"', field.choices[-1]
+    return SAMPLES[field.format]
+
+
+def test_report_rust_view_prints_what_parse_report_reads(tmp_path: Path) -> None:
+    """Every line kind and every INFO key, printed through the rendered macros, reads back as the
+    values given; the rendered words are the description's."""
+    body = []
+    for kind in report.LINES:
+        args = ", ".join(_sample(f)[0] for f in kind.fields)
+        body.append(f"    println!(report_format!({kind.tag}), {args});")
+    keys = report.INFO_KEYS
+    for i in range(0, len(keys), 5):  # several keys per line, as the kernels print them
+        group = keys[i:i + 5]
+        args = ", ".join(_sample(k)[0] for k in group)
+        body.append(f"    println!(info_format!({', '.join(k.name for k in group)}), {args});")
+    for words in report.context()["report_choices"]:
+        body.append(f'    println!("WORDS {words.name} {{}}", bootinfo::report::{words.name.upper()}.join(" "));')
+    out = run_rust(tmp_path, {"bootinfo": rendered("common/bootinfo.rs.j2")}, "\n".join(body))
+    parsed = parse_report(out)
+    assert parsed.facts == {k.name: _sample(k)[1] for k in keys}
+    assert parsed.memory == [(0x1234ABCD, 0x1234ABCD, 42)]
+    assert len(parsed.mappings) == len(parsed.efi) == 1
+    assert parsed.mappings[0].va == 0x1234ABCD and parsed.efi[0].pa == 0x1234ABCD
+    words = {line.split()[1]: line.split()[2:] for line in out.splitlines() if line.startswith("WORDS ")}
+    assert words == {"access": list(report.ACCESS.choices), "cache": list(report.CACHE.choices)}
+
+
+def test_report_rust_view_refuses_an_undescribed_key(tmp_path: Path) -> None:
+    (tmp_path / "bootinfo.rs").write_text(rendered("common/bootinfo.rs.j2"))
+    (tmp_path / "main.rs").write_text('#[macro_use] #[allow(dead_code)] mod bootinfo { include!("bootinfo.rs"); }\n'
+                                      'fn main() { println!(info_format!(block, no_such_key), 1u64, 2u64); }\n')
+    out = subprocess.run(["rustc", "--edition", "2021", "-o", str(tmp_path / "main"), str(tmp_path / "main.rs")],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode != 0 and "no_such_key" in out.stderr, out.stderr[-2000:]
+
+
+def test_report_c_view_is_the_description(tmp_path: Path) -> None:
+    """highboot.h's tags, INFO key prefixes and words, compiled by gcc and printed."""
+    (tmp_path / "highboot.h").write_text(rendered("include/highboot.h.j2"))
+    lines = ['    puts(HIGHBOOT_REPORT_HEX);', f'    puts(HIGHBOOT_REPORT_{report.INFO_TAG});']
+    lines += [f"    puts(HIGHBOOT_REPORT_{kind.tag});" for kind in report.LINES]
+    lines += [f"    puts(HIGHBOOT_INFO_{k.name.upper()});" for k in report.INFO_KEYS]
+    for words in (report.ACCESS, report.CACHE):
+        lines.append(f"    {{ static const char *const w[] = HIGHBOOT_REPORT_{words.name.upper()};\n"
+                     f"      for (unsigned i = 0; i < sizeof w / sizeof *w; i++) puts(w[i]); }}")
+    (tmp_path / "c.c").write_text('#include <stdio.h>\n#include "highboot.h"\nint main(void) {\n' + "\n".join(lines)
+                                  + "\n    return 0;\n}\n")
+    subprocess.run(["gcc", "-Wall", "-Werror", "-o", str(tmp_path / "c"), str(tmp_path / "c.c")], check=True,
+                   timeout=120)
+    c = subprocess.run([str(tmp_path / "c")], capture_output=True, text=True, check=True).stdout.splitlines()
+    hex_prefix = report.FORMATS["hex"][1]
+    assert c == [hex_prefix, report.INFO_TAG, *(kind.tag for kind in report.LINES),
+                 *(f"{k.name}={k.c_prefix}" for k in report.INFO_KEYS), *report.ACCESS.choices,
+                 *report.CACHE.choices]

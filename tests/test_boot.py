@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from highboot import qemu
+from highboot.plan import BootPlan
 from highboot.verify import (
     DIRECT_MAPPED_TYPES,
     MEMORY_TYPE,
@@ -20,7 +21,7 @@ from highboot.verify import (
 GIB = 1 << 30
 
 
-def check_boot(result: qemu.BootResult, plan: dict, *, expect_1g: bool) -> None:
+def check_boot(result: qemu.BootResult, plan: BootPlan, *, expect_1g: bool) -> None:
     tail = "\n".join(result.serial.splitlines()[-60:])
     assert result.status is not None, f"QEMU timed out after {result.seconds:.0f} s:\n{tail}"
     assert result.status == qemu.EXIT_PASS, f"kernel reported failure (exit {result.status}):\n{tail}"
@@ -41,8 +42,8 @@ def check_boot(result: qemu.BootResult, plan: dict, *, expect_1g: bool) -> None:
     # Nothing in the lower half: the trampoline's identity page is gone.
     assert all(m.va >= 1 << 63 for m in observed)
     assert report.number("tables") == minimum_table_pages(plan, report)
-    stack_slide = kernel_slide(report) if plan.get("stack_slides") else 0
-    assert report.number("entry_rsp") == plan["stack_top_va"] + stack_slide - 8
+    stack_slide = kernel_slide(report) if plan.stack.slides else 0
+    assert report.number("entry_rsp") == plan.stack_top_va + stack_slide - 8
     check_runtime_services(report, plan)
     block, size = report.number("block"), report.number("block_size")
     kernel = MEMORY_TYPE["KERNEL"]
@@ -59,7 +60,7 @@ def test_boot_reports_loader_facts(built: dict) -> None:
     result = qemu.boot(built["esp"], cpu="max", memory="512M")
     assert result.passed, result.serial[-2000:]
     report = parse_report(result.serial)
-    assert report.facts["cmdline"] == built["plan"]["cmdline"]
+    assert report.facts["cmdline"] == built["plan"].cmdline
     assert report.number("rsdp") != 0 and report.number("rsdp_revision") == 2
     assert report.number("framebuffer") != 0
     # The pixel layout as masks, for the format the firmware reported (QEMU's GOP: BGRX8, 2).
@@ -70,13 +71,13 @@ def test_boot_reports_loader_facts(built: dict) -> None:
     assert "highboot: loading \\highboot\\kernel.elf" in result.serial
 
 
-def check_runtime_services(report, plan: dict) -> None:
+def check_runtime_services(report, plan: BootPlan) -> None:
     """Runtime ranges live in the EFI region, W^X, cover all runtime memory; GetTime worked."""
-    if plan["efi_region"] is None:
+    if plan.efi_region is None:
         assert report.facts.get("efi") == "none"
         assert not report.efi
         return
-    base, size = plan["efi_region"]
+    base, size = plan.efi_region
     assert report.efi, "no EFI runtime mappings reported"
     for m in report.efi:
         assert base <= m.va and m.va + m.size <= base + size, m.text()

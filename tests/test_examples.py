@@ -4,7 +4,6 @@ booted."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from test_boot import check_boot
 
 from highboot import qemu
+from highboot.plan import BootPlan
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECTS = sorted(p.parent.name for p in (ROOT / "examples").glob("*/highboot.toml"))
@@ -31,10 +31,10 @@ def test_example_builds_from_outside_and_boots(built: dict, name: str, tmp_path:
            f"BUILD_DIR={out}", f"CARGO_DIR={built['dir'] / 'cargo'}"]
     proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    plan = json.loads((out / "plan.json").read_text())
-    assert plan["layout_name"] == name
+    plan = BootPlan.from_json(out / "plan.json")
+    assert plan.layout_name == name
     assert (out / "esp" / "EFI" / "BOOT" / "BOOTX64.EFI").exists()
     for cpu in ("qemu64", "max"):
         result = qemu.boot(out / "esp", cpu=cpu, memory="1G")
-        check_boot(result, plan, expect_1g=cpu == "max" and plan["direct_map_page_size"] != "2M")
+        check_boot(result, plan, expect_1g=cpu == "max" and plan.direct_map_page_size != "2M")
         assert f"INFO cmdline=\"example={name}" in result.serial

@@ -110,6 +110,8 @@ def check_kernel(kernel: KernelImage, data: bytes) -> None:
 
 def check_plan(plan: BootPlan, kernel: KernelImage, layout: Layout) -> None:
     """What a plan promises, checked from the plan alone (and a walk of its encoded tables)."""
+    # It crosses plan.json unchanged.
+    assert BootPlan.from_json(json.loads(json.dumps(plan.to_json()))) == plan
     region = layout.require("kernel")
     stack_region = layout.role("stack")
     allowed = [region] + ([stack_region] if stack_region else [])

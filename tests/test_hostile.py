@@ -4,10 +4,10 @@ NUL or non-UTF-8 bytes, and failed builds end in one clear message or a correct 
 
 from __future__ import annotations
 
-import copy
 import random
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from test_matrix import config
 from highboot import qemu
 from highboot.build import render_context
 from highboot.errors import HighbootError
+from highboot.plan import BootPlan
 from highboot.project import read_project
 from highboot.render import comment_safe, render
 from highboot.verify import parse_report
@@ -62,18 +63,18 @@ def only_in_comments(marked: str, nasty: str, text: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def plan(built: dict) -> dict:
+def plan(built: dict) -> BootPlan:
     return built["plan"]
 
 
 @pytest.mark.parametrize("template", ["loader/plan.rs.j2", "loader/trampoline.S.j2"])
-def test_strings_in_comments_stay_in_comments(plan: dict, template: str) -> None:
+def test_strings_in_comments_stay_in_comments(plan: BootPlan, template: str) -> None:
     for key in ("layout_name", "kernel_path"):
-        marked = rendered(template, {**plan, key: MARK})
+        marked = rendered(template, replace(plan, **{key: MARK}))
         for text in CORPUS:
             if key == "layout_name" and any(0xD800 <= ord(c) < 0xE000 for c in text):
                 continue  # a layout name is TOML text: never surrogates (refused below)
-            nasty = rendered(template, {**plan, key: text})
+            nasty = rendered(template, replace(plan, **{key: text}))
             if key == "layout_name" and template == "loader/plan.rs.j2":
                 # The one place the name is code: a Rust literal (compiled and run below).
                 code = "pub const LAYOUT_NAME: &str = "
@@ -84,10 +85,10 @@ def test_strings_in_comments_stay_in_comments(plan: dict, template: str) -> None
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(list("*/\\\n\"{}#")), max_size=60))
-def test_any_text_in_comments_stays_in_comments(plan: dict, text: str) -> None:
+def test_any_text_in_comments_stays_in_comments(plan: BootPlan, text: str) -> None:
     for template in ("loader/plan.rs.j2", "loader/trampoline.S.j2"):
-        marked = rendered(template, {**plan, "kernel_path": MARK})
-        only_in_comments(marked, rendered(template, {**plan, "kernel_path": text}), text)
+        marked = rendered(template, replace(plan, kernel_path=MARK))
+        only_in_comments(marked, rendered(template, replace(plan, kernel_path=text)), text)
 
 
 def test_linker_script_comment_cannot_be_closed() -> None:
@@ -98,7 +99,7 @@ def test_linker_script_comment_cannot_be_closed() -> None:
         assert nasty.replace(comment_safe(text), "x", 1) == plain
 
 
-def test_rust_constants_carry_the_strings_exactly(plan: dict, tmp_path: Path) -> None:
+def test_rust_constants_carry_the_strings_exactly(plan: BootPlan, tmp_path: Path) -> None:
     """plan.rs rendered with each string as the layout name and the command line, compiled by rustc
     for this machine and run: LAYOUT_NAME and CMDLINE hold exactly the string's bytes."""
     cases = [t for t in CORPUS if "\0" not in t]
@@ -106,7 +107,7 @@ def test_rust_constants_carry_the_strings_exactly(plan: dict, tmp_path: Path) ->
     for n, text in enumerate(cases):
         layout_ok = not any(0xD800 <= ord(c) < 0xE000 for c in text)
         name = text if layout_ok else "plain"
-        includes[f"p{n}"] = rendered("loader/plan.rs.j2", {**plan, "cmdline": text, "layout_name": name})
+        includes[f"p{n}"] = rendered("loader/plan.rs.j2", replace(plan, cmdline=text, layout_name=name))
         expected.append(f"{n} {name.encode('utf-8').hex() or '-'} {text.encode('utf-8', 'surrogateescape').hex()}00")
     body = "\n".join(f'    println!("{n} {{}} {{}}", hex(p{n}::LAYOUT_NAME.as_bytes()), hex(p{n}::CMDLINE));'
                      for n in range(len(cases)))
@@ -118,16 +119,15 @@ fn hex(b: &[u8]) -> String {
     assert run_rust(tmp_path, includes, body, items).splitlines() == expected
 
 
-def test_trampoline_with_hostile_layout_name_assembles(plan: dict, tmp_path: Path) -> None:
+def test_trampoline_with_hostile_layout_name_assembles(plan: BootPlan, tmp_path: Path) -> None:
     name = "".join(t for t in NASTY if not any(0xD800 <= ord(c) < 0xE000 for c in t))
-    obj = assemble(tmp_path, rendered("loader/trampoline.S.j2", {**plan, "layout_name": name}))
+    obj = assemble(tmp_path, rendered("loader/trampoline.S.j2", replace(plan, layout_name=name)))
     symbols = subprocess.run(["nm", str(obj)], capture_output=True, text=True, check=True).stdout
     assert "evil" not in symbols
 
 
-def test_a_layout_name_that_is_not_text_is_refused(plan: dict) -> None:
-    p = copy.deepcopy(plan)
-    p["layout_name"] = "bad \udcff"
+def test_a_layout_name_that_is_not_text_is_refused(plan: BootPlan) -> None:
+    p = replace(plan, layout_name="bad \udcff")
     with pytest.raises(HighbootError) as err:
         rendered("loader/plan.rs.j2", p)
     assert "is not valid UTF-8" in err.value.message and err.value.file.endswith("plan.rs.j2")
@@ -145,7 +145,7 @@ def test_a_layout_name_that_is_not_text_is_refused(plan: dict) -> None:
     ("{{ plan.shifts | sum(attribute='x') }}", "template uses an undefined variable"),
     ("{{ plan.levels | join(', ') }}", "template failed while rendering: TypeError"),
 ])
-def test_template_runtime_errors_are_one_message(plan: dict, tmp_path: Path, body: str, message: str) -> None:
+def test_template_runtime_errors_are_one_message(plan: BootPlan, tmp_path: Path, body: str, message: str) -> None:
     override = tmp_path / "loader" / "plan.rs.j2"
     override.parent.mkdir()
     override.write_text('{% extends "base:loader/plan.rs.j2" %}\n{% block extra %}\n' + body + "\n{% endblock %}\n")

@@ -5,7 +5,6 @@ the three sources of randomness (EFI_RNG_PROTOCOL, RDRAND, the TSC) are each use
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +30,7 @@ from highboot.paging import (
     paging_levels,
     walk,
 )
-from highboot.plan import SLIDE_ALIGN, plan_boot
+from highboot.plan import SLIDE_ALIGN, BootPlan, plan_boot
 from highboot.verify import FLAGS, parse_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,8 +164,8 @@ def test_map_prints_the_entropy(built: dict) -> None:
                            f"CARGO_DIR={built['dir'] / 'cargo'}"], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    plan = json.loads((d / "plan.json").read_text())
-    slides = (plan["slide_max"] - plan["slide_min"]) // plan["slide_align"] + 1
+    plan = BootPlan.from_json(d / "plan.json")
+    slides = plan.kernel_slides
     assert f"kernel: {slides} slides of 2 MiB" in proc.stdout, proc.stdout[-3000:]
     assert "direct map:" in proc.stdout and "bits" in proc.stdout
 
@@ -230,4 +229,4 @@ def test_without_kaslr_nothing_moves(built: dict) -> None:
     check_boot(result, built["plan"], expect_1g=True)
     facts = parse_report(result.serial).facts
     assert int(facts["kernel_slide"], 0) == 0 and int(facts["flags"], 0) & FLAG_KASLR == 0
-    assert int(facts["direct_map_base"], 0) == built["plan"]["direct_map_base"]
+    assert int(facts["direct_map_base"], 0) == built["plan"].direct_map_base

@@ -4,7 +4,6 @@ link address. Every boot's page-table walk must equal the plan's prediction."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -12,13 +11,14 @@ import pytest
 from test_boot import check_boot
 
 from highboot import qemu
+from highboot.plan import BootPlan
 
 
-def config(build: dict, name: str) -> tuple[Path, dict]:
+def config(build: dict, name: str) -> tuple[Path, BootPlan]:
     d = build["dir"] / "test" / name
     if not (d / "esp" / "EFI" / "BOOT" / "BOOTX64.EFI").exists():
         pytest.fail(f"test configuration {name} was not built: run the tests with `scons test`")
-    return d / "esp", json.loads((d / "plan.json").read_text())
+    return d / "esp", BootPlan.from_json(d / "plan.json")
 
 
 CASES = [(layout, cpu, mem) for layout, mems in (("default", ("128M", "1G", "4G", "12G")),
@@ -36,9 +36,9 @@ def test_matrix(built: dict, layout: str, cpu: str, memory: str) -> None:
 
 def test_alt_layout_is_really_different(built: dict) -> None:
     _, plan = config(built, "alt-dmap")
-    assert plan["direct_map_base"] == 0xFFFFC00040000000
-    assert plan["image_va"] == 0xFFFFFFFF81000000
-    assert plan["direct_map_base"] != built["plan"]["direct_map_base"]
+    assert plan.direct_map_base == 0xFFFFC00040000000
+    assert plan.image_va == 0xFFFFFFFF81000000
+    assert plan.direct_map_base != built["plan"].direct_map_base
 
 
 def test_injected_stale_map_key_is_retried(built: dict) -> None:
@@ -89,5 +89,5 @@ def test_pie_kernel_has_relocations_the_loader_applies(built: dict) -> None:
     _, plan = config(built, "c-kernel-pie")
     kernel = read_kernel(built["dir"] / "test" / "c-kernel-pie" / "kernel" / "kernel.elf")
     assert kernel.position_independent and kernel.relocations
-    assert len(plan["relocations"]) == len(kernel.relocations)
+    assert len(plan.relocations) == len(kernel.relocations)
     # lld leaves the relocated words zero in the file: the kernel only prints hex if they are applied.

@@ -41,7 +41,7 @@ from elfgen import (
 from highboot.elfkernel import read_kernel
 from highboot.errors import HighbootError
 from highboot.layout import load_layout
-from highboot.plan import SLIDE_ALIGN, plan_boot
+from highboot.plan import SLIDE_ALIGN, PlannedRange, plan_boot
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYOUT = ROOT / "templates" / "layouts" / "linux-x86_64.toml"
@@ -176,11 +176,9 @@ def test_et_exec_runs_only_at_its_link_address(tmp_path: Path) -> None:
     assert err.value.field == "kernel_base"
 
 
-def page_flags(ranges: list) -> dict[int, str]:
+def page_flags(ranges: list[PlannedRange]) -> dict[int, str]:
     """The planned permission of every kernel-image page (ranges are coalesced)."""
-    get = (lambda r, k: r[k]) if ranges and isinstance(ranges[0], dict) else getattr
-    return {get(r, "va") + off: get(r, "flags") for r in ranges if get(r, "name") == "kernel image"
-            for off in range(0, get(r, "size"), 0x1000)}
+    return {r.va + off: r.flags for r in ranges if r.name == "kernel image" for off in range(0, r.size, 0x1000)}
 
 
 def relro_kernel(tmp_path: Path, relro_size: int) -> Path:
@@ -228,8 +226,8 @@ def test_sample_kernel_shape(built: dict) -> None:
     k = read_kernel(built["kernel"])
     assert k.position_independent and k.relocations and k.relro
     plan = built["plan"]
-    start, size = plan["relro"]
-    relro_pages = [flags for va, flags in page_flags(plan["ranges"]).items() if start <= va < start + size]
+    start, size = plan.relro
+    relro_pages = [flags for va, flags in page_flags(plan.ranges).items() if start <= va < start + size]
     assert relro_pages and set(relro_pages) == {"R"}
 
 

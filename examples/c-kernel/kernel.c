@@ -43,7 +43,13 @@ static __attribute__((noreturn)) void debug_exit(uint32_t code) {
     for (;;) __asm__ volatile("cli; hlt");
 }
 
-/* --- the page-table walk: coalesced ranges "MAP va pa size flags" --- */
+/* The report's words (highboot.h renders them from site_scons/highboot/report.py). */
+static const char *const access_text[] = HIGHBOOT_REPORT_ACCESS; /* [writable | executable << 1] */
+static const char *const cache_text[] = HIGHBOOT_REPORT_CACHE;   /* [uncached] */
+#define SP " "
+#define HEX SP HIGHBOOT_REPORT_HEX
+
+/* --- the page-table walk: coalesced ranges "MAP va pa size access" --- */
 struct range { uint64_t va, pa, size; int w, x, live; };
 static struct range cur;
 static uint64_t dmap;
@@ -51,8 +57,9 @@ static unsigned levels, wx;
 
 static void flush(void) {
     if (!cur.live) return;
-    puts_serial("MAP "); puthex(cur.va, 16); putc_serial(' '); puthex(cur.pa, 16); putc_serial(' ');
-    puthex(cur.size, 1); puts_serial(cur.w ? (cur.x ? " RWX\n" : " RW\n") : (cur.x ? " RX\n" : " R\n"));
+    puts_serial(HIGHBOOT_REPORT_MAP HEX); puthex(cur.va, 16); puts_serial(HEX); puthex(cur.pa, 16);
+    puts_serial(HEX); puthex(cur.size, 1); puts_serial(SP); puts_serial(access_text[cur.w | cur.x << 1]);
+    puts_serial("\n");
     if (cur.w && cur.x) wx++;
     cur.live = 0;
 }
@@ -159,7 +166,7 @@ static void check_self_view(const struct highboot_boot_info *info, uint64_t root
      * RIP-relative lea), 0 plus the kernel's slide: an unmapped lower-half address either way. */
     uint64_t ehdr = (uint64_t)(uintptr_t)__ehdr_start;
     if (ehdr < info->kernel_virt_base || ehdr - info->kernel_virt_base >= info->kernel_image_size) {
-        puts_serial("INFO shape=script\n");
+        puts_serial(HIGHBOOT_REPORT_INFO SP HIGHBOOT_INFO_SHAPE "script\n");
         return;
     }
     const struct elf_header *eh = (const void *)__ehdr_start;
@@ -218,13 +225,13 @@ static void check_self_view(const struct highboot_boot_info *info, uint64_t root
     }
 
     /* The same keys as the Rust sample kernel's line (the tests read them). */
-    puts_serial(eh->type == ET_DYN ? "INFO shape=toolchain" : "INFO shape=exec");
-    puts_serial(" kernel_load_bias=0x"); puthex(bias, 1);
-    puts_serial(" relro_pages="); putdec(relro_pages);
-    puts_serial(" eh_frame_hdr=0x"); puthex(info->eh_frame_hdr, 1);
-    puts_serial(" eh_frame_hdr_size=0x"); puthex(info->eh_frame_hdr_size, 1);
-    puts_serial(" tls_template=0x"); puthex(info->tls_template, 1);
-    puts_serial(" tls_mem_size=0x"); puthex(info->tls_mem_size, 1);
+    puts_serial(HIGHBOOT_REPORT_INFO SP HIGHBOOT_INFO_SHAPE); puts_serial(eh->type == ET_DYN ? "toolchain" : "exec");
+    puts_serial(SP HIGHBOOT_INFO_KERNEL_LOAD_BIAS); puthex(bias, 1);
+    puts_serial(SP HIGHBOOT_INFO_RELRO_PAGES); putdec(relro_pages);
+    puts_serial(SP HIGHBOOT_INFO_EH_FRAME_HDR); puthex(info->eh_frame_hdr, 1);
+    puts_serial(SP HIGHBOOT_INFO_EH_FRAME_HDR_SIZE); puthex(info->eh_frame_hdr_size, 1);
+    puts_serial(SP HIGHBOOT_INFO_TLS_TEMPLATE); puthex(info->tls_template, 1);
+    puts_serial(SP HIGHBOOT_INFO_TLS_MEM_SIZE); puthex(info->tls_mem_size, 1);
     puts_serial("\n");
 }
 
@@ -249,18 +256,23 @@ void kmain(const struct highboot_boot_info *info, uint64_t entry_rsp) {
     check(here >= info->kernel_virt_base && here < info->kernel_virt_base + info->kernel_image_size,
           "kmain is outside kernel_virt_base .. + kernel_image_size");
 
-    puts_serial("INFO entry_rsp=0x"); puthex(entry_rsp, 1);
-    puts_serial("\nINFO block=0x"); puthex(info->kernel_phys_base, 1);
-    puts_serial(" block_size=0x"); puthex(info->kernel_phys_size, 1);
-    puts_serial("\nINFO direct_map_base=0x"); puthex(info->direct_map_base, 1);
-    puts_serial(" direct_map_size=0x"); puthex(info->direct_map_size, 1);
-    puts_serial(" direct_map_page=0x"); puthex(info->direct_map_page_size, 1);
-    puts_serial("\nINFO trampoline_phys=0x"); puthex(info->trampoline_phys, 1);
-    puts_serial("\nINFO tables="); putdec(info->page_tables_pages);
-    puts_serial("\nINFO kernel_slide=0x"); puthex(info->kernel_slide, 1);
-    puts_serial("\nINFO framebuffer=0x"); puthex(info->framebuffer_phys, 1);
-    puts_serial(" fb_size=0x"); puthex(info->framebuffer_size, 1);
-    puts_serial("\nINFO cmdline=\""); puts_serial((const char *)info->cmdline); puts_serial("\"\n");
+#define INFO HIGHBOOT_REPORT_INFO SP
+    puts_serial(INFO HIGHBOOT_INFO_ENTRY_RSP); puthex(entry_rsp, 1);
+    puts_serial("\n" INFO HIGHBOOT_INFO_BLOCK); puthex(info->kernel_phys_base, 1);
+    puts_serial(SP HIGHBOOT_INFO_BLOCK_SIZE); puthex(info->kernel_phys_size, 1);
+    puts_serial("\n" INFO HIGHBOOT_INFO_DIRECT_MAP_BASE); puthex(info->direct_map_base, 1);
+    puts_serial(SP HIGHBOOT_INFO_DIRECT_MAP_SIZE); puthex(info->direct_map_size, 1);
+    puts_serial(SP HIGHBOOT_INFO_DIRECT_MAP_PAGE); puthex(info->direct_map_page_size, 1);
+    puts_serial("\n" INFO HIGHBOOT_INFO_TRAMPOLINE_PHYS); puthex(info->trampoline_phys, 1);
+    puts_serial("\n" INFO HIGHBOOT_INFO_TABLES); putdec(info->page_tables_pages);
+    puts_serial("\n" INFO HIGHBOOT_INFO_KERNEL_SLIDE); puthex(info->kernel_slide, 1);
+    puts_serial("\n" INFO HIGHBOOT_INFO_FRAMEBUFFER); puthex(info->framebuffer_phys, 1);
+    puts_serial(SP HIGHBOOT_INFO_FB_SIZE); puthex(info->framebuffer_size, 1);
+    /* Quoted text without a quote inside (the build refuses no such command line: say so instead). */
+    int quote = 0;
+    for (const char *p = (const char *)info->cmdline; *p; p++) quote |= *p == '"';
+    puts_serial("\n" INFO HIGHBOOT_INFO_CMDLINE); puts_serial(quote ? "<has a quote>" : (const char *)info->cmdline);
+    puts_serial("\"\n");
 
     const struct highboot_memory_region *map = (const void *)info->memory_map;
     uint64_t usable = 0;
@@ -268,8 +280,8 @@ void kmain(const struct highboot_boot_info *info, uint64_t entry_rsp) {
     check(info->memory_map_count > 0, "empty memory map");
     for (uint64_t i = 0; i < info->memory_map_count; i++) {
         const struct highboot_memory_region *r = &map[i];
-        puts_serial("MEM 0x"); puthex(r->base, 1); puts_serial(" 0x"); puthex(r->length, 1);
-        puts_serial(" "); putdec(r->type); puts_serial("\n");
+        puts_serial(HIGHBOOT_REPORT_MEM HEX); puthex(r->base, 1); puts_serial(HEX); puthex(r->length, 1);
+        puts_serial(SP); putdec(r->type); puts_serial("\n");
         check(r->length && !(r->base & 0xfff) && !(r->length & 0xfff), "unaligned memory-map entry");
         if (i) check(map[i - 1].base + map[i - 1].length <= r->base, "memory map unsorted or overlapping");
         if (r->type == HIGHBOOT_MEM_USABLE) usable += r->length;
@@ -281,7 +293,7 @@ void kmain(const struct highboot_boot_info *info, uint64_t entry_rsp) {
 
     dmap = info->direct_map_base;
     levels = (cr4 & (1 << 12)) ? 5 : 4;
-    puts_serial("INFO levels="); putdec(levels); puts_serial("\n");
+    puts_serial(INFO HIGHBOOT_INFO_LEVELS); putdec(levels); puts_serial("\n");
     uint64_t root = cr3 & HIGHBOOT_PTE_ADDR_MASK;
     for (int i = 0; i < 256; i++) check(!(*(volatile uint64_t *)(dmap + root + i * 8) & HIGHBOOT_PTE_PRESENT), "lower half is mapped");
     visit(root, 0, 0, 1, 1);
@@ -293,10 +305,10 @@ void kmain(const struct highboot_boot_info *info, uint64_t entry_rsp) {
     if (!(info->flags & HIGHBOOT_FLAG_NO_EFI_REGION)) {
         const struct highboot_efi_range *er = (const void *)info->efi_runtime_map;
         for (uint64_t i = 0; i < info->efi_runtime_count; i++) {
-            puts_serial("EFI 0x"); puthex(er[i].phys, 1); puts_serial(" 0x"); puthex(er[i].virt, 1);
-            puts_serial(" 0x"); puthex(er[i].length, 1); puts_serial(" R");
-            if (er[i].access & HIGHBOOT_ACCESS_WRITE) putc_serial('W');
-            if (er[i].access & HIGHBOOT_ACCESS_EXECUTE) putc_serial('X');
+            int w = !!(er[i].access & HIGHBOOT_ACCESS_WRITE), x = !!(er[i].access & HIGHBOOT_ACCESS_EXECUTE);
+            puts_serial(HIGHBOOT_REPORT_EFI HEX); puthex(er[i].phys, 1); puts_serial(HEX); puthex(er[i].virt, 1);
+            puts_serial(HEX); puthex(er[i].length, 1); puts_serial(SP); puts_serial(access_text[w | x << 1]);
+            puts_serial(SP); puts_serial(cache_text[!!(er[i].access & HIGHBOOT_ACCESS_UNCACHED)]);
             puts_serial("\n");
         }
         check(info->flags & HIGHBOOT_FLAG_EFI_RUNTIME, "runtime services not mapped");
@@ -306,10 +318,10 @@ void kmain(const struct highboot_boot_info *info, uint64_t entry_rsp) {
             efi_get_time get_time = *(efi_get_time const *)(rt + 24);
             struct efi_time t = {0};
             check(get_time(&t, NULL) == 0, "GetTime failed");
-            puts_serial("INFO efi_year="); putdec(t.year); puts_serial("\n");
+            puts_serial(INFO HIGHBOOT_INFO_EFI_YEAR); putdec(t.year); puts_serial("\n");
         }
     } else {
-        puts_serial("INFO efi=none\n");
+        puts_serial(INFO HIGHBOOT_INFO_EFI "none\n");
     }
     puts_serial(failed ? "HIGHBOOT-KERNEL: FAIL\n" : "HIGHBOOT-KERNEL: PASS\n");
     debug_exit(failed ? 0x11 : 0x10);

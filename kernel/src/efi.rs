@@ -1,7 +1,7 @@
 //! Proof that EFI runtime services work from the kernel's own page tables: list the runtime
 //! mappings the loader made, then call GetTime through the virtual system table.
 
-use crate::bootinfo::{access, flags, BootInfo, EfiRange};
+use crate::bootinfo::{access, flags, report, BootInfo, EfiRange};
 use crate::{println, Checks};
 
 #[repr(C)]
@@ -24,7 +24,8 @@ type GetTime = extern "efiapi" fn(*mut EfiTime, *mut u8) -> usize;
 
 pub fn check_runtime(c: &mut Checks, info: &BootInfo) {
     if info.flags & flags::NO_EFI_REGION != 0 {
-        println!("INFO efi=none (the layout has no EFI region)");
+        // The layout has no EFI region.
+        println!(info_format!(efi), "none");
         return;
     }
     // SAFETY: the loader promises efi_runtime_map points at efi_runtime_count entries.
@@ -32,10 +33,11 @@ pub fn check_runtime(c: &mut Checks, info: &BootInfo) {
         core::slice::from_raw_parts(info.efi_runtime_map as *const EfiRange, info.efi_runtime_count as usize)
     };
     for r in ranges {
-        let w = if r.access & access::WRITE != 0 { "W" } else { "" };
-        let x = if r.access & access::EXECUTE != 0 { "X" } else { "" };
-        let uc = if r.access & access::UNCACHED != 0 { " UC" } else { "" };
-        println!("EFI {:#x} {:#x} {:#x} R{}{}{}", r.phys, r.virt, r.length, w, x, uc);
+        let w = r.access & access::WRITE != 0;
+        let x = r.access & access::EXECUTE != 0;
+        let rights = report::ACCESS[w as usize | (x as usize) << 1];
+        let cache = report::CACHE[(r.access & access::UNCACHED != 0) as usize];
+        println!(report_format!(EFI), r.phys, r.virt, r.length, rights, cache);
         c.check(
             r.access & access::WRITE == 0 || r.access & access::EXECUTE == 0,
             format_args!("EFI range {:#x} is W+X", r.phys),
@@ -55,8 +57,12 @@ pub fn check_runtime(c: &mut Checks, info: &BootInfo) {
         let status = get_time(&mut time, core::ptr::null_mut());
         c.check(status == 0, format_args!("GetTime returned {:#x}", status));
         println!(
-            "INFO efi_time={:04}-{:02}-{:02}T{:02}:{:02}:{:02} efi_year={}",
-            time.year, time.month, time.day, time.hour, time.minute, time.second, time.year
+            info_format!(efi_time, efi_year),
+            format_args!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                time.year, time.month, time.day, time.hour, time.minute, time.second
+            ),
+            time.year
         );
     }
 }

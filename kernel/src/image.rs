@@ -141,8 +141,19 @@ pub fn check(c: &mut Checks, info: &BootInfo) {
     check_relocated(c, info);
     let relro = find(PT_GNU_RELRO).map_or((0, 0), |p| (p.vaddr.wrapping_add(bias), p.memsz));
     println!(
-        "INFO shape=toolchain image={:#x} kernel_load_bias={:#x} eh_frame_hdr={:#x} eh_frame_hdr_size={:#x} \
-         tls_template={:#x} tls_mem_size={:#x} relro={:#x} relro_size={:#x} relro_pages={}",
+        info_format!(
+            shape,
+            image,
+            kernel_load_bias,
+            eh_frame_hdr,
+            eh_frame_hdr_size,
+            tls_template,
+            tls_mem_size,
+            relro,
+            relro_size,
+            relro_pages
+        ),
+        "toolchain",
         header_address(),
         info.kernel_load_bias,
         info.eh_frame_hdr,

@@ -6,16 +6,18 @@
 #![no_main]
 #![cfg_attr(toolchain_layout, feature(thread_local))]
 
+// First: its report macros (report_format!, info_format!) are in scope by text order.
+#[macro_use]
+#[allow(dead_code)]
+mod bootinfo {
+    include!(concat!(env!("HIGHBOOT_GEN"), "/bootinfo.rs"));
+}
+
 mod efi;
 #[cfg(toolchain_layout)]
 mod image;
 mod serial;
 mod walk;
-
-#[allow(dead_code)]
-mod bootinfo {
-    include!(concat!(env!("HIGHBOOT_GEN"), "/bootinfo.rs"));
-}
 
 use bootinfo::{mem, BootInfo, MemoryRegion};
 
@@ -81,7 +83,7 @@ extern "sysv64" fn kernel_main(info: &'static BootInfo, entry_rsp: u64) -> ! {
     // SAFETY: RDTSC has no side effects.
     let tsc = unsafe { core::arch::x86_64::_rdtsc() };
     println!("highboot sample kernel: hello from {:#x}", kernel_main as *const () as usize);
-    println!("INFO tsc_kernel={}", tsc);
+    println!(info_format!(tsc_kernel), tsc);
     let mut c = Checks { failed: 0 };
     c.check(info.magic == bootinfo::MAGIC, format_args!("magic is {:#x}, expected \"HIGHBOOT\"", info.magic));
     c.check(info.version == bootinfo::VERSION, format_args!("version {} != {}", info.version, bootinfo::VERSION));
@@ -104,40 +106,45 @@ extern "sysv64" fn kernel_main(info: &'static BootInfo, entry_rsp: u64) -> ! {
 }
 
 fn report_info(i: &BootInfo, entry_rsp: u64) {
-    println!("INFO entry_rsp={:#x}", entry_rsp);
-    println!("INFO block={:#x} block_size={:#x}", i.kernel_phys_base, i.kernel_phys_size);
+    println!(info_format!(entry_rsp), entry_rsp);
+    println!(info_format!(block, block_size), i.kernel_phys_base, i.kernel_phys_size);
     println!(
-        "INFO direct_map_base={:#x} direct_map_size={:#x} direct_map_page={:#x}",
+        info_format!(direct_map_base, direct_map_size, direct_map_page),
         i.direct_map_base, i.direct_map_size, i.direct_map_page_size
     );
     println!(
-        "INFO trampoline_phys={:#x} trampoline_virt={:#x} switch_phys={:#x} switch_pages={}",
+        info_format!(trampoline_phys, trampoline_virt, switch_phys, switch_pages),
         i.trampoline_phys, i.trampoline_virt, i.switch_phys, i.switch_pages
     );
     println!(
-        "INFO root={:#x} tables={} features={:#x} flags={:#x}",
+        info_format!(root, tables, features, flags),
         i.page_table_root, i.page_tables_pages, i.cpu_features, i.flags
     );
     println!(
-        "INFO framebuffer={:#x} fb_size={:#x} fb={}x{} stride={} format={}",
+        info_format!(framebuffer, fb_size, fb, stride, format),
         i.framebuffer_phys,
         i.framebuffer_size,
-        i.framebuffer_width,
-        i.framebuffer_height,
+        format_args!("{}x{}", i.framebuffer_width, i.framebuffer_height),
         i.framebuffer_stride,
         i.framebuffer_format
     );
     println!(
-        "INFO fb_red_mask={:#x} fb_green_mask={:#x} fb_blue_mask={:#x} fb_reserved_mask={:#x}",
+        info_format!(fb_red_mask, fb_green_mask, fb_blue_mask, fb_reserved_mask),
         i.framebuffer_red_mask, i.framebuffer_green_mask, i.framebuffer_blue_mask, i.framebuffer_reserved_mask
     );
-    println!("INFO rsdp={:#x} rsdp_revision={} system_table={:#x}", i.rsdp, i.rsdp_revision, i.efi_system_table);
-    println!("INFO tsc_loader_entry={} tsc_handoff={}", i.tsc_loader_entry, i.tsc_handoff);
+    println!(info_format!(rsdp, rsdp_revision, system_table), i.rsdp, i.rsdp_revision, i.efi_system_table);
+    println!(info_format!(tsc_loader_entry, tsc_handoff), i.tsc_loader_entry, i.tsc_handoff);
     // SAFETY: the loader promises cmdline points at cmdline_len bytes (and a NUL).
     let cmdline = unsafe { core::slice::from_raw_parts(i.cmdline as *const u8, i.cmdline_len as usize) };
-    println!("INFO cmdline=\"{}\"", core::str::from_utf8(cmdline).unwrap_or("<not UTF-8>"));
+    // Quoted text has no quote inside: the exact bytes are cmdline_hex.
+    let text = match core::str::from_utf8(cmdline) {
+        Ok(t) if t.contains('"') => "<has a quote>",
+        Ok(t) => t,
+        Err(_) => "<not UTF-8>",
+    };
+    println!(info_format!(cmdline), text);
     // The bytes themselves: a command line is bytes, not necessarily UTF-8.
-    println!("INFO cmdline_hex={}", Hex(cmdline));
+    println!(info_format!(cmdline_hex), Hex(cmdline));
 }
 
 /// Bytes as lower-case hex digits, two per byte ("-" for none).
@@ -180,7 +187,7 @@ fn check_cpu(c: &mut Checks, i: &BootInfo, entry_rsp: u64) {
         c.check(efer_lo & (1 << 11) != 0, format_args!("EFER.NXE is clear on a CPU with NX"));
     }
     let la57 = cr4 & (1 << 12) != 0;
-    println!("INFO levels={}", if la57 { 5 } else { 4 });
+    println!(info_format!(levels), if la57 { 5 } else { 4 });
 }
 
 /// Where `_start` is without a KASLR slide: where it was linked.
@@ -206,7 +213,7 @@ fn check_slide(c: &mut Checks, i: &BootInfo) {
     let slide = i.kernel_slide;
     let link_base = link_base(i);
     println!(
-        "INFO kernel_slide={:#x} direct_map_slide={:#x} link_base={:#x} running_at={:#x}",
+        info_format!(kernel_slide, direct_map_slide, link_base, running_at),
         slide, i.direct_map_slide, link_base, here
     );
     c.check(
@@ -253,7 +260,7 @@ fn check_memory_map(c: &mut Checks, i: &BootInfo) {
     let mut usable = 0u64;
     let mut kernel_covered = false;
     for (n, r) in map.iter().enumerate() {
-        println!("MEM {:#x} {:#x} {}", r.base, r.length, r.r#type);
+        println!(report_format!(MEM), r.base, r.length, r.r#type);
         c.check(
             r.length > 0 && r.base % 4096 == 0 && r.length % 4096 == 0,
             format_args!("entry {} is empty or unaligned", n),
@@ -282,7 +289,7 @@ fn check_memory_map(c: &mut Checks, i: &BootInfo) {
     }
     c.check(usable >= 16 << 20, format_args!("only {} bytes of usable RAM reported", usable));
     c.check(kernel_covered, format_args!("the kernel block is not a KERNEL entry of the memory map"));
-    println!("INFO usable={:#x}", usable);
+    println!(info_format!(usable), usable);
 }
 
 fn exit(failed: u32) -> ! {

@@ -1,5 +1,5 @@
 //! Walk the live page tables from CR3 (through the direct map) and print every mapping as
-//! coalesced ranges: `MAP <va> <pa> <size> <flags>` with flags R, RW, RX or RWX; or translate one
+//! coalesced ranges: `MAP <va> <pa> <size> <access>` (report.py) with access R, RW, RX or RWX; or translate one
 //! address.
 
 use crate::bootinfo::BootInfo;
@@ -38,16 +38,11 @@ impl Walker {
 
     fn flush(&mut self) {
         if let Some(r) = self.current.take() {
-            let flags = match (r.writable, r.exec) {
-                (false, false) => "R",
-                (true, false) => "RW",
-                (false, true) => "RX",
-                (true, true) => "RWX",
-            };
+            let flags = crate::bootinfo::report::ACCESS[r.writable as usize | (r.exec as usize) << 1];
             if r.writable && r.exec {
                 self.wx += 1;
             }
-            println!("MAP {:016x} {:016x} {:x} {}", r.va, r.pa, r.size, flags);
+            println!(report_format!(MAP), r.va, r.pa, r.size, flags);
             self.ranges += 1;
         }
     }
@@ -135,6 +130,6 @@ pub fn check_tables(c: &mut Checks, info: &BootInfo) {
     let mut w = Walker { dmap: info.direct_map_base, levels, current: None, ranges: 0, wx: 0 };
     w.visit(root, 0, 0, true, true);
     w.flush();
-    println!("INFO map_ranges={}", w.ranges);
+    println!(info_format!(map_ranges), w.ranges);
     c.check(w.wx == 0, format_args!("{} ranges are writable and executable", w.wx));
 }

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any
 
 from highboot.layout import Layout
 from highboot.paging import PAGE, minimum_tables, paging_levels
+from highboot.plan import BootPlan
 from highboot.units import GIB, MIB, format_size, hex_addr
 
 
@@ -24,12 +24,12 @@ def _offset(addr: int) -> str:
     return str(signed)
 
 
-def rows(layout: Layout, plan: dict[str, Any]) -> list[tuple[int, int, str]]:
+def rows(layout: Layout, plan: BootPlan) -> list[tuple[int, int, str]]:
     """(start, size, what) for every region and, inside the kernel region, every planned range."""
     out = [(r.start, r.size, f"{r.name}: {r.description} [{r.role}]") for r in layout.regions]
-    for r in plan["ranges"]:
-        out.append((r["va"], r["size"], f"  {r['name']} ({r['flags']})"))
-    out.append((plan["stack_guard_va"], PAGE, "  stack guard page (unmapped)"))
+    for r in plan.ranges:
+        out.append((r.va, r.size, f"  {r.name} ({r.flags})"))
+    out.append((plan.stack_guard_va, PAGE, "  stack guard page (unmapped)"))
     return sorted(out, key=lambda row: (row[0], -row[1]))
 
 
@@ -38,25 +38,25 @@ def _direct_map_size(ram: int) -> int:
     return max(4 * GIB, (ram + GIB - 1) // GIB * GIB)
 
 
-def table_cost(plan: dict[str, Any], ram: int, page: int) -> dict[str, int]:
-    levels = paging_levels(plan["levels"])
-    ranges = [(r["va"], r["size"], PAGE) for r in plan["ranges"]]
-    ranges.append((plan["direct_map_base"], _direct_map_size(ram), page))
+def table_cost(plan: BootPlan, ram: int, page: int) -> dict[str, int]:
+    levels = paging_levels(plan.levels)
+    ranges = [(r.va, r.size, PAGE) for r in plan.ranges]
+    ranges.append((plan.direct_map_base, _direct_map_size(ram), page))
     return minimum_tables(ranges, levels)
 
 
-def format_map(layout: Layout, plan: dict[str, Any]) -> str:
+def format_map(layout: Layout, plan: BootPlan) -> str:
     lines = [f"Address space of layout {layout.name!r} ({layout.levels}-level paging, "
-             f"{layout.va_bits}-bit virtual addresses) for {plan['kernel_path']}", ""]
+             f"{layout.va_bits}-bit virtual addresses) for {plan.kernel_path}", ""]
     lines.append(f"{'start address':>18} | {'offset':>9} | {'end address':>18} | {'size':>9} | what")
     lines.append("-" * 100)
     for start, size, what in rows(layout, plan):
         lines.append(f"{hex_addr(start)[2:]:>18} | {_offset(start):>9} | {hex_addr(start + size - 1)[2:]:>18} | "
                      f"{format_size(size):>9} | {what}")
     lines += ["", "Page tables (4 KiB each) at kernel entry:"]
-    planned = plan["table_count"]
+    planned = plan.table_count
     lines.append(f"  planned at build time: {planned} ({format_size(planned * PAGE)}), plus "
-                 f"{plan['switch_count']} switch tables reclaimable after entry")
+                 f"{plan.switch_count} switch tables reclaimable after entry")
     for ram in (256 * MIB, 4 * GIB, 64 * GIB):
         for page, name in ((GIB, "1 GiB"), (2 * MIB, "2 MiB")):
             cost = table_cost(plan, ram, page)
@@ -70,44 +70,44 @@ def format_map(layout: Layout, plan: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def placement_lines(plan: dict[str, Any]) -> list[str]:
+def placement_lines(plan: BootPlan) -> list[str]:
     """Where the kernel file's addresses went: a PIE is placed by the build, an ET_EXEC is not."""
-    if not plan.get("position_independent"):
-        return [f"Kernel: ET_EXEC, runs at its link address {hex_addr(plan['image_va'])}"]
-    bias = plan["load_bias"]
-    out = [f"Kernel: position-independent (ET_DYN), linked at {hex_addr(plan['link_va'])}, placed at "
-           f"{hex_addr(plan['image_va'])} (load bias {hex_addr(bias)}); "
-           f"{len(plan['relocations']) + len(plan['absolute_relocations'])} relocations applied by the loader"]
-    if plan.get("relro"):
-        start, size = plan["relro"]
+    if not plan.position_independent:
+        return [f"Kernel: ET_EXEC, runs at its link address {hex_addr(plan.image_va)}"]
+    bias = plan.load_bias
+    out = [f"Kernel: position-independent (ET_DYN), linked at {hex_addr(plan.link_va)}, placed at "
+           f"{hex_addr(plan.image_va)} (load bias {hex_addr(bias)}); "
+           f"{len(plan.relocations) + len(plan.absolute_relocations)} relocations applied by the loader"]
+    if plan.relro:
+        start, size = plan.relro
         out.append(f"  RELRO {hex_addr(start)}..{hex_addr(start + size)}: read-only once relocated")
-    if plan.get("eh_frame_hdr"):
-        out.append(f"  .eh_frame_hdr at {hex_addr(plan['eh_frame_hdr'][0])} ({plan['eh_frame_hdr'][1]} bytes)")
-    if plan.get("tls"):
-        va, filesz, memsz, align = plan["tls"]
+    if plan.eh_frame_hdr:
+        out.append(f"  .eh_frame_hdr at {hex_addr(plan.eh_frame_hdr[0])} ({plan.eh_frame_hdr[1]} bytes)")
+    if plan.tls:
+        va, filesz, memsz, align = plan.tls
         out.append(f"  TLS template at {hex_addr(va)}: {filesz} bytes initialized, {memsz} in all, align {align}")
     return out
 
 
-def kaslr_lines(plan: dict[str, Any]) -> list[str]:
+def kaslr_lines(plan: BootPlan) -> list[str]:
     """What KASLR can choose from: slides of the kernel, places of the direct map (by RAM size)."""
-    if not plan.get("kaslr"):
+    if not plan.kaslr:
         return ["KASLR: off (KASLR=1 places a position-independent kernel and the direct map at random)"]
-    align = plan["slide_align"]
-    slides = (plan["slide_max"] - plan["slide_min"]) // align + 1
+    align = plan.slide_align
+    slides = plan.kernel_slides
     out = ["KASLR: on (the loader draws from EFI_RNG_PROTOCOL, else RDRAND, else the TSC)",
            f"  kernel: {slides} slides of {format_size(align)} ({math.log2(slides):.1f} bits), from "
-           f"{plan['slide_min']:#x} to {plan['slide_max']:#x} bytes"]
+           f"{plan.slide_min:#x} to {plan.slide_max:#x} bytes"]
     for ram in (256 * MIB, 4 * GIB, 64 * GIB):
-        places = (plan["direct_map_limit"] - _direct_map_size(ram)) // plan["direct_map_align"] + 1
+        places = (plan.direct_map_limit - _direct_map_size(ram)) // plan.direct_map_align + 1
         if places < 1:
             continue
-        out.append(f"  direct map: {places} places {format_size(plan['direct_map_align'])} apart with RAM "
+        out.append(f"  direct map: {places} places {format_size(plan.direct_map_align)} apart with RAM "
                    f"{format_size(ram)} ({math.log2(places):.1f} bits)")
     return out
 
 
-def svg_map(layout: Layout, plan: dict[str, Any]) -> str:
+def svg_map(layout: Layout, plan: BootPlan) -> str:
     """Regions as bars whose length is log2 of their size, in address order; mapped parts marked."""
     entries = rows(layout, plan)
     width, row_h, left = 900, 22, 330

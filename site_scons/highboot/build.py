@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from highboot import abi, bootinfo
+from highboot import abi, bootinfo, report
 from highboot.elfkernel import read_kernel
 from highboot.errors import HighbootError
 from highboot.layout import load_layout
 from highboot.pecheck import require_valid
-from highboot.plan import DEFAULT_KERNEL_ESP_PATH, plan_boot
+from highboot.plan import DEFAULT_KERNEL_ESP_PATH, BootPlan, plan_boot
 from highboot.render import render, write_atomic
 from highboot.toolchain import RustToolchain, target_name
 
@@ -30,12 +30,9 @@ def make_plan(kernel: str, layout: str, out: str, options: dict[str, Any]) -> No
 
 
 def render_context(plan_file: str | None, extra: dict[str, Any]) -> dict[str, Any]:
-    ctx: dict[str, Any] = {**bootinfo.context(), **abi.context()}
+    ctx: dict[str, Any] = {**bootinfo.context(), **abi.context(), **report.context()}
     if plan_file:
-        try:
-            ctx["plan"] = json.loads(Path(plan_file).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise HighbootError(f"cannot read the plan: {exc}", file=plan_file) from None
+        ctx["plan"] = BootPlan.from_json(plan_file)
     ctx.update(extra)
     return ctx
 
@@ -160,7 +157,7 @@ def show_map(layout_path: str, plan_file: str, out_dir: str) -> None:
     from highboot.addrmap import format_map, svg_map
 
     layout = load_layout(layout_path)
-    plan = json.loads(Path(plan_file).read_text(encoding="utf-8"))
+    plan = BootPlan.from_json(plan_file)
     text = format_map(layout, plan)
     print(text, end="")
     write_atomic(Path(out_dir, "map.txt"), text)
@@ -176,7 +173,7 @@ def run_qemu(esp_dir: str, *, kernel: str, plan_file: str, out_dir: str, gdb: bo
 
     if gdb:
         script = Path(out_dir, "debug.gdb")
-        entry = json.loads(Path(plan_file).read_text(encoding="utf-8"))["entry"]
+        entry = BootPlan.from_json(plan_file).entry
         write_atomic(script, gdb_script(str(Path(kernel).resolve()), entry))
         print(f"QEMU waits for gdb; in another terminal: gdb -x {script}  (then: continue)")
         if kaslr:

@@ -12,6 +12,10 @@ Block layout (offsets from the physical base of the one AllocatePages block, all
 The loader adds the block's base to every table entry, fills the direct map and the trampoline's
 two mappings (identity and its higher-half alias at ``trampoline_va``), and jumps.
 
+The plan crosses plan.json typed: ``BootPlan.to_json()`` is the file's content (with
+``format``, PLAN_FORMAT) and ``BootPlan.from_json(path or dict)`` reads it back, equal to the plan
+that was written, or refuses the file with one HighbootError naming it and the field.
+
 KASLR: the plan is made for slide 0. The kernel region's last-level tables (one per 2 MiB window,
 ``kaslr_tables``) are planned complete but hung nowhere: the loader picks a slide that is a
 multiple of 2 MiB within [``slide_min``, ``slide_max``] and links each table in at its window plus
@@ -20,7 +24,11 @@ the slide, creating the levels above from the boot-time pool. Nothing inside a t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from highboot.elfkernel import PF_W, PF_X, KernelImage
@@ -32,6 +40,9 @@ from highboot.units import MIB, align_down, align_up, format_size, hex_addr, tex
 #: Where the loader finds the kernel on the ESP (the build copies it there): the one spelling.
 KERNEL_ESP_FILE = "highboot/kernel.elf"
 DEFAULT_KERNEL_ESP_PATH = "\\" + KERNEL_ESP_FILE.replace("/", "\\")
+#: plan.json's format: raised whenever a field is added, removed or changes meaning, so a plan.json
+#: of another version is refused rather than misread.
+PLAN_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,7 @@ class PlannedRange:
     size: int
     block_offset: int | None  # None: the trampoline page, whose frame is known only at boot
     flags: str
+    slides: bool = False  # KASLR moves it with the kernel (all but a stack in its own region)
 
 
 @dataclass
@@ -97,7 +109,6 @@ class BootPlan:
     slide_max: int = 0
     kaslr_tables: list[tuple[int, int]] = field(default_factory=list)  # (table number, window VA at slide 0)
     direct_map_align: int = 1 << 30
-    stack_slides: bool = False  # KASLR moves the stack too (it is in the kernel region)
     absolute_relocations: list[tuple[int, int]] = field(default_factory=list)  # (block offset, value): as is
     position_independent: bool = False
     link_va: int = 0  # where the file's image starts (its lowest page); image_va - link_va is load_bias
@@ -110,14 +121,96 @@ class BootPlan:
     def kernel_slides(self) -> int:
         return (self.slide_max - self.slide_min) // self.slide_align + 1 if self.kaslr else 1
 
+    @property
+    def stack(self) -> PlannedRange:
+        return next(r for r in self.ranges if r.name == STACK_RANGE)
+
+    @property
+    def stack_slides(self) -> bool:
+        """KASLR moves the stack too (it is in the kernel region): what the loader's STACK_SLIDES says."""
+        return self.stack.slides
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """plan.json's content: every field, tuples as lists, and the format version."""
+        return {"format": PLAN_FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, source: str | Path | dict[str, Any], *, file: str | Path | None = None) -> BootPlan:
+        """The plan a plan.json (a path, or its parsed content) holds; HighbootError naming the file
+        and the field when it is not one this highboot writes."""
+        if isinstance(source, dict):
+            data: Any = source
+            name = str(file) if file is not None else "plan.json"
+        else:
+            name = str(file) if file is not None else str(source)
+            try:
+                data = json.loads(Path(source).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                reason = getattr(exc, "strerror", None) or exc
+                raise HighbootError(f"cannot read the plan: {reason}", file=name) from None
+        if not isinstance(data, dict):
+            raise HighbootError(f"expected a JSON object, found {_json_kind(data)}", file=name)
+        version = data.get("format")
+        if version != PLAN_FORMAT:
+            found = "no format field" if "format" not in data else f"format {version!r}"
+            raise HighbootError(f"{found}: this highboot reads plan format {PLAN_FORMAT} (a plan from another "
+                                "version of highboot: rebuild it)", file=name, field="format")
+        return _decode(cls, {k: v for k, v in data.items() if k != "format"}, name, "")
 
 
 #: KASLR moves the kernel by whole last-level tables.
 SLIDE_ALIGN = 2 * MIB
 #: The command line is copied into the boot info; Linux allows 2 KiB (x86), this is plenty more.
 MAX_CMDLINE = 64 * 1024
+
+
+#: The name of the stack's PlannedRange.
+STACK_RANGE = "kernel stack"
+
+
+def _json_kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _decode(kind: Any, value: Any, file: str, where: str) -> Any:
+    """value (parsed JSON) as the type kind of a BootPlan field, strictly: no missing or unknown
+    keys, no bool for an int, lists of the right length for tuples."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (kind,) = [a for a in args if a is not type(None)]
+        return _decode(kind, value, file, where)
+    expected = {int: "an integer", str: "a string", bool: "a boolean"}
+    if kind in expected:
+        if type(value) is not kind:
+            raise HighbootError(f"expected {expected[kind]}, found {_json_kind(value)}", file=file,
+                                field=where)
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise HighbootError(f"expected an array, found {_json_kind(value)}", file=file, field=where)
+        if origin is list:
+            return [_decode(args[0], v, file, f"{where}[{i}]") for i, v in enumerate(value)]
+        if len(value) != len(args):
+            raise HighbootError(f"expected an array of {len(args)}, found {len(value)} items", file=file,
+                                field=where)
+        return tuple(_decode(a, v, file, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    assert isinstance(kind, type) and hasattr(kind, "__dataclass_fields__"), kind
+    if not isinstance(value, dict):
+        raise HighbootError(f"expected an object, found {_json_kind(value)}", file=file, field=where or None)
+    hints = typing.get_type_hints(kind)
+    names = [f.name for f in fields(kind)]
+    unknown = sorted(set(value) - set(names))
+    if unknown:
+        raise HighbootError(f"unknown field (expected one of {', '.join(names)})", file=file,
+                            field=f"{where}.{unknown[0]}" if where else unknown[0])
+    missing = [n for n in names if n not in value]
+    if missing:
+        raise HighbootError("missing (a plan from another version of highboot: rebuild it)", file=file,
+                            field=f"{where}.{missing[0]}" if where else missing[0])
+    return kind(**{n: _decode(hints[n], value[n], file, f"{where}.{n}" if where else n) for n in names})
 
 
 def check_cmdline(cmdline: str, *, file: str | None = None, field: str = "cmdline") -> None:
@@ -194,6 +287,8 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
                    for lo, hi in writable if lo < page + PAGE and page < hi):
                 page_flags[page] &= ~PF_W
     ranges: list[PlannedRange] = []
+    # With KASLR everything in the kernel region moves; a stack in its own region stays.
+    stack_slides = kaslr and stack_region is None
     for page in sorted(page_flags):
         f = page_flags[page]
         perm = RX if f & PF_X else RW_NX if f & PF_W else R_NX
@@ -201,13 +296,13 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
         text = flags_text(perm)
         last = ranges[-1] if ranges else None
         if last and last.va + last.size == page and last.flags == text:
-            ranges[-1] = PlannedRange("kernel image", last.va, last.size + PAGE, last.block_offset, text)
+            ranges[-1] = PlannedRange("kernel image", last.va, last.size + PAGE, last.block_offset, text, kaslr)
         else:
-            ranges.append(PlannedRange("kernel image", page, PAGE, page - image_va, text))
+            ranges.append(PlannedRange("kernel image", page, PAGE, page - image_va, text, kaslr))
     (ktables if stack_region is None else tables).map(stack_bottom, stack_offset, stack_size, RW_NX)
-    ranges.append(PlannedRange("kernel stack", stack_bottom, stack_size, stack_offset, "RW"))
+    ranges.append(PlannedRange(STACK_RANGE, stack_bottom, stack_size, stack_offset, "RW", stack_slides))
     slot = ktables.slot(trampoline_va)
-    ranges.append(PlannedRange("trampoline", trampoline_va, PAGE, None, "RX"))
+    ranges.append(PlannedRange("trampoline", trampoline_va, PAGE, None, "RX", kaslr))
     ranges.sort(key=lambda r: r.va)
 
     dmap = layout.require("direct_map")
@@ -220,7 +315,7 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     slide_min = slide_max = 0
     if kaslr:
         # The kernel tree's last-level tables, by window, numbered after the fixed tables.
-        windows = sorted({align_down(r.va + off, SLIDE_ALIGN) for r in ranges if _slides(r, stack_region)
+        windows = sorted({align_down(r.va + off, SLIDE_ALIGN) for r in ranges if r.slides
                           for off in range(0, r.size, PAGE)})
         numbers = {ktables.slot(w).table: table_count + i for i, w in enumerate(windows)}
         for old, new in numbers.items():
@@ -253,7 +348,7 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
         direct_map_base=dmap.start, direct_map_limit=dmap.size, direct_map_page_size=dmap.page_size,
         efi_region=(efi.start, efi.size) if efi else None, ranges=ranges, cmdline=cmdline,
         kaslr=kaslr, slide_align=SLIDE_ALIGN if kaslr else 0, slide_min=slide_min, slide_max=slide_max,
-        kaslr_tables=kaslr_tables, stack_slides=kaslr and stack_region is None, absolute_relocations=absolute,
+        kaslr_tables=kaslr_tables, absolute_relocations=absolute,
         position_independent=kernel.position_independent, link_va=link_va, load_bias=kernel.load_bias,
         relro=kernel.relro, eh_frame_hdr=kernel.eh_frame_hdr,
         tls=(tls.vaddr, tls.filesz, tls.memsz, tls.align) if tls else None,
@@ -284,11 +379,6 @@ def place_kernel(kernel: KernelImage, region: Region, base: int | None) -> Kerne
                                 f"segments ask for {format_size(max(kernel.align, PAGE))} alignment (p_align): "
                                 "choose a base that keeps them aligned", file=kernel.path, field="kernel_base")
     return kernel.placed(bias)
-
-
-def _slides(r: PlannedRange, stack_region: Region | None) -> bool:
-    """With KASLR everything in the kernel region moves; a stack in its own region stays."""
-    return not (r.name == "kernel stack" and stack_region is not None)
 
 
 def _check_kaslr(kernel: KernelImage, layout: Layout, region: Region) -> None:

@@ -1,7 +1,8 @@
 """What a boot should look like: the plan's prediction for one boot, and the kernel's report of it.
 
-The sample kernel prints ``INFO key=value`` facts, ``MEM base length type`` memory-map entries and
-``MAP va pa size flags`` coalesced mappings from its own walk of CR3. The prediction is computed
+The sample kernels print their report (highboot.report describes its lines): ``INFO key=value``
+facts, ``MEM base length type`` memory-map entries, ``MAP va pa size access`` coalesced mappings from
+their own walk of CR3 and ``EFI phys virt length access cache`` runtime mappings. The prediction is computed
 from the plan and the boot's facts (block base, direct-map size and page size, trampoline frame).
 """
 
@@ -9,14 +10,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
+from highboot import report
 from highboot.bootinfo import MEMORY_TYPES
 from highboot.paging import PAGE, R_NX, RW_NX, RX, Mapping, coalesce, minimum_tables, paging_levels
+from highboot.plan import BootPlan, PlannedRange
 from highboot.units import GIB
 
 FLAGS = {"RX": int(RX), "R": int(R_NX), "RW": int(RW_NX)}
-_FLAG_TEXT = {"R": int(R_NX), "RW": int(RW_NX), "RX": int(RX), "RWX": int(RX) | 2}
+_FLAG_TEXT = dict(zip(report.ACCESS.choices, (int(R_NX), int(RW_NX), int(RX), int(RX) | 2), strict=True))
 MEMORY_TYPE = {c.name: c.value for c in MEMORY_TYPES}
 # Memory types the direct map must cover: everything but MMIO, bad, reserved.
 DIRECT_MAPPED_TYPES = {MEMORY_TYPE[name] for name in ("USABLE", "KERNEL", "LOADER_RECLAIMABLE", "ACPI_RECLAIMABLE",
@@ -35,25 +37,67 @@ class BootReport:
 
 
 def parse_report(serial: str) -> BootReport:
+    """The facts of a boot's serial output, read by the report protocol (highboot.report). A line of
+    a known tag that does not follow it is an AssertionError naming the line; other lines are not
+    the report's and are skipped."""
     facts: dict[str, str] = {}
     memory: list[tuple[int, int, int]] = []
     mappings: list[Mapping] = []
     efi: list[Mapping] = []
-    for line in serial.splitlines():
-        line = line.strip()
-        if line.startswith("INFO "):
-            for key, value in re.findall(r'(\w+)=("[^"]*"|\S+)', line[5:]):
-                facts[key] = value.strip('"')
-        elif line.startswith("MEM "):
-            base, length, kind = line.split()[1:4]
+    for raw in serial.splitlines():
+        line = raw.strip()
+        tag, _, rest = line.partition(" ")
+        if tag == report.INFO_TAG:
+            facts.update(_info(line, rest))
+        elif tag == report.MEM.tag:
+            base, length, kind = _fields(report.MEM, line, rest)
             memory.append((int(base, 16), int(length, 16), int(kind)))
-        elif line.startswith("MAP "):
-            va, pa, size, flags = line.split()[1:5]
-            mappings.append(Mapping(int(va, 16), int(pa, 16), int(size, 16), _FLAG_TEXT[flags]))
-        elif line.startswith("EFI "):
-            pa, va, size, flags = line.split()[1:5]
-            efi.append(Mapping(int(va, 16), int(pa, 16), int(size, 16), _FLAG_TEXT[flags]))
+        elif tag == report.MAP.tag:
+            va, pa, size, access = _fields(report.MAP, line, rest)
+            mappings.append(Mapping(int(va, 16), int(pa, 16), int(size, 16), _FLAG_TEXT[access]))
+        elif tag == report.EFI.tag:
+            pa, va, size, access, _cache = _fields(report.EFI, line, rest)
+            efi.append(Mapping(int(va, 16), int(pa, 16), int(size, 16), _FLAG_TEXT[access]))
     return BootReport(facts, memory, mappings, efi)
+
+
+def _malformed(line: str, why: str) -> AssertionError:
+    return AssertionError(f"malformed report line {line!r}: {why}")
+
+
+def _check(field: report.ReportField, value: str, line: str) -> None:
+    if not field.matches(value):
+        expected = f"one of {', '.join(field.choices)}" if field.choices else f"a {field.format} value"
+        raise _malformed(line, f"{field.name} is {value!r}, expected {expected}")
+
+
+def _fields(kind: report.LineKind, line: str, rest: str) -> list[str]:
+    values = rest.split(" ") if rest else []
+    if len(values) != len(kind.fields):
+        names = " ".join(f.name for f in kind.fields)
+        raise _malformed(line, f"{len(values)} fields, expected {len(kind.fields)} ({kind.tag} {names})")
+    for field, value in zip(kind.fields, values, strict=True):
+        _check(field, value, line)
+    return values
+
+
+_PAIR = re.compile(r'(\w+)=("[^"]*"|[^\s"]*)(?: |$)')
+
+
+def _info(line: str, rest: str) -> dict[str, str]:
+    """key=value pairs, one space apart; a described key's value in its format (quotes stripped)."""
+    out: dict[str, str] = {}
+    at = 0
+    while at < len(rest) or not out:
+        m = _PAIR.match(rest, at)
+        if m is None:
+            raise _malformed(line, f"expected key=value at {rest[at:at + 20]!r}")
+        key, value = m.groups()
+        if key in report.INFO:
+            _check(report.INFO[key], value, line)
+        out[key] = value[1:-1] if value.startswith('"') else value
+        at = m.end()
+    return out
 
 
 def expected_direct_map_size(report: BootReport) -> int:
@@ -71,49 +115,49 @@ def kernel_slide(report: BootReport) -> int:
     return slide - (1 << 64) if slide >= 1 << 63 else slide
 
 
-def direct_map_base(plan: dict[str, Any], report: BootReport) -> int:
+def direct_map_base(plan: BootPlan, report: BootReport) -> int:
     """Where this boot's direct map is: the layout's start, or where KASLR put it (checked against
     the plan's alignment and region)."""
     base = report.number("direct_map_base")
-    if not plan.get("kaslr"):
-        return plan["direct_map_base"]
-    offset = base - plan["direct_map_base"]
-    if offset % plan["direct_map_align"] or not 0 <= offset <= plan["direct_map_limit"] - \
-            report.number("direct_map_size"):
+    if not plan.kaslr:
+        return plan.direct_map_base
+    offset = base - plan.direct_map_base
+    if offset % plan.direct_map_align or not 0 <= offset <= plan.direct_map_limit - report.number("direct_map_size"):
         raise AssertionError(f"direct map at {base:#x} is not an aligned place inside the layout's region")
     return base
 
 
-def planned_vas(plan: dict[str, Any], report: BootReport) -> list[tuple[dict[str, Any], int]]:
-    """Every planned range with its virtual address in this boot (slid by KASLR where it moves)."""
+def checked_slide(plan: BootPlan, report: BootReport) -> int:
+    """The kernel slide of this boot, checked against the slides the plan allows."""
     slide = kernel_slide(report)
-    if slide and not (plan.get("kaslr") and slide % plan["slide_align"] == 0
-                      and plan["slide_min"] <= slide <= plan["slide_max"]):
+    if slide and not (plan.kaslr and slide % plan.slide_align == 0 and plan.slide_min <= slide <= plan.slide_max):
         raise AssertionError(f"kernel slide {slide:#x} is not one the plan allows")
-    out = []
-    for r in plan["ranges"]:
-        moves = r["name"] != "kernel stack" or plan.get("stack_slides", False)
-        out.append((r, r["va"] + slide if moves else r["va"]))
-    return out
+    return slide
 
 
-def predicted_mappings(plan: dict[str, Any], report: BootReport) -> list[Mapping]:
+def planned_vas(plan: BootPlan, report: BootReport) -> list[tuple[PlannedRange, int]]:
+    """Every planned range with its virtual address in this boot (slid by KASLR where it moves)."""
+    slide = checked_slide(plan, report)
+    return [(r, r.va + slide if r.slides else r.va) for r in plan.ranges]
+
+
+def predicted_mappings(plan: BootPlan, report: BootReport) -> list[Mapping]:
     """The coalesced mappings the plan predicts for this boot."""
     block = report.number("block")
     out = [Mapping(direct_map_base(plan, report), 0, report.number("direct_map_size"), int(RW_NX))]
     for r, va in planned_vas(plan, report):
-        pa = report.number("trampoline_phys") if r["block_offset"] is None else block + r["block_offset"]
-        out.append(Mapping(va, pa, r["size"], FLAGS[r["flags"]]))
+        pa = report.number("trampoline_phys") if r.block_offset is None else block + r.block_offset
+        out.append(Mapping(va, pa, r.size, FLAGS[r.flags]))
     return coalesce(out + report.efi)
 
 
-def minimum_table_pages(plan: dict[str, Any], report: BootReport) -> int:
+def minimum_table_pages(plan: BootPlan, report: BootReport) -> int:
     """The fewest tables that can map this boot's address space, from the ranges alone."""
     page = report.number("direct_map_page")
-    ranges = [(va, r["size"], PAGE) for r, va in planned_vas(plan, report)]
+    ranges = [(va, r.size, PAGE) for r, va in planned_vas(plan, report)]
     ranges.append((direct_map_base(plan, report), report.number("direct_map_size"), page))
     ranges += [(m.va, m.size, PAGE) for m in report.efi]
-    return sum(minimum_tables(ranges, paging_levels(plan["levels"])).values())
+    return sum(minimum_tables(ranges, paging_levels(plan.levels)).values())
 
 
 def diff(predicted: list[Mapping], observed: list[Mapping]) -> str:
