@@ -16,13 +16,16 @@ from highboot import abi, bootinfo
 
 
 def python_offsets(fields: tuple[bootinfo.Field, ...]) -> list[int]:
-    """Offsets of a repr(C) struct of u32/u64 fields, computed here from the description."""
+    """Offsets of a repr(C) struct of u32/u64/u8[N] fields, computed here from the description."""
     out, at = [], 0
     for f in fields:
-        width = 8 if f.type == "u64" else 4
-        at = (at + width - 1) // width * width
+        if f.type.startswith("u8["):
+            align, size = 1, int(f.type[3:-1])
+        else:
+            align = size = 8 if f.type == "u64" else 4
+        at = (at + align - 1) // align * align
         out.append(at)
-        at += width
+        at += size
     return out
 
 
@@ -67,6 +70,7 @@ def test_handoff_rust_and_assembly_agree(built: dict, tmp_path: Path) -> None:
     ("highboot_boot_info", "BootInfo", bootinfo.BOOT_INFO),
     ("highboot_memory_region", "MemoryRegion", bootinfo.MEMORY_REGION),
     ("highboot_efi_range", "EfiRange", bootinfo.EFI_RANGE),
+    ("highboot_module", "Module", bootinfo.MODULE),
 ])
 def test_boot_info_rust_and_c_agree(tmp_path: Path, struct_name: str, rust_name: str,
                                     fields: tuple[bootinfo.Field, ...]) -> None:

@@ -57,6 +57,18 @@ class PlannedRange:
     flags: str
 
 
+@dataclass(frozen=True)
+class PlannedModule:
+    """A module as the loader reads it: its file on the ESP, size and SHA-256, name and command line."""
+
+    name: str
+    cmdline: str
+    esp_path: str  # \\highboot\\modules\\<index>.bin, as the loader opens it (MODULE_ESP_DIR)
+    size: int
+    sha256: str
+    source: str  # the file it was built from
+
+
 @dataclass
 class BootPlan:
     layout_name: str
@@ -105,6 +117,8 @@ class BootPlan:
     relro: tuple[int, int] | None = None  # (va, size) of PT_GNU_RELRO, placed
     eh_frame_hdr: tuple[int, int] | None = None  # (va, size) of PT_GNU_EH_FRAME, placed
     tls: tuple[int, int, int, int] | None = None  # PT_TLS (va, filesz, memsz, align), placed
+    modules: list[PlannedModule] = field(default_factory=list)
+    keep_kernel_file: bool = True  # hand the kernel its own ELF file (boot info kernel_file_*)
 
     @property
     def kernel_slides(self) -> int:
