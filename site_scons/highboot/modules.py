@@ -58,8 +58,11 @@ def _check_file(path: str, *, file: str | None, field: str) -> None:
         raise HighbootError(f"{path!r} is a directory; a module is a file", file=file, field=field)
     if not stat.S_ISREG(st.st_mode):
         raise HighbootError(f"{path!r} is not a regular file", file=file, field=field)
-    if not os.access(path, os.R_OK):
-        raise HighbootError(f"cannot read module file {path!r}: permission denied", file=file, field=field)
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise HighbootError(f"cannot read module file {path!r}: {exc.strerror}", file=file, field=field) from None
 
 
 def check_name(name: str, *, file: str | None, field: str) -> None:
