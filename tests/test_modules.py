@@ -20,7 +20,7 @@ from test_boot import check_boot
 from test_matrix import config
 
 from highboot import image, qemu
-from highboot.config import test_module_sets
+from highboot.config import module_sets_for_tests
 from highboot.modules import Module, module_esp_file, write_pattern
 from highboot.units import text_bytes
 
@@ -96,7 +96,7 @@ def check_modules(result: qemu.BootResult, modules: tuple[Module, ...], *, big: 
 
 
 def module_set(name: str) -> tuple[Module, ...]:
-    return test_module_sets(str(config_root()))[name]
+    return module_sets_for_tests(str(config_root()))[name]
 
 
 def config_root() -> Path:

@@ -62,7 +62,7 @@ def pattern_files(configs: dict[str, BuildConfig], build_dir: str) -> dict[str, 
     return out
 
 
-def test_module_sets(build_dir: str) -> dict[str, tuple[Module, ...]]:
+def module_sets_for_tests(build_dir: str) -> dict[str, tuple[Module, ...]]:
     """The module sets the tests boot (tests/test_modules.py checks what the kernels report)."""
     return {
         # Names and command lines of every kind, sizes around page boundaries, an empty module.
@@ -79,7 +79,7 @@ def configs_for_tests(build_dir: str) -> dict[str, BuildConfig]:
     another link address, injected faults, C kernels, toolchain-shaped kernels (see
     tests/test_shape_boots.py)."""
     keys = (f"{build_dir}/test/keys/db.key", f"{build_dir}/test/keys/db.crt")
-    sets = test_module_sets(build_dir)
+    sets = module_sets_for_tests(build_dir)
     configs = {
         # A command line is bytes: these are not UTF-8 (as from a shell's CMDLINE=$'\xff...').
         "minimal": BuildConfig(layout=MINIMAL_LAYOUT, cmdline="bytes \udcff\udcfe\udc80 pass"),
