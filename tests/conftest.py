@@ -28,3 +28,17 @@ def built() -> dict[str, Any]:
     if not (esp / "EFI" / "BOOT" / "BOOTX64.EFI").exists() or not plan.exists():
         pytest.fail(f"no build in {d}: run the tests with `scons test` (it builds first)")
     return {"dir": d, "esp": esp, "plan": BootPlan.from_json(plan), "kernel": d / "kernel" / "kernel.elf"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "big: slow sweeps (a 256 MiB module); run with -m big")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked big run only when asked for (-m big): deselected, never skipped as passing."""
+    if "big" in (config.getoption("-m") or ""):
+        return
+    deselected = [item for item in items if "big" in item.keywords]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if "big" not in item.keywords]

@@ -18,13 +18,16 @@ from highboot.verify import parse_report
 
 
 def python_offsets(fields: tuple[bootinfo.Field, ...]) -> list[int]:
-    """Offsets of a repr(C) struct of u32/u64 fields, computed here from the description."""
+    """Offsets of a repr(C) struct of u32/u64/u8[N] fields, computed here from the description."""
     out, at = [], 0
     for f in fields:
-        width = 8 if f.type == "u64" else 4
-        at = (at + width - 1) // width * width
+        if f.type.startswith("u8["):
+            align, size = 1, int(f.type[3:-1])
+        else:
+            align = size = 8 if f.type == "u64" else 4
+        at = (at + align - 1) // align * align
         out.append(at)
-        at += width
+        at += size
     return out
 
 
@@ -69,6 +72,7 @@ def test_handoff_rust_and_assembly_agree(built: dict, tmp_path: Path) -> None:
     ("highboot_boot_info", "BootInfo", bootinfo.BOOT_INFO),
     ("highboot_memory_region", "MemoryRegion", bootinfo.MEMORY_REGION),
     ("highboot_efi_range", "EfiRange", bootinfo.EFI_RANGE),
+    ("highboot_module", "Module", bootinfo.MODULE),
 ])
 def test_boot_info_rust_and_c_agree(tmp_path: Path, struct_name: str, rust_name: str,
                                     fields: tuple[bootinfo.Field, ...]) -> None:
@@ -141,8 +145,12 @@ def test_report_rust_view_prints_what_parse_report_reads(tmp_path: Path) -> None
     assert parsed.memory == [(0x1234ABCD, 0x1234ABCD, 42)]
     assert len(parsed.mappings) == len(parsed.efi) == 1
     assert parsed.mappings[0].va == 0x1234ABCD and parsed.efi[0].pa == 0x1234ABCD
+    assert len(parsed.modules) == 1
+    module = parsed.modules[0]
+    assert (module.index, module.phys, module.fnv, module.name, module.digest, module.pattern) == (
+        42, 0x1234ABCD, 0x1234ABCD, b"\x00\xff", b"\x00\xff", report.PATTERN.choices[-1])
     words = {line.split()[1]: line.split()[2:] for line in out.splitlines() if line.startswith("WORDS ")}
-    assert words == {"access": list(report.ACCESS.choices), "cache": list(report.CACHE.choices)}
+    assert words == {w.name: list(w.choices) for w in (report.ACCESS, report.CACHE, report.PATTERN)}
 
 
 def test_report_rust_view_refuses_an_undescribed_key(tmp_path: Path) -> None:

@@ -235,6 +235,124 @@ static void check_self_view(const struct highboot_boot_info *info, uint64_t root
     puts_serial("\n");
 }
 
+/* --- what is handed over besides the image: modules and the kernel file (the same checks as
+ *     kernel/src/handed.rs, reported in the same MODULE lines) --- */
+struct owned { uint64_t base, end; };
+
+static uint64_t page_end(uint64_t end) { return (end + 0xfff) & ~0xfffULL; }
+
+static void puthex_bytes(const uint8_t *p, uint64_t n) {
+    if (!n) { putc_serial('-'); return; }
+    for (uint64_t i = 0; i < n; i++) puthex(p[i], 2);
+}
+static uint64_t c_strlen(const char *s) { uint64_t n = 0; while (s[n]) n++; return n; }
+
+static int disjoint(struct owned a, struct owned b) { return a.end <= b.base || b.end <= a.base || b.end == b.base; }
+
+/* In one KERNEL entry of the memory map, page aligned, the tail of its last page zero. */
+static void check_owned(const struct highboot_boot_info *info, struct owned r, uint64_t size, const char *what) {
+    const struct highboot_memory_region *map = (const void *)info->memory_map;
+    int in_kernel = 0;
+    for (uint64_t i = 0; i < info->memory_map_count; i++)
+        if (map[i].type == HIGHBOOT_MEM_KERNEL && map[i].base <= r.base && r.end <= map[i].base + map[i].length)
+            in_kernel = 1;
+    check(r.base && !(r.base & 0xfff), what);
+    check(in_kernel, what);
+    const volatile uint8_t *tail = (const void *)(uintptr_t)(info->direct_map_base + r.base + size);
+    int zero = 1;
+    for (uint64_t i = 0; i < r.end - r.base - size; i++) zero &= tail[i] == 0;
+    check(zero, what);
+}
+
+/* The pattern seed of a module whose command line has a "pattern=N" word, or -1. */
+static int64_t pattern_seed(const char *cmdline) {
+    for (const char *p = cmdline; *p; p++) {
+        if ((p == cmdline || p[-1] == ' ') && p[0] == 'p' && p[1] == 'a' && p[2] == 't' && p[3] == 't' &&
+            p[4] == 'e' && p[5] == 'r' && p[6] == 'n' && p[7] == '=') {
+            int64_t v = 0;
+            for (p += 8; *p >= '0' && *p <= '9'; p++) v = v * 10 + (*p - '0');
+            return v;
+        }
+    }
+    return -1;
+}
+
+static void check_handed(const struct highboot_boot_info *info) {
+    const struct highboot_module *mods = (const void *)info->modules;
+    struct owned block = {info->kernel_phys_base, info->kernel_phys_base + info->kernel_phys_size};
+    struct owned fb = {info->framebuffer_phys, info->framebuffer_phys + info->framebuffer_size};
+    struct owned file = {info->kernel_file_phys, page_end(info->kernel_file_phys + info->kernel_file_size)};
+    static const char *const pattern_text[] = HIGHBOOT_REPORT_PATTERN; /* [none, ok, bad] */
+    puts_serial(HIGHBOOT_REPORT_INFO SP HIGHBOOT_INFO_MODULES); putdec(info->module_count); puts_serial("\n");
+    for (uint64_t n = 0; n < info->module_count; n++) {
+        const struct highboot_module *m = &mods[n];
+        const uint8_t *data = (const void *)(uintptr_t)m->virt;
+        uint64_t fnv = 0xcbf29ce484222325ULL;
+        for (uint64_t i = 0; i < m->size; i++) fnv = (fnv ^ data[i]) * 0x100000001b3ULL;
+        const char *name = (const char *)(uintptr_t)m->name, *cmdline = (const char *)(uintptr_t)m->cmdline;
+        int64_t seed = pattern_seed(cmdline);
+        int pattern = 0; /* none */
+        if (seed >= 0) {
+            int ok = 1;
+            for (uint64_t i = 0; i < m->size && ok; i++)
+                ok = data[i] == (uint8_t)((((uint64_t)seed << 40) + i / 8) >> (8 * (i % 8)));
+            check(ok, "a module differs from its test pattern");
+            pattern = ok ? 1 : 2;
+        }
+        puts_serial(HIGHBOOT_REPORT_MODULE SP); putdec(n); puts_serial(HEX); puthex(m->phys, 1);
+        puts_serial(HEX); puthex(m->virt, 1); puts_serial(HEX); puthex(m->size, 1); puts_serial(HEX); puthex(fnv, 1);
+        puts_serial(SP); puthex_bytes((const uint8_t *)name, c_strlen(name));
+        puts_serial(SP); puthex_bytes((const uint8_t *)cmdline, c_strlen(cmdline));
+        puts_serial(SP); puthex_bytes(m->digest, sizeof m->digest);
+        puts_serial(SP); puts_serial(pattern_text[pattern]); puts_serial("\n");
+        if (!m->size) {
+            check(!m->phys && !m->virt, "an empty module has an address");
+            continue;
+        }
+        check(m->virt == info->direct_map_base + m->phys, "a module's virt is not direct_map_base + phys");
+        struct owned r = {m->phys, page_end(m->phys + m->size)};
+        check_owned(info, r, m->size, "a module is not page-aligned KERNEL memory with a zeroed tail");
+        check(disjoint(r, block) && disjoint(r, fb) && (!info->kernel_file_size || disjoint(r, file)),
+              "a module overlaps the block, the framebuffer or the kernel file");
+        for (uint64_t k = 0; k < n; k++)
+            if (mods[k].size)
+                check(disjoint(r, (struct owned){mods[k].phys, page_end(mods[k].phys + mods[k].size)}),
+                      "two modules overlap");
+    }
+    puts_serial(HIGHBOOT_REPORT_INFO SP HIGHBOOT_INFO_KERNEL_FILE_PHYS); puthex(info->kernel_file_phys, 1);
+    puts_serial(SP HIGHBOOT_INFO_KERNEL_FILE_SIZE); puthex(info->kernel_file_size, 1); puts_serial("\n");
+    if (!info->kernel_file_size) {
+        check(!info->kernel_file_phys && !info->kernel_file_virt, "kernel file fields are set only in part");
+        return;
+    }
+    check(info->kernel_file_virt == info->direct_map_base + info->kernel_file_phys,
+          "kernel_file_virt is not direct_map_base + kernel_file_phys");
+    check_owned(info, file, info->kernel_file_size, "the kernel file is not page-aligned KERNEL memory with a zeroed tail");
+    check(disjoint(file, block) && disjoint(file, fb), "the kernel file overlaps the block or the framebuffer");
+    /* The file is the running kernel: its entry, placed, is where we were entered, and its read-only
+     * PT_LOAD segments are byte for byte what runs. */
+    const uint8_t *f = (const void *)(uintptr_t)info->kernel_file_virt;
+    const struct elf_header *eh = (const void *)f;
+    int elf = info->kernel_file_size >= sizeof *eh && f[0] == 0x7f && f[1] == 'E' && f[2] == 'L' && f[3] == 'F' &&
+              eh->machine == 62 && eh->phentsize == sizeof(struct elf_phdr);
+    check(elf, "the kernel file is not an x86-64 ELF64 file");
+    if (!elf) return;
+    check(eh->entry + info->kernel_load_bias == info->kernel_entry, "the kernel file's entry (placed) is not kernel_entry");
+    const struct elf_phdr *ph = (const void *)(f + eh->phoff);
+    unsigned compared = 0;
+    for (unsigned k = 0; k < eh->phnum; k++) {
+        if (ph[k].type != PT_LOAD || (ph[k].flags & 2) || !ph[k].filesz) continue;
+        const volatile uint8_t *run = (const void *)(uintptr_t)(ph[k].vaddr + info->kernel_load_bias);
+        int same = ph[k].offset + ph[k].filesz <= info->kernel_file_size;
+        for (uint64_t i = 0; same && i < ph[k].filesz; i++) same = run[i] == f[ph[k].offset + i];
+        check(same, "a read-only segment of the kernel file differs from the running kernel");
+        compared++;
+    }
+    check(compared > 0, "the kernel file has no read-only segment to compare");
+    puts_serial(HIGHBOOT_REPORT_INFO SP HIGHBOOT_INFO_KERNEL_FILE_SEGMENTS_COMPARED); putdec(compared);
+    puts_serial("\n");
+}
+
 struct efi_time { uint16_t year; uint8_t month, day, hour, minute, second, pad1; uint32_t ns; int16_t tz; uint8_t dl, pad2; };
 typedef uint64_t (__attribute__((ms_abi)) *efi_get_time)(struct efi_time *, void *);
 
@@ -301,6 +419,7 @@ void kmain(const struct highboot_boot_info *info, uint64_t entry_rsp) {
     check(wx == 0, "a writable and executable mapping exists");
     check_relocations();
     check_self_view(info, root);
+    check_handed(info);
 
     if (!(info->flags & HIGHBOOT_FLAG_NO_EFI_REGION)) {
         const struct highboot_efi_range *er = (const void *)info->efi_runtime_map;

@@ -14,6 +14,7 @@ mod bootinfo {
 }
 
 mod efi;
+mod handed;
 #[cfg(toolchain_layout)]
 mod image;
 mod serial;
@@ -100,6 +101,7 @@ extern "sysv64" fn kernel_main(info: &'static BootInfo, entry_rsp: u64) -> ! {
     #[cfg(toolchain_layout)]
     image::check(&mut c, info);
     check_memory_map(&mut c, info);
+    handed::check(&mut c, info);
     walk::check_tables(&mut c, info);
     efi::check_runtime(&mut c, info);
     exit(c.failed)

@@ -59,6 +59,8 @@ pub struct BlockLayout {
     pub memmap_off: u64,
     pub ranges_off: u64,
     pub vmap_off: u64,
+    pub modules_off: u64,
+    pub strings_off: u64,
     pub size: u64,
 }
 
@@ -68,8 +70,15 @@ const fn align16(n: u64) -> u64 {
 
 impl BlockLayout {
     /// Room for everything this machine needs: tables for its direct map and the KASLR window,
-    /// the runtime services, its memory map (with slack for what changes before ExitBootServices).
-    pub fn new(map: &memmap::FirmwareMap, attributes: &runtime::Attributes, place: &Placement) -> Result<Self> {
+    /// the runtime services, its memory map (with slack for what changes before ExitBootServices
+    /// and for the `handed` ranges of kernel memory outside the block that split it), the module
+    /// records and their strings.
+    pub fn new(
+        map: &memmap::FirmwareMap,
+        attributes: &runtime::Attributes,
+        place: &Placement,
+        handed: usize,
+    ) -> Result<Self> {
         let mut pool_pages = paging::tables_needed(place.dmap_base, place.dmap_size, place.dmap_page);
         if let (Some(first), Some(last)) = (plan::KASLR_TABLES.first(), plan::KASLR_TABLES.last()) {
             let start = place.slid(first.1);
@@ -91,14 +100,19 @@ impl BlockLayout {
         }
         let range_capacity = rt_descriptors + attributes.len() + 2 * runtime::SLACK;
         let vmap_capacity = rt_descriptors + runtime::SLACK;
-        let map_capacity = map.len() + MAP_SLACK + 4;
+        // Each range of kernel memory (the block, each module, the kernel file) splits at most one
+        // firmware range in three.
+        let map_capacity = map.len() + MAP_SLACK + 2 * (handed + 1);
         let gdt_off = align16(core::mem::size_of::<bootinfo::BootInfo>() as u64);
         let desc_off = gdt_off + align16(core::mem::size_of_val(&GDT) as u64);
         let cmdline_off = desc_off + abi::DESC_SIZE;
         let memmap_off = align16(cmdline_off + plan::CMDLINE.len() as u64);
         let ranges_off = memmap_off + (map_capacity * core::mem::size_of::<bootinfo::MemoryRegion>()) as u64;
         let vmap_off = ranges_off + (range_capacity * core::mem::size_of::<bootinfo::EfiRange>()) as u64;
-        let area_size = vmap_off + (vmap_capacity * map.descriptor_size()) as u64;
+        let modules_off = align16(vmap_off + (vmap_capacity * map.descriptor_size()) as u64);
+        let strings_off = modules_off + (plan::MODULES.len() * core::mem::size_of::<bootinfo::Module>()) as u64;
+        let strings: usize = plan::MODULES.iter().map(|m| m.name.len() + m.cmdline.len()).sum();
+        let area_size = strings_off + strings as u64;
         let pool_off = plan::STATIC_SIZE;
         let area_off = pool_off + pool_pages * PAGE;
         Ok(BlockLayout {
@@ -114,6 +128,8 @@ impl BlockLayout {
             memmap_off,
             ranges_off,
             vmap_off,
+            modules_off,
+            strings_off,
             size: (area_off + area_size + PAGE - 1) & !(PAGE - 1),
         })
     }

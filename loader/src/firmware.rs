@@ -1,82 +1,188 @@
-//! What the loader asks the firmware for before ExitBootServices: the kernel file, memory,
-//! the framebuffer and the ACPI root pointer.
+//! What the loader asks the firmware for before ExitBootServices: the files on the ESP (kernel,
+//! modules), memory, the framebuffer and the ACPI root pointer.
 
 use core::ffi::c_void;
-use core::ptr;
+use core::{fmt, ptr};
 
 use r_efi::efi;
 use r_efi::protocols::{file, graphics_output, loaded_image, simple_file_system};
 
-use crate::{bootinfo, fail, plan, Result};
+use crate::{bootinfo, fail, plan, sha256, Result};
 
-/// Read the kernel file named by the plan from the ESP this loader was started from.
-pub fn read_kernel(bs: &efi::BootServices, image: efi::Handle) -> Result<(Pages, &'static [u8])> {
-    let path = plan::KERNEL_PATH_TEXT;
-    // SAFETY: standard protocol calls with out-pointers of the right types.
-    unsafe {
-        let mut li: *mut c_void = ptr::null_mut();
-        let guid = loaded_image::PROTOCOL_GUID;
-        let status = (bs.handle_protocol)(image, &guid as *const _ as *mut _, &mut li);
-        if status.is_error() {
-            return fail!(
-                status,
-                "cannot find the device this loader was started from (LoadedImage: {:#x})",
-                status.as_usize()
-            );
-        }
-        let device = (*(li as *mut loaded_image::Protocol)).device_handle;
-        let mut fs: *mut c_void = ptr::null_mut();
-        let guid = simple_file_system::PROTOCOL_GUID;
-        let status = (bs.handle_protocol)(device, &guid as *const _ as *mut _, &mut fs);
-        if status.is_error() {
-            return fail!(
-                status,
-                "the boot device has no file system the firmware can read ({:#x})",
-                status.as_usize()
-            );
-        }
-        let fs = fs as *mut simple_file_system::Protocol;
-        let mut root: *mut file::Protocol = ptr::null_mut();
-        let status = ((*fs).open_volume)(fs, &mut root);
-        if status.is_error() {
-            return fail!(status, "cannot open the boot volume ({:#x})", status.as_usize());
-        }
-        let mut handle: *mut file::Protocol = ptr::null_mut();
-        let status = ((*root).open)(root, &mut handle, plan::KERNEL_PATH.as_ptr() as *mut u16, file::MODE_READ, 0);
-        ((*root).close)(root);
-        if status == efi::Status::NOT_FOUND {
-            return fail!(status, "kernel file {} not found on the boot volume", path);
-        }
-        if status.is_error() {
-            return fail!(status, "cannot open kernel file {} ({:#x})", path, status.as_usize());
-        }
-        // One byte more than expected, to notice a file that is larger than the one we were built for.
-        let want = plan::KERNEL_SIZE as usize + 1;
-        let buffer = match allocate(bs, want.div_ceil(4096) as u64) {
-            Ok(b) => b,
-            Err(status) => {
-                ((*handle).close)(handle);
-                return Err(status);
+/// A file the build put on the ESP, as named in messages: "kernel file \\highboot\\kernel.elf" or
+/// "module "initrd" (\\highboot\\modules\\0.bin)".
+#[derive(Clone, Copy)]
+pub struct EspFile<'a> {
+    /// "kernel" or "module": what the loader was built for.
+    pub kind: &'static str,
+    /// A module's name (NUL-terminated bytes), None for the kernel.
+    pub name: Option<&'a [u8]>,
+    pub path: &'static [u16],
+    pub path_text: &'static str,
+    pub size: u64,
+    pub sha256: &'a [u8; 32],
+}
+
+impl fmt::Display for EspFile<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name {
+            None => write!(f, "{} file {}", self.kind, self.path_text),
+            Some(name) => {
+                write!(f, "{} \"", self.kind)?;
+                for chunk in name.strip_suffix(&[0]).unwrap_or(name).utf8_chunks() {
+                    for c in chunk.valid().chars() {
+                        if c.is_control() || c == '"' {
+                            write!(f, "{}", c.escape_default())?;
+                        } else {
+                            write!(f, "{}", c)?;
+                        }
+                    }
+                    for b in chunk.invalid() {
+                        write!(f, "\\x{:02x}", b)?;
+                    }
+                }
+                write!(f, "\" ({})", self.path_text)
             }
-        };
-        let mut got = want;
-        let status = ((*handle).read)(handle, &mut got, buffer.base as *mut c_void);
-        ((*handle).close)(handle);
-        if status.is_error() {
-            return fail!(status, "cannot read kernel file {} ({:#x})", path, status.as_usize());
         }
-        if got != plan::KERNEL_SIZE as usize {
-            return fail!(
-                efi::Status::SECURITY_VIOLATION,
-                "kernel file {} is {}{} bytes, the loader was built for {} bytes; refusing to boot it",
-                path,
-                if got == want { "over " } else { "" },
-                got.min(plan::KERNEL_SIZE as usize),
-                plan::KERNEL_SIZE
-            );
+    }
+}
+
+/// The root directory of the volume this loader was started from, closed when dropped.
+pub struct Volume {
+    root: *mut file::Protocol,
+}
+
+impl Volume {
+    pub fn open(bs: &efi::BootServices, image: efi::Handle) -> Result<Volume> {
+        // SAFETY: standard protocol calls with out-pointers of the right types.
+        unsafe {
+            let mut li: *mut c_void = ptr::null_mut();
+            let guid = loaded_image::PROTOCOL_GUID;
+            let status = (bs.handle_protocol)(image, &guid as *const _ as *mut _, &mut li);
+            if status.is_error() {
+                return fail!(
+                    status,
+                    "cannot find the device this loader was started from (LoadedImage: {:#x})",
+                    status.as_usize()
+                );
+            }
+            let device = (*(li as *mut loaded_image::Protocol)).device_handle;
+            let mut fs: *mut c_void = ptr::null_mut();
+            let guid = simple_file_system::PROTOCOL_GUID;
+            let status = (bs.handle_protocol)(device, &guid as *const _ as *mut _, &mut fs);
+            if status.is_error() {
+                return fail!(
+                    status,
+                    "the boot device has no file system the firmware can read ({:#x})",
+                    status.as_usize()
+                );
+            }
+            let fs = fs as *mut simple_file_system::Protocol;
+            let mut root: *mut file::Protocol = ptr::null_mut();
+            let status = ((*fs).open_volume)(fs, &mut root);
+            if status.is_error() {
+                return fail!(status, "cannot open the boot volume ({:#x})", status.as_usize());
+            }
+            Ok(Volume { root })
         }
-        let data = core::slice::from_raw_parts(buffer.base as *const u8, got);
-        Ok((buffer, data))
+    }
+
+    /// Read a file the build put on the ESP into fresh pages (page aligned, the tail of the last
+    /// page zeroed) and check it is the one this loader was built for: its size, then its SHA-256.
+    /// None for an empty file (nothing to allocate).
+    pub fn read_verified(&self, bs: &efi::BootServices, what: EspFile) -> Result<Option<(Pages, &'static [u8])>> {
+        // SAFETY: standard protocol calls; the buffer holds the pages allocated for it.
+        unsafe {
+            let mut handle: *mut file::Protocol = ptr::null_mut();
+            let status =
+                ((*self.root).open)(self.root, &mut handle, what.path.as_ptr() as *mut u16, file::MODE_READ, 0);
+            if status == efi::Status::NOT_FOUND {
+                return fail!(status, "{} not found on the boot volume", what);
+            }
+            if status.is_error() {
+                return fail!(status, "cannot open {} ({:#x})", what, status.as_usize());
+            }
+            let file = OpenFile(handle);
+            let pages = if what.size == 0 {
+                None
+            } else {
+                match Pages::allocate(bs, efi::LOADER_DATA, None, what.size.div_ceil(4096)) {
+                    Ok(pages) => Some(pages),
+                    Err(status) => {
+                        return fail!(
+                            status,
+                            "not enough memory for {} ({} bytes): AllocatePages failed ({:#x})",
+                            what,
+                            what.size,
+                            status.as_usize()
+                        )
+                    }
+                }
+            };
+            let base = pages.as_ref().map_or(0, |p| p.base);
+            let mut got = what.size as usize;
+            let status = if got > 0 { file.read(base as *mut u8, &mut got) } else { efi::Status::SUCCESS };
+            // One byte more than expected, to notice a file larger than the one we were built for.
+            let mut extra = [0u8; 1];
+            let mut over = 1usize;
+            let status = if status.is_error() { status } else { file.read(extra.as_mut_ptr(), &mut over) };
+            if status.is_error() {
+                return fail!(status, "cannot read {} ({:#x})", what, status.as_usize());
+            }
+            if got as u64 != what.size || over != 0 {
+                return fail!(
+                    efi::Status::SECURITY_VIOLATION,
+                    "{} is {}{} bytes, the loader was built for {} bytes; refusing to boot it",
+                    what,
+                    if over != 0 { "over " } else { "" },
+                    got,
+                    what.size
+                );
+            }
+            let Some(pages) = pages else {
+                return if sha256::digest(&[]) == *what.sha256 { Ok(None) } else { mismatch(what) };
+            };
+            let data = core::slice::from_raw_parts(base as *const u8, got);
+            if sha256::digest(data) != *what.sha256 {
+                return mismatch(what);
+            }
+            // The tail of the last page: zero, not whatever the firmware left there.
+            ptr::write_bytes((base + what.size) as *mut u8, 0, (pages.count * 4096 - what.size) as usize);
+            Ok(Some((pages, data)))
+        }
+    }
+}
+
+fn mismatch<T>(what: EspFile) -> Result<T> {
+    fail!(
+        efi::Status::SECURITY_VIOLATION,
+        "{} does not match the {} this loader was built for (SHA-256 differs); refusing to boot it",
+        what,
+        what.kind
+    )
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        // SAFETY: the root directory we opened, closed once.
+        unsafe { ((*self.root).close)(self.root) };
+    }
+}
+
+/// An open file, closed when dropped.
+struct OpenFile(*mut file::Protocol);
+
+impl OpenFile {
+    /// Read up to `*size` bytes to `buffer`; `*size` becomes the bytes read (0 at the end).
+    unsafe fn read(&self, buffer: *mut u8, size: &mut usize) -> efi::Status {
+        ((*self.0).read)(self.0, size, buffer as *mut c_void)
+    }
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        // SAFETY: a file we opened, closed once.
+        unsafe { ((*self.0).close)(self.0) };
     }
 }
 

@@ -7,6 +7,7 @@ use core::ptr;
 use crate::abi::{self, GDT};
 use crate::block::{Block, Placement};
 use crate::bootinfo::{self, cpu, flags, BootInfo};
+use crate::modules::Handed;
 use crate::{fatal, memmap, paging, plan, println, random, runtime, Machine};
 
 /// Write the GDT, the descriptor registers, the command line and every boot-info field known
@@ -14,7 +15,7 @@ use crate::{fatal, memmap, paging, plan, println, random, runtime, Machine};
 ///
 /// # Safety
 /// The block is loaded (see `Block::load`) and its area is laid out for this boot.
-pub unsafe fn fill(block: &Block, place: &Placement, machine: &Machine) -> &'static mut BootInfo {
+pub unsafe fn fill(block: &Block, place: &Placement, machine: &Machine, handed: &Handed) -> &'static mut BootInfo {
     let layout = &block.layout;
     ptr::copy_nonoverlapping(GDT.as_ptr(), block.in_area(layout.gdt_off) as *mut u64, GDT.len());
     // The GDTR; the IDTR stays zero (limit 0, base 0: a null IDT).
@@ -57,6 +58,16 @@ pub unsafe fn fill(block: &Block, place: &Placement, machine: &Machine) -> &'sta
     i.cmdline = place.direct(block.in_area(layout.cmdline_off));
     i.cmdline_len = (plan::CMDLINE.len() - 1) as u64;
     i.tsc_loader_entry = machine.tsc_entry;
+    if !plan::MODULES.is_empty() {
+        i.modules = place.direct(block.in_area(layout.modules_off));
+        i.module_count = plan::MODULES.len() as u64;
+        fill_modules(block, place, handed);
+    }
+    if let Some((phys, _)) = handed.kernel_file {
+        i.kernel_file_phys = phys;
+        i.kernel_file_virt = place.direct(phys);
+        i.kernel_file_size = plan::KERNEL_SIZE;
+    }
 
     let mut f = 0;
     if plan::EH_FRAME_HDR.1 != 0 {
@@ -106,6 +117,29 @@ pub unsafe fn fill(block: &Block, place: &Placement, machine: &Machine) -> &'sta
     i
 }
 
+/// The module records, and their names and command lines after them.
+unsafe fn fill_modules(block: &Block, place: &Placement, handed: &Handed) {
+    let records = block.in_area(block.layout.modules_off) as *mut bootinfo::Module;
+    let mut strings = block.in_area(block.layout.strings_off);
+    let mut copy = |text: &[u8]| {
+        ptr::copy_nonoverlapping(text.as_ptr(), strings as *mut u8, text.len());
+        strings += text.len() as u64;
+        place.direct(strings - text.len() as u64)
+    };
+    for (n, m) in plan::MODULES.iter().enumerate() {
+        let (phys, _) = handed.modules.get(n);
+        let record = bootinfo::Module {
+            phys,
+            virt: if phys == 0 { 0 } else { place.direct(phys) },
+            size: m.size,
+            name: copy(m.name),
+            cmdline: copy(m.cmdline),
+            digest: m.sha256,
+        };
+        records.add(n).write(record);
+    }
+}
+
 /// After ExitBootServices: the direct map, the kernel's memory map and the EFI runtime services
 /// in the layout's EFI region, written into the block; the boot info completed. Halts on COM1
 /// when the runtime services grew past the room planned for them.
@@ -117,6 +151,7 @@ pub unsafe fn complete(
     place: &Placement,
     machine: &Machine,
     map: &memmap::FirmwareMap,
+    handed: &Handed,
     info: &mut BootInfo,
 ) {
     let layout = &block.layout;
@@ -125,7 +160,8 @@ pub unsafe fn complete(
         block.in_area(layout.memmap_off) as *mut bootinfo::MemoryRegion,
         layout.map_capacity,
     );
-    info.memory_map_count = memmap::convert(map, regions, block.base, layout.size) as u64;
+    let owned = core::iter::once((block.base, layout.size)).chain(handed.ranges());
+    info.memory_map_count = memmap::convert(map, regions, owned) as u64;
     if let Some((efi_base, efi_size)) = plan::EFI_REGION {
         let ranges = core::slice::from_raw_parts_mut(
             block.in_area(layout.ranges_off) as *mut bootinfo::EfiRange,

@@ -17,6 +17,7 @@ mod cpu;
 mod firmware;
 mod info;
 mod memmap;
+mod modules;
 mod paging;
 mod random;
 mod runtime;
@@ -36,6 +37,7 @@ mod abi {
 
 use abi::Handoff;
 use block::{Block, BlockLayout, Placement};
+use modules::{Handed, Modules};
 
 #[allow(dead_code)]
 mod bootinfo {
@@ -132,26 +134,33 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     if plan::FAULT == "panic" {
         panic!("injected panic before ExitBootServices [test build]");
     }
-    let (_kernel_pages, kernel) = read_verified_kernel(bs, image)?;
+    let volume = firmware::Volume::open(bs, image)?;
+    let (kernel_pages, kernel) = read_verified_kernel(bs, &volume)?;
+    let modules = Modules::load(bs, &volume)?;
+    drop(volume);
+    let handed = Handed {
+        kernel_file: if plan::KEEP_KERNEL_FILE { Some((kernel_pages.base, kernel_pages.count)) } else { None },
+        modules: &modules,
+    };
     let machine = Machine::probe(bs, st, tsc_entry);
     let (_low_pages, low) = paging_mode_switch(bs, &machine.features)?;
     let mut map = memmap::FirmwareMap::new(bs, MAP_SLACK)?;
     map.refresh(bs)?;
 
     let place = choose_placement(bs, size_direct_map(&map, &machine)?);
-    let layout = BlockLayout::new(&map, &machine.attributes, &place)?;
+    let layout = BlockLayout::new(&map, &machine.attributes, &place, handed.count())?;
     let block_pages = firmware::allocate_block(bs, layout.size / PAGE)?;
     let trampoline = low.map_or(switch::trampoline_page(), |l| l.page);
     // SAFETY: the block is ours, identity-mapped by the firmware, layout.size bytes long.
     let mut block = unsafe { Block::load(block_pages.base, layout, kernel, &place, machine.nx_mask, trampoline) };
     // SAFETY: the block is loaded and its area laid out for this boot.
-    let info = unsafe { info::fill(&block, &place, &machine) };
+    let info = unsafe { info::fill(&block, &place, &machine, &handed) };
 
     println!("highboot: starting the kernel at {:#x}", place.slid(plan::ENTRY));
     exit_boot_services(bs, image, &mut map);
     // No boot services from here on: no allocations, no console; errors go to COM1.
     // SAFETY: all of this writes into the block we own; the firmware's tables are never touched.
-    unsafe { info::complete(&mut block, &place, &machine, &map, info) };
+    unsafe { info::complete(&mut block, &place, &machine, &map, &handed, info) };
     hand_over(&block, &place, &machine, low, info)
 }
 
@@ -197,16 +206,19 @@ fn hand_over(
 }
 
 /// Read the kernel file and check it is the one this loader was built for (size and SHA-256).
-fn read_verified_kernel(bs: &efi::BootServices, image: efi::Handle) -> Result<(firmware::Pages, &'static [u8])> {
-    let (pages, kernel) = firmware::read_kernel(bs, image)?;
-    if sha256::digest(kernel) != plan::KERNEL_SHA256 {
-        return fail!(
-            efi::Status::SECURITY_VIOLATION,
-            "{} does not match the kernel this loader was built for (SHA-256 differs); refusing to boot it",
-            plan::KERNEL_PATH_TEXT
-        );
+fn read_verified_kernel(bs: &efi::BootServices, volume: &firmware::Volume) -> Result<(firmware::Pages, &'static [u8])> {
+    let what = firmware::EspFile {
+        kind: "kernel",
+        name: None,
+        path: plan::KERNEL_PATH,
+        path_text: plan::KERNEL_PATH_TEXT,
+        size: plan::KERNEL_SIZE,
+        sha256: &plan::KERNEL_SHA256,
+    };
+    match volume.read_verified(bs, what)? {
+        Some(read) => Ok(read),
+        None => fail!(efi::Status::LOAD_ERROR, "{} is empty (loader build error)", what),
     }
-    Ok((pages, kernel))
 }
 
 /// The kernel's paging mode against the firmware's: the pages for the 4 <-> 5-level switch when

@@ -134,23 +134,46 @@ pub fn physical_top(map: &FirmwareMap) -> u64 {
         .unwrap_or(0)
 }
 
-/// Fill `out` with the kernel's memory map; the block [block, block + size) becomes KERNEL.
-/// Returns the number of entries.
-pub fn convert(map: &FirmwareMap, out: &mut [MemoryRegion], block: u64, size: u64) -> usize {
+/// Fill `out` with the kernel's memory map: the firmware's, with every range in `owned` (the
+/// block, the modules, the kernel file: whole pages) made KERNEL. Returns the number of entries.
+pub fn convert(map: &FirmwareMap, out: &mut [MemoryRegion], owned: impl Iterator<Item = (u64, u64)>) -> usize {
     let mut n = 0;
-    let mut push = |base: u64, end: u64, kind: u32| {
-        if end > base && n < out.len() {
-            out[n] = MemoryRegion { base, length: end - base, r#type: kind, reserved: 0 };
+    for d in map.iter() {
+        if n < out.len() && d.number_of_pages > 0 {
+            let length = d.number_of_pages * 4096;
+            out[n] = MemoryRegion { base: d.physical_start, length, r#type: kind(d.r#type), reserved: 0 };
             n += 1;
         }
-    };
-    let block_end = block + size;
-    for d in map.iter() {
-        let (base, end, k) = (d.physical_start, d.physical_start + d.number_of_pages * 4096, kind(d.r#type));
-        push(base, end.min(block), k);
-        push(base.max(block), end.min(block_end), mem::KERNEL);
-        push(base.max(block_end), end, k);
     }
+    // Carve each owned range out of whatever covers it: the part before, KERNEL, the part after
+    // (emptied entries are dropped below).
+    for (start, size) in owned.filter(|&(_, size)| size > 0) {
+        let end = start + size;
+        for i in 0..n {
+            let r = out[i];
+            let r_end = r.base + r.length;
+            if r.length == 0 || r_end <= start || end <= r.base {
+                continue;
+            }
+            out[i].length = start.saturating_sub(r.base).min(r.length);
+            let mut push = |base: u64, end: u64, kind: u32| {
+                if end > base && n < out.len() {
+                    out[n] = MemoryRegion { base, length: end - base, r#type: kind, reserved: 0 };
+                    n += 1;
+                }
+            };
+            push(r.base.max(start), r_end.min(end), mem::KERNEL);
+            push(end, r_end, r.r#type);
+        }
+    }
+    let mut kept = 0;
+    for i in 0..n {
+        if out[i].length > 0 {
+            out[kept] = out[i];
+            kept += 1;
+        }
+    }
+    n = kept;
     let regions = &mut out[..n];
     // Insertion sort: the map is short and usually sorted already.
     for i in 1..regions.len() {

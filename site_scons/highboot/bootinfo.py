@@ -11,14 +11,34 @@ from dataclasses import dataclass
 from highboot.paging import ADDR_MASK, PageFlags
 
 MAGIC = int.from_bytes(b"HIGHBOOT", "little")
-VERSION = 3
+VERSION = 4
 
 
 @dataclass(frozen=True)
 class Field:
     name: str
-    type: str  # u32 or u64
+    type: str  # u32, u64, or u8[N] (a byte array)
     doc: str
+
+    @property
+    def size(self) -> int:
+        if self.type.startswith("u8["):
+            return int(self.type[3:-1])
+        return {"u32": 4, "u64": 8}[self.type]
+
+    @property
+    def align(self) -> int:
+        return 1 if self.type.startswith("u8[") else self.size
+
+    @property
+    def rust_type(self) -> str:
+        return f"[u8; {self.size}]" if self.type.startswith("u8[") else self.type
+
+    @property
+    def c_declaration(self) -> str:
+        if self.type.startswith("u8["):
+            return f"uint8_t {self.name}[{self.size}]"
+        return f"{'uint64_t' if self.type == 'u64' else 'uint32_t'} {self.name}"
 
 
 @dataclass(frozen=True)
@@ -88,6 +108,24 @@ BOOT_INFO = (
     Field("framebuffer_green_mask", "u32", "bits that hold green"),
     Field("framebuffer_blue_mask", "u32", "bits that hold blue"),
     Field("framebuffer_reserved_mask", "u32", "bits that are reserved (not shown)"),
+    # Version 4: modules and the kernel file.
+    Field("modules", "u64", "virtual address of module_count struct highboot_module, in the order the build "
+          "was given them"),
+    Field("module_count", "u64", "number of modules"),
+    Field("kernel_file_phys", "u64", "physical address of the kernel's ELF file as read and verified (0 if not "
+          "kept); HIGHBOOT_MEM_KERNEL memory, page aligned, the tail of its last page zeroed"),
+    Field("kernel_file_virt", "u64", "direct_map_base + kernel_file_phys (0 if not kept)"),
+    Field("kernel_file_size", "u64", "bytes of the kernel file (0 if not kept)"),
+)
+
+MODULE = (
+    Field("phys", "u64", "physical address, 4 KiB aligned (0 for an empty module); HIGHBOOT_MEM_KERNEL memory, "
+          "the tail of its last page zeroed"),
+    Field("virt", "u64", "its address in the direct map: direct_map_base + phys (0 for an empty module)"),
+    Field("size", "u64", "bytes"),
+    Field("name", "u64", "virtual address of the NUL-terminated name"),
+    Field("cmdline", "u64", 'virtual address of the NUL-terminated command line ("" if none)'),
+    Field("digest", "u8[32]", "the digest the loader verified (SHA-256 of the file)"),
 )
 
 EFI_RANGE = (
@@ -112,7 +150,8 @@ MEMORY_REGION = (
 
 MEMORY_TYPES = (
     Constant("USABLE", 1, "free RAM (conventional and boot-services memory)"),
-    Constant("KERNEL", 2, "the block the kernel owns: image, stack, page tables, boot info"),
+    Constant("KERNEL", 2, "memory the kernel owns: its block (image, stack, page tables, boot info), the modules, "
+             "the kernel file"),
     Constant("LOADER_RECLAIMABLE", 3, "loader code and data; free once the kernel no longer needs the boot info"),
     Constant("ACPI_RECLAIMABLE", 4, "ACPI tables; free once parsed"),
     Constant("ACPI_NVS", 5, "ACPI non-volatile storage: never touch"),
@@ -167,13 +206,21 @@ PTE_BITS = tuple(Constant(flag.name, int(flag), doc) for flag, doc in (
 )) + (Constant("ADDR_MASK", ADDR_MASK, "the physical address in an entry (bits 12..51)"),)
 
 
-def size_of(fields: tuple[Field, ...]) -> int:
-    """Bytes of a repr(C) struct of these fields (u64 fields are kept 8-aligned by the order above)."""
-    offset = 0
+def offsets(fields: tuple[Field, ...]) -> list[int]:
+    """Each field's offset in a repr(C) struct of these fields."""
+    out, at = [], 0
     for f in fields:
-        width = 8 if f.type == "u64" else 4
-        offset = (offset + width - 1) // width * width + width
-    return (offset + 7) // 8 * 8
+        at = (at + f.align - 1) // f.align * f.align
+        out.append(at)
+        at += f.size
+    return out
+
+
+def size_of(fields: tuple[Field, ...]) -> int:
+    """Bytes of a repr(C) struct of these fields (padded to its largest alignment)."""
+    end = offsets(fields)[-1] + fields[-1].size
+    align = max(f.align for f in fields)
+    return (end + align - 1) // align * align
 
 
 def context() -> dict[str, object]:
@@ -183,6 +230,7 @@ def context() -> dict[str, object]:
         "boot_info_fields": BOOT_INFO, "boot_info_size": size_of(BOOT_INFO),
         "memory_region_fields": MEMORY_REGION, "memory_region_size": size_of(MEMORY_REGION),
         "efi_range_fields": EFI_RANGE, "efi_range_size": size_of(EFI_RANGE), "access": ACCESS,
+        "module_fields": MODULE, "module_size": size_of(MODULE),
         "rust_keywords": ("type", "ref", "match", "mod"),
         "memory_types": MEMORY_TYPES, "flags": FLAGS, "cpu_features": CPU_FEATURES, "fb_formats": FB_FORMATS,
         "pte_bits": PTE_BITS,

@@ -15,6 +15,7 @@ from highboot import abi, bootinfo, report
 from highboot.elfkernel import read_kernel
 from highboot.errors import HighbootError
 from highboot.layout import load_layout
+from highboot.modules import module_from_json, plan_modules
 from highboot.pecheck import require_valid
 from highboot.plan import DEFAULT_KERNEL_ESP_PATH, BootPlan, plan_boot
 from highboot.render import render, write_atomic
@@ -26,6 +27,8 @@ def make_plan(kernel: str, layout: str, out: str, options: dict[str, Any]) -> No
                      kernel_esp_path=options.get("kernel_esp_path", DEFAULT_KERNEL_ESP_PATH),
                      kaslr=bool(options.get("kaslr", False)), kernel_base=options.get("kernel_base"))
     plan.fault = options.get("fault", "")
+    plan.modules = plan_modules([module_from_json(m) for m in options.get("modules", [])])
+    plan.keep_kernel_file = bool(options.get("keep_kernel_file", True))
     write_atomic(out, json.dumps(plan.to_json(), indent=1, sort_keys=True) + "\n")
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
-from highboot.project import read_project
+from highboot.modules import Module
+from highboot.project import load_project
 
 DEFAULT_LAYOUT = "templates/layouts/linux-x86_64.toml"
 LA57_LAYOUT = "templates/layouts/linux-x86_64-la57.toml"
@@ -35,12 +36,50 @@ class BuildConfig:
     signed: bool = False
     keys: tuple[str, str] | None = None  # (db key, certificate) for signed builds
     kaslr: bool = False
+    modules: tuple[Module, ...] = ()
+    keep_kernel_file: bool = True
+
+
+#: Test modules are generated (highboot.modules.write_pattern) as <seed>-<size>.bin here, under
+#: $BUILD_DIR; the sample kernels check each against its pattern (its command line says pattern=<seed>).
+PATTERNS_DIR = "test/patterns"
+
+
+def pattern_module(build_dir: str, seed: int, size: int, name: str, cmdline: str = "") -> Module:
+    return Module(path=f"{build_dir}/{PATTERNS_DIR}/{seed}-{size}.bin", name=name,
+                  cmdline=f"{cmdline} pattern={seed}".strip())
+
+
+def pattern_files(configs: dict[str, BuildConfig], build_dir: str) -> dict[str, tuple[int, int]]:
+    """Every generated test module the configurations use: path -> (seed, size)."""
+    out = {}
+    prefix = f"{build_dir}/{PATTERNS_DIR}/"
+    for cfg in configs.values():
+        for m in cfg.modules:
+            if m.path.startswith(prefix):
+                seed, size = m.path[len(prefix):-len(".bin")].split("-")
+                out[m.path] = (int(seed), int(size))
+    return out
+
+
+def module_sets_for_tests(build_dir: str) -> dict[str, tuple[Module, ...]]:
+    """The module sets the tests boot (tests/test_modules.py checks what the kernels report)."""
+    return {
+        # Names and command lines of every kind, sizes around page boundaries, an empty module.
+        "three": (pattern_module(build_dir, 1, 100_000, "initrd", "root=/dev/ram0 quiet"),
+                  pattern_module(build_dir, 2, 4096, "font.psf"),
+                  pattern_module(build_dir, 3, 1, "blob \u00fc \"quoted\"", 'say "hi" \\ there'),
+                  Module(path=f"{build_dir}/{PATTERNS_DIR}/0-0.bin", name="empty")),
+        "many": tuple(pattern_module(build_dir, 100 + i, 1 + 517 * i, f"m{i:02d}", f"index={i}") for i in range(64)),
+    }
 
 
 def configs_for_tests(build_dir: str) -> dict[str, BuildConfig]:
     """Configurations only the tests use, each built under $BUILD_DIR/test/<name>: other layouts,
     another link address, injected faults, C kernels, toolchain-shaped kernels (see
     tests/test_shape_boots.py)."""
+    keys = (f"{build_dir}/test/keys/db.key", f"{build_dir}/test/keys/db.crt")
+    sets = module_sets_for_tests(build_dir)
     configs = {
         # A command line is bytes: these are not UTF-8 (as from a shell's CMDLINE=$'\xff...').
         "minimal": BuildConfig(layout=MINIMAL_LAYOUT, cmdline="bytes \udcff\udcfe\udc80 pass"),
@@ -49,7 +88,7 @@ def configs_for_tests(build_dir: str) -> dict[str, BuildConfig]:
         "fault-no-memory": BuildConfig(fault="no_memory"),
         "fault-stale-key": BuildConfig(fault="stale_map_key"),
         "fault-panic": BuildConfig(fault="panic"),
-        "signed": BuildConfig(signed=True, keys=(f"{build_dir}/test/keys/db.key", f"{build_dir}/test/keys/db.crt")),
+        "signed": BuildConfig(signed=True, keys=keys),
         "c-kernel": BuildConfig(c_source=C_KERNEL, cmdline="hello from C"),
         "c-kernel-pie": BuildConfig(c_source=C_KERNEL, c_pie=True, kernel_base="0xffffffff80200000"),
         "c-kernel-minimal": BuildConfig(c_source=C_KERNEL, layout=MINIMAL_LAYOUT),
@@ -60,6 +99,12 @@ def configs_for_tests(build_dir: str) -> dict[str, BuildConfig]:
         "kaslr-la57": BuildConfig(kaslr=True, layout=LA57_LAYOUT),
         "kaslr-c-pie": BuildConfig(kaslr=True, c_source=C_KERNEL, c_pie=True),
         "shape-gcc-rela-base": BuildConfig(shape_kernel="gcc-rela", kernel_base="0xffffffff81000000"),
+        # Modules (tests/test_modules.py): with KASLR; 64 on the 5-level layout; signed; in a C
+        # kernel that is not handed its file.
+        "modules": BuildConfig(kaslr=True, modules=sets["three"]),
+        "modules-many-la57": BuildConfig(kaslr=True, layout=LA57_LAYOUT, modules=sets["many"]),
+        "modules-signed": BuildConfig(signed=True, keys=keys, modules=sets["three"][:2]),
+        "modules-c": BuildConfig(c_source=C_KERNEL, modules=sets["three"], keep_kernel_file=False),
     }
     # Every toolchain kernel boots with and without KASLR on both paging depths (the -shared one, a
     # variation of the static PIEs, with KASLR only).
@@ -76,9 +121,11 @@ def configs_for_tests(build_dir: str) -> dict[str, BuildConfig]:
 def example_configs(projects: list[str]) -> dict[str, BuildConfig]:
     """One configuration per example project file (examples/<name>/highboot.toml), named example-<name>."""
     out = {}
-    for project in projects:
-        values = read_project(project)
-        out[f"example-{os.path.basename(os.path.dirname(project))}"] = BuildConfig(
+    for path in projects:
+        project = load_project(path)
+        values = project.options
+        out[f"example-{os.path.basename(os.path.dirname(path))}"] = BuildConfig(
             layout=values.get("LAYOUT", DEFAULT_LAYOUT), kernel_base=values.get("KERNEL_BASE", ""),
-            cmdline=values.get("CMDLINE", ""), templates=tuple(t for t in values.get("TEMPLATES", "").split(":") if t))
+            cmdline=values.get("CMDLINE", ""), templates=tuple(t for t in values.get("TEMPLATES", "").split(":") if t),
+            modules=tuple(project.modules), keep_kernel_file=values.get("KEEP_KERNEL_FILE", "1") == "1")
     return out

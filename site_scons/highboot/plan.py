@@ -42,7 +42,7 @@ KERNEL_ESP_FILE = "highboot/kernel.elf"
 DEFAULT_KERNEL_ESP_PATH = "\\" + KERNEL_ESP_FILE.replace("/", "\\")
 #: plan.json's format: raised whenever a field is added, removed or changes meaning, so a plan.json
 #: of another version is refused rather than misread.
-PLAN_FORMAT = 2
+PLAN_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,18 @@ class PlannedRange:
     block_offset: int | None  # None: the trampoline page, whose frame is known only at boot
     flags: str
     slides: bool = False  # KASLR moves it with the kernel (all but a stack in its own region)
+
+
+@dataclass(frozen=True)
+class PlannedModule:
+    """A module as the loader reads it: its file on the ESP, size and SHA-256, name and command line."""
+
+    name: str
+    cmdline: str
+    esp_path: str  # \\highboot\\modules\\<index>.bin, as the loader opens it (MODULE_ESP_DIR)
+    size: int
+    sha256: str
+    source: str  # the file it was built from
 
 
 @dataclass
@@ -116,6 +128,8 @@ class BootPlan:
     relro: tuple[int, int] | None = None  # (va, size) of PT_GNU_RELRO, placed
     eh_frame_hdr: tuple[int, int] | None = None  # (va, size) of PT_GNU_EH_FRAME, placed
     tls: tuple[int, int, int, int] | None = None  # PT_TLS (va, filesz, memsz, align), placed
+    modules: list[PlannedModule] = field(default_factory=list)
+    keep_kernel_file: bool = True  # hand the kernel its own ELF file (boot info kernel_file_*)
 
     @property
     def kernel_slides(self) -> int:

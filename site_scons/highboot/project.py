@@ -7,6 +7,12 @@
     kernel_base = "0xffffffff81000000" # where a PIE kernel goes (the sample kernel is linked there)
     kaslr = true                       # place the kernel and the direct map at random (PIE kernels)
     sign = true                        # sign BOOTX64.EFI for Secure Boot
+    keep_kernel_file = false           # do not hand the kernel its own ELF file (default: true)
+
+    [[module]]                         # any number of modules, in order (see highboot/modules.py)
+    path = "initrd.img"
+    name = "initrd"                    # default: the file's name
+    cmdline = "root=/dev/ram0"         # default: ""
 
 Relative paths are relative to the project file.
 """
@@ -14,20 +20,35 @@ Relative paths are relative to the project file.
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from highboot.errors import HighbootError
+from highboot.modules import Module, modules_from_project
 from highboot.plan import check_cmdline
 
 KEYS = {"kernel": "KERNEL", "layout": "LAYOUT", "templates": "TEMPLATES", "cmdline": "CMDLINE",
-        "kernel_base": "KERNEL_BASE", "kaslr": "KASLR", "sign": "SIGN"}
-BOOL_KEYS = ("kaslr", "sign")
+        "kernel_base": "KERNEL_BASE", "kaslr": "KASLR", "sign": "SIGN", "keep_kernel_file": "KEEP_KERNEL_FILE"}
+BOOL_KEYS = ("kaslr", "sign", "keep_kernel_file")
 PATH_KEYS = ("kernel", "layout", "templates")
+#: Tables of the project file (not build options): [[module]].
+TABLE_KEYS = ("module",)
+
+
+@dataclass(frozen=True)
+class Project:
+    options: dict[str, str]  # build-option values (KERNEL=..., LAYOUT=...)
+    modules: list[Module] = field(default_factory=list)
 
 
 def read_project(path: str | Path) -> dict[str, str]:
     """The project file's settings as build-option values (KERNEL=..., LAYOUT=...)."""
+    return load_project(path).options
+
+
+def load_project(path: str | Path) -> Project:
+    """The project file: its build-option values and its modules."""
     path = Path(path)
     try:
         data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -40,10 +61,15 @@ def read_project(path: str | Path) -> dict[str, str]:
     except ValueError as exc:  # tomllib lets int() refuse a literal of over 4300 digits
         raise HighbootError(f"not valid TOML: {exc}", file=path) from None
     options: dict[str, str] = {}
+    modules: list[Module] = []
     base = path.resolve().parent
     for key, value in data.items():
+        if key == "module":
+            modules = modules_from_project(value, path)
+            continue
         if key not in KEYS:
-            raise HighbootError(f"unknown key {key!r}; expected one of {', '.join(KEYS)}", file=path, field=key)
+            raise HighbootError(f"unknown key {key!r}; expected one of {', '.join([*KEYS, *TABLE_KEYS])}", file=path,
+                                field=key)
         if key == "templates":
             items = value if isinstance(value, list) else [value]
             if not all(isinstance(v, str) for v in items):
@@ -61,4 +87,4 @@ def read_project(path: str | Path) -> dict[str, str]:
         options[KEYS[key]] = str(base / value) if key in PATH_KEYS else value
     if "CMDLINE" in options:
         check_cmdline(options["CMDLINE"], file=str(path), field="cmdline")
-    return options
+    return Project(options, modules)

@@ -12,6 +12,9 @@ every other line (the firmware's, the loader's, a kernel's prose) is not part of
     One coalesced mapping of the kernel's own walk of CR3 (hex, hex, hex, access text).
 ``EFI phys virt length access cache``
     One EFI runtime mapping the boot info lists (hex, hex, hex, access text, cache text).
+``MODULE index phys virt size fnv name cmdline digest pattern``
+    One module of the boot info: its place, size, the FNV-1a (64-bit) of the bytes the kernel
+    sees, its name, command line and digest as bytes, and whether it matched its test pattern.
 
 Field formats:
 
@@ -59,7 +62,9 @@ class Words:
 
 ACCESS = Words("access", ("R", "RW", "RX", "RWX"), "rights of a mapping", "index writable | executable << 1")
 CACHE = Words("cache", ("WB", "UC"), "caching of a mapping", "index 1 when uncached (memory-mapped I/O)")
-ACCESS_TEXT, CACHE_TEXT = ACCESS.choices, CACHE.choices
+PATTERN = Words("pattern", ("none", "ok", "bad"), "a module's test-pattern check",
+                "index 0 when its command line names no pattern, else 1 + (a byte differs)")
+ACCESS_TEXT, CACHE_TEXT, PATTERN_TEXT = ACCESS.choices, CACHE.choices, PATTERN.choices
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,16 @@ EFI = LineKind("EFI", (_hex("phys", "physical start"), _hex("virt", "address in 
                        ReportField("access", CHOICE, "the rights it is mapped with", ACCESS_TEXT),
                        ReportField("cache", CHOICE, "UC: uncached (memory-mapped I/O), else WB", CACHE_TEXT)),
                "an EFI runtime mapping of the boot info's efi_runtime_map")
-LINES = (MEM, MAP, EFI)
+MODULE = LineKind("MODULE", (_dec("index", "its place in the boot info's list"), _hex("phys", "physical address"),
+                             _hex("virt", "address in the direct map"), _hex("size", "bytes"),
+                             _hex("fnv", "FNV-1a (64-bit) of the module's bytes as the kernel reads them"),
+                             ReportField("name", "hexbytes", "the name's bytes"),
+                             ReportField("cmdline", "hexbytes", "the command line's bytes"),
+                             ReportField("digest", "hexbytes", "the digest the loader verified"),
+                             ReportField("pattern", CHOICE, "ok / bad: checked against the test pattern its "
+                                         "command line names (pattern=N); none: it names none", PATTERN_TEXT)),
+                  "a module of the boot info, as the kernel sees it")
+LINES = (MEM, MAP, EFI, MODULE)
 
 #: Every INFO key a kernel prints and the tests (or tools) read.
 INFO_KEYS = (
@@ -180,6 +194,11 @@ INFO_KEYS = (
     _hex("relro", "PT_GNU_RELRO start, placed"),
     _hex("relro_size", "its size"),
     _dec("relro_pages", "pages of RELRO the kernel found read-only in its live tables"),
+    _dec("modules", "module_count (a MODULE line follows for each)"),
+    _hex("kernel_file_phys", "kernel_file_phys (0x0: not handed over)"),
+    _hex("kernel_file_size", "kernel_file_size"),
+    _dec("kernel_file_segments_compared", "read-only PT_LOAD segments of the kernel file found equal to the running "
+         "kernel's"),
 )
 INFO = {f.name: f for f in INFO_KEYS}
 assert len(INFO) == len(INFO_KEYS)
@@ -188,4 +207,4 @@ assert len(INFO) == len(INFO_KEYS)
 def context() -> dict[str, object]:
     """What the report's rendered views (bootinfo.rs, highboot.h) render from."""
     return {"report_lines": LINES, "report_info_tag": INFO_TAG, "report_info_keys": INFO_KEYS,
-            "report_choices": (ACCESS, CACHE)}
+            "report_choices": (ACCESS, CACHE, PATTERN)}

@@ -9,7 +9,7 @@ from the plan and the boot's facts (block base, direct-map size and page size, t
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from highboot import report
 from highboot.bootinfo import MEMORY_TYPES
@@ -26,11 +26,31 @@ DIRECT_MAPPED_TYPES = {MEMORY_TYPE[name] for name in ("USABLE", "KERNEL", "LOADE
 
 
 @dataclass(frozen=True)
+class ReportedModule:
+    """A MODULE line: one module as the kernel saw it."""
+
+    index: int
+    phys: int
+    virt: int
+    size: int
+    fnv: int
+    name: bytes
+    cmdline: bytes
+    digest: bytes
+    pattern: str
+
+
+def _bytes(text: str) -> bytes:
+    return b"" if text == "-" else bytes.fromhex(text)
+
+
+@dataclass(frozen=True)
 class BootReport:
     facts: dict[str, str]
     memory: list[tuple[int, int, int]]
     mappings: list[Mapping]
     efi: list[Mapping]  # the runtime mappings the loader reports (pa, va in the EFI region)
+    modules: list[ReportedModule] = field(default_factory=list)
 
     def number(self, key: str) -> int:
         return int(self.facts[key], 0)
@@ -44,6 +64,7 @@ def parse_report(serial: str) -> BootReport:
     memory: list[tuple[int, int, int]] = []
     mappings: list[Mapping] = []
     efi: list[Mapping] = []
+    modules: list[ReportedModule] = []
     for raw in serial.splitlines():
         line = raw.strip()
         tag, _, rest = line.partition(" ")
@@ -58,7 +79,11 @@ def parse_report(serial: str) -> BootReport:
         elif tag == report.EFI.tag:
             pa, va, size, access, _cache = _fields(report.EFI, line, rest)
             efi.append(Mapping(int(va, 16), int(pa, 16), int(size, 16), _FLAG_TEXT[access]))
-    return BootReport(facts, memory, mappings, efi)
+        elif tag == report.MODULE.tag:
+            n, phys, virt, size, fnv, name, cmdline, digest, pattern = _fields(report.MODULE, line, rest)
+            modules.append(ReportedModule(int(n), int(phys, 16), int(virt, 16), int(size, 16), int(fnv, 16),
+                                          _bytes(name), _bytes(cmdline), _bytes(digest), pattern))
+    return BootReport(facts, memory, mappings, efi, modules)
 
 
 def _malformed(line: str, why: str) -> AssertionError:
@@ -76,8 +101,8 @@ def _fields(kind: report.LineKind, line: str, rest: str) -> list[str]:
     if len(values) != len(kind.fields):
         names = " ".join(f.name for f in kind.fields)
         raise _malformed(line, f"{len(values)} fields, expected {len(kind.fields)} ({kind.tag} {names})")
-    for field, value in zip(kind.fields, values, strict=True):
-        _check(field, value, line)
+    for spec, value in zip(kind.fields, values, strict=True):
+        _check(spec, value, line)
     return values
 
 

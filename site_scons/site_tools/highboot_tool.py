@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -17,6 +17,7 @@ from highboot import build
 from highboot.config import C_KERNEL, SHARED_RUST, BuildConfig
 from highboot.errors import HighbootError
 from highboot.layout import load_layout
+from highboot.modules import module_esp_file, write_pattern
 from highboot.plan import KERNEL_ESP_FILE
 from highboot.render import template_files
 from highboot.units import parse_int
@@ -118,6 +119,10 @@ def _c_kernel_action(target: Any, source: Any, env: Any) -> None:
         raise _fail(target, exc) from None
 
 
+def _pattern_action(target: Any, source: Any, env: Any) -> None:
+    write_pattern(str(target[0]), env["PATTERN_SEED"], env["PATTERN_SIZE"])
+
+
 def _install_esp_action(target: Any, source: Any, env: Any) -> None:
     build.install_together([(str(s), str(t)) for s, t in zip(source, target, strict=True)])
 
@@ -197,8 +202,10 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
                 CARGO_ENV={"HIGHBOOT_GEN": gen.abspath, "HIGHBOOT_LINKER_SCRIPT": tenv.File(lds[0]).abspath,
                            "HIGHBOOT_LINK_BASE": hex(base)})[0]
     plan_options = {"cmdline": cfg.cmdline, "fault": "" if cfg.fault == "none" else cfg.fault,
-                    "kaslr": cfg.kaslr, "kernel_base": base}
-    plan = tenv.HighbootPlan(f"{out}/plan.json", [kernel, tenv.File(cfg.layout)], PLAN_OPTIONS=plan_options)
+                    "kaslr": cfg.kaslr, "kernel_base": base, "keep_kernel_file": cfg.keep_kernel_file,
+                    "modules": [asdict(m) for m in cfg.modules]}
+    modules = [tenv.File(m.path) for m in cfg.modules]
+    plan = tenv.HighbootPlan(f"{out}/plan.json", [kernel, tenv.File(cfg.layout)] + modules, PLAN_OPTIONS=plan_options)
     loader_src = [tenv.HighbootRender(f"{out}/gen/{name}", plan, TEMPLATE=f"loader/{name}.j2", RENDER_WITH_PLAN=True)
                   for name in ("plan.rs", "trampoline.S")]
     loader_src += tenv.HighbootRender(f"{out}/gen/abi.rs", [], TEMPLATE="loader/abi.rs.j2")
@@ -215,7 +222,9 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
                                   SIGN_KEY=key, SIGN_CERT=cert)
     # The ESP is written in one step once every part of it is built: a failed build never leaves a
     # loader beside a kernel it was not built for.
-    esp = tenv.InstallESP([f"{esp_dir}/EFI/BOOT/BOOTX64.EFI", f"{esp_dir}/{KERNEL_ESP_FILE}"], [bootx64[0], kernel])
+    esp = tenv.InstallESP([f"{esp_dir}/EFI/BOOT/BOOTX64.EFI", f"{esp_dir}/{KERNEL_ESP_FILE}"]
+                          + [f"{esp_dir}/{module_esp_file(i)}" for i in range(len(modules))],
+                          [bootx64[0], kernel] + modules)
     return BootBuild(nodes=esp + bootx64[1:] + header, esp=esp, plan=plan, kernel=kernel, esp_dir=esp_dir)
 
 
@@ -255,6 +264,9 @@ def generate(env: Any) -> None:
     env["BUILDERS"]["CKernel"] = SCons.Builder.Builder(
         action=SCons.Action.Action(_c_kernel_action, "Compiling $TARGET (gcc)",
                                    varlist=["C_PIE", "C_INCLUDE", "C_SHAPE"]))
+    env["BUILDERS"]["PatternModule"] = SCons.Builder.Builder(
+        action=SCons.Action.Action(_pattern_action, "Generating $TARGET (test module)",
+                                   varlist=["PATTERN_SEED", "PATTERN_SIZE"]))
     env["BUILDERS"]["InstallESP"] = SCons.Builder.Builder(
         action=action(_install_esp_action, "Installing the ESP: $TARGETS"))
     env["BUILDERS"]["SignLoader"] = SCons.Builder.Builder(

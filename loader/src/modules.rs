@@ -1,0 +1,97 @@
+//! Modules: the files the build listed (plan::MODULES), each read into its own pages, verified
+//! and handed to the kernel in kernel-owned memory. Before ExitBootServices a failure frees every
+//! module read so far: nothing is handed over half-loaded.
+
+use r_efi::efi;
+
+use crate::firmware::{EspFile, Pages, Volume};
+use crate::{fail, plan, println, Result};
+
+/// Where each module was read to: (physical base, pages), (0, 0) for an empty module. The table
+/// lives in pages of its own (a build may list thousands of modules; the stack is small).
+pub struct Modules {
+    bs: *const efi::BootServices,
+    table: Option<Pages>,
+}
+
+impl Modules {
+    /// Read and verify every module, in order.
+    pub fn load(bs: &efi::BootServices, volume: &Volume) -> Result<Modules> {
+        let mut modules = Modules { bs, table: None };
+        if plan::MODULES.is_empty() {
+            return Ok(modules);
+        }
+        let total: u64 = plan::MODULES.iter().map(|m| m.size).sum();
+        println!("highboot: loading {} module(s), {} bytes", plan::MODULES.len(), total);
+        let bytes = plan::MODULES.len() * core::mem::size_of::<(u64, u64)>();
+        modules.table = match Pages::allocate(bs, efi::LOADER_DATA, None, bytes.div_ceil(4096) as u64) {
+            Ok(pages) => Some(pages),
+            Err(status) => return fail!(status, "not enough memory for the list of {} modules", plan::MODULES.len()),
+        };
+        for (i, m) in plan::MODULES.iter().enumerate() {
+            let what = EspFile {
+                kind: "module",
+                name: Some(m.name),
+                path: m.path,
+                path_text: m.path_text,
+                size: m.size,
+                sha256: &m.sha256,
+            };
+            let read = volume.read_verified(bs, what)?;
+            // The table owns the pages from here on (freed by Modules::drop on failure).
+            let entry = read.map_or((0, 0), |(pages, _)| {
+                let count = pages.count;
+                (pages.keep(), count)
+            });
+            // SAFETY: the table holds one entry per module; i is in range.
+            unsafe { *modules.entries_mut().add(i) = entry };
+        }
+        Ok(modules)
+    }
+
+    fn entries_mut(&mut self) -> *mut (u64, u64) {
+        self.table.as_ref().map_or(core::ptr::null_mut(), |t| t.base as *mut (u64, u64))
+    }
+
+    /// Module `i`'s (physical base, pages); (0, 0) for an empty one.
+    pub fn get(&self, i: usize) -> (u64, u64) {
+        match &self.table {
+            // SAFETY: load() filled one entry per module.
+            Some(t) if i < plan::MODULES.len() => unsafe { *(t.base as *const (u64, u64)).add(i) },
+            _ => (0, 0),
+        }
+    }
+}
+
+impl Drop for Modules {
+    /// Only on a failure before ExitBootServices (after it nothing returns): give the pages back.
+    fn drop(&mut self) {
+        for i in 0..plan::MODULES.len() {
+            let (base, pages) = self.get(i);
+            if pages > 0 {
+                // SAFETY: boot services are up (see above) and the pages are ours.
+                unsafe { ((*self.bs).free_pages)(base, pages as usize) };
+            }
+        }
+    }
+}
+
+/// Kernel memory outside the block: the kernel file (when kept) and the modules.
+pub struct Handed<'a> {
+    /// The kernel file's (physical base, pages), when the plan keeps it.
+    pub kernel_file: Option<(u64, u64)>,
+    pub modules: &'a Modules,
+}
+
+impl Handed<'_> {
+    /// How many ranges `ranges` yields at most.
+    pub fn count(&self) -> usize {
+        plan::MODULES.len() + 1
+    }
+
+    /// Each range: (physical base, bytes in whole pages); empty modules give (0, 0).
+    pub fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let modules = (0..plan::MODULES.len()).map(|i| self.modules.get(i));
+        self.kernel_file.into_iter().chain(modules).map(|(base, pages)| (base, pages * 4096))
+    }
+}

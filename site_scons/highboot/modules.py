@@ -1,0 +1,172 @@
+"""Modules: files the loader reads into kernel-owned memory, verifies and lists in the boot info
+(an initrd, a font, a driver blob), in the order the user gave them.
+
+    [[module]]
+    path = "initrd.img"         # relative to the project file
+    name = "initrd"             # default: the file's name
+    cmdline = "root=/dev/ram0"  # default: ""
+
+or ``MODULES=a.img,b.bin`` on the command line (names from the file names). Each is copied to the
+ESP as ``highboot/modules/<index>.bin``; its size and digest are baked into the loader like the
+kernel's, so a signed loader vouches for every module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import sys
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from highboot.errors import HighbootError
+from highboot.plan import PlannedModule, check_cmdline
+from highboot.units import text_bytes
+
+#: Where module number N goes on the ESP (the build copies it there; the loader reads it there).
+MODULE_ESP_DIR = "highboot/modules"
+#: A name is copied into the boot info NUL-terminated; kernels print and compare them.
+MAX_NAME = 255
+#: Each module costs a boot-info record and a file open at boot: a bound on both.
+MAX_MODULES = 4096
+MODULE_KEYS = ("path", "name", "cmdline")
+
+
+@dataclass(frozen=True)
+class Module:
+    path: str  # the file on the build machine
+    name: str
+    cmdline: str = ""
+
+
+
+def module_esp_file(index: int) -> str:
+    return f"{MODULE_ESP_DIR}/{index}.bin"
+
+
+def _check_file(path: str, *, file: str | None, field: str) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise HighbootError(f"module file {path!r} not found", file=file, field=field) from None
+    except OSError as exc:
+        raise HighbootError(f"cannot read module file {path!r}: {exc.strerror}", file=file, field=field) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise HighbootError(f"{path!r} is a directory; a module is a file", file=file, field=field)
+    if not stat.S_ISREG(st.st_mode):
+        raise HighbootError(f"{path!r} is not a regular file", file=file, field=field)
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise HighbootError(f"cannot read module file {path!r}: {exc.strerror}", file=file, field=field) from None
+
+
+def check_name(name: str, *, file: str | None, field: str) -> None:
+    data = text_bytes(name)
+    if not data:
+        raise HighbootError("a module name cannot be empty", file=file, field=field)
+    if b"\0" in data:
+        raise HighbootError(f"the module name {name!r} has a NUL byte; kernels read it as a NUL-terminated string",
+                            file=file, field=field)
+    if len(data) > MAX_NAME:
+        raise HighbootError(f"the module name is {len(data)} bytes; at most {MAX_NAME} are allowed", file=file,
+                            field=field)
+
+
+def check_modules(modules: list[Module], *, file: str | None, field: str) -> None:
+    """Every module a readable regular file, names valid and unique, command lines valid."""
+    if len(modules) > MAX_MODULES:
+        raise HighbootError(f"{len(modules)} modules; at most {MAX_MODULES} are allowed", file=file, field=field)
+    seen: dict[str, int] = {}
+    for i, m in enumerate(modules):
+        where = f"{field}[{i}]" if field == "module" else field
+        _check_file(m.path, file=file, field=f"{where}.path" if field == "module" else field)
+        check_name(m.name, file=file, field=f"{where}.name" if field == "module" else field)
+        check_cmdline(m.cmdline, file=file, field=f"{where}.cmdline" if field == "module" else field)
+        if m.name in seen:
+            raise HighbootError(f"two modules are named {m.name!r} (numbers {seen[m.name]} and {i}); names must be "
+                                "unique (set name = ... on one of them)", file=file,
+                                field=f"{where}.name" if field == "module" else field)
+        seen[m.name] = i
+
+
+def modules_from_option(text: str) -> list[Module]:
+    """MODULES=a.img,b.bin: paths, named after their file names, no command lines."""
+    paths = [p for p in text.split(",")] if text else []
+    if any(not p for p in paths):
+        raise HighbootError(f"{text!r} has an empty entry; expected comma-separated module files", field="MODULES")
+    modules = [Module(path=p, name=os.path.basename(p.rstrip("/")) or p) for p in paths]
+    check_modules(modules, file=None, field="MODULES")
+    return modules
+
+
+def modules_from_project(entries: Any, path: Path) -> list[Module]:
+    """The project file's [[module]] tables; paths relative to the project file."""
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise HighbootError("expected [[module]] tables (path = ..., name = ..., cmdline = ...)", file=path,
+                            field="module")
+    base = path.resolve().parent
+    modules = []
+    for i, entry in enumerate(entries):
+        for key, value in entry.items():
+            if key not in MODULE_KEYS:
+                raise HighbootError(f"unknown key {key!r}; expected one of {', '.join(MODULE_KEYS)}", file=path,
+                                    field=f"module[{i}].{key}")
+            if not isinstance(value, str):
+                raise HighbootError(f"expected a string, got {type(value).__name__} {value!r}", file=path,
+                                    field=f"module[{i}].{key}")
+        if "path" not in entry:
+            raise HighbootError("missing path = \"...\" (the module's file)", file=path, field=f"module[{i}].path")
+        name = entry.get("name", os.path.basename(entry["path"].rstrip("/")))
+        modules.append(Module(path=str(base / entry["path"]), name=name, cmdline=entry.get("cmdline", "")))
+    check_modules(modules, file=str(path), field="module")
+    return modules
+
+
+def module_from_json(entry: Any) -> Module:
+    return Module(path=entry["path"], name=entry["name"], cmdline=entry["cmdline"])
+
+
+def plan_modules(modules: list[Module]) -> list[PlannedModule]:
+    """Each module's size and SHA-256, read now (the build's plan step): what the loader checks."""
+    out = []
+    for i, m in enumerate(modules):
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(m.path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+        except OSError as exc:
+            raise HighbootError(f"cannot read module file: {exc.strerror}", file=m.path, field="module") from None
+        out.append(PlannedModule(name=m.name, cmdline=m.cmdline,
+                                 esp_path="\\" + module_esp_file(i).replace("/", "\\"), size=size,
+                                 sha256=digest.hexdigest(), source=m.path))
+    return out
+
+
+def pattern_bytes(seed: int, size: int) -> bytes:
+    """A test module's contents: little-endian u64 words, word j = (seed << 40) + j, cut to size.
+    The sample kernels check a module against it when its command line says ``pattern=<seed>``;
+    every byte depends on its place, so a flipped, lost or moved byte shows."""
+    words = array("Q", range(seed << 40, (seed << 40) + (size + 7) // 8))
+    if sys.byteorder != "little":
+        words.byteswap()
+    return words.tobytes()[:size]
+
+
+def write_pattern(path: str, seed: int, size: int) -> None:
+    """Write a test module in pieces (a big one need not fit in memory twice)."""
+    chunk_words = 1 << 20
+    with open(path, "wb") as f:
+        for first in range(0, (size + 7) // 8, chunk_words):
+            words = array("Q", range((seed << 40) + first, (seed << 40) + min(first + chunk_words, (size + 7) // 8)))
+            if sys.byteorder != "little":
+                words.byteswap()
+            data = words.tobytes()
+            f.write(data[:max(0, size - first * 8)])
