@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 
 from highboot import report
 from highboot.bootinfo import MEMORY_TYPES
-from highboot.paging import PAGE, R_NX, RW_NX, RX, Mapping, coalesce, minimum_tables, paging_levels
+from highboot.paging import PAGE, R_NX, RW_NX, RX, Mapping, PageFlags, coalesce, minimum_tables, paging_levels
 from highboot.plan import BootPlan, PlannedRange
 from highboot.units import GIB
 
 FLAGS = {"RX": int(RX), "R": int(R_NX), "RW": int(RW_NX)}
-_FLAG_TEXT = dict(zip(report.ACCESS.choices, (int(R_NX), int(RW_NX), int(RX), int(RX) | 2), strict=True))
+# The walk's access text as entry flags (RWX only ever appears in a failure message).
+_FLAG_TEXT = dict(zip(report.ACCESS.choices, (int(R_NX), int(RW_NX), int(RX), int(RX | PageFlags.WRITABLE)),
+                      strict=True))
 MEMORY_TYPE = {c.name: c.value for c in MEMORY_TYPES}
 # Memory types the direct map must cover: everything but MMIO, bad, reserved.
 DIRECT_MAPPED_TYPES = {MEMORY_TYPE[name] for name in ("USABLE", "KERNEL", "LOADER_RECLAIMABLE", "ACPI_RECLAIMABLE",
