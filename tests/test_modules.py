@@ -19,6 +19,7 @@ from test_boot import check_boot
 from test_matrix import config
 
 from highboot import image, qemu
+from highboot.addrmap import module_lines
 from highboot.config import module_sets_for_tests
 from highboot.modules import Module, module_esp_file, write_pattern
 from highboot.units import text_bytes
@@ -83,6 +84,17 @@ def test_modules_with_kaslr(built: dict) -> None:
     info = facts(result.serial)
     assert int(info["kernel_file_size"], 16) == kernel.stat().st_size
     assert int(info["kernel_file_segments_compared"]) >= 1
+
+
+def test_scons_map_lists_the_modules(built: dict) -> None:
+    _, plan = config(built, "modules")
+    text = "\n".join(module_lines(plan))
+    assert "Kernel file: handed over" in text and "Modules: 4, " in text
+    initrd = module_set("three")[0]
+    digest = hashlib.sha256(Path(initrd.path).read_bytes()).hexdigest()
+    assert "'initrd'" in text and "\\highboot\\modules\\0.bin" in text and digest in text
+    _, plan = config(built, "modules-c")
+    assert "Kernel file: not handed over" in "\n".join(module_lines(plan))
 
 
 def test_64_modules_on_the_5_level_layout(built: dict) -> None:

@@ -66,8 +66,20 @@ def format_map(layout: Layout, plan: BootPlan) -> str:
                          f"({format_size(total * PAGE)}): {per_level}")
     lines.append("  page sizes: 4 KiB for the kernel image, stack and trampoline; the direct map uses 1 GiB pages "
                  "where the CPU has them (pdpe1gb), else 2 MiB")
-    lines += ["", *placement_lines(plan), "", *kaslr_lines(plan)]
+    lines += ["", *placement_lines(plan), "", *kaslr_lines(plan), "", *module_lines(plan)]
     return "\n".join(lines) + "\n"
+
+
+def module_lines(plan: BootPlan) -> list[str]:
+    """What else the kernel is handed: its file, the modules (loaded at boot, in kernel memory)."""
+    out = [f"Kernel file: {'handed over' if plan.keep_kernel_file else 'not handed over'} "
+           f"({format_size(plan.kernel_size)})"]
+    total = sum(m.size for m in plan.modules)
+    out.append(f"Modules: {len(plan.modules)}" + (f", {format_size(total)} in all" if plan.modules else ""))
+    for i, m in enumerate(plan.modules):
+        out.append(f"  {i:>4} {m.name!r:<24} {format_size(m.size):>10}  {m.esp_path}  sha256 {m.sha256}"
+                   + (f"  cmdline {m.cmdline!r}" if m.cmdline else ""))
+    return out
 
 
 def placement_lines(plan: BootPlan) -> list[str]:
