@@ -13,6 +13,7 @@ use r_efi::efi;
 mod com1;
 mod console;
 mod cpu;
+mod fbmode;
 mod firmware;
 mod memmap;
 mod paging;
@@ -104,6 +105,7 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     let features = cpu::features();
     let (_low_pages, low) = paging_mode_switch(bs, &features)?;
     let nx_mask = if features.nx { u64::MAX } else { !(1u64 << 63) };
+    firmware::set_framebuffer_mode(bs);
     let framebuffer = firmware::framebuffer(bs);
     let (rsdp, rsdp_revision) = firmware::rsdp(st);
 

@@ -14,6 +14,7 @@ from typing import Any
 from highboot import abi, bootinfo
 from highboot.elfkernel import read_kernel
 from highboot.errors import HighbootError
+from highboot.framebuffer import parse_fb_mode
 from highboot.layout import load_layout
 from highboot.pecheck import require_valid
 from highboot.plan import DEFAULT_KERNEL_ESP_PATH, plan_boot
@@ -26,6 +27,7 @@ def make_plan(kernel: str, layout: str, out: str, options: dict[str, Any]) -> No
                      kernel_esp_path=options.get("kernel_esp_path", DEFAULT_KERNEL_ESP_PATH),
                      kaslr=bool(options.get("kaslr", False)), kernel_base=options.get("kernel_base"))
     plan.fault = options.get("fault", "")
+    plan.framebuffer = parse_fb_mode(options.get("framebuffer", ""))
     write_atomic(out, json.dumps(plan.to_json(), indent=1, sort_keys=True) + "\n")
 
 

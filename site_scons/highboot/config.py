@@ -23,3 +23,4 @@ class BuildConfig:
     signed: bool = False
     keys: tuple[str, str] | None = None  # (db key, certificate) for signed builds
     kaslr: bool = False
+    fb_mode: str = ""  # FB_MODE: "WIDTHxHEIGHT" asks the loader for that display mode; "" keeps the firmware's

@@ -105,6 +105,7 @@ class BootPlan:
     relro: tuple[int, int] | None = None  # (va, size) of PT_GNU_RELRO, placed
     eh_frame_hdr: tuple[int, int] | None = None  # (va, size) of PT_GNU_EH_FRAME, placed
     tls: tuple[int, int, int, int] | None = None  # PT_TLS (va, filesz, memsz, align), placed
+    framebuffer: tuple[int, int] | None = None  # FB_MODE (width, height): the loader picks the nearest mode
 
     @property
     def kernel_slides(self) -> int:

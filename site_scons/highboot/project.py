@@ -6,6 +6,7 @@
     cmdline = "console=ttyS0"          # the kernel command line
     kernel_base = "0xffffffff81000000" # where a PIE kernel goes (the sample kernel is linked there)
     kaslr = true                       # place the kernel and the direct map at random (PIE kernels)
+    framebuffer = "1024x768"           # display mode: the firmware's nearest not larger (default: as set)
     sign = true                        # sign BOOTX64.EFI for Secure Boot
 
 Relative paths are relative to the project file.
@@ -18,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from highboot.errors import HighbootError
+from highboot.framebuffer import parse_fb_mode
 from highboot.plan import check_cmdline
 
 KEYS = {"kernel": "KERNEL", "layout": "LAYOUT", "templates": "TEMPLATES", "cmdline": "CMDLINE",
-        "kernel_base": "KERNEL_BASE", "kaslr": "KASLR", "sign": "SIGN"}
+        "kernel_base": "KERNEL_BASE", "kaslr": "KASLR", "sign": "SIGN", "framebuffer": "FB_MODE"}
 BOOL_KEYS = ("kaslr", "sign")
 PATH_KEYS = ("kernel", "layout", "templates")
 
@@ -51,6 +53,8 @@ def read_project(path: str | Path) -> dict[str, str]:
                                     field=key)
             options[KEYS[key]] = ":".join(str(base / v) for v in items)
             continue
+        if key == "framebuffer":
+            parse_fb_mode(value, file=str(path), field=key)
         if key in BOOL_KEYS:
             if not isinstance(value, bool):
                 raise HighbootError(f"expected true or false, got {value!r}", file=path, field=key)
