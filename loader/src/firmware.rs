@@ -1,5 +1,5 @@
 //! What the loader asks the firmware for before ExitBootServices: the kernel file, memory,
-//! the framebuffer and the ACPI root pointer.
+//! the display mode FB_MODE asks for, the framebuffer and the ACPI root pointer.
 
 use core::ffi::c_void;
 use core::ptr;
