@@ -92,7 +92,7 @@ def test_scons_help_lists_every_option() -> None:
     out = scons("-h")
     assert out.returncode == 0
     for option in ("KERNEL", "LAYOUT", "TEMPLATES", "CMDLINE", "PROJECT", "KERNEL_BASE", "BUILD_DIR", "VERBOSE",
-                   "RUSTC", "FAULT", "KASLR", "SIGN", "IMAGE_SEED", "QEMU_CPU", "QEMU_MEMORY", "GRAPHIC",
+                   "RUSTC", "FAULT", "KASLR", "SIGN", "FB_MODE", "IMAGE_SEED", "QEMU_CPU", "QEMU_MEMORY", "GRAPHIC",
                    "PYTEST_ARGS", "MODULES", "KEEP_KERNEL_FILE"):
         assert f"\n{option}:" in out.stdout, option
     for target in ("scons test", "scons map", "scons run", "scons debug"):

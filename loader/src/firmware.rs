@@ -1,5 +1,5 @@
 //! What the loader asks the firmware for before ExitBootServices: the files on the ESP (kernel,
-//! modules), memory, the framebuffer and the ACPI root pointer.
+//! modules), memory, the display mode FB_MODE asks for, the framebuffer and the ACPI root pointer.
 
 use core::ffi::c_void;
 use core::{fmt, ptr};
@@ -7,7 +7,8 @@ use core::{fmt, ptr};
 use r_efi::efi;
 use r_efi::protocols::{file, graphics_output, loaded_image, simple_file_system};
 
-use crate::{bootinfo, fail, plan, sha256, Result};
+use crate::fbmode::{self, Candidate};
+use crate::{bootinfo, fail, plan, println, sha256, Result};
 
 /// A file the build put on the ESP, as named in messages: "kernel file \\highboot\\kernel.elf" or
 /// "module "initrd" (\\highboot\\modules\\0.bin)".
@@ -253,19 +254,112 @@ pub struct Framebuffer {
     pub masks: [u32; 4],
 }
 
-/// The GOP framebuffer, when the firmware has one with a linear framebuffer.
-pub fn framebuffer(bs: &efi::BootServices) -> Option<Framebuffer> {
-    // SAFETY: LocateProtocol with an out-pointer; Mode and Info are owned by the firmware.
+/// The firmware's graphics output (GOP), if it has one with a mode.
+fn gop(bs: &efi::BootServices) -> Option<*mut graphics_output::Protocol> {
+    let mut gop: *mut c_void = ptr::null_mut();
+    let guid = graphics_output::PROTOCOL_GUID;
+    // SAFETY: LocateProtocol with an out-pointer; the protocol and its Mode are owned by the firmware.
     unsafe {
-        let mut gop: *mut c_void = ptr::null_mut();
-        let guid = graphics_output::PROTOCOL_GUID;
         if (bs.locate_protocol)(&guid as *const _ as *mut _, ptr::null_mut(), &mut gop).is_error() || gop.is_null() {
             return None;
         }
-        let mode = (*(gop as *mut graphics_output::Protocol)).mode;
-        if mode.is_null() || (*mode).info.is_null() {
+        let gop = gop as *mut graphics_output::Protocol;
+        if (*gop).mode.is_null() || (*(*gop).mode).info.is_null() {
             return None;
         }
+        Some(gop)
+    }
+}
+
+/// FB_MODE: switch the display to the firmware's largest mode that is not larger than the request
+/// (fbmode::choose), before the framebuffer is read. No mode that fits, or a SetMode the firmware
+/// refuses, leaves the display in whatever mode is then current: a warning, not a failure.
+pub fn set_framebuffer_mode(bs: &efi::BootServices) {
+    let Some(want) = plan::FRAMEBUFFER_REQUEST else {
+        return;
+    };
+    let Some(gop) = gop(bs) else {
+        println!(
+            "highboot: warning: no graphics output (GOP): the requested framebuffer {}x{} is not set",
+            want.0, want.1
+        );
+        return;
+    };
+    // SAFETY: the firmware's GOP (checked above); Mode and its Info stay valid until the next SetMode.
+    unsafe {
+        let mode = (*gop).mode;
+        let (count, current) = ((*mode).max_mode, (*mode).mode);
+        let modes = (0..count).filter_map(|number| query_mode(bs, gop, number));
+        let Some(chosen) = fbmode::choose(modes, current, want) else {
+            let info = &*(*mode).info;
+            println!(
+                "highboot: warning: no framebuffer mode fits the requested {}x{}; keeping {}x{} (mode {} of {})",
+                want.0, want.1, info.horizontal_resolution, info.vertical_resolution, current, count
+            );
+            return;
+        };
+        if chosen.number != current {
+            let status = ((*gop).set_mode)(gop, chosen.number);
+            if status.is_error() {
+                // framebuffer() reads whatever mode the firmware is in now (none, if it has no Info).
+                let (width, height) =
+                    (*mode).info.as_ref().map_or((0, 0), |i| (i.horizontal_resolution, i.vertical_resolution));
+                println!(
+                    "highboot: warning: SetMode to {}x{} (mode {}) failed ({:#x}); the display is {}x{} (mode {} of {})",
+                    chosen.width,
+                    chosen.height,
+                    chosen.number,
+                    status.as_usize(),
+                    width,
+                    height,
+                    (*mode).mode,
+                    count
+                );
+                return;
+            }
+        }
+        println!(
+            "highboot: framebuffer {}x{} (mode {} of {}, requested {}x{}{})",
+            chosen.width,
+            chosen.height,
+            chosen.number,
+            count,
+            want.0,
+            want.1,
+            if chosen.number == current { ", already set" } else { "" }
+        );
+    }
+}
+
+/// One of the GOP's modes, if the firmware describes it.
+///
+/// # Safety
+/// gop is the firmware's GOP and boot services are up.
+unsafe fn query_mode(bs: &efi::BootServices, gop: *mut graphics_output::Protocol, number: u32) -> Option<Candidate> {
+    let (mut size, mut info) = (0usize, ptr::null_mut());
+    let status = ((*gop).query_mode)(gop, number, &mut size, &mut info);
+    if status.is_error() || info.is_null() {
+        return None;
+    }
+    // QueryMode allocates the information from pool: the caller frees it.
+    let copy = (size >= core::mem::size_of::<graphics_output::ModeInformation>()).then(|| ptr::read(info));
+    (bs.free_pool)(info as *mut c_void);
+    let info = copy?;
+    Some(Candidate {
+        number,
+        width: info.horizontal_resolution,
+        height: info.vertical_resolution,
+        // As framebuffer() hands them over: RGBX8, BGRX8 and PixelBitMask; never PixelBltOnly.
+        linear: info.pixel_format < graphics_output::PIXEL_BLT_ONLY,
+    })
+}
+
+/// The GOP framebuffer, when the firmware has one with a linear framebuffer.
+pub fn framebuffer(bs: &efi::BootServices) -> Option<Framebuffer> {
+    let gop = gop(bs)?;
+    // SAFETY: gop() checked Mode and Info, which are owned by the firmware.
+    unsafe {
+        let mode = (*gop).mode;
         let info = &*(*mode).info;
         let bits = &info.pixel_information;
         let (format, masks) = match info.pixel_format {

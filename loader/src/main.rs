@@ -14,6 +14,7 @@ mod block;
 mod com1;
 mod console;
 mod cpu;
+mod fbmode;
 mod firmware;
 mod info;
 mod memmap;
@@ -142,6 +143,7 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
         kernel_file: if plan::KEEP_KERNEL_FILE { Some((kernel_pages.base, kernel_pages.count)) } else { None },
         modules: &modules,
     };
+    firmware::set_framebuffer_mode(bs);
     let machine = Machine::probe(bs, st, tsc_entry);
     let (_low_pages, low) = paging_mode_switch(bs, &machine.features)?;
     let mut map = memmap::FirmwareMap::new(bs, MAP_SLACK)?;

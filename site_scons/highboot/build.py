@@ -14,6 +14,7 @@ from typing import Any
 from highboot import abi, bootinfo, report
 from highboot.elfkernel import read_kernel
 from highboot.errors import HighbootError
+from highboot.framebuffer import parse_fb_mode
 from highboot.layout import load_layout
 from highboot.modules import module_from_json, plan_modules
 from highboot.pecheck import require_valid
@@ -29,6 +30,7 @@ def make_plan(kernel: str, layout: str, out: str, options: dict[str, Any]) -> No
     plan.fault = options.get("fault", "")
     plan.modules = plan_modules([module_from_json(m) for m in options.get("modules", [])])
     plan.keep_kernel_file = bool(options.get("keep_kernel_file", True))
+    plan.framebuffer = parse_fb_mode(options.get("framebuffer", ""))
     write_atomic(out, json.dumps(plan.to_json(), indent=1, sort_keys=True) + "\n")
 
 

@@ -38,6 +38,7 @@ class BuildConfig:
     kaslr: bool = False
     modules: tuple[Module, ...] = ()
     keep_kernel_file: bool = True
+    fb_mode: str = ""  # FB_MODE: "WIDTHxHEIGHT" asks the loader for that display mode; "" keeps the firmware's
 
 
 #: Test modules are generated (highboot.modules.write_pattern) as <seed>-<size>.bin here, under
@@ -105,6 +106,9 @@ def configs_for_tests(build_dir: str) -> dict[str, BuildConfig]:
         "modules-many-la57": BuildConfig(kaslr=True, layout=LA57_LAYOUT, modules=sets["many"]),
         "modules-signed": BuildConfig(signed=True, keys=keys, modules=sets["three"][:2]),
         "modules-c": BuildConfig(c_source=C_KERNEL, modules=sets["three"], keep_kernel_file=False),
+        # FB_MODE: between two modes of QEMU's std VGA (1024x768 taken); below every mode (kept).
+        "fb-1100x800": BuildConfig(fb_mode="1100x800"),
+        "fb-600x400": BuildConfig(fb_mode="600x400"),
     }
     # Every toolchain kernel boots with and without KASLR on both paging depths (the -shared one, a
     # variation of the static PIEs, with KASLR only).
@@ -127,5 +131,6 @@ def example_configs(projects: list[str]) -> dict[str, BuildConfig]:
         out[f"example-{os.path.basename(os.path.dirname(path))}"] = BuildConfig(
             layout=values.get("LAYOUT", DEFAULT_LAYOUT), kernel_base=values.get("KERNEL_BASE", ""),
             cmdline=values.get("CMDLINE", ""), templates=tuple(t for t in values.get("TEMPLATES", "").split(":") if t),
-            modules=tuple(project.modules), keep_kernel_file=values.get("KEEP_KERNEL_FILE", "1") == "1")
+            modules=tuple(project.modules), keep_kernel_file=values.get("KEEP_KERNEL_FILE", "1") == "1",
+            fb_mode=values.get("FB_MODE", ""))
     return out

@@ -130,6 +130,7 @@ class BootPlan:
     tls: tuple[int, int, int, int] | None = None  # PT_TLS (va, filesz, memsz, align), placed
     modules: list[PlannedModule] = field(default_factory=list)
     keep_kernel_file: bool = True  # hand the kernel its own ELF file (boot info kernel_file_*)
+    framebuffer: tuple[int, int] | None = None  # FB_MODE (width, height): the loader picks the nearest mode
 
     @property
     def kernel_slides(self) -> int:

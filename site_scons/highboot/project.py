@@ -6,6 +6,7 @@
     cmdline = "console=ttyS0"          # the kernel command line
     kernel_base = "0xffffffff81000000" # where a PIE kernel goes (the sample kernel is linked there)
     kaslr = true                       # place the kernel and the direct map at random (PIE kernels)
+    framebuffer = "1024x768"           # display mode: the firmware's nearest not larger (default: as set)
     sign = true                        # sign BOOTX64.EFI for Secure Boot
     keep_kernel_file = false           # do not hand the kernel its own ELF file (default: true)
 
@@ -25,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from highboot.errors import HighbootError
+from highboot.framebuffer import parse_fb_mode
 from highboot.modules import Module, modules_from_project
 from highboot.plan import check_cmdline
 
 KEYS = {"kernel": "KERNEL", "layout": "LAYOUT", "templates": "TEMPLATES", "cmdline": "CMDLINE",
-        "kernel_base": "KERNEL_BASE", "kaslr": "KASLR", "sign": "SIGN", "keep_kernel_file": "KEEP_KERNEL_FILE"}
+        "kernel_base": "KERNEL_BASE", "kaslr": "KASLR", "sign": "SIGN", "keep_kernel_file": "KEEP_KERNEL_FILE",
+        "framebuffer": "FB_MODE"}
 BOOL_KEYS = ("kaslr", "sign", "keep_kernel_file")
 PATH_KEYS = ("kernel", "layout", "templates")
 #: Tables of the project file (not build options): [[module]].
@@ -77,6 +80,8 @@ def load_project(path: str | Path) -> Project:
                                     field=key)
             options[KEYS[key]] = ":".join(str(base / v) for v in items)
             continue
+        if key == "framebuffer":
+            parse_fb_mode(value, file=str(path), field=key)
         if key in BOOL_KEYS:
             if not isinstance(value, bool):
                 raise HighbootError(f"expected true or false, got {value!r}", file=path, field=key)

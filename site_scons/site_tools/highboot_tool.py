@@ -203,6 +203,7 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
                            "HIGHBOOT_LINK_BASE": hex(base)})[0]
     plan_options = {"cmdline": cfg.cmdline, "fault": "" if cfg.fault == "none" else cfg.fault,
                     "kaslr": cfg.kaslr, "kernel_base": base, "keep_kernel_file": cfg.keep_kernel_file,
+                    "framebuffer": cfg.fb_mode,
                     "modules": [asdict(m) for m in cfg.modules]}
     modules = [tenv.File(m.path) for m in cfg.modules]
     plan = tenv.HighbootPlan(f"{out}/plan.json", [kernel, tenv.File(cfg.layout)] + modules, PLAN_OPTIONS=plan_options)
