@@ -180,3 +180,20 @@ def test_report_c_view_is_the_description(tmp_path: Path) -> None:
     assert c == [hex_prefix, report.INFO_TAG, *(kind.tag for kind in report.LINES),
                  *(f"{k.name}={k.c_prefix}" for k in report.INFO_KEYS), *report.ACCESS.choices,
                  *report.CACHE.choices]
+
+
+def test_module_abi_is_the_issues_contract() -> None:
+    """The C names and types issue 16 spelled out for kernels, in this order, appended (v4) after
+    everything version 3 had: pinned here, not taken from the description under test."""
+    header = rendered("include/highboot.h.j2")
+    module = header[header.index("struct highboot_module {"):]
+    module = module[:module.index("};")]
+    declared = [line.split("/*")[0].strip() for line in module.splitlines()[1:] if line.strip()]
+    assert declared == ["uint64_t phys;", "uint64_t virt;", "uint64_t size;", "uint64_t name;", "uint64_t cmdline;",
+                        "uint8_t digest[32];"]
+    names = [f.name for f in bootinfo.BOOT_INFO]
+    assert names[-5:] == ["modules", "module_count", "kernel_file_phys", "kernel_file_virt", "kernel_file_size"]
+    assert names[-6] == "framebuffer_reserved_mask"  # the last field of version 3
+    assert all(f.type == "u64" for f in bootinfo.BOOT_INFO[-5:])
+    assert bootinfo.VERSION == 4
+    assert "#define HIGHBOOT_VERSION 4u" in header

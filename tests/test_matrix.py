@@ -58,7 +58,8 @@ def test_injected_out_of_memory_is_reported(built: dict) -> None:
     assert "the kernel was not started (EFI status 0x8000000000000009)" in result.serial
     assert "HIGHBOOT-KERNEL" not in result.serial
     # Back in the firmware's boot manager with everything the loader allocated freed (the kernel
-    # file's buffer, the memory map): the same LoaderCode/LoaderData pages as at entry.
+    # file's buffer, the modules it read, the memory map): the same LoaderCode/LoaderData pages
+    # as at entry.
     assert re.search(r"BdsDxe: failed to start Boot\d+ .*: Out of Resources", result.serial), result.serial[-2000:]
     pages = re.search(r"loader pages at entry (\d+), after the failure (\d+)", result.serial)
     assert pages and int(pages[1]) > 0 and pages[1] == pages[2], result.serial[-2000:]

@@ -92,3 +92,63 @@ def test_scons_refuses_a_bad_module_without_a_traceback(tmp_path: Path) -> None:
     out = scons("-n", f"MODULES={tmp_path}/nothere.bin", f"BUILD_DIR={tmp_path / 'b'}")
     assert out.returncode == 2 and "MODULES: module file" in out.stderr, out.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_module_path_edge_cases(tmp_path: Path) -> None:
+    (tmp_path / "a.img").write_bytes(b"a")
+    for text, field, message in (('[[module]]\npath = "a\\u0000b"\n', "module[0].path", "NUL byte"),
+                                 ('[[module]]\npath = ""\n', "module[0].path", "path is empty")):
+        with pytest.raises(HighbootError) as err:
+            load_project(project(tmp_path, text))
+        assert err.value.field == field and message in err.value.message, err.value.format()
+    # Bigger than a FAT32 file can be (a sparse file: nothing is written).
+    with open(tmp_path / "huge.img", "wb") as f:
+        f.truncate(1 << 32)
+    with pytest.raises(HighbootError) as err:
+        load_project(project(tmp_path, '[[module]]\npath = "huge.img"\n'))
+    assert "at most 4294967295" in err.value.message
+    # Names and command lines together are bounded (they are copied into the boot info).
+    entries = "".join(f'[[module]]\npath = "a.img"\nname = "m{i}"\ncmdline = "{"x" * 60000}"\n' for i in range(20))
+    with pytest.raises(HighbootError) as err:
+        load_project(project(tmp_path, entries))
+    assert err.value.field == "module" and "at most 1048576 are allowed in all" in err.value.message
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(HighbootError) as err:
+        load_project(project(tmp_path, '[[module]]\npath = "pipe"\n'))
+    assert "is not a regular file" in err.value.message
+
+
+def test_paths_are_taken_as_written_not_expanded_by_scons(tmp_path: Path) -> None:
+    """$ and a leading # mean something to SCons's File(); a module or kernel path must not."""
+    odd = tmp_path / "dir$HOME"
+    odd.mkdir()
+    (odd / "x$HOME.img").write_bytes(b"x")
+    (odd / "#top.img").write_bytes(b"t")
+    p = project(odd, '[[module]]\npath = "x$HOME.img"\n\n[[module]]\npath = "#top.img"\n')
+    out = scons("-n", f"PROJECT={p}", f"BUILD_DIR={tmp_path / 'b'}")
+    assert out.returncode == 0, out.stdout[-1500:] + out.stderr[-1500:]
+    assert "highboot/modules/1.bin" in out.stdout
+
+
+def test_clean_and_help_need_no_module_files(tmp_path: Path) -> None:
+    p = project(tmp_path, '[[module]]\npath = "gone.img"\n')
+    for args in (("-c", "-n"), ("-h",)):
+        out = scons(*args, f"PROJECT={p}", f"BUILD_DIR={tmp_path / 'b'}")
+        assert out.returncode == 0, (args, out.stderr[-1500:])
+
+
+def test_stale_modules_leave_the_esp(tmp_path: Path) -> None:
+    """A build with fewer modules than the last one removes the others from the ESP (and so from
+    scons image), in the same step that installs the new set."""
+    from highboot.build import install_together
+
+    esp = tmp_path / "esp" / "highboot" / "modules"
+    esp.mkdir(parents=True)
+    for name in ("0.bin", "1.bin", "2.bin"):
+        (esp / name).write_bytes(b"old")
+    (tmp_path / "new").write_bytes(b"new")
+    install_together([(str(tmp_path / "new"), str(esp / "0.bin"))], prune=str(esp))
+    assert sorted(p.name for p in esp.iterdir()) == ["0.bin"] and (esp / "0.bin").read_bytes() == b"new"

@@ -8,6 +8,7 @@ missing or resized module is refused, naming it. The 256 MiB module is opt-in (`
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -197,6 +198,19 @@ def test_tampered_module_is_refused(built: dict, tmp_path: Path, change: str, me
     result = tampered(built, tmp_path, change)
     assert f"highboot: error: {message}" in result.serial, result.serial[-1500:]
     assert f"{NOT_STARTED} (EFI status {status:#x})" in result.serial
+
+
+def test_a_failed_module_frees_what_was_read(built: dict, tmp_path: Path) -> None:
+    """Module 1 tampered: module 0 was read and is freed again, with the kernel file's pages (the
+    fault build counts the loader's pages at entry and after the failure)."""
+    esp, _ = config(built, "fault-no-memory")
+    copy = tmp_path / "esp"
+    shutil.copytree(esp, copy)
+    flip(copy / module_esp_file(1), 4095)
+    result = qemu.boot(copy, cpu="max", memory="256M", stop_on="BdsDxe: failed to start", timeout=120)
+    assert 'module "font.psf" (\\highboot\\modules\\1.bin) does not match' in result.serial, result.serial[-1500:]
+    pages = re.search(r"loader pages at entry (\d+), after the failure (\d+)", result.serial)
+    assert pages and int(pages[1]) > 0 and pages[1] == pages[2], result.serial[-2000:]
 
 
 @pytest.mark.big

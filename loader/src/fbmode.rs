@@ -7,7 +7,8 @@ pub struct Candidate {
     pub number: u32,
     pub width: u32,
     pub height: u32,
-    /// A linear framebuffer in a pixel format the boot info describes (not PixelBltOnly).
+    /// A linear framebuffer of 32-bit pixels in a format the boot info describes (not
+    /// PixelBltOnly, not a PixelBitMask mode of narrower pixels).
     pub linear: bool,
 }
 

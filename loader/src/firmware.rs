@@ -121,8 +121,17 @@ impl Volume {
                 }
             };
             let base = pages.as_ref().map_or(0, |p| p.base);
-            let mut got = what.size as usize;
-            let status = if got > 0 { file.read(base as *mut u8, &mut got) } else { efi::Status::SUCCESS };
+            // Read until the expected size or the end of the file (a driver may return less per call).
+            let mut got = 0usize;
+            let mut status = efi::Status::SUCCESS;
+            while got < what.size as usize {
+                let mut n = what.size as usize - got;
+                status = file.read((base as usize + got) as *mut u8, &mut n);
+                if status.is_error() || n == 0 {
+                    break;
+                }
+                got += n;
+            }
             // One byte more than expected, to notice a file larger than the one we were built for.
             let mut extra = [0u8; 1];
             let mut over = 1usize;
@@ -349,8 +358,16 @@ unsafe fn query_mode(bs: &efi::BootServices, gop: *mut graphics_output::Protocol
         number,
         width: info.horizontal_resolution,
         height: info.vertical_resolution,
-        // As framebuffer() hands them over: RGBX8, BGRX8 and PixelBitMask; never PixelBltOnly.
-        linear: info.pixel_format < graphics_output::PIXEL_BLT_ONLY,
+        // As framebuffer() hands them over: RGBX8, BGRX8 and PixelBitMask, with 32-bit pixels as
+        // the boot info describes them (a PixelBitMask mode's pixel ends at its highest mask bit:
+        // Cirrus offers 24-bit ones); never PixelBltOnly.
+        linear: match info.pixel_format {
+            graphics_output::PIXEL_BIT_MASK => {
+                let m = &info.pixel_information;
+                (m.red_mask | m.green_mask | m.blue_mask | m.reserved_mask) >> 24 != 0
+            }
+            format => format < graphics_output::PIXEL_BLT_ONLY,
+        },
     })
 }
 

@@ -161,7 +161,10 @@ pub unsafe fn complete(
         layout.map_capacity,
     );
     let owned = core::iter::once((block.base, layout.size)).chain(handed.ranges());
-    info.memory_map_count = memmap::convert(map, regions, owned) as u64;
+    let Some(count) = memmap::convert(map, regions, owned) else {
+        fatal("the memory map grew past the room planned for it after ExitBootServices");
+    };
+    info.memory_map_count = count as u64;
     if let Some((efi_base, efi_size)) = plan::EFI_REGION {
         let ranges = core::slice::from_raw_parts_mut(
             block.in_area(layout.ranges_off) as *mut bootinfo::EfiRange,

@@ -135,13 +135,14 @@ pub fn physical_top(map: &FirmwareMap) -> u64 {
 }
 
 /// Fill `out` with the kernel's memory map: the firmware's, with every range in `owned` (the
-/// block, the modules, the kernel file: whole pages) made KERNEL. Returns the number of entries.
-pub fn convert(map: &FirmwareMap, out: &mut [MemoryRegion], owned: impl Iterator<Item = (u64, u64)>) -> usize {
+/// block, the modules, the kernel file: whole pages) made KERNEL. Returns the number of entries,
+/// or None when `out` is too small (nothing may be silently left out).
+pub fn convert(map: &FirmwareMap, out: &mut [MemoryRegion], owned: impl Iterator<Item = (u64, u64)>) -> Option<usize> {
     let mut n = 0;
     for d in map.iter() {
-        if n < out.len() && d.number_of_pages > 0 {
+        if d.number_of_pages > 0 {
             let length = d.number_of_pages * 4096;
-            out[n] = MemoryRegion { base: d.physical_start, length, r#type: kind(d.r#type), reserved: 0 };
+            *out.get_mut(n)? = MemoryRegion { base: d.physical_start, length, r#type: kind(d.r#type), reserved: 0 };
             n += 1;
         }
     }
@@ -155,15 +156,25 @@ pub fn convert(map: &FirmwareMap, out: &mut [MemoryRegion], owned: impl Iterator
             if r.length == 0 || r_end <= start || end <= r.base {
                 continue;
             }
-            out[i].length = start.saturating_sub(r.base).min(r.length);
-            let mut push = |base: u64, end: u64, kind: u32| {
-                if end > base && n < out.len() {
-                    out[n] = MemoryRegion { base, length: end - base, r#type: kind, reserved: 0 };
-                    n += 1;
-                }
+            let before = start.saturating_sub(r.base).min(r.length);
+            let kernel = MemoryRegion {
+                base: r.base.max(start),
+                length: r_end.min(end) - r.base.max(start),
+                r#type: mem::KERNEL,
+                reserved: 0,
             };
-            push(r.base.max(start), r_end.min(end), mem::KERNEL);
-            push(end, r_end, r.r#type);
+            // The part before stays in slot i; the KERNEL part takes it when there is none.
+            if before > 0 {
+                out[i].length = before;
+                *out.get_mut(n)? = kernel;
+                n += 1;
+            } else {
+                out[i] = kernel;
+            }
+            if r_end > end {
+                *out.get_mut(n)? = MemoryRegion { base: end, length: r_end - end, r#type: r.r#type, reserved: 0 };
+                n += 1;
+            }
         }
     }
     let mut kept = 0;
@@ -196,5 +207,5 @@ pub fn convert(map: &FirmwareMap, out: &mut [MemoryRegion], owned: impl Iterator
         regions[merged] = r;
         merged += 1;
     }
-    merged
+    Some(merged)
 }

@@ -12,12 +12,14 @@ use crate::{fail, plan, println, Result};
 pub struct Modules {
     bs: *const efi::BootServices,
     table: Option<Pages>,
+    /// Entries of the table filled so far (the rest of its pages is not ours to read).
+    loaded: usize,
 }
 
 impl Modules {
     /// Read and verify every module, in order.
     pub fn load(bs: &efi::BootServices, volume: &Volume) -> Result<Modules> {
-        let mut modules = Modules { bs, table: None };
+        let mut modules = Modules { bs, table: None, loaded: 0 };
         if plan::MODULES.is_empty() {
             return Ok(modules);
         }
@@ -45,6 +47,7 @@ impl Modules {
             });
             // SAFETY: the table holds one entry per module; i is in range.
             unsafe { *modules.entries_mut().add(i) = entry };
+            modules.loaded = i + 1;
         }
         Ok(modules)
     }
@@ -56,8 +59,8 @@ impl Modules {
     /// Module `i`'s (physical base, pages); (0, 0) for an empty one.
     pub fn get(&self, i: usize) -> (u64, u64) {
         match &self.table {
-            // SAFETY: load() filled one entry per module.
-            Some(t) if i < plan::MODULES.len() => unsafe { *(t.base as *const (u64, u64)).add(i) },
+            // SAFETY: load() filled the first `loaded` entries.
+            Some(t) if i < self.loaded => unsafe { *(t.base as *const (u64, u64)).add(i) },
             _ => (0, 0),
         }
     }
@@ -66,7 +69,7 @@ impl Modules {
 impl Drop for Modules {
     /// Only on a failure before ExitBootServices (after it nothing returns): give the pages back.
     fn drop(&mut self) {
-        for i in 0..plan::MODULES.len() {
+        for i in 0..self.loaded {
             let (base, pages) = self.get(i);
             if pages > 0 {
                 // SAFETY: boot services are up (see above) and the pages are ours.

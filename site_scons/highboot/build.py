@@ -93,9 +93,10 @@ def check_and_install_loader(source: str, out: str) -> None:
     write_atomic(out, Path(source).read_bytes())
 
 
-def install_together(pairs: list[tuple[str, str]]) -> None:
+def install_together(pairs: list[tuple[str, str]], prune: str | None = None) -> None:
     """Copy each (source, target): every copy is written beside its target first and only then are
-    they all renamed into place, so the set is replaced as a whole or not at all."""
+    they all renamed into place, so the set is replaced as a whole or not at all. Files in the
+    directory `prune` that are not targets (modules of an earlier build) are removed."""
     staged: list[tuple[Path, Path]] = []
     try:
         for source, target in pairs:
@@ -106,6 +107,11 @@ def install_together(pairs: list[tuple[str, str]]) -> None:
             staged.append((tmp, out))
         for tmp, out in staged:
             os.replace(tmp, out)
+        if prune and os.path.isdir(prune):
+            keep = {Path(target).resolve() for _, target in pairs}
+            for stale in Path(prune).iterdir():
+                if stale.resolve() not in keep:
+                    stale.unlink()
     finally:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)

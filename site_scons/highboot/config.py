@@ -86,7 +86,8 @@ def configs_for_tests(build_dir: str) -> dict[str, BuildConfig]:
         "minimal": BuildConfig(layout=MINIMAL_LAYOUT, cmdline="bytes \udcff\udcfe\udc80 pass"),
         "alt-dmap": BuildConfig(layout="tests/layouts/alt-dmap.toml", kernel_base="0xffffffff81000000",
                                 cmdline="alt layout: direct map elsewhere, kernel at +16 MiB"),
-        "fault-no-memory": BuildConfig(fault="no_memory"),
+        # With modules: they are read before the block fails, and must be freed with the rest.
+        "fault-no-memory": BuildConfig(fault="no_memory", modules=sets["three"]),
         "fault-stale-key": BuildConfig(fault="stale_map_key"),
         "fault-panic": BuildConfig(fault="panic"),
         "signed": BuildConfig(signed=True, keys=keys),

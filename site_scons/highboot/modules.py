@@ -33,6 +33,11 @@ MAX_NAME = 255
 #: Each module costs a boot-info record and a file open at boot: a bound on both.
 MAX_MODULES = 4096
 MODULE_KEYS = ("path", "name", "cmdline")
+#: FAT32's limit on one file: the ESP must hold each module.
+MAX_MODULE_SIZE = (1 << 32) - 1
+#: Names and command lines are copied into the boot info (and rendered into the loader): a bound
+#: on them all together.
+MAX_STRINGS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -48,21 +53,34 @@ def module_esp_file(index: int) -> str:
 
 
 def _check_file(path: str, *, file: str | None, field: str) -> None:
+    """A regular file, readable, that fits a FAT32 ESP. Opened without blocking and checked on the
+    open descriptor (a FIFO swapped in after a stat cannot hang the build)."""
+    if not path:
+        raise HighbootError("the module path is empty; expected a file", file=file, field=field)
+    if "\0" in path:
+        raise HighbootError(f"the module path {path!r} has a NUL byte", file=file, field=field)
     try:
-        st = os.stat(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise HighbootError(f"module file {path!r} not found", file=file, field=field) from None
+    except IsADirectoryError:
+        raise HighbootError(f"{path!r} is a directory; a module is a file", file=file, field=field) from None
     except OSError as exc:
         raise HighbootError(f"cannot read module file {path!r}: {exc.strerror}", file=file, field=field) from None
-    if stat.S_ISDIR(st.st_mode):
-        raise HighbootError(f"{path!r} is a directory; a module is a file", file=file, field=field)
-    if not stat.S_ISREG(st.st_mode):
-        raise HighbootError(f"{path!r} is not a regular file", file=file, field=field)
     try:
-        with open(path, "rb") as f:
-            f.read(1)
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise HighbootError(f"{path!r} is a directory; a module is a file", file=file, field=field)
+        if not stat.S_ISREG(st.st_mode):
+            raise HighbootError(f"{path!r} is not a regular file", file=file, field=field)
+        if st.st_size > MAX_MODULE_SIZE:
+            raise HighbootError(f"{path!r} is {st.st_size} bytes; a file on the FAT32 ESP holds at most "
+                                f"{MAX_MODULE_SIZE}", file=file, field=field)
+        os.read(fd, 1)
     except OSError as exc:
         raise HighbootError(f"cannot read module file {path!r}: {exc.strerror}", file=file, field=field) from None
+    finally:
+        os.close(fd)
 
 
 def check_name(name: str, *, file: str | None, field: str) -> None:
@@ -77,14 +95,16 @@ def check_name(name: str, *, file: str | None, field: str) -> None:
                             field=field)
 
 
-def check_modules(modules: list[Module], *, file: str | None, field: str) -> None:
-    """Every module a readable regular file, names valid and unique, command lines valid."""
+def check_modules(modules: list[Module], *, file: str | None, field: str, files: bool = True) -> None:
+    """Every module a readable regular file (unless not `files`: scons -c and -h need none), names
+    valid and unique, command lines valid."""
     if len(modules) > MAX_MODULES:
         raise HighbootError(f"{len(modules)} modules; at most {MAX_MODULES} are allowed", file=file, field=field)
     seen: dict[str, int] = {}
     for i, m in enumerate(modules):
         where = f"{field}[{i}]" if field == "module" else field
-        _check_file(m.path, file=file, field=f"{where}.path" if field == "module" else field)
+        if files:
+            _check_file(m.path, file=file, field=f"{where}.path" if field == "module" else field)
         check_name(m.name, file=file, field=f"{where}.name" if field == "module" else field)
         check_cmdline(m.cmdline, file=file, field=f"{where}.cmdline" if field == "module" else field)
         if m.name in seen:
@@ -92,19 +112,24 @@ def check_modules(modules: list[Module], *, file: str | None, field: str) -> Non
                                 "unique (set name = ... on one of them)", file=file,
                                 field=f"{where}.name" if field == "module" else field)
         seen[m.name] = i
+    strings = sum(len(text_bytes(m.name)) + len(text_bytes(m.cmdline)) + 2 for m in modules)
+    if strings > MAX_STRINGS:
+        raise HighbootError(f"the modules' names and command lines take {strings} bytes; at most {MAX_STRINGS} are "
+                            "allowed in all", file=file, field=field)
 
 
-def modules_from_option(text: str) -> list[Module]:
+def modules_from_option(text: str, *, files: bool = True) -> list[Module]:
     """MODULES=a.img,b.bin: paths, named after their file names, no command lines."""
     paths = [p for p in text.split(",")] if text else []
     if any(not p for p in paths):
         raise HighbootError(f"{text!r} has an empty entry; expected comma-separated module files", field="MODULES")
-    modules = [Module(path=p, name=os.path.basename(p.rstrip("/")) or p) for p in paths]
-    check_modules(modules, file=None, field="MODULES")
+    modules = [Module(path=os.path.abspath(p) if p and "\0" not in p else p, name=os.path.basename(p.rstrip("/")) or p)
+               for p in paths]
+    check_modules(modules, file=None, field="MODULES", files=files)
     return modules
 
 
-def modules_from_project(entries: Any, path: Path) -> list[Module]:
+def modules_from_project(entries: Any, path: Path, *, files: bool = True) -> list[Module]:
     """The project file's [[module]] tables; paths relative to the project file."""
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise HighbootError("expected [[module]] tables (path = ..., name = ..., cmdline = ...)", file=path,
@@ -122,8 +147,10 @@ def modules_from_project(entries: Any, path: Path) -> list[Module]:
         if "path" not in entry:
             raise HighbootError("missing path = \"...\" (the module's file)", file=path, field=f"module[{i}].path")
         name = entry.get("name", os.path.basename(entry["path"].rstrip("/")))
-        modules.append(Module(path=str(base / entry["path"]), name=name, cmdline=entry.get("cmdline", "")))
-    check_modules(modules, file=str(path), field="module")
+        where = entry["path"]
+        modules.append(Module(path=os.path.abspath(base / where) if where and "\0" not in where else where, name=name,
+                              cmdline=entry.get("cmdline", "")))
+    check_modules(modules, file=str(path), field="module", files=files)
     return modules
 
 

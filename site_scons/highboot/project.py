@@ -50,8 +50,9 @@ def read_project(path: str | Path) -> dict[str, str]:
     return load_project(path).options
 
 
-def load_project(path: str | Path) -> Project:
-    """The project file: its build-option values and its modules."""
+def load_project(path: str | Path, *, files: bool = True) -> Project:
+    """The project file: its build-option values and its modules (whose files are checked unless
+    not `files`: scons -c and -h need none)."""
     path = Path(path)
     try:
         data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -68,7 +69,7 @@ def load_project(path: str | Path) -> Project:
     base = path.resolve().parent
     for key, value in data.items():
         if key == "module":
-            modules = modules_from_project(value, path)
+            modules = modules_from_project(value, path, files=files)
             continue
         if key not in KEYS:
             raise HighbootError(f"unknown key {key!r}; expected one of {', '.join([*KEYS, *TABLE_KEYS])}", file=path,

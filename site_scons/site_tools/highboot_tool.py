@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from highboot import build
 from highboot.config import C_KERNEL, SHARED_RUST, BuildConfig
 from highboot.errors import HighbootError
 from highboot.layout import load_layout
-from highboot.modules import module_esp_file, write_pattern
+from highboot.modules import MODULE_ESP_DIR, module_esp_file, write_pattern
 from highboot.plan import KERNEL_ESP_FILE
 from highboot.render import template_files
 from highboot.units import parse_int
@@ -124,7 +125,8 @@ def _pattern_action(target: Any, source: Any, env: Any) -> None:
 
 
 def _install_esp_action(target: Any, source: Any, env: Any) -> None:
-    build.install_together([(str(s), str(t)) for s, t in zip(source, target, strict=True)])
+    build.install_together([(str(s), str(t)) for s, t in zip(source, target, strict=True)],
+                           prune=env.get("ESP_PRUNE"))
 
 
 def _sign_action(target: Any, source: Any, env: Any) -> None:
@@ -183,7 +185,7 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
     if cfg.shape_kernel:
         kernel = (shape_kernels or {})[cfg.shape_kernel]
     elif cfg.kernel:
-        kernel = tenv.File(cfg.kernel)
+        kernel = tenv.fs.File(os.path.abspath(cfg.kernel))
     else:
         base = layout.require("kernel").start if base is None else base
         lds = tenv.HighbootRender(f"{out}/gen/link.ld", [], TEMPLATE="kernel/link.ld.j2",
@@ -205,8 +207,10 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
                     "kaslr": cfg.kaslr, "kernel_base": base, "keep_kernel_file": cfg.keep_kernel_file,
                     "framebuffer": cfg.fb_mode,
                     "modules": [asdict(m) for m in cfg.modules]}
-    modules = [tenv.File(m.path) for m in cfg.modules]
-    plan = tenv.HighbootPlan(f"{out}/plan.json", [kernel, tenv.File(cfg.layout)] + modules, PLAN_OPTIONS=plan_options)
+    # Files the user named are taken as named: SCons's own File() would expand $ and # in them.
+    modules = [tenv.fs.File(os.path.abspath(m.path)) for m in cfg.modules]
+    layout_file = tenv.fs.File(os.path.abspath(cfg.layout))
+    plan = tenv.HighbootPlan(f"{out}/plan.json", [kernel, layout_file] + modules, PLAN_OPTIONS=plan_options)
     loader_src = [tenv.HighbootRender(f"{out}/gen/{name}", plan, TEMPLATE=f"loader/{name}.j2", RENDER_WITH_PLAN=True)
                   for name in ("plan.rs", "trampoline.S")]
     loader_src += tenv.HighbootRender(f"{out}/gen/abi.rs", [], TEMPLATE="loader/abi.rs.j2")
@@ -225,7 +229,7 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
     # loader beside a kernel it was not built for.
     esp = tenv.InstallESP([f"{esp_dir}/EFI/BOOT/BOOTX64.EFI", f"{esp_dir}/{KERNEL_ESP_FILE}"]
                           + [f"{esp_dir}/{module_esp_file(i)}" for i in range(len(modules))],
-                          [bootx64[0], kernel] + modules)
+                          [bootx64[0], kernel] + modules, ESP_PRUNE=f"{esp_dir}/{MODULE_ESP_DIR}")
     return BootBuild(nodes=esp + bootx64[1:] + header, esp=esp, plan=plan, kernel=kernel, esp_dir=esp_dir)
 
 
