@@ -35,7 +35,7 @@ from typing import Any
 from benchkit import report, sections
 from benchkit.boots import ram_setup
 from benchkit.builds import ensure_built, git_head
-from benchkit.common import ROOT, WORK, run, say
+from benchkit.common import ROOT, WORK, fail, run, say
 from benchkit.sections import Bench
 from highboot.errors import HighbootError
 
@@ -105,14 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         args.skip.add("fuzz")
     missing = missing_modules(args.skip)
     if missing:
-        say(f"tools/bench: {sys.executable} cannot import {', '.join(missing)}: run tools/setup --bench")
-        return 2
+        return fail(f"{sys.executable} cannot import {', '.join(missing)}: run tools/setup --bench")
     build = ROOT / "build"
     esp = build / "esp"
     failure = ensure_built(build, args.jobs)
     if failure:
-        say(f"tools/bench: {failure}")
-        return 2
+        return fail(failure)
     started = time.monotonic()
     runs = 2 if args.quick else 5
     build_runs = 3 if args.quick else 5
@@ -152,8 +150,7 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except HighbootError as exc:
-        say(f"tools/bench: {exc.format()}")
-        sys.exit(2)
+        sys.exit(fail(exc.format()))
     except KeyboardInterrupt:
-        say("tools/bench: interrupted; bench.json not written")
+        fail("interrupted; the figures were not written")
         sys.exit(130)

@@ -27,6 +27,12 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
+def fail(text: str) -> int:
+    """An error the user has to act on, on stderr; returns the exit status for it."""
+    print(f"tools/bench: {text}", file=sys.stderr, flush=True)
+    return 2
+
+
 def median(values: Iterable[float]) -> float | None:
     values = list(values)
     return statistics.median(values) if values else None
