@@ -1,4 +1,4 @@
-"""Shared fixtures: the package on sys.path, the build under test, synthetic kernels."""
+"""Shared fixtures: the packages on sys.path, the build under test, synthetic kernels."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "site_scons"))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tools"))  # benchkit, the package tools/bench runs
 
 
 def build_dir() -> Path:

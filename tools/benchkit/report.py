@@ -1,0 +1,210 @@
+"""What the benchmark prints and writes: the machine it ran on, each section's table, the targets
+met or missed, and bench.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from benchkit.common import KIB, run, say
+from highboot import qemu
+from highboot.units import GIB, format_size
+from highboot.verify import BootReport
+
+if TYPE_CHECKING:
+    from benchkit.sections import Bench
+
+
+def machine() -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem = next((int(line.split()[1]) * KIB for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal:")), 0)
+
+    def version(cmd: list[str]) -> str:
+        try:
+            return run(cmd).stdout.strip().splitlines()[0]
+        except (OSError, IndexError):
+            return "?"
+
+    def package(name: str) -> str:
+        return version(["dpkg-query", "-W", "-f=${Version}", name]) or "not installed"
+
+    return {"host": platform.node(), "cpu": cpu, "cpus": os.cpu_count(), "memory_bytes": mem,
+            "kernel": platform.release(), "qemu": version([qemu.qemu_binary(), "--version"]), "accel": "TCG",
+            "ovmf": package("ovmf"), "grub": package("grub-efi-amd64-bin"), "python": platform.python_version()}
+
+
+def print_header(results: dict[str, Any]) -> None:
+    m = results["machine"]
+    say(f"highboot bench {results['date']} on {m['cpu']}, {m['cpus']} cpus, {m['memory_bytes'] / GIB:.0f} GiB, "
+        f"{m['qemu']} ({m['accel']}), OVMF {m['ovmf']}, GRUB {m['grub']}")
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "MISSED")
+
+
+def number(x: float | None) -> str:
+    return "?" if x is None else f"{x:,.0f}"
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def print_figures(name: str, figures: Any, bench: Bench) -> None:
+    """Any section's figures, one line each: for a section without a printer of its own."""
+    say(f"{name}:")
+    items = figures.items() if isinstance(figures, dict) else enumerate(figures)
+    for key, value in items:
+        say(f"   {key}: {json.dumps(value, default=_json_default)}")
+
+
+# --------------------------------------------------------------------------- one printer per section
+
+
+def print_footprint(figures: list[dict[str, Any]], bench: Bench) -> None:
+    say("1. Page tables at kernel entry (bytes of 4 KiB tables)")
+    say(f"   {'RAM':>5} {'cpu':>7} {'page':>6} {'highboot':>10} {'minimum':>10} {'fixed 1G':>10} {'fixed 2M':>12}")
+    for r in figures:
+        if "error" in r:
+            say(f"   {r['ram']:>5} {r['cpu']:>7}  boot failed: {r['error'][-200:]!r}")
+            continue
+        same = "=" if r["at_minimum"] else "!="
+        say(f"   {r['ram']:>5} {r['cpu']:>7} {format_size(r['direct_map_page']):>6} "
+            f"{format_size(r['table_bytes']):>10} {same}{format_size(r['minimum_bytes']):>9} "
+            f"{format_size(r['naive_1g_bytes']):>10} {format_size(r['naive_2m_bytes']):>12}")
+    say("   minimum: computed here from the mappings the kernel observed; '=' highboot built exactly that")
+    say("   fixed: a 127 TiB identity map + a 64 TiB direct map (4-level), with 1 GiB / with 2 MiB pages")
+    for size, setup in bench.rams.items():
+        if setup.extra:
+            say(f"   {size}: {setup.note}")
+
+
+def print_cycles(c: dict[str, Any], bench: Bench) -> None:
+    say(f"2. Loader cost under {c['icount']} (-cpu {c['cpu']}), TSC cycles from efi_main to the kernel")
+    for r in c["by_ram"]:
+        if "loader_cycles" not in r:
+            say(f"   RAM {r['ram']:>5}: boot failed ({r['ram_note']})")
+            continue
+        say(f"   RAM {r['ram']:>5}: {r['loader_cycles']:>12,.0f} of {r['reset_to_kernel_cycles']:>14,.0f} "
+            f"reset-to-kernel = {pct(r['share'])} ({r['memory_map_entries']} map entries)")
+    e = c["by_entries"]
+    say("   by memory-map entries (fragmenter app: 2 N extra pages of alternating types, then highboot; 256 MiB):")
+    say(f"     {'N':>5} {'entries':>7} {'loader':>13} {'1 GetMemoryMap':>15} {'loader - 2 GMM':>15} {'inversions':>10}")
+    for p in e["points"]:
+        if "loader_cycles" not in p:
+            say(f"     {p['fragments']:>5} failed: {p['failure'][-200:]!r}")
+            continue
+        gmm = p.get("firmware_get_memory_map_cycles")
+        rest = p.get("loader_less_get_memory_map_cycles")
+        say(f"     {p['fragments']:>5} {p['memory_map_entries']:>7} {p['loader_cycles']:>13,.0f} "
+            f"{number(gmm):>15} {number(rest):>15} {number(p.get('firmware_map_inversions')):>10}")
+    for key, what in (("fit", "loader"), ("fit_get_memory_map", "one GetMemoryMap (firmware)"),
+                      ("fit_less_get_memory_map", "loader less 2 GetMemoryMap")):
+        fit = e.get(key)
+        if fit:
+            say(f"     linear fit, {what}: {fit['slope']:,.0f} cycles/entry + {fit['intercept']:,.0f}, "
+                f"r^2 = {fit['r2']:.4f}")
+    if e.get("marginal_cycles_per_entry"):
+        say(f"     cycles per extra entry between neighbouring points: {e['marginal_cycles_per_entry']}")
+    print_reset_to_kernel(c["reset_to_kernel"])
+
+
+def print_reset_to_kernel(r: dict[str, Any]) -> None:
+    say(f"3. Reset to the kernel's first instruction ({r['ram']}, median TSC cycles; runs ok/all)")
+    for label in ("highboot", "grub", "grub_default", "floor"):
+        if label not in r:
+            continue
+        s = r[label]
+        if not s["median"]:
+            say(f"   {label:<13} {'failed':>14}  ({s['ok']}/{s['runs']})")
+            continue
+        spread = (s["max"] - s["min"]) / s["median"]
+        say(f"   {label:<13} {s['median']:>14,.0f}  ({s['ok']}/{s['runs']} runs, spread {spread:.4%})")
+    for label in ("grub", "grub_default", "floor"):
+        if f"highboot_over_{label}" in r:
+            say(f"   highboot / {label:<12} = {r[f'highboot_over_{label}']:.4f}")
+    if "highboot_above_floor_cycles" in r:
+        say(f"   above the floor: highboot {r['highboot_above_floor_cycles']:,.0f} cycles"
+            + "".join(f", {g} {r[f'{g}_above_floor_cycles']:,.0f}" for g in ("grub", "grub_default")
+                      if f"{g}_above_floor_cycles" in r))
+
+
+def print_build(b: dict[str, Any], bench: Bench) -> None:
+    say(f"4. Build (seconds, median of {bench.build_runs}; {b.get('tree', 'failed')})")
+    if "error" in b:
+        say(f"   build failed: {b['error'][-300:]}")
+    for k, v in b.items():
+        if isinstance(v, float):
+            say(f"   {k:<28} {v:8.2f}")
+    for k in ("clean_warm_breakdown", "noop_breakdown", "layout_edit_breakdown"):
+        if k in b:
+            say(f"   {k} (--debug=time): {json.dumps(b[k])}")
+
+
+def print_size(s: dict[str, Any], bench: Bench) -> None:
+    size = s["bootx64_bytes"]
+    say(f"5. BOOTX64.EFI: {size:,} bytes ({size / KIB:.1f} KiB; target < 64 KiB)")
+    for name in ("grub", "grub_default"):
+        if f"{name}_efi_bytes" in s:
+            other = s[f"{name}_efi_bytes"]
+            what = "only the modules needed" if name == "grub" else "every module, as grub-mkstandalone makes it"
+            say(f"   GRUB standalone ({what}): {other:,} bytes ({other / KIB:,.0f} KiB), "
+                f"highboot / GRUB = {size / other:.3f}")
+
+
+def print_fuzz(f: dict[str, Any], bench: Bench) -> None:
+    say(f"Fuzz: {f['examples']} inputs, {f['summary']}")
+
+
+# --------------------------------------------------------------------------- targets and JSON
+
+
+def targets(results: dict[str, Any]) -> dict[str, bool | None]:
+    """Each target met (True), missed (False), or not measured in this run (None)."""
+    fp = [r for r in results.get("footprint", []) if "error" not in r]
+    c = results.get("cycles", {})
+    share = [r["share"] for r in c.get("by_ram", []) if "share" in r]
+    fit = c.get("by_entries", {}).get("fit")
+    own = c.get("by_entries", {}).get("fit_less_get_memory_map")
+    reset = c.get("reset_to_kernel", {})
+    b = results.get("build", {})
+    size = results.get("size", {}).get("bootx64_bytes")
+    return {
+        "tables_equal_minimum": all(r["at_minimum"] for r in fp) if fp else None,
+        "loader_share_under_2pct": all(s < 0.02 for s in share) if share else None,
+        "loader_linear_in_entries_r2_over_0.99": fit["r2"] > 0.99 if fit else None,
+        "loader_less_firmware_get_memory_map_linear_r2_over_0.99": own["r2"] > 0.99 if own else None,
+        "faster_than_grub": reset["highboot_over_grub"] < 1 if "highboot_over_grub" in reset else None,
+        "within_2pct_of_floor": reset["highboot_over_floor"] <= 1.02 if "highboot_over_floor" in reset else None,
+        "noop_under_2s": b["noop_s"] < 2 if "noop_s" in b else None,
+        "layout_edit_under_quarter_warm_clean": (b["layout_edit_over_warm_clean"] < 0.25
+                                                 if "layout_edit_over_warm_clean" in b else None),
+        "bootx64_under_64KiB": size < 64 * KIB if size else None,
+    }
+
+
+def print_targets(verdicts: dict[str, bool | None]) -> None:
+    say("Targets: " + ", ".join(f"{k} {verdict(v)}" for k, v in verdicts.items()))
+
+
+def write_json(path: Path, results: dict[str, Any]) -> None:
+    """Every figure, each run's too; written whole at the end (a temporary file renamed), so an
+    interrupted run leaves the previous bench.json as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
+    tmp.replace(path)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, BootReport):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(type(value).__name__)

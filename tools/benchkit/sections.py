@@ -1,0 +1,296 @@
+"""The benchmark's sections, one function each. A section takes the Bench (options, the ESP under
+test, RAM setups, comparison assets) and returns what bench.json holds under its name; the table
+SECTIONS in benchkit/__main__.py names each with the function that prints it.
+
+  footprint   page tables at kernel entry (256 MiB, 4 GiB, 64 GiB; -cpu qemu64 and max) against a
+              minimum computed here from the mappings the kernel observed, and fixed identity maps
+  cycles      under -icount: the loader's cost (efi_main to the kernel's first instruction) by RAM
+              size and by memory-map entries, and reset to the kernel's entry against GRUB
+              (multiboot2) and the firmware floor
+  build       clean, no-op and edit rebuild times
+  size        BOOTX64.EFI against GRUB's standalone image
+  fuzz        the hypothesis fuzz tests with many examples
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchkit.assets import Assets, build_assets
+from benchkit.boots import BENCH_CPU, BENCH_RAM, FRAGMENTS_FW_CFG, ICOUNT, Boot, RamSetup, boot_all, boot_once
+from benchkit.builds import BuildFailed, git_head, head_snapshot, timed_builds
+from benchkit.common import PAGE, ROOT, TIB, child_env, median, python_module, say
+from highboot.units import GIB, MIB
+from highboot.verify import BootReport, minimum_table_pages
+
+# The largest page each -cpu model offers (CPUID pdpe1gb: see TOOLCHAIN.md's table).
+CPU_MAX_PAGE = {"qemu64": 2 * MIB, "max": GIB}
+# How many full GetMemoryMap calls highboot's loader makes between efi_main and the kernel:
+# FirmwareMap::refresh at the start and again right before ExitBootServices (loader/src/memmap.rs).
+LOADER_GET_MEMORY_MAP_CALLS = 2
+
+
+@dataclass
+class Bench:
+    """What every section gets. The comparison assets are built on first use (`assets()`)."""
+
+    esp: Path
+    plan: dict[str, Any]
+    quick: bool
+    cold: bool
+    jobs: int
+    fuzz_examples: int
+    boot_runs: int  # -icount boots: their spread is a few 1e-4, so few runs suffice
+    build_runs: int
+    rams: dict[str, RamSetup]
+    _assets: Assets | None = field(default=None, repr=False)
+
+    def assets(self) -> Assets:
+        if self._assets is None:
+            say("Building the comparison ESPs (floor app, fragmenter, GRUB + multiboot2 kernel)")
+            self._assets = build_assets(self.esp)
+            for what, error in self._assets.errors.items():
+                say(f"   {what}: {error}")
+        return self._assets
+
+    @property
+    def built_assets(self) -> Assets | None:
+        return self._assets
+
+
+# --------------------------------------------------------------------------- footprint
+
+
+def naive_tables(page: int) -> int:
+    """A fixed 127 TiB identity map plus a fixed 64 TiB direct map: PML4 + PDPTs (+ PDs with 2 MiB pages)."""
+    spans = [127 * TIB, 64 * TIB]
+    tables = 1 + sum(-(-s // (512 * GIB)) for s in spans)
+    if page == 2 * MIB:
+        tables += sum(s // GIB for s in spans)
+    return tables
+
+
+def observed_minimum(report: BootReport, max_page: int) -> int:
+    """The fewest 4 KiB tables that map what the kernel observed at entry, computed here from its
+    MAP lines alone (not from the planner or the checker): every mapping cut into the largest pages
+    its virtual and physical alignment and the CPU allow; a table for every window of the level
+    above that such a page falls in."""
+    levels = int(report.facts.get("levels", "4"))
+    pml4s: set[int] = set()  # 5-level: one PML4 per 256 TiB window
+    pdpts: set[int] = set()  # one per 512 GiB window
+    pds: set[int] = set()  # one per 1 GiB window holding 2 MiB or 4 KiB pages
+    pts: set[int] = set()  # one per 2 MiB window holding 4 KiB pages
+    for m in report.mappings:
+        va, pa, end = m.va, m.pa, m.va + m.size
+        while va < end:
+            page = next(p for p in (GIB, 2 * MIB, PAGE)
+                        if p <= max_page and va % p == 0 and pa % p == 0 and va + p <= end)
+            pml4s.add(va >> 48)
+            pdpts.add(va >> 39)
+            if page <= 2 * MIB:
+                pds.add(va >> 30)
+            if page == PAGE:
+                pts.add(va >> 21)
+            va += page
+            pa += page
+    return 1 + (len(pml4s) if levels == 5 else 0) + len(pdpts) + len(pds) + len(pts)
+
+
+def footprint(bench: Bench) -> list[dict[str, Any]]:
+    """Page tables at kernel entry for each RAM size and -cpu, against the observed minimum and
+    against fixed identity + direct maps."""
+    rows = []
+    for ram in bench.rams.values():
+        for cpu in ("qemu64", "max"):
+            result = boot_once(Boot("footprint", bench.esp, ram, cpu=cpu), timeout=900)
+            if not result["ok"]:
+                rows.append({"ram": ram.size, "cpu": cpu, "error": result.get("serial_tail", "")})
+                continue
+            report: BootReport = result["report"]
+            tables = report.number("tables")
+            minimum = observed_minimum(report, CPU_MAX_PAGE[cpu])
+            page = report.number("direct_map_page")
+            rows.append({"ram": ram.size, "cpu": cpu, "levels": int(report.facts.get("levels", "4")),
+                         "direct_map_page": page, "direct_map_bytes": report.number("direct_map_size"),
+                         "tables": tables, "table_bytes": tables * PAGE,
+                         "minimum_tables": minimum, "minimum_bytes": minimum * PAGE,
+                         "minimum_by_verify": minimum_table_pages(bench.plan, report),
+                         "naive_1g_tables": naive_tables(GIB), "naive_1g_bytes": naive_tables(GIB) * PAGE,
+                         "naive_2m_tables": naive_tables(2 * MIB), "naive_2m_bytes": naive_tables(2 * MIB) * PAGE,
+                         "at_minimum": tables == minimum})
+    return rows
+
+
+# --------------------------------------------------------------------------- cycles
+
+BootsByLabel = dict[tuple[str, str], list[dict[str, Any]]]
+
+
+def linear_fit(xs: list[float], ys: list[float]) -> dict[str, float] | None:
+    if len(set(xs)) < 2:
+        return None
+    fit = statistics.linear_regression(xs, ys)
+    r = statistics.correlation(xs, ys) if len(set(ys)) > 1 else 1.0
+    return {"slope": fit.slope, "intercept": fit.intercept, "r2": r * r}
+
+
+def summarize(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    good = [r for r in results if r["ok"]]
+    values = [r[key] for r in good if key in r]
+    out: dict[str, Any] = {"runs": len(results), "ok": len(good), "median": median(values), "values": values,
+                           "min": min(values) if values else None, "max": max(values) if values else None,
+                           "wall_s_median": median(r["wall_s"] for r in results)}
+    failures = [r for r in results if not r["ok"]]
+    if failures:
+        out["failure"] = {"status": failures[0]["status"], "serial_tail": failures[0].get("serial_tail", "")}
+    return out
+
+
+def cycles(bench: Bench) -> dict[str, Any]:
+    """Every -icount boot at once (they are the slow part, `jobs` at a time), then the reset to the
+    kernel's entry and the loader's cost from them."""
+    assets = bench.assets()
+    base = bench.rams[BENCH_RAM]
+    fragments = [0, 500, 1500] if bench.quick else [0, 250, 500, 1000, 2000]
+    loader_rams = ["256M", "4G"] if bench.quick else list(bench.rams)
+    ram_runs = 1 if bench.quick else 2
+    compared = {"highboot": bench.esp, "grub": assets.grub, "floor": assets.floor}
+    if not bench.quick:
+        compared["grub_default"] = assets.grub_default
+    boots: list[Boot] = []
+    for _ in range(bench.boot_runs):
+        for label, media in compared.items():
+            if media is not None:
+                boots.append(Boot(label, media, base, extra=ICOUNT, highboot_kernel=label == "highboot"))
+    for size in loader_rams:
+        if size != BENCH_RAM:
+            boots += [Boot("highboot", bench.esp, bench.rams[size], extra=ICOUNT)] * ram_runs
+    if assets.fragment is not None:
+        for n in fragments:
+            extra = (*ICOUNT, "-fw_cfg", f"name={FRAGMENTS_FW_CFG},string={n}")
+            boots += [Boot(f"fragment-{n}", assets.fragment, base, extra=extra)] * ram_runs
+    say(f"   {len(boots)} boots under -icount, {bench.jobs} at a time (each about 1.5 min of TCG at 256 MiB)")
+    results = boot_all(boots, bench.jobs, timeout=3600)
+    by_label: BootsByLabel = {}
+    for b, r in zip(boots, results, strict=True):
+        by_label.setdefault((b.label, b.ram.size), []).append(r)
+    out: dict[str, Any] = {"icount": " ".join(ICOUNT), "cpu": BENCH_CPU,
+                           "reset_to_kernel": reset_to_kernel(by_label, list(compared)),
+                           "by_ram": loader_cost_by_ram(by_label, loader_rams, bench.rams),
+                           "by_entries": loader_cost_by_entries(by_label, fragments)}
+    if assets.fragment is None:
+        out["by_entries"]["error"] = assets.errors.get("efi_apps", "fragmenter not built")
+    return out
+
+
+def reset_to_kernel(by_label: BootsByLabel, labels: list[str]) -> dict[str, Any]:
+    """Reset to the kernel's first instruction: highboot against GRUB and the firmware floor."""
+    reset: dict[str, Any] = {"ram": BENCH_RAM}
+    for label in labels:
+        reset[label] = summarize(by_label.get((label, BENCH_RAM), []), "tsc_kernel")
+    hb = reset["highboot"]["median"]
+    for label in ("grub", "grub_default", "floor"):
+        other = reset.get(label, {}).get("median")
+        if hb and other:
+            reset[f"highboot_over_{label}"] = hb / other
+    floor = reset["floor"]["median"]
+    if hb and floor:
+        reset["highboot_above_floor_cycles"] = hb - floor
+        for label in ("grub", "grub_default"):
+            other = reset.get(label, {}).get("median")
+            if other:
+                reset[f"{label}_above_floor_cycles"] = other - floor
+    return reset
+
+
+def loader_cost_by_ram(by_label: BootsByLabel, ram_sizes: list[str], rams: dict[str, RamSetup]) -> list[dict[str, Any]]:
+    """The loader's cycles (efi_main to the kernel) and their share of reset-to-kernel, by RAM size."""
+    by_ram = []
+    for size in ram_sizes:
+        runs = [r for r in by_label.get(("highboot", size), []) if r["ok"]]
+        row: dict[str, Any] = {"ram": size, "runs": len(by_label.get(("highboot", size), [])), "ok": len(runs),
+                               "ram_note": rams[size].note}
+        if runs:
+            row.update({"loader_cycles": median(r["loader_cycles"] for r in runs),
+                        "reset_to_kernel_cycles": median(r["tsc_kernel"] for r in runs),
+                        "share": median(r["loader_cycles"] / r["tsc_kernel"] for r in runs),
+                        "memory_map_entries": runs[0]["memory_map_entries"]})
+        else:
+            failed = by_label.get(("highboot", size), [{}])[0]
+            row["failure"] = failed.get("serial_tail", "")
+        by_ram.append(row)
+    return by_ram
+
+
+def loader_cost_by_entries(by_label: BootsByLabel, fragments: list[int]) -> dict[str, Any]:
+    """Loader cycles against memory-map entries, and the part of them that is the firmware's
+    GetMemoryMap (timed by the fragmenter at the same map size): the rest is highboot's own."""
+    points: list[dict[str, Any]] = []
+    for n in fragments:
+        runs = [r for r in by_label.get((f"fragment-{n}", BENCH_RAM), []) if r["ok"]]
+        if not runs:
+            failed = by_label.get((f"fragment-{n}", BENCH_RAM), [{}])[0]
+            points.append({"fragments": n, "failure": failed.get("serial_tail", "no fragmenter app")})
+            continue
+        first = runs[0]
+        point = {"fragments": n, "runs": len(runs), "memory_map_entries": first["memory_map_entries"],
+                 "firmware_map_entries": first.get("firmware_map_entries"),
+                 "firmware_map_inversions": first.get("firmware_map_inversions"),
+                 "loader_cycles": median(r["loader_cycles"] for r in runs)}
+        gmm = median(r["firmware_get_memory_map_cycles"] for r in runs if "firmware_get_memory_map_cycles" in r)
+        if gmm is not None:
+            point["firmware_get_memory_map_cycles"] = gmm
+            point["firmware_allocate_pages_cycles"] = median(r.get("firmware_allocate_pages_cycles", 0) for r in runs)
+            point["loader_less_get_memory_map_cycles"] = point["loader_cycles"] - LOADER_GET_MEMORY_MAP_CALLS * gmm
+        points.append(point)
+    good = [p for p in points if "loader_cycles" in p]
+    xs = [p["memory_map_entries"] for p in good]
+    out: dict[str, Any] = {"points": points, "fit": linear_fit(xs, [p["loader_cycles"] for p in good])}
+    rest = [p for p in good if "loader_less_get_memory_map_cycles" in p]
+    out["fit_less_get_memory_map"] = linear_fit([p["memory_map_entries"] for p in rest],
+                                                [p["loader_less_get_memory_map_cycles"] for p in rest])
+    out["fit_get_memory_map"] = linear_fit([p["memory_map_entries"] for p in rest],
+                                           [p["firmware_get_memory_map_cycles"] for p in rest])
+    out["get_memory_map_calls_assumed"] = LOADER_GET_MEMORY_MAP_CALLS
+    # Cost of one more entry between neighbouring points: flat if linear, rising if not.
+    out["marginal_cycles_per_entry"] = [
+        round((b["loader_cycles"] - a["loader_cycles"]) / (b["memory_map_entries"] - a["memory_map_entries"]))
+        for a, b in zip(good, good[1:], strict=False) if b["memory_map_entries"] != a["memory_map_entries"]]
+    return out
+
+
+# --------------------------------------------------------------------------- build, size, fuzz
+
+
+def build_times(bench: Bench) -> dict[str, Any]:
+    """Timed in the working tree; if that does not build, in a snapshot of HEAD (and said so)."""
+    try:
+        return {"tree": "working tree", **timed_builds(ROOT, bench.build_runs, bench.cold)}
+    except BuildFailed as exc:
+        error = str(exc)
+    say(f"   the working tree does not build ({error.splitlines()[-1] if error else '?'}); timing HEAD instead")
+    try:
+        out = timed_builds(head_snapshot(), bench.build_runs, bench.cold)
+    except BuildFailed as exc:
+        return {"error": str(exc), "working_tree_error": error}
+    return {"tree": f"HEAD {git_head()} (the working tree did not build)", "working_tree_error": error, **out}
+
+
+def size(bench: Bench) -> dict[str, Any]:
+    """BOOTX64.EFI's size, and the comparison images' (GRUB's standalone images, the floor app)."""
+    return {"bootx64_bytes": (bench.esp / "EFI" / "BOOT" / "BOOTX64.EFI").stat().st_size, **bench.assets().sizes}
+
+
+def fuzz(bench: Bench) -> dict[str, Any]:
+    """tests/test_fuzz.py with HIGHBOOT_FUZZ_EXAMPLES generated inputs per test."""
+    start = time.monotonic()
+    proc = subprocess.run(python_module("pytest", "-q", "-p", "no:cacheprovider", "tests/test_fuzz.py"), cwd=ROOT,
+                          env=child_env(HIGHBOOT_FUZZ_EXAMPLES=str(bench.fuzz_examples)),
+                          capture_output=True, text=True)
+    return {"examples": bench.fuzz_examples, "passed": proc.returncode == 0,
+            "seconds": round(time.monotonic() - start, 1), "summary": (proc.stdout.strip().splitlines() or [""])[-1]}
