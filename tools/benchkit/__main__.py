@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import sys
 import time
@@ -38,6 +37,7 @@ from benchkit.builds import ensure_built, git_head
 from benchkit.common import ROOT, WORK, fail, run, say
 from benchkit.sections import Bench
 from highboot.errors import HighbootError
+from highboot.plan import BootPlan
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class Section:
 SECTIONS: tuple[Section, ...] = (
     Section("footprint", sections.footprint, report.print_footprint),
     Section("cycles", sections.cycles, report.print_cycles),
+    Section("modules", sections.module_loading, report.print_modules),
     Section("build", sections.build_times, report.print_build),
     Section("size", sections.size, report.print_size),
     Section("fuzz", sections.fuzz, report.print_fuzz),
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     rams = {size: ram_setup(size) for size in ("256M", "4G", "64G")}
     results["ram"] = {size: r.note for size, r in rams.items()}
-    bench = Bench(esp=esp, plan=json.loads((build / "plan.json").read_text()), quick=args.quick, cold=args.cold,
+    bench = Bench(esp=esp, plan=BootPlan.from_json(build / "plan.json"), quick=args.quick, cold=args.cold,
                   jobs=args.jobs, fuzz_examples=fuzz_examples, boot_runs=runs, build_runs=build_runs, rams=rams)
 
     for section in SECTIONS:

@@ -135,6 +135,18 @@ def print_reset_to_kernel(r: dict[str, Any]) -> None:
                       if f"{g}_above_floor_cycles" in r))
 
 
+def print_modules(m: dict[str, Any], bench: Bench) -> None:
+    say(f"Module loading (loader cycles, efi_main to the kernel, {m.get('icount', '')}, -cpu {m.get('cpu', '')})")
+    if "error" in m:
+        say(f"   {m['error']}")
+        return
+    for p in m["points"]:
+        cycles = f"{p['loader_cycles']:,.0f}" if p["loader_cycles"] is not None else "failed"
+        say(f"   one module of {p['module_mib']:>3} MiB: {cycles}")
+    per_mib = m["loader_cycles_per_mib"]
+    say(f"   per MiB of module: {per_mib / 1e6:.2f} M" if per_mib else "   per MiB of module: n/a")
+
+
 def print_build(b: dict[str, Any], bench: Bench) -> None:
     say(f"4. Build (seconds, median of {bench.build_runs}; {b.get('tree', 'failed')})")
     if "error" in b:

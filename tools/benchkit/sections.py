@@ -23,8 +23,10 @@ from typing import Any
 
 from benchkit.assets import Assets, build_assets
 from benchkit.boots import BENCH_CPU, BENCH_RAM, FRAGMENTS_FW_CFG, ICOUNT, Boot, RamSetup, boot_all, boot_once
-from benchkit.builds import BuildFailed, git_head, head_snapshot, timed_builds
-from benchkit.common import PAGE, ROOT, TIB, child_env, median, python_module, say
+from benchkit.builds import BuildFailed, git_head, head_snapshot, scons_command, timed_builds
+from benchkit.common import PAGE, ROOT, TIB, WORK, child_env, median, python_module, say
+from highboot.modules import write_pattern
+from highboot.plan import BootPlan
 from highboot.units import GIB, MIB
 from highboot.verify import BootReport, minimum_table_pages
 
@@ -40,7 +42,7 @@ class Bench:
     """What every section gets. The comparison assets are built on first use (`assets()`)."""
 
     esp: Path
-    plan: dict[str, Any]
+    plan: BootPlan
     quick: bool
     cold: bool
     jobs: int
@@ -265,6 +267,37 @@ def loader_cost_by_entries(by_label: BootsByLabel, fragments: list[int]) -> dict
 
 
 # --------------------------------------------------------------------------- build, size, fuzz
+
+
+def module_loading(bench: Bench) -> dict[str, Any]:
+    """What a module costs the loader per MiB (read, verified, listed): highboot built with one
+    module of each size (a test pattern), booted under -icount, the loader's cycles fitted against
+    the size."""
+    sizes_mib = [0, 8] if bench.quick else [0, 8, 32]
+    boots = []
+    for mib in sizes_mib:
+        out = WORK / f"modules-{mib}"
+        out.mkdir(parents=True, exist_ok=True)
+        module = out / f"module-{mib}.bin"
+        if not module.exists() or module.stat().st_size != mib * MIB:
+            write_pattern(str(module), 1, mib * MIB)
+        cmd = scons_command(f"-j{max(1, bench.jobs)}", f"BUILD_DIR={out / 'build'}",
+                            f"CARGO_DIR={ROOT / 'build' / 'cargo'}", f"MODULES={module}")
+        proc = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            return {"error": f"scons with a {mib} MiB module failed: {(proc.stdout + proc.stderr)[-500:]}"}
+        boots += [Boot(f"module-{mib}", out / "build" / "esp", bench.rams[BENCH_RAM], extra=ICOUNT)] * bench.boot_runs
+    say(f"   {len(boots)} boots under -icount with modules of {sizes_mib} MiB")
+    results = boot_all(boots, bench.jobs, timeout=3600)
+    points = []
+    for mib in sizes_mib:
+        runs = [r for b, r in zip(boots, results, strict=True) if b.label == f"module-{mib}" and r["ok"]]
+        points.append({"module_mib": mib, "ok": len(runs),
+                       "loader_cycles": median(r["loader_cycles"] for r in runs) if runs else None})
+    good = [p for p in points if p["loader_cycles"] is not None]
+    fit = linear_fit([p["module_mib"] for p in good], [p["loader_cycles"] for p in good]) if len(good) > 1 else None
+    return {"icount": " ".join(ICOUNT), "cpu": BENCH_CPU, "points": points,
+            "loader_cycles_per_mib": fit["slope"] if fit else None}
 
 
 def build_times(bench: Bench) -> dict[str, Any]:
