@@ -24,11 +24,10 @@ def scons_command(*args: str) -> list[str]:
 
 
 def ensure_built(build_dir: Path, jobs: int) -> str | None:
-    """build/esp and build/plan.json, built by `scons -j J` when either is missing (a fresh clone).
-    Returns None when they are there, else the reason they could not be built."""
-    if (build_dir / "esp" / "EFI" / "BOOT" / "BOOTX64.EFI").exists() and (build_dir / "plan.json").exists():
-        return None
-    say(f"{build_dir / 'esp'} is missing: building it (.venv/bin/scons -j{max(1, jobs)})")
+    """build/esp and build/plan.json, brought up to date by `scons -j J` (built on a fresh clone;
+    rebuilt when the tree changed since: a plan from an older highboot is not read). Returns None
+    when they are there, else the reason they could not be built."""
+    say(f"Bringing {build_dir / 'esp'} up to date (.venv/bin/scons -j{max(1, jobs)})")
     proc = subprocess.run(scons_command(f"-j{max(1, jobs)}"), cwd=ROOT, env=child_env(), check=False)
     if proc.returncode != 0:
         return f"scons failed (exit {proc.returncode}): fix the build (`.venv/bin/scons` shows the error) and rerun"
