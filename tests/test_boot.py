@@ -50,10 +50,17 @@ def check_boot(result: qemu.BootResult, plan: BootPlan, *, expect_1g: bool) -> N
     assert any(b <= block and block + size <= b + n for b, n, t in report.memory if t == kernel)
 
 
+# The digest engine each CPU model gets: qemu64 has SSE2 only; max has AVX2 (its state switched on
+# by the loader: OVMF leaves it off) and no SHA-NI under TCG.
+ENGINE = {"qemu64": "SSE2 SHA-256, 4 blocks at once", "max": "AVX2 SHA-256, 8 blocks at once"}
+
+
 @pytest.mark.parametrize("cpu, expect_1g", [("qemu64", False), ("max", True)])
 def test_boot_default_build(built: dict, cpu: str, expect_1g: bool) -> None:
     result = qemu.boot(built["esp"], cpu=cpu, memory="256M")
     check_boot(result, built["plan"], expect_1g=expect_1g)
+    # The kernel was verified by that engine (a wrong digest would have stopped the boot).
+    assert f"highboot: verifying with {ENGINE[cpu]}" in result.serial
 
 
 def test_boot_reports_loader_facts(built: dict) -> None:

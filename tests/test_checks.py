@@ -64,8 +64,13 @@ def test_not_a_pe(tmp_path: Path) -> None:
 def test_toolchain_found_here() -> None:
     rust = toolchain.find_rust()
     assert "rustc" in rust.version
-    args = rust.cargo_args("x86_64-unknown-uefi")
+    args = rust.cargo_args("x86_64-unknown-none")
     assert ("-Zbuild-std=core,compiler_builtins" in args) == rust.build_std
+    # The loader's own spec always builds core, and links PE/COFF with lld-link.
+    spec = str(Path(__file__).resolve().parents[1] / "loader" / "x86_64-highboot-uefi.json")
+    args = rust.cargo_args(spec)
+    assert "-Zbuild-std=core,compiler_builtins" in args and "-Zjson-target-spec" in args
+    assert any("linker=" in a and "lld-link" in a for a in args), args
 
 
 def test_no_toolchain_gives_one_clear_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -80,7 +85,7 @@ def test_no_toolchain_gives_one_clear_message(monkeypatch: pytest.MonkeyPatch, t
     monkeypatch.setattr(toolchain, "_candidates", lambda explicit: [str(fake)])
     with pytest.raises(HighbootError) as err:
         toolchain.find_rust()
-    assert "rustup target add x86_64-unknown-uefi x86_64-unknown-none" in str(err.value)
+    assert "rust-src has its vendored crates" in str(err.value)
     assert "rustc-web cargo-web rust-web-src" in str(err.value)
 
 

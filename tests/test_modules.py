@@ -7,7 +7,6 @@ missing or resized module is refused, naming it. The 256 MiB module is opt-in (`
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ from conftest import ROOT
 from test_boot import check_boot
 from test_matrix import config
 
-from highboot import image, qemu
+from highboot import image, qemu, verity
 from highboot.addrmap import module_lines
 from highboot.config import module_sets_for_tests
 from highboot.modules import Module, module_esp_file, write_pattern
@@ -53,7 +52,7 @@ def check_modules(result: qemu.BootResult, modules: tuple[Module, ...], *, big: 
     for m, r in zip(modules, reported, strict=True):
         data = Path(m.path).read_bytes()
         assert r.size == len(data), m.name
-        assert r.digest == hashlib.sha256(data).digest(), m.name
+        assert r.digest == verity.digest(data), m.name  # fs-verity, as `fsverity digest` prints it
         assert r.name == text_bytes(m.name) and r.cmdline == text_bytes(m.cmdline), m.name
         if not big:
             assert r.fnv == fnv1a(data), f"module {m.name}: the kernel saw other bytes than the file's"
@@ -92,7 +91,7 @@ def test_scons_map_lists_the_modules(built: dict) -> None:
     text = "\n".join(module_lines(plan))
     assert "Kernel file: handed over" in text and "Modules: 4, " in text
     initrd = module_set("three")[0]
-    digest = hashlib.sha256(Path(initrd.path).read_bytes()).hexdigest()
+    digest = verity.digest(Path(initrd.path).read_bytes()).hex()
     assert "'initrd'" in text and "\\highboot\\modules\\0.bin" in text and digest in text
     _, plan = config(built, "modules-c")
     assert "Kernel file: not handed over" in "\n".join(module_lines(plan))
@@ -152,7 +151,8 @@ def test_signed_loader_refuses_a_module_with_a_flipped_byte(built: dict, tmp_pat
     result = qemu.boot(copy, cpu="max", memory="256M", firmware=fw, vars_file=vars_file, stop_on=NOT_STARTED,
                        timeout=120)
     assert "highboot: error: module \"font.psf\" (\\highboot\\modules\\1.bin) does not match the module this " \
-           "loader was built for (SHA-256 differs); refusing to boot it" in result.serial, result.serial[-1500:]
+           "loader was built for (its fs-verity digest differs); refusing to boot it" in result.serial, \
+        result.serial[-1500:]
     assert "HIGHBOOT-KERNEL" not in result.serial
 
 
@@ -186,7 +186,7 @@ MODULE0 = 'module "initrd" (\\highboot\\modules\\0.bin)'
 
 
 @pytest.mark.parametrize("change, message, status", [
-    ("flip-first", f"{MODULE0} does not match the module this loader was built for (SHA-256 differs)",
+    ("flip-first", f"{MODULE0} does not match the module this loader was built for (its fs-verity digest differs)",
      0x800000000000001A),
     ("flip-last", f"{MODULE0} does not match the module this loader was built for", 0x800000000000001A),
     ("missing", f"{MODULE0} not found on the boot volume", 0x800000000000000E),

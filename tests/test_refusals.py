@@ -30,7 +30,7 @@ def test_kernel_with_one_flipped_byte_is_refused(built: dict, tmp_path: Path) ->
     data[len(data) // 2] ^= 0x01
     kernel.write_bytes(bytes(data))
     result = refused(esp)
-    assert "does not match the kernel this loader was built for (SHA-256 differs); refusing to boot it" \
+    assert "does not match the kernel this loader was built for (its fs-verity digest differs); refusing to boot it" \
         in result.serial, result.serial[-1500:]
     assert f"{NOT_STARTED} (EFI status 0x800000000000001a)" in result.serial  # EFI_SECURITY_VIOLATION
 

@@ -56,7 +56,7 @@ def test_signed_loader_refuses_a_kernel_with_a_flipped_byte(built: dict, tmp_pat
     result = qemu.boot(copy, cpu="max", memory="256M", firmware=fw, vars_file=vars_file,
                        stop_on="the kernel was not started")
     assert "highboot: loading" in result.serial  # the firmware accepted the loader
-    assert "SHA-256 differs); refusing to boot it" in result.serial
+    assert "fs-verity digest differs); refusing to boot it" in result.serial
     assert "HIGHBOOT-KERNEL" not in result.serial
 
 

@@ -8,7 +8,7 @@ use r_efi::efi;
 use r_efi::protocols::{file, graphics_output, loaded_image, simple_file_system};
 
 use crate::fbmode::{self, Candidate};
-use crate::{bootinfo, fail, plan, println, sha256, Result};
+use crate::{bootinfo, fail, plan, println, verity, Result};
 
 /// A file the build put on the ESP, as named in messages: "kernel file \\highboot\\kernel.elf" or
 /// "module "initrd" (\\highboot\\modules\\0.bin)".
@@ -21,7 +21,8 @@ pub struct EspFile<'a> {
     pub path: &'static [u16],
     pub path_text: &'static str,
     pub size: u64,
-    pub sha256: &'a [u8; 32],
+    /// Its fs-verity digest (verity.rs), as the build computed it.
+    pub digest: &'a [u8; 32],
 }
 
 impl fmt::Display for EspFile<'_> {
@@ -89,9 +90,15 @@ impl Volume {
     }
 
     /// Read a file the build put on the ESP into fresh pages (page aligned, the tail of the last
-    /// page zeroed) and check it is the one this loader was built for: its size, then its SHA-256.
+    /// page zeroed) and check it is the one this loader was built for: its size, then its fs-verity
+    /// digest (its blocks hashed by `engine`).
     /// None for an empty file (nothing to allocate).
-    pub fn read_verified(&self, bs: &efi::BootServices, what: EspFile) -> Result<Option<(Pages, &'static [u8])>> {
+    pub fn read_verified(
+        &self,
+        bs: &efi::BootServices,
+        what: EspFile,
+        engine: verity::Engine,
+    ) -> Result<Option<(Pages, &'static [u8])>> {
         // SAFETY: standard protocol calls; the buffer holds the pages allocated for it.
         unsafe {
             let mut handle: *mut file::Protocol = ptr::null_mut();
@@ -150,10 +157,10 @@ impl Volume {
                 );
             }
             let Some(pages) = pages else {
-                return if sha256::digest(&[]) == *what.sha256 { Ok(None) } else { mismatch(what) };
+                return if verity::digest(&[], engine) == *what.digest { Ok(None) } else { mismatch(what) };
             };
             let data = core::slice::from_raw_parts(base as *const u8, got);
-            if sha256::digest(data) != *what.sha256 {
+            if verity::digest(data, engine) != *what.digest {
                 return mismatch(what);
             }
             // The tail of the last page: zero, not whatever the firmware left there.
@@ -166,7 +173,7 @@ impl Volume {
 fn mismatch<T>(what: EspFile) -> Result<T> {
     fail!(
         efi::Status::SECURITY_VIOLATION,
-        "{} does not match the {} this loader was built for (SHA-256 differs); refusing to boot it",
+        "{} does not match the {} this loader was built for (its fs-verity digest differs); refusing to boot it",
         what,
         what.kind
     )

@@ -134,7 +134,7 @@ unsafe fn fill_modules(block: &Block, place: &Placement, handed: &Handed) {
             size: m.size,
             name: copy(m.name),
             cmdline: copy(m.cmdline),
-            digest: m.sha256,
+            digest: m.digest,
         };
         records.add(n).write(record);
     }

@@ -24,6 +24,7 @@ mod random;
 mod runtime;
 mod sha256;
 mod switch;
+mod verity;
 
 #[allow(dead_code)]
 mod plan {
@@ -135,10 +136,15 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     if plan::FAULT == "panic" {
         panic!("injected panic before ExitBootServices [test build]");
     }
+    // The AVX state only while the files are verified (AvxState puts the firmware's back).
+    let avx = verity::AvxState::enable();
+    let engine = verity::Engine::detect();
+    println!("highboot: verifying with {}", engine.name());
     let volume = firmware::Volume::open(bs, image)?;
-    let (kernel_pages, kernel) = read_verified_kernel(bs, &volume)?;
-    let modules = Modules::load(bs, &volume)?;
+    let (kernel_pages, kernel) = read_verified_kernel(bs, &volume, engine)?;
+    let modules = Modules::load(bs, &volume, engine)?;
     drop(volume);
+    drop(avx);
     let handed = Handed {
         kernel_file: if plan::KEEP_KERNEL_FILE { Some((kernel_pages.base, kernel_pages.count)) } else { None },
         modules: &modules,
@@ -207,17 +213,21 @@ fn hand_over(
     }
 }
 
-/// Read the kernel file and check it is the one this loader was built for (size and SHA-256).
-fn read_verified_kernel(bs: &efi::BootServices, volume: &firmware::Volume) -> Result<(firmware::Pages, &'static [u8])> {
+/// Read the kernel file and check it is the one this loader was built for (size and digest).
+fn read_verified_kernel(
+    bs: &efi::BootServices,
+    volume: &firmware::Volume,
+    engine: verity::Engine,
+) -> Result<(firmware::Pages, &'static [u8])> {
     let what = firmware::EspFile {
         kind: "kernel",
         name: None,
         path: plan::KERNEL_PATH,
         path_text: plan::KERNEL_PATH_TEXT,
         size: plan::KERNEL_SIZE,
-        sha256: &plan::KERNEL_SHA256,
+        digest: &plan::KERNEL_DIGEST,
     };
-    match volume.read_verified(bs, what)? {
+    match volume.read_verified(bs, what, engine)? {
         Some(read) => Ok(read),
         None => fail!(efi::Status::LOAD_ERROR, "{} is empty (loader build error)", what),
     }

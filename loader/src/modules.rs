@@ -5,7 +5,7 @@
 use r_efi::efi;
 
 use crate::firmware::{EspFile, Pages, Volume};
-use crate::{fail, plan, println, Result};
+use crate::{fail, plan, println, verity, Result};
 
 /// Where each module was read to: (physical base, pages), (0, 0) for an empty module. The table
 /// lives in pages of its own (a build may list thousands of modules; the stack is small).
@@ -18,7 +18,7 @@ pub struct Modules {
 
 impl Modules {
     /// Read and verify every module, in order.
-    pub fn load(bs: &efi::BootServices, volume: &Volume) -> Result<Modules> {
+    pub fn load(bs: &efi::BootServices, volume: &Volume, engine: verity::Engine) -> Result<Modules> {
         let mut modules = Modules { bs, table: None, loaded: 0 };
         if plan::MODULES.is_empty() {
             return Ok(modules);
@@ -37,9 +37,9 @@ impl Modules {
                 path: m.path,
                 path_text: m.path_text,
                 size: m.size,
-                sha256: &m.sha256,
+                digest: &m.digest,
             };
-            let read = volume.read_verified(bs, what)?;
+            let read = volume.read_verified(bs, what, engine)?;
             // The table owns the pages from here on (freed by Modules::drop on failure).
             let entry = read.map_or((0, 0), |(pages, _)| {
                 let count = pages.count;

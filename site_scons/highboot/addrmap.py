@@ -77,7 +77,7 @@ def module_lines(plan: BootPlan) -> list[str]:
     total = sum(m.size for m in plan.modules)
     out.append(f"Modules: {len(plan.modules)}" + (f", {format_size(total)} in all" if plan.modules else ""))
     for i, m in enumerate(plan.modules):
-        out.append(f"  {i:>4} {m.name!r:<24} {format_size(m.size):>10}  {m.esp_path}  sha256 {m.sha256}"
+        out.append(f"  {i:>4} {m.name!r:<24} {format_size(m.size):>10}  {m.esp_path}  fs-verity {m.digest}"
                    + (f"  cmdline {m.cmdline!r}" if m.cmdline else ""))
     return out
 

@@ -125,7 +125,8 @@ MODULE = (
     Field("size", "u64", "bytes"),
     Field("name", "u64", "virtual address of the NUL-terminated name"),
     Field("cmdline", "u64", 'virtual address of the NUL-terminated command line ("" if none)'),
-    Field("digest", "u8[32]", "the digest the loader verified (SHA-256 of the file)"),
+    Field("digest", "u8[32]", "the digest the loader verified: the file's fs-verity digest "
+          "(SHA-256 Merkle tree over 4 KiB blocks; `fsverity digest FILE` prints it)"),
 )
 
 EFI_RANGE = (

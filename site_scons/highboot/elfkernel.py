@@ -18,6 +18,7 @@ from typing import Any
 from elftools.common.exceptions import ELFError, ELFParseError, ELFRelocationError
 from elftools.elf.elffile import ELFFile
 
+from highboot import verity
 from highboot.dynamic import LoadedSegment, Relocation, read_relocations
 from highboot.errors import HighbootError
 from highboot.units import align_down, align_up, hex_addr
@@ -77,6 +78,7 @@ class KernelImage:
     path: str
     size: int
     sha256: str
+    digest: str  # fs-verity digest (highboot.verity): what the loader checks
     entry: int
     segments: tuple[Segment, ...]
     position_independent: bool
@@ -238,7 +240,8 @@ def _parse(path: Path, data: bytes) -> KernelImage:
             tls = TlsTemplate(header["p_vaddr"], header["p_filesz"], header["p_memsz"], max(header["p_align"], 1))
 
     return KernelImage(
-        path=str(path), size=len(data), sha256=hashlib.sha256(data).hexdigest(), entry=entry,
+        path=str(path), size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+        digest=verity.digest(data).hex(), entry=entry,
         segments=tuple(ordered), position_independent=etype == "ET_DYN", relocations=relocations,
         relro=relro, eh_frame_hdr=eh_frame_hdr, tls=tls, align=align,
     )

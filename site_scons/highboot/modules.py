@@ -7,13 +7,12 @@
     cmdline = "root=/dev/ram0"  # default: ""
 
 or ``MODULES=a.img,b.bin`` on the command line (names from the file names). Each is copied to the
-ESP as ``highboot/modules/<index>.bin``; its size and digest are baked into the loader like the
-kernel's, so a signed loader vouches for every module.
+ESP as ``highboot/modules/<index>.bin``; its size and fs-verity digest (highboot.verity) are baked
+into the loader like the kernel's, so a signed loader vouches for every module.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 from highboot.errors import HighbootError
 from highboot.plan import PlannedModule, check_cmdline
 from highboot.units import text_bytes
+from highboot.verity import file_digest
 
 #: Where module number N goes on the ESP (the build copies it there; the loader reads it there).
 MODULE_ESP_DIR = "highboot/modules"
@@ -159,21 +159,17 @@ def module_from_json(entry: Any) -> Module:
 
 
 def plan_modules(modules: list[Module]) -> list[PlannedModule]:
-    """Each module's size and SHA-256, read now (the build's plan step): what the loader checks."""
+    """Each module's size and fs-verity digest, read now (the build's plan step): what the loader
+    checks."""
     out = []
     for i, m in enumerate(modules):
-        digest = hashlib.sha256()
-        size = 0
         try:
-            with open(m.path, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    digest.update(chunk)
-                    size += len(chunk)
+            digest, size = file_digest(m.path)
         except OSError as exc:
             raise HighbootError(f"cannot read module file: {exc.strerror}", file=m.path, field="module") from None
         out.append(PlannedModule(name=m.name, cmdline=m.cmdline,
                                  esp_path="\\" + module_esp_file(i).replace("/", "\\"), size=size,
-                                 sha256=digest.hexdigest(), source=m.path))
+                                 digest=digest.hex(), source=m.path))
     return out
 
 

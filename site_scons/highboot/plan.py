@@ -42,7 +42,7 @@ KERNEL_ESP_FILE = "highboot/kernel.elf"
 DEFAULT_KERNEL_ESP_PATH = "\\" + KERNEL_ESP_FILE.replace("/", "\\")
 #: plan.json's format: raised whenever a field is added, removed or changes meaning, so a plan.json
 #: of another version is refused rather than misread.
-PLAN_FORMAT = 3
+PLAN_FORMAT = 4
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class PlannedModule:
     cmdline: str
     esp_path: str  # \\highboot\\modules\\<index>.bin, as the loader opens it (MODULE_ESP_DIR)
     size: int
-    sha256: str
+    digest: str  # fs-verity digest (highboot.verity), hex
     source: str  # the file it was built from
 
 
@@ -89,7 +89,7 @@ class BootPlan:
     kernel_path: str
     kernel_esp_path: str
     kernel_size: int
-    kernel_sha256: str
+    kernel_digest: str  # fs-verity digest (highboot.verity), hex
     entry: int
     image_va: int
     image_size: int
@@ -355,7 +355,7 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     return BootPlan(
         layout_name=layout.name, levels=layout.levels, shifts=[lv.shift for lv in levels],
         kernel_path=kernel.path, kernel_esp_path=kernel_esp_path, kernel_size=kernel.size,
-        kernel_sha256=kernel.sha256, entry=kernel.entry, image_va=image_va, image_size=image_size,
+        kernel_digest=kernel.digest, entry=kernel.entry, image_va=image_va, image_size=image_size,
         segments=segments, relocations=relocations, stack_guard_va=guard, stack_bottom_va=stack_bottom,
         stack_top_va=stack_top, stack_offset=stack_offset, stack_size=stack_size, trampoline_va=trampoline_va,
         trampoline_slot=slot.word, tables_offset=tables_offset, table_count=table_count, table_entries=entries,

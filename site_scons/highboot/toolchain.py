@@ -1,15 +1,16 @@
-"""Finding a Rust toolchain that can build for x86_64-unknown-uefi and x86_64-unknown-none.
+"""Finding a Rust toolchain that can build highboot's loader and kernels.
 
-Found, not assumed: a rustc that has both targets installed is used as it is; otherwise a rustc
-whose sysroot has rust-src builds core with -Zbuild-std, offline, from the vendored crates that
-ship with rust-src. A machine with neither gets one message that says what to install.
-
-A target may also be the path of a JSON target spec (a kernel's own target, as its toolchain
-builds it). No rustc has core installed for those, so they always build core with -Zbuild-std.
+The loader is built for its own JSON target spec (loader/x86_64-highboot-uefi.json: the built-in
+x86_64-unknown-uefi with SSE on, which UEFI guarantees, for the vector digest code), and no rustc
+has core installed for a spec: a rustc whose sysroot has rust-src with its vendored crates is
+needed, to build core with -Zbuild-std, offline. Found, not assumed: the first such rustc; the
+sample kernel's x86_64-unknown-none uses the installed target when that rustc has it. A machine
+with none gets one message that says what to install.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -20,9 +21,9 @@ from highboot.errors import HighbootError
 
 TARGETS = ("x86_64-unknown-uefi", "x86_64-unknown-none")
 INSTALL_HINT = (
-    "no usable Rust toolchain: need a rustc with the x86_64-unknown-uefi and x86_64-unknown-none "
-    "targets (rustup target add x86_64-unknown-uefi x86_64-unknown-none), or one with rust-src "
-    "(Debian 12: apt-get install rustc-web cargo-web rust-web-src lld); tools/setup installs the latter"
+    "no usable Rust toolchain: need a rustc whose rust-src has its vendored crates, to build core "
+    "offline for the loader's target spec (Debian 12: apt-get install rustc-web cargo-web rust-web-src lld); "
+    "tools/setup installs them"
 )
 
 
@@ -58,10 +59,21 @@ class RustToolchain:
         if self.vendor:
             args += ["--config", "source.crates-io.replace-with='highboot-vendor'",
                      "--config", f"source.highboot-vendor.directory='{self.vendor}'"]
-        linker = self.spec_linker if is_target_spec(target) else self.linkers.get(target)
+        if is_target_spec(target):
+            # A UEFI spec links PE/COFF with lld-link, like the built-in UEFI target; others ELF.
+            linker = self.linkers.get("x86_64-unknown-uefi") if _spec_os(target) == "uefi" else self.spec_linker
+        else:
+            linker = self.linkers.get(target)
         if linker:
             args += ["--config", f"target.{target_name(target)}.linker='{linker}'"]
         return args
+
+
+def _spec_os(target: str) -> str:
+    try:
+        return str(json.loads(Path(target).read_text(encoding="utf-8")).get("os", ""))
+    except (OSError, ValueError):
+        return ""
 
 
 def is_target_spec(target: str) -> bool:
@@ -133,8 +145,8 @@ def find_rust(explicit: str | None = None) -> RustToolchain:
         vendor = library / "vendor"
         vendor_dir = str(vendor) if vendor.is_dir() else None
         spec_linker = shutil.which("ld.lld")
-        if all(_has_target(rustc, t) for t in TARGETS):
-            return RustToolchain(rustc, cargo, version, False, vendor_dir, _linkers(rustc, sysroot), spec_linker)
-        if (library / "core" / "Cargo.toml").exists() and vendor_dir:
-            return RustToolchain(rustc, cargo, version, True, vendor_dir, _linkers(rustc, sysroot), spec_linker)
+        if not ((library / "core" / "Cargo.toml").exists() and vendor_dir):
+            continue
+        installed = all(_has_target(rustc, t) for t in TARGETS)
+        return RustToolchain(rustc, cargo, version, not installed, vendor_dir, _linkers(rustc, sysroot), spec_linker)
     raise HighbootError(INSTALL_HINT, field="toolchain")

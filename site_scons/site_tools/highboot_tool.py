@@ -216,7 +216,7 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
     loader_src += tenv.HighbootRender(f"{out}/gen/abi.rs", [], TEMPLATE="loader/abi.rs.j2")
     loader = tenv.Cargo(
         f"{out}/loader/highboot-loader.efi", loader_src + common,
-        CARGO_CRATE="loader", CARGO_TARGET="x86_64-unknown-uefi",
+        CARGO_CRATE="loader", CARGO_TARGET=tenv.File("loader/x86_64-highboot-uefi.json").abspath,
         CARGO_TARGET_DIR=f"{cargo_dir}/loader", CARGO_ARTIFACT="highboot-loader.efi",
         CARGO_ENV={"HIGHBOOT_GEN": gen.abspath})
     esp_dir = f"{out}/esp"

@@ -1,0 +1,455 @@
+//! The digest the build bakes in and the loader checks: fs-verity's file digest (the Linux
+//! kernel's Documentation/filesystems/fsverity.rst; `fsverity digest FILE` prints the same value).
+//! A SHA-256 Merkle tree over 4 KiB blocks (the last one zero-padded): each level's hashes packed
+//! into 4 KiB blocks and hashed again until one is left, the root; the digest is the SHA-256 of
+//! the 256-byte fsverity_descriptor that holds the root and the file's size. An empty file's root
+//! is all zeros.
+//!
+//! The data blocks are independent, so they are hashed several at a time: one block per lane of
+//! an AVX2 (8 lanes) or SSE2 (4 lanes) register, or one after another with the SHA extensions
+//! (SHA-NI), whichever the CPU has (Engine::detect). The levels above the data are 1/128 of the
+//! work and are hashed one block at a time.
+
+use core::arch::x86_64::*;
+
+use crate::sha256::{self, H0, K};
+
+pub const BLOCK: usize = 4096;
+const HASHES: usize = BLOCK / 32;
+/// Levels of hashes a tree can have: 128^5 blocks of 4 KiB is far beyond any ESP file.
+const LEVELS: usize = 6;
+
+/// How the data blocks are hashed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Scalar,
+    Sse2,
+    Avx2,
+    ShaNi,
+}
+
+/// The AVX register state, switched on for the hashing when the CPU has it but the firmware left
+/// it off (OVMF does): CR4.OSXSAVE and XCR0's SSE and AVX bits, as an OS would set them, and the
+/// firmware's values put back when this is dropped, before anything else runs.
+pub struct AvxState {
+    restore: Option<(u64, u64)>,
+}
+
+impl AvxState {
+    pub fn enable() -> AvxState {
+        let leaf1 = __cpuid(1).ecx;
+        let (xsave, osxsave, avx) = (leaf1 & 1 << 26 != 0, leaf1 & 1 << 27 != 0, leaf1 & 1 << 28 != 0);
+        // XCR0 may hold only what CPUID.(0Dh, 0).EAX says the CPU saves: x87, SSE and AVX here.
+        let savable = if __cpuid(0).eax >= 0xd { __cpuid_count(0xd, 0).eax } else { 0 };
+        if osxsave || !xsave || !avx || savable & 7 != 7 {
+            return AvxState { restore: None };
+        }
+        // SAFETY: CPL 0; CPUID says XSAVE exists and XCR0 may hold these bits.
+        unsafe {
+            let cr4 = read_cr4();
+            write_cr4(cr4 | CR4_OSXSAVE);
+            let xcr0 = xcr0();
+            xsetbv0(xcr0 | 7);
+            AvxState { restore: Some((cr4, xcr0)) }
+        }
+    }
+}
+
+impl Drop for AvxState {
+    fn drop(&mut self) {
+        if let Some((cr4, xcr0)) = self.restore {
+            // SAFETY: the values the firmware had, put back in the reverse order.
+            unsafe {
+                xsetbv0(xcr0);
+                write_cr4(cr4);
+            }
+        }
+    }
+}
+
+const CR4_OSXSAVE: u64 = 1 << 18;
+
+unsafe fn read_cr4() -> u64 {
+    let cr4: u64;
+    core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack));
+    cr4
+}
+
+unsafe fn write_cr4(cr4: u64) {
+    core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nostack));
+}
+
+unsafe fn xsetbv0(value: u64) {
+    core::arch::asm!("xsetbv", in("ecx") 0, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack));
+}
+
+impl Engine {
+    /// The fastest this CPU can run: SHA-NI (with SSSE3 and SSE4.1), else AVX2 when the AVX state
+    /// is enabled (CPUID.OSXSAVE and XCR0 bits 1 and 2: see AvxState), else SSE2 (every x86-64
+    /// CPU; UEFI runs with SSE enabled).
+    pub fn detect() -> Engine {
+        let max = __cpuid(0).eax;
+        let leaf1 = __cpuid(1);
+        let leaf7 = if max >= 7 { __cpuid_count(7, 0).ebx } else { 0 };
+        let (ssse3, sse41, osxsave, avx) =
+            (leaf1.ecx & 1 << 9 != 0, leaf1.ecx & 1 << 19 != 0, leaf1.ecx & 1 << 27 != 0, leaf1.ecx & 1 << 28 != 0);
+        if leaf7 & 1 << 29 != 0 && ssse3 && sse41 {
+            return Engine::ShaNi;
+        }
+        // SAFETY: XGETBV exists when CPUID says the OS (here: the firmware) set CR4.OSXSAVE.
+        if osxsave && avx && leaf7 & 1 << 5 != 0 && unsafe { xcr0() } & 6 == 6 {
+            return Engine::Avx2;
+        }
+        Engine::Sse2
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Scalar => "scalar SHA-256",
+            Engine::Sse2 => "SSE2 SHA-256, 4 blocks at once",
+            Engine::Avx2 => "AVX2 SHA-256, 8 blocks at once",
+            Engine::ShaNi => "SHA-NI",
+        }
+    }
+
+    /// The SHA-256 of each of `blocks` (4 KiB each) into `out`.
+    fn hash_blocks(self, blocks: &[&[u8; BLOCK]], out: &mut [[u8; 32]]) {
+        match self {
+            // SAFETY (each arm): detect() or the caller checked the CPU has the feature.
+            Engine::Avx2 => lanes(blocks, out, |b: &[&[u8; BLOCK]; 8], o| unsafe { avx2::hash_4k(b, o) }),
+            Engine::Sse2 => lanes(blocks, out, |b: &[&[u8; BLOCK]; 4], o| unsafe { sse2::hash_4k(b, o) }),
+            Engine::ShaNi => {
+                for (b, o) in blocks.iter().zip(out) {
+                    // SAFETY: as above.
+                    *o = unsafe { shani::hash_4k(b) };
+                }
+            }
+            Engine::Scalar => {
+                for (b, o) in blocks.iter().zip(out) {
+                    *o = hash_4k_scalar(b);
+                }
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "xsave")]
+unsafe fn xcr0() -> u64 {
+    _xgetbv(0)
+}
+
+/// `blocks` through an N-lane function, N at a time (a short last group repeats its first block
+/// in the spare lanes and drops their results).
+fn lanes<const N: usize>(
+    blocks: &[&[u8; BLOCK]],
+    out: &mut [[u8; 32]],
+    f: impl Fn(&[&[u8; BLOCK]; N], &mut [[u8; 32]; N]),
+) {
+    for (group, results) in blocks.chunks(N).zip(out.chunks_mut(N)) {
+        let lanes: [&[u8; BLOCK]; N] = core::array::from_fn(|i| group[i.min(group.len() - 1)]);
+        let mut hashes = [[0u8; 32]; N];
+        f(&lanes, &mut hashes);
+        results.copy_from_slice(&hashes[..results.len()]);
+    }
+}
+
+/// The SHA-256 of one 4 KiB block, scalar.
+fn hash_4k_scalar(block: &[u8; BLOCK]) -> [u8; 32] {
+    let mut state = H0;
+    for chunk in block.chunks_exact(64) {
+        sha256::compress(&mut state, chunk.try_into().unwrap());
+    }
+    sha256::compress(&mut state, &PAD_4K);
+    sha256::bytes(&state)
+}
+
+/// The last chunk of every 4 KiB message: the 0x80 byte, zeros, the length (32768 bits).
+const PAD_4K: [u8; 64] = {
+    let mut pad = [0u8; 64];
+    pad[0] = 0x80;
+    pad[62] = 0x80;
+    pad
+};
+
+/// The fs-verity digest of `data`, its blocks hashed by `engine`.
+pub fn digest(data: &[u8], engine: Engine) -> [u8; 32] {
+    let mut descriptor = [0u8; 256];
+    descriptor[0] = 1; // version
+    descriptor[1] = 1; // FS_VERITY_HASH_ALG_SHA256
+    descriptor[2] = 12; // log2 of the block size
+    descriptor[8..16].copy_from_slice(&(data.len() as u64).to_le_bytes());
+    if !data.is_empty() {
+        descriptor[16..48].copy_from_slice(&root(data, engine));
+    }
+    sha256::digest(&descriptor)
+}
+
+/// The Merkle tree's root, built as the data blocks are hashed: each level keeps one 4 KiB block
+/// of hashes, hashed into the level above when it is full.
+fn root(data: &[u8], engine: Engine) -> [u8; 32] {
+    let mut tree = Tree { levels: [[0; BLOCK]; LEVELS], fill: [0; LEVELS] };
+    // Groups of 32 full blocks (a multiple of every engine's lanes), then the last partial block,
+    // zero-padded.
+    const GROUP: usize = 32;
+    let mut hashes = [[0u8; 32]; GROUP];
+    let full = data.len() / BLOCK;
+    for group in data[..full * BLOCK].chunks(GROUP * BLOCK) {
+        let blocks: [&[u8; BLOCK]; GROUP] =
+            core::array::from_fn(|i| group.get(i * BLOCK..(i + 1) * BLOCK).map_or(&ZERO, |b| b.try_into().unwrap()));
+        let n = group.len() / BLOCK;
+        engine.hash_blocks(&blocks[..n], &mut hashes[..n]);
+        for hash in &hashes[..n] {
+            tree.push(0, hash, engine);
+        }
+    }
+    let rest = &data[full * BLOCK..];
+    if !rest.is_empty() {
+        let mut last = [0u8; BLOCK];
+        last[..rest.len()].copy_from_slice(rest);
+        tree.push(0, &hash_one(&last, engine), engine);
+    }
+    // Flush the partial blocks upwards until a level holds the one hash that is the root.
+    let mut count = data.len().div_ceil(BLOCK);
+    let mut level = 0;
+    while count > 1 {
+        if tree.fill[level] > 0 {
+            tree.levels[level][tree.fill[level] * 32..].fill(0);
+            let hash = hash_one(&tree.levels[level], engine);
+            tree.fill[level] = 0;
+            tree.push(level + 1, &hash, engine);
+        }
+        count = count.div_ceil(HASHES);
+        level += 1;
+    }
+    tree.levels[level][..32].try_into().unwrap()
+}
+
+static ZERO: [u8; BLOCK] = [0; BLOCK];
+
+struct Tree {
+    levels: [[u8; BLOCK]; LEVELS],
+    /// Hashes in each level's current block.
+    fill: [usize; LEVELS],
+}
+
+impl Tree {
+    fn push(&mut self, level: usize, hash: &[u8; 32], engine: Engine) {
+        let at = self.fill[level] * 32;
+        self.levels[level][at..at + 32].copy_from_slice(hash);
+        self.fill[level] += 1;
+        if self.fill[level] == HASHES {
+            let up = hash_one(&self.levels[level], engine);
+            self.fill[level] = 0;
+            self.push(level + 1, &up, engine);
+        }
+    }
+}
+
+fn hash_one(block: &[u8; BLOCK], engine: Engine) -> [u8; 32] {
+    let mut out = [[0u8; 32]; 1];
+    let engine = if engine == Engine::ShaNi { engine } else { Engine::Scalar };
+    engine.hash_blocks(&[block], &mut out);
+    out[0]
+}
+
+/// x >>> r, with l = 32 - r (SSE2 and AVX2 have no rotate).
+macro_rules! rotr {
+    ($or:ident, $srli:ident, $slli:ident, $x:expr, $r:literal, $l:literal) => {
+        $or($srli::<$r>($x), $slli::<$l>($x))
+    };
+}
+
+/// SHA-256 of one 4 KiB block per lane of a vector register: the same rounds as
+/// sha256::compress, on every lane at once.
+macro_rules! sha256_lanes {
+    ($name:ident, $feature:literal, $lanes:literal, $v:ty, $add:ident, $xor:ident, $and:ident, $or:ident,
+     $srli:ident, $slli:ident, $set1:ident, $loadu:ident, $storeu:ident) => {
+        pub mod $name {
+            use super::*;
+
+            #[target_feature(enable = $feature)]
+            pub unsafe fn hash_4k(blocks: &[&[u8; BLOCK]; $lanes], out: &mut [[u8; 32]; $lanes]) {
+                // No closures here: they would not inherit the target feature (vectors without
+                // SSE cannot be lowered on the soft-float UEFI target).
+                let zero = $set1(0);
+                let mut state: [$v; 8] = [zero; 8];
+                for (s, h) in state.iter_mut().zip(H0) {
+                    *s = $set1(h as i32);
+                }
+                let mut w: [$v; 64] = [zero; 64];
+                for chunk in 0..=BLOCK / 64 {
+                    for t in 0..16 {
+                        let mut words = [0u32; $lanes];
+                        if chunk < BLOCK / 64 {
+                            for (word, block) in words.iter_mut().zip(blocks) {
+                                let at = chunk * 64 + t * 4;
+                                *word = u32::from_be_bytes([block[at], block[at + 1], block[at + 2], block[at + 3]]);
+                            }
+                        } else {
+                            let at = t * 4;
+                            words = [u32::from_be_bytes([PAD_4K[at], PAD_4K[at + 1], PAD_4K[at + 2], PAD_4K[at + 3]]);
+                                $lanes];
+                        }
+                        w[t] = $loadu(words.as_ptr() as *const $v);
+                    }
+                    for t in 16..64 {
+                        let (x, y) = (w[t - 15], w[t - 2]);
+                        let s0 = $xor(
+                            $xor(rotr!($or, $srli, $slli, x, 7, 25), rotr!($or, $srli, $slli, x, 18, 14)),
+                            $srli::<3>(x),
+                        );
+                        let s1 = $xor(
+                            $xor(rotr!($or, $srli, $slli, y, 17, 15), rotr!($or, $srli, $slli, y, 19, 13)),
+                            $srli::<10>(y),
+                        );
+                        w[t] = $add($add(w[t - 16], s0), $add(w[t - 7], s1));
+                    }
+                    let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = state;
+                    for t in 0..64 {
+                        let s1 = $xor(
+                            $xor(rotr!($or, $srli, $slli, e, 6, 26), rotr!($or, $srli, $slli, e, 11, 21)),
+                            rotr!($or, $srli, $slli, e, 25, 7),
+                        );
+                        let ch = $xor(g, $and(e, $xor(f, g)));
+                        let t1 = $add($add(h, s1), $add(ch, $add($set1(K[t] as i32), w[t])));
+                        let s0 = $xor(
+                            $xor(rotr!($or, $srli, $slli, a, 2, 30), rotr!($or, $srli, $slli, a, 13, 19)),
+                            rotr!($or, $srli, $slli, a, 22, 10),
+                        );
+                        let maj = $or($and(a, b), $and(c, $or(a, b)));
+                        (h, g, f, e, d, c, b, a) = (g, f, e, $add(d, t1), c, b, a, $add(t1, $add(s0, maj)));
+                    }
+                    // Indexed, not zipped: a vector passed by value through an iterator's (featureless)
+                    // functions cannot be lowered on the soft-float target.
+                    let v = [a, b, c, d, e, f, g, h];
+                    for i in 0..8 {
+                        state[i] = $add(state[i], v[i]);
+                    }
+                }
+                for (i, s) in state.iter().enumerate() {
+                    let mut words = [0u32; $lanes];
+                    $storeu(words.as_mut_ptr() as *mut $v, *s);
+                    for (hash, word) in out.iter_mut().zip(words) {
+                        hash[i * 4..i * 4 + 4].copy_from_slice(&word.to_be_bytes());
+                    }
+                }
+            }
+        }
+    };
+}
+
+sha256_lanes!(
+    sse2,
+    "sse2",
+    4,
+    __m128i,
+    _mm_add_epi32,
+    _mm_xor_si128,
+    _mm_and_si128,
+    _mm_or_si128,
+    _mm_srli_epi32,
+    _mm_slli_epi32,
+    _mm_set1_epi32,
+    _mm_loadu_si128,
+    _mm_storeu_si128
+);
+sha256_lanes!(
+    avx2,
+    "avx2",
+    8,
+    __m256i,
+    _mm256_add_epi32,
+    _mm256_xor_si256,
+    _mm256_and_si256,
+    _mm256_or_si256,
+    _mm256_srli_epi32,
+    _mm256_slli_epi32,
+    _mm256_set1_epi32,
+    _mm256_loadu_si256,
+    _mm256_storeu_si256
+);
+
+/// SHA-256 with the SHA extensions: four rounds per two SHA256RNDS2, the schedule by
+/// SHA256MSG1/MSG2. The state lives as ABEF and CDGH (the instructions' layout). The three SHA
+/// instructions are written as inline assembly: their intrinsics do not lower on the soft-float
+/// UEFI target (LLVM: "Do not know how to split the result of this operator").
+pub mod shani {
+    use super::*;
+    use core::arch::asm;
+
+    /// Two rounds: CDGH (updated to the new ABEF) from ABEF and two message words (+ K) in XMM0.
+    macro_rules! rnds2 {
+        ($cdgh:expr, $abef:expr, $msg:expr) => {{
+            let mut x: __m128i = $cdgh;
+            asm!("sha256rnds2 {x}, {y}, xmm0", x = inout(xmm_reg) x, y = in(xmm_reg) $abef, in("xmm0") $msg,
+                 options(pure, nomem, nostack));
+            x
+        }};
+    }
+
+    macro_rules! msg {
+        ($op:literal, $a:expr, $b:expr) => {{
+            let mut x: __m128i = $a;
+            asm!(concat!($op, " {x}, {y}"), x = inout(xmm_reg) x, y = in(xmm_reg) $b, options(pure, nomem, nostack));
+            x
+        }};
+    }
+
+    static SWAP_WORDS: [u8; 16] = [3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12];
+
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    pub unsafe fn hash_4k(block: &[u8; BLOCK]) -> [u8; 32] {
+        let mut state = H0;
+        compress(&mut state, block);
+        compress(&mut state, &PAD_4K);
+        sha256::bytes(&state)
+    }
+
+    /// Every 64-byte chunk of `data` (a multiple of 64 bytes) into `state`.
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    pub unsafe fn compress(state: &mut [u32; 8], data: &[u8]) {
+        // PSHUFB indices that reverse the bytes of each 32-bit word (the message is big-endian).
+        let swap = _mm_loadu_si128(SWAP_WORDS.as_ptr() as *const __m128i);
+        let dcba = _mm_loadu_si128(state.as_ptr() as *const __m128i);
+        let hgfe = _mm_loadu_si128(state.as_ptr().add(4) as *const __m128i);
+        let badc = _mm_shuffle_epi32::<0xb1>(dcba);
+        let efgh = _mm_shuffle_epi32::<0x1b>(hgfe);
+        let mut abef = _mm_alignr_epi8::<8>(badc, efgh);
+        let mut cdgh = _mm_blend_epi16::<0xf0>(efgh, badc);
+        for chunk in data.chunks_exact(64) {
+            let (abef0, cdgh0) = (abef, cdgh);
+            let mut m = [swap; 4];
+            for (i, v) in m.iter_mut().enumerate() {
+                *v = _mm_shuffle_epi8(_mm_loadu_si128(chunk.as_ptr().add(16 * i) as *const __m128i), swap);
+            }
+            for group in 0..16 {
+                let w = if group < 4 {
+                    m[group]
+                } else {
+                    let next = msg!(
+                        "sha256msg2",
+                        _mm_add_epi32(
+                            msg!("sha256msg1", m[group % 4], m[(group + 1) % 4]),
+                            _mm_alignr_epi8::<4>(m[(group + 3) % 4], m[(group + 2) % 4]),
+                        ),
+                        m[(group + 3) % 4]
+                    );
+                    m[group % 4] = next;
+                    next
+                };
+                let k = _mm_loadu_si128(K.as_ptr().add(4 * group) as *const __m128i);
+                let msg = _mm_add_epi32(w, k);
+                cdgh = rnds2!(cdgh, abef, msg);
+                abef = rnds2!(abef, cdgh, _mm_shuffle_epi32::<0x0e>(msg));
+            }
+            abef = _mm_add_epi32(abef, abef0);
+            cdgh = _mm_add_epi32(cdgh, cdgh0);
+        }
+        let feba = _mm_shuffle_epi32::<0x1b>(abef);
+        let dchg = _mm_shuffle_epi32::<0xb1>(cdgh);
+        let dcba = _mm_blend_epi16::<0xf0>(feba, dchg);
+        let hgfe = _mm_alignr_epi8::<8>(dchg, feba);
+        _mm_storeu_si128(state.as_mut_ptr() as *mut __m128i, dcba);
+        _mm_storeu_si128(state.as_mut_ptr().add(4) as *mut __m128i, hgfe);
+    }
+}
