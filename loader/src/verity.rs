@@ -118,12 +118,7 @@ impl Engine {
             // SAFETY (each arm): detect() or the caller checked the CPU has the feature.
             Engine::Avx2 => lanes(blocks, out, |b: &[&[u8; BLOCK]; 8], o| unsafe { avx2::hash_4k(b, o) }),
             Engine::Sse2 => lanes(blocks, out, |b: &[&[u8; BLOCK]; 4], o| unsafe { sse2::hash_4k(b, o) }),
-            Engine::ShaNi => {
-                for (b, o) in blocks.iter().zip(out) {
-                    // SAFETY: as above.
-                    *o = unsafe { shani::hash_4k(b) };
-                }
-            }
+            Engine::ShaNi => lanes(blocks, out, |b: &[&[u8; BLOCK]; 2], o| unsafe { shani::hash_4k_n(b, o) }),
             Engine::Scalar => {
                 for (b, o) in blocks.iter().zip(out) {
                     *o = hash_4k_scalar(b);
@@ -399,57 +394,66 @@ pub mod shani {
 
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
     pub unsafe fn hash_4k(block: &[u8; BLOCK]) -> [u8; 32] {
-        let mut state = H0;
-        compress(&mut state, block);
-        compress(&mut state, &PAD_4K);
-        sha256::bytes(&state)
+        let mut out = [[0u8; 32]; 1];
+        hash_4k_n::<1>(&[block], &mut out);
+        out[0]
     }
 
-    /// Every 64-byte chunk of `data` (a multiple of 64 bytes) into `state`.
+    /// N 4 KiB blocks side by side: their rounds interleaved, so one block's SHA256RNDS2 runs
+    /// while another's waits for its result (the instruction's latency is several cycles).
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-    pub unsafe fn compress(state: &mut [u32; 8], data: &[u8]) {
-        // PSHUFB indices that reverse the bytes of each 32-bit word (the message is big-endian).
+    pub unsafe fn hash_4k_n<const N: usize>(blocks: &[&[u8; BLOCK]; N], out: &mut [[u8; 32]; N]) {
         let swap = _mm_loadu_si128(SWAP_WORDS.as_ptr() as *const __m128i);
-        let dcba = _mm_loadu_si128(state.as_ptr() as *const __m128i);
-        let hgfe = _mm_loadu_si128(state.as_ptr().add(4) as *const __m128i);
+        // H0 as ABEF and CDGH.
+        let dcba = _mm_loadu_si128(H0.as_ptr() as *const __m128i);
+        let hgfe = _mm_loadu_si128(H0.as_ptr().add(4) as *const __m128i);
         let badc = _mm_shuffle_epi32::<0xb1>(dcba);
         let efgh = _mm_shuffle_epi32::<0x1b>(hgfe);
-        let mut abef = _mm_alignr_epi8::<8>(badc, efgh);
-        let mut cdgh = _mm_blend_epi16::<0xf0>(efgh, badc);
-        for chunk in data.chunks_exact(64) {
+        let mut abef = [_mm_alignr_epi8::<8>(badc, efgh); N];
+        let mut cdgh = [_mm_blend_epi16::<0xf0>(efgh, badc); N];
+        let mut m = [[swap; 4]; N];
+        for chunk in 0..=BLOCK / 64 {
             let (abef0, cdgh0) = (abef, cdgh);
-            let mut m = [swap; 4];
-            for (i, v) in m.iter_mut().enumerate() {
-                *v = _mm_shuffle_epi8(_mm_loadu_si128(chunk.as_ptr().add(16 * i) as *const __m128i), swap);
+            for j in 0..N {
+                let data = if chunk < BLOCK / 64 { blocks[j].as_ptr().add(chunk * 64) } else { PAD_4K.as_ptr() };
+                for i in 0..4 {
+                    m[j][i] = _mm_shuffle_epi8(_mm_loadu_si128(data.add(16 * i) as *const __m128i), swap);
+                }
             }
             for group in 0..16 {
-                let w = if group < 4 {
-                    m[group]
-                } else {
-                    let next = msg!(
-                        "sha256msg2",
-                        _mm_add_epi32(
-                            msg!("sha256msg1", m[group % 4], m[(group + 1) % 4]),
-                            _mm_alignr_epi8::<4>(m[(group + 3) % 4], m[(group + 2) % 4]),
-                        ),
-                        m[(group + 3) % 4]
-                    );
-                    m[group % 4] = next;
-                    next
-                };
                 let k = _mm_loadu_si128(K.as_ptr().add(4 * group) as *const __m128i);
-                let msg = _mm_add_epi32(w, k);
-                cdgh = rnds2!(cdgh, abef, msg);
-                abef = rnds2!(abef, cdgh, _mm_shuffle_epi32::<0x0e>(msg));
+                for j in 0..N {
+                    let w = if group < 4 {
+                        m[j][group]
+                    } else {
+                        let next = msg!(
+                            "sha256msg2",
+                            _mm_add_epi32(
+                                msg!("sha256msg1", m[j][group % 4], m[j][(group + 1) % 4]),
+                                _mm_alignr_epi8::<4>(m[j][(group + 3) % 4], m[j][(group + 2) % 4]),
+                            ),
+                            m[j][(group + 3) % 4]
+                        );
+                        m[j][group % 4] = next;
+                        next
+                    };
+                    let msg = _mm_add_epi32(w, k);
+                    cdgh[j] = rnds2!(cdgh[j], abef[j], msg);
+                    abef[j] = rnds2!(abef[j], cdgh[j], _mm_shuffle_epi32::<0x0e>(msg));
+                }
             }
-            abef = _mm_add_epi32(abef, abef0);
-            cdgh = _mm_add_epi32(cdgh, cdgh0);
+            for j in 0..N {
+                abef[j] = _mm_add_epi32(abef[j], abef0[j]);
+                cdgh[j] = _mm_add_epi32(cdgh[j], cdgh0[j]);
+            }
         }
-        let feba = _mm_shuffle_epi32::<0x1b>(abef);
-        let dchg = _mm_shuffle_epi32::<0xb1>(cdgh);
-        let dcba = _mm_blend_epi16::<0xf0>(feba, dchg);
-        let hgfe = _mm_alignr_epi8::<8>(dchg, feba);
-        _mm_storeu_si128(state.as_mut_ptr() as *mut __m128i, dcba);
-        _mm_storeu_si128(state.as_mut_ptr().add(4) as *mut __m128i, hgfe);
+        for j in 0..N {
+            let feba = _mm_shuffle_epi32::<0x1b>(abef[j]);
+            let dchg = _mm_shuffle_epi32::<0xb1>(cdgh[j]);
+            let mut state = [0u32; 8];
+            _mm_storeu_si128(state.as_mut_ptr() as *mut __m128i, _mm_blend_epi16::<0xf0>(feba, dchg));
+            _mm_storeu_si128(state.as_mut_ptr().add(4) as *mut __m128i, _mm_alignr_epi8::<8>(dchg, feba));
+            out[j] = sha256::bytes(&state);
+        }
     }
 }

@@ -52,6 +52,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("footprint", sections.footprint, report.print_footprint),
     Section("cycles", sections.cycles, report.print_cycles),
     Section("modules", sections.module_loading, report.print_modules),
+    Section("hash", sections.hash_speed, report.print_hash),
     Section("build", sections.build_times, report.print_build),
     Section("size", sections.size, report.print_size),
     Section("fuzz", sections.fuzz, report.print_fuzz),

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchkit.common import KIB, run, say
 from highboot import qemu
-from highboot.units import GIB, format_size
+from highboot.units import GIB, MIB, format_size
 from highboot.verify import BootReport
 
 if TYPE_CHECKING:
@@ -133,6 +133,20 @@ def print_reset_to_kernel(r: dict[str, Any]) -> None:
         say(f"   above the floor: highboot {r['highboot_above_floor_cycles']:,.0f} cycles"
             + "".join(f", {g} {r[f'{g}_above_floor_cycles']:,.0f}" for g in ("grub", "grub_default")
                       if f"{g}_above_floor_cycles" in r))
+
+
+def print_hash(h: dict[str, Any], bench: Bench) -> None:
+    say(f"Digest code on this CPU (fs-verity of {h.get('bytes', 0) // MIB} MiB, MB/s; best of a few runs)")
+    if "error" in h:
+        say(f"   {h['error']}")
+        return
+    for name, speed in h["engines"].items():
+        say(f"   highboot {name:<8} {speed / 1e6:10.0f}" if speed else f"   highboot {name:<8} (not on this CPU)")
+    for key, label in (("openssl_sha256", "openssl speed -evp sha256"), ("fsverity_digest", "fsverity digest")):
+        if h.get(key):
+            say(f"   {label:<26} {h[key] / 1e6:10.0f}")
+    if h.get("fastest_over_openssl"):
+        say(f"   fastest engine / OpenSSL: {h['fastest_over_openssl']:.2f} (target >= 0.8)")
 
 
 def print_modules(m: dict[str, Any], bench: Bench) -> None:

@@ -14,6 +14,9 @@ SECTIONS in benchkit/__main__.py names each with the function that prints it.
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import statistics
 import subprocess
 import time
@@ -312,6 +315,52 @@ def build_times(bench: Bench) -> dict[str, Any]:
     except BuildFailed as exc:
         return {"error": str(exc), "working_tree_error": error}
     return {"tree": f"HEAD {git_head()} (the working tree did not build)", "working_tree_error": error, **out}
+
+
+def hash_speed(bench: Bench) -> dict[str, Any]:
+    """The loader's digest code built for this machine (tools/benchkit/hashbench.rs), each engine
+    on one file, beside OpenSSL's SHA-256 (`openssl speed -evp sha256`) and fsverity-utils'
+    `fsverity digest` of the same file, on the same run (best of a few runs each)."""
+    work = WORK / "hash"
+    work.mkdir(parents=True, exist_ok=True)
+    for name in ("sha256.rs", "verity.rs"):
+        shutil.copy(ROOT / "loader" / "src" / name, work / name)
+    shutil.copy(Path(__file__).with_name("hashbench.rs"), work / "main.rs")
+    rustc = shutil.which("rustc") or "rustc"
+    proc = subprocess.run([rustc, "--edition", "2021", "-C", "opt-level=3", "-o", str(work / "hashbench"),
+                           str(work / "main.rs")], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return {"error": f"rustc failed: {proc.stderr[-500:]}"}
+    size = (64 if bench.quick else 256) * MIB
+    data = work / "data.bin"
+    if not data.exists() or data.stat().st_size != size:
+        data.write_bytes(os.urandom(size))
+    runs = 3 if bench.quick else 5
+    out: dict[str, Any] = {"bytes": size, "engines": {}}
+    for line in subprocess.run([str(work / "hashbench"), str(data), str(runs)], capture_output=True, text=True,
+                               check=True).stdout.splitlines():
+        name, *rest = line.split()
+        out["engines"][name] = None if rest == ["unsupported"] else float(rest[0])
+    openssl = shutil.which("openssl")
+    if openssl:
+        speed = subprocess.run([openssl, "speed", "-evp", "sha256", "-bytes", "16384", "-seconds", "3"],
+                               capture_output=True, text=True, check=False).stdout
+        match = re.search(r"^sha256\s+([0-9.]+)k", speed, re.MULTILINE)
+        out["openssl_sha256"] = float(match[1]) * 1000 if match else None
+    tool = shutil.which("fsverity")
+    if tool:
+        best = min(_timed([tool, "digest", str(data)]) for _ in range(runs))
+        out["fsverity_digest"] = size / best
+    fastest = max((v for v in out["engines"].values() if v), default=None)
+    if fastest and out.get("openssl_sha256"):
+        out["fastest_over_openssl"] = fastest / out["openssl_sha256"]
+    return out
+
+
+def _timed(cmd: list[str]) -> float:
+    start = time.monotonic()
+    subprocess.run(cmd, capture_output=True, check=True)
+    return time.monotonic() - start
 
 
 def size(bench: Bench) -> dict[str, Any]:
