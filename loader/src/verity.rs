@@ -392,13 +392,6 @@ pub mod shani {
 
     static SWAP_WORDS: [u8; 16] = [3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12];
 
-    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-    pub unsafe fn hash_4k(block: &[u8; BLOCK]) -> [u8; 32] {
-        let mut out = [[0u8; 32]; 1];
-        hash_4k_n::<1>(&[block], &mut out);
-        out[0]
-    }
-
     /// N 4 KiB blocks side by side: their rounds interleaved, so one block's SHA256RNDS2 runs
     /// while another's waits for its result (the instruction's latency is several cycles).
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
