@@ -91,6 +91,32 @@ def build_grub(errors: dict[str, str]) -> dict[str, Path]:
     return images
 
 
+def grub_with_module(errors: dict[str, str], module: Path, name: str) -> Path | None:
+    """An ESP where GRUB (only the modules it needs) boots the multiboot2 kernel with `module` as a
+    multiboot2 module (module2), or with none when it is empty: GRUB's side of the module figures."""
+    kernel = build_multiboot2_kernel(errors)
+    tool = shutil.which("grub-mkstandalone")
+    if kernel is None or not tool:
+        errors.setdefault("grub", "grub-mkstandalone missing: run tools/setup --bench")
+        return None
+    out = WORK / "grub"
+    out.mkdir(parents=True, exist_ok=True)
+    base = (ASSETS / "multiboot2" / "grub.cfg").read_text()
+    has_module = module.stat().st_size > 0
+    cfg = out / f"{name}.cfg"
+    cfg.write_text(base.replace("multiboot2 /kernel\n", "multiboot2 /kernel\nmodule2 /blob\n") if has_module else base)
+    image = out / f"{name}.efi"
+    proc = run([tool, "-O", "x86_64-efi", "--install-modules", GRUB_MODULES, "--locales=", "--fonts=", "--themes=",
+                "-o", str(image), f"boot/grub/grub.cfg={cfg}"])
+    if proc.returncode != 0:
+        errors["grub"] = f"grub-mkstandalone failed: {proc.stderr[-800:]}"
+        return None
+    files = {BOOT_PATH: image, "kernel": kernel}
+    if has_module:
+        files["blob"] = module
+    return make_esp(name, files)
+
+
 def make_esp(name: str, files: dict[str, Path]) -> Path:
     """A fresh ESP directory under build/bench with files at the given paths."""
     esp = WORK / f"esp-{name}"

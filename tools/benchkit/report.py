@@ -150,15 +150,26 @@ def print_hash(h: dict[str, Any], bench: Bench) -> None:
 
 
 def print_modules(m: dict[str, Any], bench: Bench) -> None:
-    say(f"Module loading (loader cycles, efi_main to the kernel, {m.get('icount', '')}, -cpu {m.get('cpu', '')})")
+    say(f"Module loading ({m.get('icount', '')}; cycles = instructions)")
     if "error" in m:
         say(f"   {m['error']}")
         return
-    for p in m["points"]:
-        cycles = f"{p['loader_cycles']:,.0f}" if p["loader_cycles"] is not None else "failed"
-        say(f"   one module of {p['module_mib']:>3} MiB: {cycles}")
-    per_mib = m["loader_cycles_per_mib"]
-    say(f"   per MiB of module: {per_mib / 1e6:.2f} M" if per_mib else "   per MiB of module: n/a")
+    for cpu, figures in m["cpus"].items():
+        say(f"   -cpu {cpu}:")
+        for what, label in (("highboot_loader", "highboot loader (efi_main to kernel)"),
+                            ("highboot_reset_to_kernel", "highboot reset to kernel"),
+                            ("grub_reset_to_kernel", "GRUB (multiboot2 + module2) reset to kernel")):
+            fig = figures[what]
+            points = []
+            for p in fig["points"]:
+                value = p.get("loader_cycles", p.get("tsc_kernel"))
+                points.append(f"{p['module_mib']} MiB: " + (f"{value / 1e6:,.1f} M" if value else "failed"))
+            per = f"{fig['per_mib'] / 1e6:.2f} M per MiB" if fig["per_mib"] else "per MiB n/a"
+            say(f"     {label:<46} {per:>18}   ({', '.join(points)})")
+        if figures.get("highboot_over_grub_per_mib"):
+            say(f"     highboot / GRUB per MiB of module: {figures['highboot_over_grub_per_mib']:.2f} (target <= 1)")
+    for what, error in m.get("errors", {}).items():
+        say(f"   {what}: {error}")
 
 
 def print_build(b: dict[str, Any], bench: Bench) -> None:

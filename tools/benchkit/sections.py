@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchkit.assets import Assets, build_assets
+from benchkit.assets import Assets, build_assets, grub_with_module
 from benchkit.boots import BENCH_CPU, BENCH_RAM, FRAGMENTS_FW_CFG, ICOUNT, Boot, RamSetup, boot_all, boot_once
 from benchkit.builds import BuildFailed, git_head, head_snapshot, scons_command, timed_builds
 from benchkit.common import PAGE, ROOT, TIB, WORK, child_env, median, python_module, say
@@ -35,6 +35,8 @@ from highboot.verify import BootReport, minimum_table_pages
 
 # The largest page each -cpu model offers (CPUID pdpe1gb: see TOOLCHAIN.md's table).
 CPU_MAX_PAGE = {"qemu64": 2 * MIB, "max": GIB}
+# The module figures on a CPU with AVX2 and one with SSE2 only (the digest's engines differ).
+MODULE_CPUS = ("qemu64", "max")
 # How many full GetMemoryMap calls highboot's loader makes between efi_main and the kernel:
 # FirmwareMap::refresh at the start and again right before ExitBootServices (loader/src/memmap.rs).
 LOADER_GET_MEMORY_MAP_CALLS = 2
@@ -273,11 +275,13 @@ def loader_cost_by_entries(by_label: BootsByLabel, fragments: list[int]) -> dict
 
 
 def module_loading(bench: Bench) -> dict[str, Any]:
-    """What a module costs the loader per MiB (read, verified, listed): highboot built with one
-    module of each size (a test pattern), booted under -icount, the loader's cycles fitted against
-    the size."""
+    """What a module costs per MiB: highboot built with one module of each size (a test pattern,
+    read, verified, listed), and GRUB booting the multiboot2 kernel with the same file as a module2;
+    reset to the kernel's first instruction and highboot's loader cycles, under -icount, fitted
+    against the size."""
     sizes_mib = [0, 8] if bench.quick else [0, 8, 32]
     boots = []
+    errors: dict[str, str] = {}
     for mib in sizes_mib:
         out = WORK / f"modules-{mib}"
         out.mkdir(parents=True, exist_ok=True)
@@ -289,18 +293,33 @@ def module_loading(bench: Bench) -> dict[str, Any]:
         proc = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             return {"error": f"scons with a {mib} MiB module failed: {(proc.stdout + proc.stderr)[-500:]}"}
-        boots += [Boot(f"module-{mib}", out / "build" / "esp", bench.rams[BENCH_RAM], extra=ICOUNT)] * bench.boot_runs
-    say(f"   {len(boots)} boots under -icount with modules of {sizes_mib} MiB")
+        grub = grub_with_module(errors, module, f"grub-module-{mib}")
+        for cpu in MODULE_CPUS:
+            boots += [Boot(f"highboot-{cpu}-{mib}", out / "build" / "esp", bench.rams[BENCH_RAM], cpu=cpu,
+                           extra=ICOUNT)] * bench.boot_runs
+            if grub is not None:
+                boots += [Boot(f"grub-{cpu}-{mib}", grub, bench.rams[BENCH_RAM], cpu=cpu, extra=ICOUNT,
+                               highboot_kernel=False)] * bench.boot_runs
+    say(f"   {len(boots)} boots under -icount with modules of {sizes_mib} MiB (highboot and GRUB)")
     results = boot_all(boots, bench.jobs, timeout=3600)
-    points = []
-    for mib in sizes_mib:
-        runs = [r for b, r in zip(boots, results, strict=True) if b.label == f"module-{mib}" and r["ok"]]
-        points.append({"module_mib": mib, "ok": len(runs),
-                       "loader_cycles": median(r["loader_cycles"] for r in runs) if runs else None})
-    good = [p for p in points if p["loader_cycles"] is not None]
-    fit = linear_fit([p["module_mib"] for p in good], [p["loader_cycles"] for p in good]) if len(good) > 1 else None
-    return {"icount": " ".join(ICOUNT), "cpu": BENCH_CPU, "points": points,
-            "loader_cycles_per_mib": fit["slope"] if fit else None}
+    out_fig: dict[str, Any] = {"icount": " ".join(ICOUNT), "errors": errors, "cpus": {}}
+    for cpu in MODULE_CPUS:
+        figures: dict[str, Any] = {}
+        for who, key in (("highboot", "loader_cycles"), ("highboot", "tsc_kernel"), ("grub", "tsc_kernel")):
+            points = []
+            for mib in sizes_mib:
+                runs = [r for b, r in zip(boots, results, strict=True) if b.label == f"{who}-{cpu}-{mib}" and r["ok"]]
+                points.append({"module_mib": mib, "ok": len(runs),
+                               key: median(r[key] for r in runs) if runs else None})
+            good = [p for p in points if p[key] is not None]
+            fit = linear_fit([p["module_mib"] for p in good], [p[key] for p in good]) if len(good) > 1 else None
+            figures[f"{who}_{'loader' if key == 'loader_cycles' else 'reset_to_kernel'}"] = {
+                "points": points, "per_mib": fit["slope"] if fit else None}
+        hb, grub = figures["highboot_reset_to_kernel"]["per_mib"], figures["grub_reset_to_kernel"]["per_mib"]
+        if hb and grub:
+            figures["highboot_over_grub_per_mib"] = hb / grub
+        out_fig["cpus"][cpu] = figures
+    return out_fig
 
 
 def build_times(bench: Bench) -> dict[str, Any]:
