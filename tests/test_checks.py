@@ -89,6 +89,13 @@ def test_no_toolchain_gives_one_clear_message(monkeypatch: pytest.MonkeyPatch, t
     assert "rustc-web cargo-web rust-web-src" in str(err.value)
 
 
+def test_no_rust_build_warned(built: dict) -> None:
+    """Every loader and kernel cargo built for the tests compiled without a warning (the build keeps
+    cargo's output as <artifact>.warnings when it warned)."""
+    warned = sorted(built["dir"].rglob("*.warnings"))
+    assert not warned, "\n".join(f"{p}:\n{p.read_text()[-1500:]}" for p in warned[:3])
+
+
 @pytest.mark.parametrize("crate", ["loader", "kernel"])
 def test_rust_sources_are_rustfmt_clean(crate: str) -> None:
     """rustfmt.toml at the top is the style; rustfmt follows `mod` items from main.rs."""

@@ -78,6 +78,12 @@ def cargo_build(rust: RustToolchain, crate_dir: str, target: str, target_dir: st
                               stderr=subprocess.STDOUT, text=True, check=False)
         if not verbose and (proc.returncode != 0 or "warning" in proc.stdout):
             sys.stdout.write(proc.stdout)
+        # What the compiler warned about, beside the artifact (tests/test_checks.py wants none).
+        warnings = Path(f"{out}.warnings")
+        if not verbose and "warning" in proc.stdout:
+            warnings.write_text(proc.stdout)
+        else:
+            warnings.unlink(missing_ok=True)
         if proc.returncode != 0:
             raise HighbootError(f"cargo build failed for {target} (exit {proc.returncode})", file=crate_dir)
         built = Path(target_dir, target_name(target), "release", artifact)
