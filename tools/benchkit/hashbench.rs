@@ -1,5 +1,6 @@
-// tools/bench's hosted benchmark of the loader's digest code (loader/src/verity.rs, built for
-// this machine): the fs-verity digest of a file with each engine, in bytes per second.
+// The loader's digest code (loader/src/verity.rs) built for this machine: the fs-verity digest of
+// a file with each engine, its speed in bytes per second (best of N runs) and the digest. tools/bench
+// times it; tests/test_verity.py checks each engine's digest against fsverity-utils.
 #[allow(dead_code)]
 mod sha256;
 #[allow(dead_code)]
