@@ -285,7 +285,7 @@ def random_kernel(draw: st.DrawFn) -> Elf:
     if draw(st.integers(0, 4)) == 0:  # a PIE with relocations, mostly R_X86_64_RELATIVE into its segments
         elf.etype = 3
         bases = [s.vaddr for s in loads] or [KBASE]
-        targets = st.builds(lambda base, slot: base + 8 * slot, st.sampled_from(bases), st.integers(0, 8))
+        targets = st.builds(lambda base, slot: (base + 8 * slot) % (1 << 64), st.sampled_from(bases), st.integers(0, 8))
         relocs = draw(st.lists(st.tuples(targets | ADDRESSES, st.sampled_from([8, 8, 8, 0, 1, 6, 7, 37]),
                                          st.integers(-(1 << 63), (1 << 64) - 1)), max_size=4))
         if draw(st.booleans()):
