@@ -6,7 +6,6 @@ pyelftools' own exceptions never escape.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import struct
 from dataclasses import dataclass, field, replace
@@ -77,7 +76,6 @@ class TlsTemplate:
 class KernelImage:
     path: str
     size: int
-    sha256: str
     digest: str  # fs-verity digest (highboot.verity): what the loader checks
     entry: int
     segments: tuple[Segment, ...]
@@ -240,8 +238,7 @@ def _parse(path: Path, data: bytes) -> KernelImage:
             tls = TlsTemplate(header["p_vaddr"], header["p_filesz"], header["p_memsz"], max(header["p_align"], 1))
 
     return KernelImage(
-        path=str(path), size=len(data), sha256=hashlib.sha256(data).hexdigest(),
-        digest=verity.digest(data).hex(), entry=entry,
+        path=str(path), size=len(data), digest=verity.digest(data).hex(), entry=entry,
         segments=tuple(ordered), position_independent=etype == "ET_DYN", relocations=relocations,
         relro=relro, eh_frame_hdr=eh_frame_hdr, tls=tls, align=align,
     )

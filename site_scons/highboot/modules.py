@@ -48,6 +48,12 @@ class Module:
 
 
 
+def _absolute(path: str) -> str:
+    """The path as an absolute one (what SCons is given: it then expands nothing), or as it is when
+    check_modules will refuse it (empty, NUL)."""
+    return os.path.abspath(path) if path and "\0" not in path else path
+
+
 def module_esp_file(index: int) -> str:
     return f"{MODULE_ESP_DIR}/{index}.bin"
 
@@ -123,8 +129,7 @@ def modules_from_option(text: str, *, files: bool = True) -> list[Module]:
     paths = [p for p in text.split(",")] if text else []
     if any(not p for p in paths):
         raise HighbootError(f"{text!r} has an empty entry; expected comma-separated module files", field="MODULES")
-    modules = [Module(path=os.path.abspath(p) if p and "\0" not in p else p, name=os.path.basename(p.rstrip("/")) or p)
-               for p in paths]
+    modules = [Module(path=_absolute(p), name=os.path.basename(p.rstrip("/")) or p) for p in paths]
     check_modules(modules, file=None, field="MODULES", files=files)
     return modules
 
@@ -148,7 +153,7 @@ def modules_from_project(entries: Any, path: Path, *, files: bool = True) -> lis
             raise HighbootError("missing path = \"...\" (the module's file)", file=path, field=f"module[{i}].path")
         name = entry.get("name", os.path.basename(entry["path"].rstrip("/")))
         where = entry["path"]
-        modules.append(Module(path=os.path.abspath(base / where) if where and "\0" not in where else where, name=name,
+        modules.append(Module(path=_absolute(str(base / where)) if where else where, name=name,
                               cmdline=entry.get("cmdline", "")))
     check_modules(modules, file=str(path), field="module", files=files)
     return modules

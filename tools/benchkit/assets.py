@@ -91,10 +91,9 @@ def build_grub(errors: dict[str, str]) -> dict[str, Path]:
     return images
 
 
-def grub_with_module(errors: dict[str, str], module: Path, name: str) -> Path | None:
+def grub_with_module(errors: dict[str, str], kernel: Path | None, module: Path, name: str) -> Path | None:
     """An ESP where GRUB (only the modules it needs) boots the multiboot2 kernel with `module` as a
     multiboot2 module (module2), or with none when it is empty: GRUB's side of the module figures."""
-    kernel = build_multiboot2_kernel(errors)
     tool = shutil.which("grub-mkstandalone")
     if kernel is None or not tool:
         errors.setdefault("grub", "grub-mkstandalone missing: run tools/setup --bench")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchkit.assets import Assets, build_assets, grub_with_module
+from benchkit.assets import Assets, build_assets, build_multiboot2_kernel, grub_with_module
 from benchkit.boots import BENCH_CPU, BENCH_RAM, FRAGMENTS_FW_CFG, ICOUNT, Boot, RamSetup, boot_all, boot_once
 from benchkit.builds import BuildFailed, git_head, head_snapshot, scons_command, timed_builds
 from benchkit.common import PAGE, ROOT, TIB, WORK, child_env, median, python_module, say
@@ -282,6 +282,7 @@ def module_loading(bench: Bench) -> dict[str, Any]:
     sizes_mib = [0, 8] if bench.quick else [0, 8, 32]
     boots = []
     errors: dict[str, str] = {}
+    mb2_kernel = build_multiboot2_kernel(errors)
     for mib in sizes_mib:
         out = WORK / f"modules-{mib}"
         out.mkdir(parents=True, exist_ok=True)
@@ -293,7 +294,7 @@ def module_loading(bench: Bench) -> dict[str, Any]:
         proc = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             return {"error": f"scons with a {mib} MiB module failed: {(proc.stdout + proc.stderr)[-500:]}"}
-        grub = grub_with_module(errors, module, f"grub-module-{mib}")
+        grub = grub_with_module(errors, mb2_kernel, module, f"grub-module-{mib}")
         for cpu in MODULE_CPUS:
             boots += [Boot(f"highboot-{cpu}-{mib}", out / "build" / "esp", bench.rams[BENCH_RAM], cpu=cpu,
                            extra=ICOUNT)] * bench.boot_runs
