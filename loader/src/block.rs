@@ -2,9 +2,10 @@
 //! dynamic tail is sized at boot) and loading the kernel into it.
 //!
 //! The block is: the static part the build planned (the kernel's segments, its page tables, the
-//! switch tables, the stack; `plan::STATIC_SIZE` bytes), then the table pool (direct map, slid
-//! kernel tables, EFI runtime mappings), then one area for the boot info, the GDT and descriptor
-//! registers, the command line, the memory map and the runtime ranges.
+//! switch tables, the stack; `plan::STATIC_SIZE` bytes), the APs' stacks, then the table pool
+//! (direct map, slid kernel tables, EFI runtime mappings, AP stacks), then one area for the boot
+//! info, the GDT and descriptor registers, the command line, the memory map, the runtime ranges,
+//! the modules' records and strings, the CPU records and the APs' check-in slots.
 
 use core::ptr;
 
@@ -61,6 +62,10 @@ pub struct BlockLayout {
     pub vmap_off: u64,
     pub modules_off: u64,
     pub strings_off: u64,
+    pub cpus_off: u64,
+    pub slots_off: u64,
+    /// The APs' stacks (block offset): right after the static part, AP_STACK_SIZE each.
+    pub stacks_off: u64,
     pub size: u64,
 }
 
@@ -78,8 +83,13 @@ impl BlockLayout {
         attributes: &runtime::Attributes,
         place: &Placement,
         handed: usize,
+        aps: usize,
     ) -> Result<Self> {
         let mut pool_pages = paging::tables_needed(place.dmap_base, place.dmap_size, place.dmap_page);
+        if aps > 0 {
+            let window = aps as u64 * (plan::AP_STACK_SIZE + PAGE);
+            pool_pages += paging::tables_needed(place.slid(plan::AP_STACKS_VA), window, PAGE);
+        }
         if let (Some(first), Some(last)) = (plan::KASLR_TABLES.first(), plan::KASLR_TABLES.last()) {
             let start = place.slid(first.1);
             pool_pages += paging::tables_needed(start, last.1 + plan::SLIDE_ALIGN - first.1, plan::SLIDE_ALIGN);
@@ -112,8 +122,11 @@ impl BlockLayout {
         let modules_off = align16(vmap_off + (vmap_capacity * map.descriptor_size()) as u64);
         let strings_off = modules_off + (plan::MODULES.len() * core::mem::size_of::<bootinfo::Module>()) as u64;
         let strings: usize = plan::MODULES.iter().map(|m| m.name.len() + m.cmdline.len()).sum();
-        let area_size = strings_off + strings as u64;
-        let pool_off = plan::STATIC_SIZE;
+        let cpus_off = align16(strings_off + strings as u64);
+        let slots_off = cpus_off + ((aps + 1) * core::mem::size_of::<bootinfo::Cpu>()) as u64;
+        let area_size = slots_off + (aps * core::mem::size_of::<abi::ApSlot>()) as u64;
+        let stacks_off = plan::STATIC_SIZE;
+        let pool_off = stacks_off + aps as u64 * plan::AP_STACK_SIZE;
         let area_off = pool_off + pool_pages * PAGE;
         Ok(BlockLayout {
             pool_pages,
@@ -130,6 +143,9 @@ impl BlockLayout {
             vmap_off,
             modules_off,
             strings_off,
+            cpus_off,
+            slots_off,
+            stacks_off,
             size: (area_off + area_size + PAGE - 1) & !(PAGE - 1),
         })
     }

@@ -17,12 +17,14 @@ mod cpu;
 mod fbmode;
 mod firmware;
 mod info;
+mod madt;
 mod memmap;
 mod modules;
 mod paging;
 mod random;
 mod runtime;
 mod sha256;
+mod smp;
 mod switch;
 mod verity;
 
@@ -49,7 +51,7 @@ mod bootinfo {
 core::arch::global_asm!(include_str!(concat!(env!("HIGHBOOT_GEN"), "/trampoline.S")));
 
 extern "sysv64" {
-    fn highboot_handoff(args: *const Handoff) -> !;
+    pub fn highboot_handoff(args: *const Handoff) -> !;
 }
 
 pub const PAGE: u64 = 4096;
@@ -151,24 +153,30 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     };
     firmware::set_framebuffer_mode(bs);
     let machine = Machine::probe(bs, st, tsc_entry);
-    let (_low_pages, low) = paging_mode_switch(bs, &machine.features)?;
+    let mut census = smp::Census::take(bs, machine.rsdp);
+    let (_low_pages, low) = low_pages(bs, &machine.features, &mut census)?;
     let mut map = memmap::FirmwareMap::new(bs, MAP_SLACK)?;
     map.refresh(bs)?;
 
     let place = choose_placement(bs, size_direct_map(&map, &machine)?);
-    let layout = BlockLayout::new(&map, &machine.attributes, &place, handed.count())?;
+    let layout = BlockLayout::new(&map, &machine.attributes, &place, handed.count(), census.to_start)?;
     let block_pages = firmware::allocate_block(bs, layout.size / PAGE)?;
     let trampoline = low.map_or(switch::trampoline_page(), |l| l.page);
     // SAFETY: the block is ours, identity-mapped by the firmware, layout.size bytes long.
     let mut block = unsafe { Block::load(block_pages.base, layout, kernel, &place, machine.nx_mask, trampoline) };
-    // SAFETY: the block is loaded and its area laid out for this boot.
+    // SAFETY: the block is loaded and its area laid out for this boot (and its APs).
     let info = unsafe { info::fill(&block, &place, &machine, &handed) };
+    // SAFETY: as above.
+    unsafe { census.fill(&block, &place, info) };
 
     println!("highboot: starting the kernel at {:#x}", place.slid(plan::ENTRY));
     exit_boot_services(bs, image, &mut map);
     // No boot services from here on: no allocations, no console; errors go to COM1.
     // SAFETY: all of this writes into the block we own; the firmware's tables are never touched.
-    unsafe { info::complete(&mut block, &place, &machine, &map, &handed, info) };
+    unsafe {
+        info::complete(&mut block, &place, &machine, &map, &handed, info);
+        smp::start(&census, &mut block, &place, low, machine.features.nx, machine.nx_mask, info);
+    }
     hand_over(&block, &place, &machine, low, info)
 }
 
@@ -207,7 +215,8 @@ fn hand_over(
     // SAFETY: the kernel's tables are complete and map the trampoline, the stack and the entry.
     unsafe {
         match low {
-            Some(l) => highboot_handoff(switch::handoff_args(l, block.root, &handoff)),
+            Some(l) if l.switch => highboot_handoff(switch::handoff_args(l, block.root, &handoff)),
+            Some(l) => switch::handoff_from_copy(l, &handoff),
             None => highboot_handoff(&handoff),
         }
     }
@@ -233,11 +242,13 @@ fn read_verified_kernel(
     }
 }
 
-/// The kernel's paging mode against the firmware's: the pages for the 4 <-> 5-level switch when
-/// they differ (see switch.rs), a refusal when the CPU cannot run the layout's mode.
-fn paging_mode_switch(
+/// The pages below 4 GiB for the 4 <-> 5-level switch when the kernel's paging mode is not the
+/// firmware's (see switch.rs), below 1 MiB when they are also the APs' startup page; a refusal
+/// when the CPU cannot run the layout's mode.
+fn low_pages(
     bs: &efi::BootServices,
     features: &cpu::Features,
+    census: &mut smp::Census,
 ) -> Result<(Option<firmware::Pages>, Option<switch::LowPages>)> {
     if plan::FAULT == "firmware_5level" && features.la57 && !cpu::la57_active() {
         switch::firmware_to_5_level(bs)?;
@@ -251,16 +262,29 @@ fn paging_mode_switch(
         );
     }
     let firmware_levels = if cpu::la57_active() { 5 } else { 4 };
-    if firmware_levels == plan::LEVELS {
+    let switch = firmware_levels != plan::LEVELS;
+    if switch {
+        println!(
+            "highboot: the firmware runs {}-level paging; the kernel gets {}-level paging",
+            firmware_levels,
+            plan::LEVELS
+        );
+    }
+    if census.to_start > 0 {
+        match switch::allocate_low(bs, switch::BELOW_1M, switch) {
+            Ok((pages, low)) => return Ok((Some(pages), Some(low))),
+            Err(status) => census.give_up("no free memory below 1 MiB for their startup page", status),
+        }
+    }
+    if !switch {
         return Ok((None, None));
     }
-    println!(
-        "highboot: the firmware runs {}-level paging; the kernel gets {}-level paging",
-        firmware_levels,
-        plan::LEVELS
-    );
-    let (pages, low) = switch::allocate_low(bs)?;
-    Ok((Some(pages), Some(low)))
+    match switch::allocate_low(bs, switch::BELOW_4G, true) {
+        Ok((pages, low)) => Ok((Some(pages), Some(low))),
+        Err(status) => {
+            fail!(status, "no memory below 4 GiB for the paging-mode switch (2 pages): {:#x}", status.as_usize())
+        }
+    }
 }
 
 /// The direct map's size (all RAM-like memory, 4 GiB at least, the framebuffer, 1 GiB granular)

@@ -16,6 +16,8 @@ use crate::{abi, fail, Handoff, Result};
 
 extern "sysv64" {
     static highboot_trampoline_page: u8;
+    static highboot_ap32: u8;
+    static highboot_ap64: u8;
     static highboot_trampoline_end: u8;
     static highboot_compat32: u8;
     static highboot_long64: u8;
@@ -27,11 +29,14 @@ extern "sysv64" {
 const PAGE: u64 = 4096;
 pub const CR4_LA57: u64 = 1 << 12;
 
-/// The trampoline page's copy below 4 GiB and the transition root next to it.
+/// The trampoline page's copy below 4 GiB (below 1 MiB when it is also the APs' startup page)
+/// and the transition root next to it.
 #[derive(Clone, Copy)]
 pub struct LowPages {
     pub page: u64,
     pub root: u64,
+    /// The BSP changes the paging mode on its way to the kernel (else the copy is for the APs).
+    pub switch: bool,
 }
 
 fn offset(symbol: &u8) -> u64 {
@@ -43,25 +48,32 @@ pub fn trampoline_page() -> u64 {
     ptr::addr_of!(highboot_trampoline_page) as u64
 }
 
-/// Two pages below 4 GiB (LoaderCode: the firmware keeps them executable): a copy of the
-/// trampoline page with its GDTR and far pointer to the 32-bit code filled in, and a zeroed root.
-pub fn allocate_low(bs: &efi::BootServices) -> Result<(Pages, LowPages)> {
+/// Below 4 GiB: where 32-bit code can run and CR3 can point from it.
+pub const BELOW_4G: u64 = 0xffff_ffff;
+/// Below 1 MiB (and below the EBDA and ROMs): where a SIPI can start a processor.
+pub const BELOW_1M: u64 = 0x9_ffff;
+
+/// Two pages below `limit` (LoaderCode: the firmware keeps them executable), never page 0: a copy
+/// of the trampoline page with its GDTR and far pointer to the 32-bit code filled in, and a zeroed
+/// root. None when there is no room there.
+pub fn allocate_low(bs: &efi::BootServices, limit: u64, switch: bool) -> Result<(Pages, LowPages)> {
     // SAFETY: symbol addresses only; the trampoline is one page by construction (checked here).
     let size = unsafe { offset(&highboot_trampoline_end) };
     if size != PAGE {
         return fail!(efi::Status::LOAD_ERROR, "the trampoline is {} bytes, not one page (loader build error)", size);
     }
-    let pages = match Pages::allocate(bs, efi::LOADER_CODE, Some(0xffff_ffff), 2) {
+    let mut pages = Pages::allocate(bs, efi::LOADER_CODE, Some(limit), 2);
+    if matches!(&pages, Ok(p) if p.base == 0) {
+        // Page 0 stays unused (a null pointer must fault in the kernel): take the next free pair.
+        let zero = pages;
+        pages = Pages::allocate(bs, efi::LOADER_CODE, Some(limit), 2);
+        drop(zero);
+    }
+    let pages = match pages {
         Ok(pages) => pages,
-        Err(status) => {
-            return fail!(
-                status,
-                "no memory below 4 GiB for the paging-mode switch (2 pages): {:#x}",
-                status.as_usize()
-            )
-        }
+        Err(status) => return Err(status),
     };
-    let low = LowPages { page: pages.base, root: pages.base + PAGE };
+    let low = LowPages { page: pages.base, root: pages.base + PAGE, switch };
     // SAFETY: both pages are ours and identity-mapped by the firmware.
     unsafe {
         ptr::copy_nonoverlapping(trampoline_page() as *const u8, low.page as *mut u8, PAGE as usize);
@@ -91,11 +103,42 @@ pub unsafe fn handoff_args(low: LowPages, kernel_root: u64, args: &Handoff) -> *
     prepare(low, &highboot_long64, args)
 }
 
+/// The APs' start data in the copy (the startup page): far pointers to their 32-bit and 64-bit
+/// code, the ApStart record, and the transition root's one entry (the kernel root's, for this
+/// page: through the switch tables it maps only this page).
+///
+/// # Safety
+/// `low` is ours and identity-mapped; `kernel_root` maps the copy at its identity address.
+pub unsafe fn prepare_ap_start(low: LowPages, kernel_root: u64, start: &abi::ApStart) {
+    let data = low.page + offset(&highboot_switch_data);
+    ptr::write_unaligned((data + abi::SWITCH_AP_FAR32) as *mut u32, (low.page + offset(&highboot_ap32)) as u32);
+    ptr::write_unaligned((data + abi::SWITCH_AP_FAR64) as *mut u32, (low.page + offset(&highboot_ap64)) as u32);
+    ptr::write((data + abi::SWITCH_AP) as *mut abi::ApStart, *start);
+    let slot = paging::index(low.page, 0);
+    ptr::write((low.root as *mut u64).add(slot as usize), ptr::read((kernel_root as *const u64).add(slot as usize)));
+}
+
+/// The BSP's handoff from the copy (the kernel's tables map the copy, not the loader's page):
+/// the same code at the copy's address, in the same paging mode.
+///
+/// # Safety
+/// As for highboot_handoff; `low` is the page the kernel's tables identity-map.
+pub unsafe fn handoff_from_copy(low: LowPages, args: &Handoff) -> ! {
+    let entry = low.page + (crate::highboot_handoff as *const () as u64 - trampoline_page());
+    let handoff: extern "sysv64" fn(*const Handoff) -> ! = core::mem::transmute(entry as usize);
+    handoff(args)
+}
+
 /// Test builds only: move the firmware itself to 5-level paging, as firmware built for it hands
 /// over (the root's first entry is the firmware's 4-level root: the same identity map), and
 /// return. Boot services keep working; the loader then starts from a 5-level firmware.
 pub fn firmware_to_5_level(bs: &efi::BootServices) -> Result<()> {
-    let (pages, low) = allocate_low(bs)?;
+    let (pages, low) = match allocate_low(bs, BELOW_4G, true) {
+        Ok(x) => x,
+        Err(status) => {
+            return fail!(status, "no memory below 4 GiB for the paging-mode switch: {:#x}", status.as_usize())
+        }
+    };
     pages.keep(); // the firmware runs on the transition root from now on
     let cr3: u64;
     // SAFETY: reading CR3 at CPL 0; writing the transition root we own; the switch returns with

@@ -36,9 +36,11 @@ HANDOFF = (
 )
 
 #: The switch data at highboot_switch_data in the trampoline page (a copy below 4 GiB runs it):
-#: byte offsets of its parts. The GDT is null, 32-bit code (0x08), 64-bit code (0x10), null.
+#: byte offsets of its parts. The GDT is null, 32-bit code (0x08), 64-bit code (0x10), flat 32-bit
+#: data (0x18, for the APs' protected-mode step).
+SWITCH_DATA_OFFSET = 0xE00  # where the switch data starts in the trampoline page (16-bit code needs a number)
 SWITCH_GDT = 0
-SWITCH_GDT_ENTRIES = (0, 0x00CF9B000000FFFF, 0x00AF9B000000FFFF, 0)
+SWITCH_GDT_ENTRIES = (0, 0x00CF9B000000FFFF, 0x00AF9B000000FFFF, 0x00CF93000000FFFF)
 SWITCH_GDTR = 32  # limit (u16), then the base (u64): the loader writes the base
 SWITCH_GDTR_BASE = SWITCH_GDTR + 2
 SWITCH_FAR32 = 48  # far pointer (u32 offset, u16 selector) to the 32-bit code; the loader writes the offset
@@ -46,6 +48,41 @@ SWITCH_FAR64 = 56  # far pointer back to 64-bit code; the loader writes the offs
 SWITCH_HANDOFF = 64  # the Handoff copy the switched code reads
 SWITCH_CODE32_SELECTOR = 0x08
 SWITCH_CODE64_SELECTOR = 0x10
+SWITCH_DATA32_SELECTOR = 0x18
+#: The APs' start (smp.rs): far pointers to their 32-bit and 64-bit code (the loader writes the
+#: offsets), then the ApStart record, all in the switch data of the startup page (below 1 MiB).
+SWITCH_AP_FAR32 = 160
+SWITCH_AP_FAR64 = 168
+SWITCH_AP = 176
+
+#: What an AP reads on its way from real mode to its parking place (the loader fills it in the
+#: startup page before the first SIPI).
+AP_START = (
+    Word("cr3", "the kernel's root table (physical)"),
+    Word("transition_cr3", "the transition root below 1 MiB: maps only the startup page (identity)"),
+    Word("cr0", "CR0 for the AP (paging, protected mode, WP as on the BSP)"),
+    Word("cr4", "CR4 for the AP (PAE, LA57 as the layout says, and the BSP's PGE/OSFXSR/OSXMMEXCPT)"),
+    Word("efer", "EFER for the AP (LME, NXE when the CPU has NX)"),
+    Word("trampoline_va", "the startup page's higher-half alias in the kernel's tables"),
+    Word("descriptors_va", "VA of the GDTR and IDTR (as Handoff.descriptors_va)"),
+    Word("slots_va", "VA (direct map) of the check-in slots, one per AP started"),
+    Word("slot_count", "number of slots"),
+    Word("id_leaf", "CPUID leaf that gives an AP its APIC ID: 1 (EBX[31:24]) or 0xb (EDX, x2APIC ID)"),
+)
+
+#: One AP's check-in slot (kernel-owned memory in the block's area). The AP finds its slot by APIC
+#: ID, moves it from WAITING to ARRIVED (lock cmpxchg: a loader that gave up on it has made it
+#: ABANDONED, and the AP then halts), waits for its CPU record, takes its stack, says PARKED and
+#: spins on the record's goto_address.
+AP_SLOT = (
+    Word("apic_id", "the AP's (x2)APIC ID"),
+    Word("state", "AP_WAITING, AP_ARRIVED, AP_PARKED or AP_ABANDONED"),
+    Word("record", "0, then the VA of the AP's struct highboot_cpu (the loader writes it after ARRIVED)"),
+)
+AP_WAITING = 0
+AP_ARRIVED = 1
+AP_PARKED = 2
+AP_ABANDONED = 3
 
 #: The GDT the loader installs for the kernel (kernel-owned memory): null, 64-bit code, data.
 GDT_ENTRIES = (0, 0x00AF9A000000FFFF, 0x00CF92000000FFFF)
@@ -66,11 +103,16 @@ def handoff_offset(name: str) -> int:
 
 def context() -> dict[str, object]:
     """What the loader's ABI templates render from."""
+    assert SWITCH_HANDOFF + 8 * len(HANDOFF) <= SWITCH_AP_FAR32 and SWITCH_AP_FAR64 + 8 <= SWITCH_AP
     return {
         "handoff": HANDOFF, "handoff_size": 8 * len(HANDOFF),
         "switch": {"gdt": SWITCH_GDT, "gdt_entries": SWITCH_GDT_ENTRIES, "gdtr": SWITCH_GDTR,
                    "gdtr_base": SWITCH_GDTR_BASE, "far32": SWITCH_FAR32, "far64": SWITCH_FAR64,
-                   "handoff": SWITCH_HANDOFF, "code32": SWITCH_CODE32_SELECTOR, "code64": SWITCH_CODE64_SELECTOR},
+                   "handoff": SWITCH_HANDOFF, "code32": SWITCH_CODE32_SELECTOR, "code64": SWITCH_CODE64_SELECTOR,
+                   "data32": SWITCH_DATA32_SELECTOR, "ap_far32": SWITCH_AP_FAR32, "ap_far64": SWITCH_AP_FAR64,
+                   "ap": SWITCH_AP, "offset": SWITCH_DATA_OFFSET},
+        "ap_start": AP_START, "ap_start_size": 8 * len(AP_START), "ap_slot": AP_SLOT, "ap_slot_size": 8 * len(AP_SLOT),
+        "ap_states": {"waiting": AP_WAITING, "arrived": AP_ARRIVED, "parked": AP_PARKED, "abandoned": AP_ABANDONED},
         "gdt_entries": GDT_ENTRIES, "code_selector": CODE_SELECTOR, "data_selector": DATA_SELECTOR,
         "desc": {"gdtr": DESC_GDTR, "idtr": DESC_IDTR, "size": DESC_SIZE},
     }

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from highboot.paging import ADDR_MASK, PageFlags
 
 MAGIC = int.from_bytes(b"HIGHBOOT", "little")
-VERSION = 4
+VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,26 @@ BOOT_INFO = (
           "kept); HIGHBOOT_MEM_KERNEL memory, page aligned, the tail of its last page zeroed"),
     Field("kernel_file_virt", "u64", "direct_map_base + kernel_file_phys (0 if not kept)"),
     Field("kernel_file_size", "u64", "bytes of the kernel file (0 if not kept)"),
+    # Version 5: every CPU handed over (application processors parked on their goto_address).
+    Field("cpus", "u64", "virtual address of cpu_count struct highboot_cpu, the BSP included (first); an AP "
+          "is listed only if it checked in and is parked"),
+    Field("cpu_count", "u64", "number of CPU records (1 with SMP off or on a uniprocessor)"),
+    Field("bsp_apic_id", "u32", "(x2)APIC ID of the CPU that runs the kernel's entry"),
+    Field("cpu_flags", "u32", "HIGHBOOT_CPU_SMP, HIGHBOOT_CPU_X2APIC bits"),
+    Field("cpus_failed", "u32", "enabled processors the loader started that did not check in in time (not "
+          "listed; left halted or in wait-for-SIPI)"),
+    Field("cpus_not_started", "u32", "enabled processors the loader did not start: SMP off, beyond max_cpus, "
+          "or an APIC ID the APIC mode cannot reach (not listed; as the firmware left them)"),
+    Field("ap_stack_size", "u64", "bytes of each AP's stack (an unmapped guard page below each; 0 with SMP off)"),
+)
+
+CPU = (
+    Field("processor_id", "u32", "ACPI processor UID (MADT)"),
+    Field("apic_id", "u32", "(x2)APIC ID"),
+    Field("goto_address", "u64", "written (atomically) by the kernel to release this AP: it jumps there with "
+          "RDI = this record's address and RSP = stack_top - 8 (unused for the BSP)"),
+    Field("extra_argument", "u64", "free for the kernel (the loader writes 0)"),
+    Field("stack_top", "u64", "top of this CPU's stack (higher half, 16-byte aligned)"),
 )
 
 MODULE = (
@@ -183,6 +203,13 @@ CPU_FEATURES = (
     Constant("LA57", 1 << 2, "5-level paging available (CPUID 7:ECX[16])"),
 )
 
+#: BootInfo::cpu_flags bits (HIGHBOOT_CPU_ as cpu_features' bits, other values).
+CPU_FLAGS = (
+    Constant("SMP", 1 << 16, "the loader started the APs: every AP listed in cpus is parked on its goto_address"),
+    Constant("X2APIC", 1 << 17, "the local APICs are in x2APIC mode (the loader sent its IPIs through the "
+             "x2APIC MSRs)"),
+)
+
 FB_FORMATS = (
     Constant("NONE", 0, "no framebuffer"),
     Constant("RGBX8", 1, "PixelRedGreenBlueReserved8BitPerColor"),
@@ -232,6 +259,8 @@ def context() -> dict[str, object]:
         "memory_region_fields": MEMORY_REGION, "memory_region_size": size_of(MEMORY_REGION),
         "efi_range_fields": EFI_RANGE, "efi_range_size": size_of(EFI_RANGE), "access": ACCESS,
         "module_fields": MODULE, "module_size": size_of(MODULE),
+        "cpu_fields": CPU, "cpu_size": size_of(CPU), "cpu_flags": CPU_FLAGS,
+        "cpu_offsets": list(zip(CPU, offsets(CPU), strict=True)),
         "rust_keywords": ("type", "ref", "match", "mod"),
         "memory_types": MEMORY_TYPES, "flags": FLAGS, "cpu_features": CPU_FEATURES, "fb_formats": FB_FORMATS,
         "pte_bits": PTE_BITS,

@@ -18,7 +18,7 @@ from highboot.framebuffer import parse_fb_mode
 from highboot.layout import load_layout
 from highboot.modules import module_from_json, plan_modules
 from highboot.pecheck import require_valid
-from highboot.plan import DEFAULT_KERNEL_ESP_PATH, BootPlan, plan_boot
+from highboot.plan import DEFAULT_AP_STACK_SIZE, DEFAULT_KERNEL_ESP_PATH, DEFAULT_MAX_CPUS, BootPlan, plan_boot
 from highboot.render import render, write_atomic
 from highboot.toolchain import RustToolchain, target_name
 
@@ -26,7 +26,10 @@ from highboot.toolchain import RustToolchain, target_name
 def make_plan(kernel: str, layout: str, out: str, options: dict[str, Any]) -> None:
     plan = plan_boot(read_kernel(kernel), load_layout(layout), cmdline=options.get("cmdline", ""),
                      kernel_esp_path=options.get("kernel_esp_path", DEFAULT_KERNEL_ESP_PATH),
-                     kaslr=bool(options.get("kaslr", False)), kernel_base=options.get("kernel_base"))
+                     kaslr=bool(options.get("kaslr", False)), kernel_base=options.get("kernel_base"),
+                     smp=bool(options.get("smp", True)),
+                     ap_stack_size=options.get("ap_stack_size", DEFAULT_AP_STACK_SIZE),
+                     max_cpus=options.get("max_cpus", DEFAULT_MAX_CPUS))
     plan.fault = options.get("fault", "")
     plan.modules = plan_modules([module_from_json(m) for m in options.get("modules", [])])
     plan.keep_kernel_file = bool(options.get("keep_kernel_file", True))

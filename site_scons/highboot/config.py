@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, replace
 
 from highboot.modules import Module
+from highboot.plan import DEFAULT_AP_STACK_SIZE, DEFAULT_MAX_CPUS, parse_smp_options
 from highboot.project import load_project
 
 DEFAULT_LAYOUT = "templates/layouts/linux-x86_64.toml"
@@ -17,7 +18,7 @@ LA57_LAYOUT = "templates/layouts/linux-x86_64-la57.toml"
 MINIMAL_LAYOUT = "templates/layouts/minimal.toml"
 C_KERNEL = "examples/c-kernel/kernel.c"
 #: Injectable faults (FAULT=, test builds only).
-FAULTS = ("none", "no_memory", "stale_map_key", "firmware_5level", "panic")
+FAULTS = ("none", "no_memory", "stale_map_key", "firmware_5level", "panic", "lost_ap")
 #: Rust source the sample kernel shares with the loader (included by path): its builds depend on it.
 SHARED_RUST = "loader/src/com1.rs"
 
@@ -39,6 +40,9 @@ class BuildConfig:
     modules: tuple[Module, ...] = ()
     keep_kernel_file: bool = True
     fb_mode: str = ""  # FB_MODE: "WIDTHxHEIGHT" asks the loader for that display mode; "" keeps the firmware's
+    smp: bool = True  # SMP: start and park the APs
+    ap_stack_size: int = DEFAULT_AP_STACK_SIZE
+    max_cpus: int = DEFAULT_MAX_CPUS
 
 
 #: Test modules are generated (highboot.modules.write_pattern) as <seed>-<size>.bin here, under
@@ -133,5 +137,7 @@ def example_configs(projects: list[str]) -> dict[str, BuildConfig]:
             layout=values.get("LAYOUT", DEFAULT_LAYOUT), kernel_base=values.get("KERNEL_BASE", ""),
             cmdline=values.get("CMDLINE", ""), templates=tuple(t for t in values.get("TEMPLATES", "").split(":") if t),
             modules=tuple(project.modules), keep_kernel_file=values.get("KEEP_KERNEL_FILE", "1") == "1",
-            fb_mode=values.get("FB_MODE", ""))
+            fb_mode=values.get("FB_MODE", ""), smp=values.get("SMP", "1") == "1",
+            **parse_smp_options(values.get("AP_STACK_SIZE", str(DEFAULT_AP_STACK_SIZE)),
+                                values.get("MAX_CPUS", str(DEFAULT_MAX_CPUS)), file=path))
     return out

@@ -35,14 +35,14 @@ from highboot.elfkernel import PF_W, PF_X, KernelImage
 from highboot.errors import HighbootError
 from highboot.layout import Layout, Region
 from highboot.paging import ENTRIES, PAGE, R_NX, RW_NX, RX, Slot, TableBuilder, flags_text, paging_levels
-from highboot.units import MIB, align_down, align_up, format_size, hex_addr, text_bytes
+from highboot.units import MIB, align_down, align_up, format_size, hex_addr, parse_int, text_bytes
 
 #: Where the loader finds the kernel on the ESP (the build copies it there): the one spelling.
 KERNEL_ESP_FILE = "highboot/kernel.elf"
 DEFAULT_KERNEL_ESP_PATH = "\\" + KERNEL_ESP_FILE.replace("/", "\\")
 #: plan.json's format: raised whenever a field is added, removed or changes meaning, so a plan.json
 #: of another version is refused rather than misread.
-PLAN_FORMAT = 4
+PLAN_FORMAT = 5
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,10 @@ class BootPlan:
     modules: list[PlannedModule] = field(default_factory=list)
     keep_kernel_file: bool = True  # hand the kernel its own ELF file (boot info kernel_file_*)
     framebuffer: tuple[int, int] | None = None  # FB_MODE (width, height): the loader picks the nearest mode
+    smp: bool = True  # start the APs and park them (SMP option)
+    ap_stack_size: int = 0  # each AP's stack (0 with SMP off)
+    max_cpus: int = 1  # CPUs the AP stack window has room for, the BSP included
+    ap_stacks_va: int = 0  # the AP stack window (at slide 0): [guard page, stack] per AP, after the trampoline
 
     @property
     def kernel_slides(self) -> int:
@@ -178,6 +182,12 @@ SLIDE_ALIGN = 2 * MIB
 #: The command line is copied into the boot info; Linux allows 2 KiB (x86), this is plenty more.
 MAX_CMDLINE = 64 * 1024
 
+
+#: SMP defaults: each AP's stack, and how many CPUs (the BSP included) the stack window holds.
+DEFAULT_AP_STACK_SIZE = 16 * 1024
+DEFAULT_MAX_CPUS = 256
+#: x2APIC IDs are 32-bit; more CPUs than this is not a machine, it is a typo.
+MAX_MAX_CPUS = 65536
 
 #: The name of the stack's PlannedRange.
 STACK_RANGE = "kernel stack"
@@ -240,15 +250,39 @@ def check_cmdline(cmdline: str, *, file: str | None = None, field: str = "cmdlin
                             field=field)
 
 
+def check_smp(ap_stack_size: int, max_cpus: int, *, file: str | None = None) -> None:
+    """The SMP options: a stack of whole pages (at least one), and 1 to MAX_MAX_CPUS CPUs."""
+    if ap_stack_size < PAGE or ap_stack_size % PAGE or ap_stack_size > 1 << 30:
+        raise HighbootError(f"AP stack size {ap_stack_size:#x}: expected a multiple of 4 KiB from 4 KiB to 1 GiB",
+                            file=file, field="ap_stack_size")
+    if not 1 <= max_cpus <= MAX_MAX_CPUS:
+        raise HighbootError(f"max_cpus {max_cpus}: expected 1 to {MAX_MAX_CPUS} (the BSP included)", file=file,
+                            field="max_cpus")
+
+
+def parse_smp_options(ap_stack_size: str, max_cpus: str, *, file: str | None = None) -> dict[str, int]:
+    """AP_STACK_SIZE ("16 KiB") and MAX_CPUS ("256") as numbers, checked (check_smp)."""
+    out = {}
+    for name, text in (("ap_stack_size", ap_stack_size), ("max_cpus", max_cpus)):
+        try:
+            out[name] = parse_int(text)
+        except ValueError as exc:
+            raise HighbootError(str(exc), file=file, field=name if file else name.upper()) from None
+    check_smp(out["ap_stack_size"], out["max_cpus"], file=file)
+    return out
+
+
 def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
               kernel_esp_path: str = DEFAULT_KERNEL_ESP_PATH, kaslr: bool = False,
-              kernel_base: int | None = None) -> BootPlan:
+              kernel_base: int | None = None, smp: bool = True, ap_stack_size: int = DEFAULT_AP_STACK_SIZE,
+              max_cpus: int = DEFAULT_MAX_CPUS) -> BootPlan:
     """Plan the load and the page tables of kernel in layout; HighbootError if it does not fit.
 
     A position-independent kernel is first placed in the kernel region: at kernel_base, else where
     it is linked if that is inside the region, else at the lowest place that moves it by a multiple
     of 2 MiB and of its largest p_align (a PIE linked at 0: address 0 at the region's start)."""
     check_cmdline(cmdline)
+    check_smp(ap_stack_size, max_cpus)
     region = layout.require("kernel")
     link_va = align_down(kernel.start, PAGE)
     kernel = place_kernel(kernel, region, kernel_base)
@@ -276,6 +310,15 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
         raise HighbootError(f"kernel region {region.name!r} has no room after the kernel image "
                             f"(ends {hex_addr(image_end)}) for the {format_size(stack_size)} stack, its guard page "
                             f"and the trampoline page; the region ends at {hex_addr(region.end)}",
+                            file=layout.path, field=f"region {region.name!r}.size")
+    # The APs' stacks: after the trampoline alias, a guard page below each, mapped at boot for the
+    # APs that check in.
+    ap_stacks_va = trampoline_va + PAGE
+    ap_window = (max_cpus - 1) * (ap_stack_size + PAGE) if smp else 0
+    if ap_stacks_va + ap_window > region.end:
+        raise HighbootError(f"kernel region {region.name!r} ends at {hex_addr(region.end)}: no room after the "
+                            f"trampoline alias for {max_cpus - 1} AP stacks of {format_size(ap_stack_size)} and their "
+                            f"guard pages ({format_size(ap_window)}); lower max_cpus or ap_stack_size, or turn SMP off",
                             file=layout.path, field=f"region {region.name!r}.size")
 
     levels = paging_levels(layout.levels)
@@ -343,6 +386,8 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
         # Both ends of the region and every window are 2 MiB aligned: so are the slides.
         slide_min = region.start - windows[0]
         slide_max = region.end - (windows[-1] + SLIDE_ALIGN)
+        # The AP stack window moves with the kernel and stays inside the region.
+        slide_max = min(slide_max, align_down(region.end - (ap_stacks_va + ap_window), SLIDE_ALIGN))
     switch_offset = tables_offset + table_count * PAGE
     switch_count = len(levels) - 1
     static_size = switch_offset + switch_count * PAGE
@@ -367,6 +412,8 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
         position_independent=kernel.position_independent, link_va=link_va, load_bias=kernel.load_bias,
         relro=kernel.relro, eh_frame_hdr=kernel.eh_frame_hdr,
         tls=(tls.vaddr, tls.filesz, tls.memsz, tls.align) if tls else None,
+        smp=smp, ap_stack_size=ap_stack_size if smp else 0, max_cpus=max_cpus if smp else 1,
+        ap_stacks_va=ap_stacks_va,
     )
 
 

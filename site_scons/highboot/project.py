@@ -9,6 +9,9 @@
     framebuffer = "1024x768"           # display mode: the firmware's nearest not larger (default: as set)
     sign = true                        # sign BOOTX64.EFI for Secure Boot
     keep_kernel_file = false           # do not hand the kernel its own ELF file (default: true)
+    smp = false                        # leave the APs to the kernel (default: true, started and parked)
+    ap_stack_size = "32 KiB"           # each AP's stack (default: 16 KiB)
+    max_cpus = 64                      # CPUs handed over at most, the BSP included (default: 256)
 
     [[module]]                         # any number of modules, in order (see highboot/modules.py)
     path = "initrd.img"
@@ -28,12 +31,14 @@ from typing import Any
 from highboot.errors import HighbootError
 from highboot.framebuffer import parse_fb_mode
 from highboot.modules import Module, modules_from_project
-from highboot.plan import check_cmdline
+from highboot.plan import DEFAULT_AP_STACK_SIZE, DEFAULT_MAX_CPUS, check_cmdline, parse_smp_options
 
 KEYS = {"kernel": "KERNEL", "layout": "LAYOUT", "templates": "TEMPLATES", "cmdline": "CMDLINE",
         "kernel_base": "KERNEL_BASE", "kaslr": "KASLR", "sign": "SIGN", "keep_kernel_file": "KEEP_KERNEL_FILE",
-        "framebuffer": "FB_MODE"}
-BOOL_KEYS = ("kaslr", "sign", "keep_kernel_file")
+        "framebuffer": "FB_MODE", "smp": "SMP", "ap_stack_size": "AP_STACK_SIZE", "max_cpus": "MAX_CPUS"}
+BOOL_KEYS = ("kaslr", "sign", "keep_kernel_file", "smp")
+#: Keys that take a number (or a string such as "16 KiB").
+NUMBER_KEYS = ("ap_stack_size", "max_cpus")
 PATH_KEYS = ("kernel", "layout", "templates")
 #: Tables of the project file (not build options): [[module]].
 TABLE_KEYS = ("module",)
@@ -88,9 +93,14 @@ def load_project(path: str | Path, *, files: bool = True) -> Project:
                 raise HighbootError(f"expected true or false, got {value!r}", file=path, field=key)
             options[KEYS[key]] = "1" if value else "0"
             continue
+        if key in NUMBER_KEYS and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
         if not isinstance(value, str):
             raise HighbootError(f"expected a string, got {type(value).__name__} {value!r}", file=path, field=key)
         options[KEYS[key]] = str(base / value) if key in PATH_KEYS else value
     if "CMDLINE" in options:
         check_cmdline(options["CMDLINE"], file=str(path), field="cmdline")
+    if "AP_STACK_SIZE" in options or "MAX_CPUS" in options:
+        parse_smp_options(options.get("AP_STACK_SIZE", str(DEFAULT_AP_STACK_SIZE)),
+                          options.get("MAX_CPUS", str(DEFAULT_MAX_CPUS)), file=str(path))
     return Project(options, modules)

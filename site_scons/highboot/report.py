@@ -15,6 +15,9 @@ every other line (the firmware's, the loader's, a kernel's prose) is not part of
 ``MODULE index phys virt size fnv name cmdline digest pattern``
     One module of the boot info: its place, size, the FNV-1a (64-bit) of the bytes the kernel
     sees, its name, command line and digest as bytes, and whether it matched its test pattern.
+``CPU index processor_id apic_id stack_top state``
+    One CPU record of the boot info, after the kernel released it: ``bsp`` for the first, ``ok``
+    for an AP that ran the kernel's checks on itself and checked in, ``bad`` for one that did not.
 
 Field formats:
 
@@ -138,7 +141,13 @@ MODULE = LineKind("MODULE", (_dec("index", "its place in the boot info's list"),
                              ReportField("pattern", CHOICE, "ok / bad: checked against the test pattern its "
                                          "command line names (pattern=N); none: it names none", PATTERN_TEXT)),
                   "a module of the boot info, as the kernel sees it")
-LINES = (MEM, MAP, EFI, MODULE)
+CPU_STATE = Words("cpu_state", ("bsp", "ok", "bad"), "a CPU record's state after the kernel released the APs",
+                  "0: the BSP; 1: the AP checked in with every check passed; 2: it did not")
+CPU = LineKind("CPU", (_dec("index", "its place in the boot info's cpus"), _dec("processor_id", "ACPI processor UID"),
+                       _hex("apic_id", "(x2)APIC ID"), _hex("stack_top", "stack_top"),
+                       ReportField("state", CHOICE, "bsp, or how the released AP fared", CPU_STATE.choices)),
+               "a CPU of the boot info, as the kernel found it")
+LINES = (MEM, MAP, EFI, MODULE, CPU)
 
 #: Every INFO key a kernel prints and the tests (or tools) read.
 INFO_KEYS = (
@@ -199,6 +208,14 @@ INFO_KEYS = (
     _hex("kernel_file_size", "kernel_file_size"),
     _dec("kernel_file_segments_compared", "read-only PT_LOAD segments of the kernel file found equal to the running "
          "kernel's"),
+    _dec("cpu_count", "cpu_count (a CPU line follows for each)"),
+    _hex("bsp_apic_id", "bsp_apic_id"),
+    _hex("cpu_flags", "cpu_flags"),
+    _dec("cpus_failed", "cpus_failed"),
+    _dec("cpus_not_started", "cpus_not_started"),
+    _hex("ap_stack_size", "ap_stack_size"),
+    _dec("aps_released", "APs the kernel released that checked in with every check passed"),
+    _dec("aps_self_started", "SMP off: APs the kernel itself started with INIT-SIPI-SIPI that reported in"),
 )
 INFO = {f.name: f for f in INFO_KEYS}
 assert len(INFO) == len(INFO_KEYS)
@@ -207,4 +224,4 @@ assert len(INFO) == len(INFO_KEYS)
 def context() -> dict[str, object]:
     """What the report's rendered views (bootinfo.rs, highboot.h) render from."""
     return {"report_lines": LINES, "report_info_tag": INFO_TAG, "report_info_keys": INFO_KEYS,
-            "report_choices": (ACCESS, CACHE, PATTERN)}
+            "report_choices": (ACCESS, CACHE, PATTERN, CPU_STATE)}

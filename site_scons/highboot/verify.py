@@ -42,6 +42,17 @@ class ReportedModule:
     pattern: str
 
 
+@dataclass(frozen=True)
+class ReportedCpu:
+    """A CPU line: one CPU record as the kernel found it after releasing the APs."""
+
+    index: int
+    processor_id: int
+    apic_id: int
+    stack_top: int
+    state: str
+
+
 def _bytes(text: str) -> bytes:
     return b"" if text == "-" else bytes.fromhex(text)
 
@@ -53,6 +64,7 @@ class BootReport:
     mappings: list[Mapping]
     efi: list[Mapping]  # the runtime mappings the loader reports (pa, va in the EFI region)
     modules: list[ReportedModule] = field(default_factory=list)
+    cpus: list[ReportedCpu] = field(default_factory=list)
 
     def number(self, key: str) -> int:
         return int(self.facts[key], 0)
@@ -67,6 +79,7 @@ def parse_report(serial: str) -> BootReport:
     mappings: list[Mapping] = []
     efi: list[Mapping] = []
     modules: list[ReportedModule] = []
+    cpus: list[ReportedCpu] = []
     for raw in serial.splitlines():
         line = raw.strip()
         tag, _, rest = line.partition(" ")
@@ -85,7 +98,10 @@ def parse_report(serial: str) -> BootReport:
             n, phys, virt, size, fnv, name, cmdline, digest, pattern = _fields(report.MODULE, line, rest)
             modules.append(ReportedModule(int(n), int(phys, 16), int(virt, 16), int(size, 16), int(fnv, 16),
                                           _bytes(name), _bytes(cmdline), _bytes(digest), pattern))
-    return BootReport(facts, memory, mappings, efi, modules)
+        elif tag == report.CPU.tag:
+            n, uid, apic, top, state = _fields(report.CPU, line, rest)
+            cpus.append(ReportedCpu(int(n), int(uid), int(apic, 16), int(top, 16), state))
+    return BootReport(facts, memory, mappings, efi, modules, cpus)
 
 
 def _malformed(line: str, why: str) -> AssertionError:
@@ -168,6 +184,21 @@ def planned_vas(plan: BootPlan, report: BootReport) -> list[tuple[PlannedRange, 
     return [(r, r.va + slide if r.slides else r.va) for r in plan.ranges]
 
 
+def ap_stacks(plan: BootPlan, report: BootReport) -> list[Mapping]:
+    """The stacks of this boot's parked APs, as the plan places them: the AP of CPU record k (k >= 1)
+    has the k-th stack of the window after the trampoline alias (a guard page below each), backed
+    by the block right after its static part. None with SMP off (or when the boot info lists no
+    CPUs: a kernel that does not report them)."""
+    count = int(report.facts.get("cpu_count", "1"))
+    if not plan.smp or count <= 1:
+        return []
+    slide = checked_slide(plan, report)
+    step = plan.ap_stack_size + PAGE
+    block = report.number("block")
+    return [Mapping(plan.ap_stacks_va + slide + k * step + PAGE, block + plan.static_size + k * plan.ap_stack_size,
+                    plan.ap_stack_size, int(RW_NX)) for k in range(count - 1)]
+
+
 def predicted_mappings(plan: BootPlan, report: BootReport) -> list[Mapping]:
     """The coalesced mappings the plan predicts for this boot."""
     block = report.number("block")
@@ -175,7 +206,7 @@ def predicted_mappings(plan: BootPlan, report: BootReport) -> list[Mapping]:
     for r, va in planned_vas(plan, report):
         pa = report.number("trampoline_phys") if r.block_offset is None else block + r.block_offset
         out.append(Mapping(va, pa, r.size, FLAGS[r.flags]))
-    return coalesce(out + report.efi)
+    return coalesce(out + ap_stacks(plan, report) + report.efi)
 
 
 def minimum_table_pages(plan: BootPlan, report: BootReport) -> int:
@@ -183,7 +214,7 @@ def minimum_table_pages(plan: BootPlan, report: BootReport) -> int:
     page = report.number("direct_map_page")
     ranges = [(va, r.size, PAGE) for r, va in planned_vas(plan, report)]
     ranges.append((direct_map_base(plan, report), report.number("direct_map_size"), page))
-    ranges += [(m.va, m.size, PAGE) for m in report.efi]
+    ranges += [(m.va, m.size, PAGE) for m in report.efi + ap_stacks(plan, report)]
     return sum(minimum_tables(ranges, paging_levels(plan.levels)).values())
 
 

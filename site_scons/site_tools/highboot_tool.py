@@ -205,7 +205,8 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
                            "HIGHBOOT_LINK_BASE": hex(base)})[0]
     plan_options = {"cmdline": cfg.cmdline, "fault": "" if cfg.fault == "none" else cfg.fault,
                     "kaslr": cfg.kaslr, "kernel_base": base, "keep_kernel_file": cfg.keep_kernel_file,
-                    "framebuffer": cfg.fb_mode,
+                    "framebuffer": cfg.fb_mode, "smp": cfg.smp, "ap_stack_size": cfg.ap_stack_size,
+                    "max_cpus": cfg.max_cpus,
                     "modules": [asdict(m) for m in cfg.modules]}
     # Files the user named are taken as named: SCons's own File() would expand $ and # in them.
     modules = [tenv.fs.File(os.path.abspath(m.path)) for m in cfg.modules]

@@ -1,0 +1,125 @@
+//! The ACPI MADT's processors and the local APIC's interrupt command values: plain functions of
+//! bytes and numbers, tested hosted (tests/test_smp.py) as well as used at boot.
+
+/// A processor the MADT lists: its ACPI processor UID and its (x2)APIC ID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Processor {
+    pub uid: u32,
+    pub apic_id: u32,
+}
+
+/// Why a MADT cannot be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MadtError {
+    /// Shorter than its header, or its length field disagrees with the bytes it has.
+    Length,
+    /// Its bytes do not sum to zero.
+    Checksum,
+    /// The entry at this offset runs past the table or is shorter than its type needs.
+    Entry(usize),
+}
+
+impl core::fmt::Display for MadtError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MadtError::Length => write!(f, "its length does not fit its header"),
+            MadtError::Checksum => write!(f, "its checksum is wrong"),
+            MadtError::Entry(at) => write!(f, "the entry at offset {:#x} is malformed", at),
+        }
+    }
+}
+
+/// Processor Local APIC (type 0) and Processor Local x2APIC (type 9) structures (ACPI 6.5, 5.2.12).
+const LOCAL_APIC: u8 = 0;
+const LOCAL_X2APIC: u8 = 9;
+/// Their flags: the processor is usable; or (MADT revision 5 and later) it can be brought online.
+const ENABLED: u32 = 1 << 0;
+const ONLINE_CAPABLE: u32 = 1 << 1;
+/// The SDT header (36 bytes), the local APIC address and the flags.
+const ENTRIES: usize = 44;
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Every processor the MADT `table` (its whole bytes, header included) lists as one the OS may
+/// start: enabled, or online-capable where the MADT's revision defines that bit. An APIC ID that
+/// is listed twice (a Local APIC and a Local x2APIC entry for one processor) is given once; the
+/// "no processor" IDs (0xff, 0xffffffff) are skipped.
+pub fn processors(table: &[u8], mut each: impl FnMut(Processor)) -> Result<(), MadtError> {
+    if table.len() < ENTRIES || u32_at(table, 4) as usize != table.len() {
+        return Err(MadtError::Length);
+    }
+    if table.iter().fold(0u8, |sum, b| sum.wrapping_add(*b)) != 0 {
+        return Err(MadtError::Checksum);
+    }
+    let online_capable_defined = table[8] >= 5;
+    let startable = |flags: u32| flags & ENABLED != 0 || (online_capable_defined && flags & ONLINE_CAPABLE != 0);
+    let mut at = ENTRIES;
+    let entry = |at: usize| -> Result<Option<Processor>, MadtError> {
+        let (kind, len) = (table[at], table[at + 1] as usize);
+        if len < 2 || at + len > table.len() {
+            return Err(MadtError::Entry(at));
+        }
+        let need = match kind {
+            LOCAL_APIC => 8,
+            LOCAL_X2APIC => 16,
+            _ => return Ok(None),
+        };
+        if len < need {
+            return Err(MadtError::Entry(at));
+        }
+        Ok(match kind {
+            LOCAL_APIC if table[at + 3] != 0xff && startable(u32_at(table, at + 4)) => {
+                Some(Processor { uid: table[at + 2] as u32, apic_id: table[at + 3] as u32 })
+            }
+            LOCAL_X2APIC if u32_at(table, at + 4) != u32::MAX && startable(u32_at(table, at + 8)) => {
+                Some(Processor { uid: u32_at(table, at + 12), apic_id: u32_at(table, at + 4) })
+            }
+            _ => None,
+        })
+    };
+    // Validate every entry before the first call: a malformed table starts no processor.
+    while at < table.len() {
+        if at + 2 > table.len() {
+            return Err(MadtError::Entry(at));
+        }
+        entry(at)?;
+        at += table[at + 1] as usize;
+    }
+    at = ENTRIES;
+    while at < table.len() {
+        if let Some(p) = entry(at)? {
+            let mut earlier = ENTRIES;
+            let mut seen = false;
+            while earlier < at {
+                seen |= matches!(entry(earlier)?, Some(q) if q.apic_id == p.apic_id);
+                earlier += table[earlier + 1] as usize;
+            }
+            if !seen {
+                each(p);
+            }
+        }
+        at += table[at + 1] as usize;
+    }
+    Ok(())
+}
+
+/// Interrupt command values (Intel SDM vol. 3A, 11.6.1 and 11.12.9): delivery mode INIT or
+/// Start-Up, level assert, edge triggered, physical destination, no shorthand.
+pub const ICR_INIT: u32 = 0b101 << 8 | 1 << 14;
+/// INIT-deassert is not sent: the SDM's MP start-up (9.4.4.1) uses INIT, SIPI, SIPI on every CPU
+/// since the Pentium 4.
+pub fn icr_startup(page: u64) -> u32 {
+    0b110 << 8 | 1 << 14 | (page >> 12) as u32 & 0xff
+}
+/// The xAPIC's ICR high word: the destination APIC ID in bits 24..31.
+pub fn xapic_destination(apic_id: u32) -> u32 {
+    apic_id << 24
+}
+/// The x2APIC's ICR (one 64-bit MSR): the destination x2APIC ID in the high half.
+pub fn x2apic_icr(apic_id: u32, low: u32) -> u64 {
+    (apic_id as u64) << 32 | low as u64
+}
+/// The xAPIC reaches IDs 0..=254 (0xff is the broadcast).
+pub const XAPIC_MAX_ID: u32 = 0xfe;

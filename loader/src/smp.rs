@@ -1,0 +1,421 @@
+//! The application processors: counted from the ACPI MADT before ExitBootServices, started after
+//! it with INIT-SIPI-SIPI through the startup page below 1 MiB (the trampoline page's copy), and
+//! parked in the higher half on their own stacks, each spinning on its record's goto_address
+//! (templates/loader/trampoline.S.j2 has the AP's side). No AP runs firmware code after
+//! ExitBootServices: INIT takes each out of the firmware's wait loop first.
+
+use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use r_efi::efi;
+
+use crate::abi::{self, ApSlot, ApStart};
+use crate::block::{Block, Placement};
+use crate::bootinfo::{self, cpu_flags, BootInfo};
+use crate::madt::{self, Processor};
+use crate::paging;
+use crate::switch::{self, LowPages};
+use crate::{cpu, plan, println, PAGE};
+
+const IA32_APIC_BASE: u32 = 0x1b;
+const APIC_BASE_X2APIC: u64 = 1 << 10;
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+const X2APIC_ICR: u32 = 0x830;
+const XAPIC_ICR_LOW: u64 = 0x300;
+const XAPIC_ICR_HIGH: u64 = 0x310;
+const ICR_PENDING: u32 = 1 << 12;
+/// The SDM's delays (vol. 3A, 9.4.4.1): 10 ms after INIT, 200 us after each SIPI.
+const INIT_DELAY_US: u64 = 10_000;
+const SIPI_DELAY_US: u64 = 200;
+/// How long the APs get to check in, and then to park, before the loader goes on without them.
+const CHECK_IN_US: u64 = 2_000_000;
+/// The APIC ID the `lost_ap` test fault adds: a processor that is not there.
+const LOST_AP_ID: u32 = 0xfe;
+
+/// What the loader learned about the processors before ExitBootServices.
+pub struct Census {
+    madt: Option<&'static [u8]>,
+    pub bsp_apic_id: u32,
+    pub bsp_uid: u32,
+    /// The local APICs are (or will be, before the first IPI) in x2APIC mode.
+    pub x2apic: bool,
+    /// The firmware left xAPIC mode on but an AP's ID needs x2APIC: switch the BSP's APIC.
+    switch_to_x2apic: bool,
+    /// CPUID leaf giving a CPU its APIC ID: 1 or 0xb.
+    pub id_leaf: u32,
+    /// APs this boot starts (one slot and one stack each).
+    pub to_start: usize,
+    /// Enabled processors left alone (SMP off, beyond MAX_CPUS, unreachable IDs, no startup page).
+    pub not_started: u32,
+    /// TSC ticks per microsecond, measured against the firmware's Stall.
+    tsc_per_us: u64,
+}
+
+fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: CPL 0; the MSRs read here exist on every CPU with a local APIC.
+    unsafe { core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    (hi as u64) << 32 | lo as u64
+}
+
+unsafe fn wrmsr(msr: u32, value: u64) {
+    core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack));
+}
+
+/// The CPU's own APIC ID, the way an AP finds its own (trampoline.S.j2): CPUID 0xb's x2APIC ID
+/// when the CPU has that leaf, else CPUID 1's initial APIC ID.
+fn id_leaf() -> u32 {
+    let max = core::arch::x86_64::__cpuid(0).eax;
+    if max >= 0xb && core::arch::x86_64::__cpuid_count(0xb, 0).ebx != 0 {
+        0xb
+    } else {
+        1
+    }
+}
+
+fn apic_id(leaf: u32) -> u32 {
+    let r = core::arch::x86_64::__cpuid_count(leaf, 0);
+    if leaf == 1 {
+        r.ebx >> 24
+    } else {
+        r.edx
+    }
+}
+
+/// The ACPI table with this signature, through the RSDP's XSDT (ACPI 2.0+) or RSDT.
+///
+/// # Safety
+/// Boot services are up: the firmware's tables are identity-mapped and the ACPI tables in place.
+unsafe fn acpi_table(rsdp: u64, revision: u64, signature: &[u8; 4]) -> Option<&'static [u8]> {
+    if rsdp == 0 {
+        return None;
+    }
+    let xsdt = if revision >= 2 { ptr::read_unaligned((rsdp + 24) as *const u64) } else { 0 };
+    let (root, width) = if xsdt != 0 { (xsdt, 8) } else { (ptr::read_unaligned((rsdp + 16) as *const u32) as u64, 4) };
+    if root == 0 {
+        return None;
+    }
+    let length = ptr::read_unaligned((root + 4) as *const u32) as u64;
+    let mut at = root + 36;
+    while at + width <= root + length {
+        let table = if width == 8 {
+            ptr::read_unaligned(at as *const u64)
+        } else {
+            ptr::read_unaligned(at as *const u32) as u64
+        };
+        at += width;
+        if table == 0 || ptr::read_unaligned(table as *const [u8; 4]) != *signature {
+            continue;
+        }
+        let len = ptr::read_unaligned((table + 4) as *const u32) as usize;
+        return Some(core::slice::from_raw_parts(table as *const u8, len));
+    }
+    None
+}
+
+impl Census {
+    /// The processors the MADT lists, the BSP's own APIC, the APIC mode the IPIs will need, and
+    /// the TSC's rate for the SDM's delays. Says on the console what it will do.
+    pub fn take(bs: &efi::BootServices, rsdp: (u64, u64)) -> Census {
+        let leaf = id_leaf();
+        let base = rdmsr(IA32_APIC_BASE);
+        let mut c = Census {
+            madt: None,
+            bsp_apic_id: apic_id(leaf),
+            bsp_uid: 0,
+            x2apic: base & APIC_BASE_X2APIC != 0,
+            switch_to_x2apic: false,
+            id_leaf: leaf,
+            to_start: 0,
+            not_started: 0,
+            tsc_per_us: 0,
+        };
+        // SAFETY: boot services are up.
+        c.madt = unsafe { acpi_table(rsdp.0, rsdp.1, b"APIC") };
+        let Some(madt) = c.madt else {
+            println!("highboot: no ACPI MADT: the kernel gets one CPU");
+            return c;
+        };
+        let has_x2apic = core::arch::x86_64::__cpuid(1).ecx & (1 << 21) != 0;
+        let mut beyond_xapic = false;
+        let mut listed = 0u32;
+        let result = madt::processors(madt, |p| {
+            listed += 1;
+            if p.apic_id == c.bsp_apic_id {
+                c.bsp_uid = p.uid;
+            } else if p.apic_id > madt::XAPIC_MAX_ID {
+                beyond_xapic = true;
+            }
+        });
+        if let Err(e) = result {
+            println!("highboot: warning: the ACPI MADT cannot be read ({}); the kernel gets one CPU", e);
+            c.madt = None;
+            return c;
+        }
+        if beyond_xapic && !c.x2apic && has_x2apic && plan::SMP {
+            c.switch_to_x2apic = true;
+            c.x2apic = true;
+        }
+        let aps = listed.saturating_sub(1) + if plan::FAULT == "lost_ap" { 1 } else { 0 };
+        if !plan::SMP {
+            c.not_started = aps;
+            return c;
+        }
+        c.for_each_ap(|_| {});
+        if c.to_start > 0 {
+            let t0 = cpu::rdtsc();
+            (bs.stall)(2000);
+            c.tsc_per_us = ((cpu::rdtsc() - t0) / 2000).max(1);
+            println!(
+                "highboot: {} application processor(s) to start ({})",
+                c.to_start,
+                if c.x2apic { "x2APIC" } else { "xAPIC" }
+            );
+        }
+        c
+    }
+
+    /// Each AP this boot starts, in MADT order (`to_start` and `not_started` counted on the way):
+    /// not the BSP, reachable in the APIC mode, at most MAX_CPUS - 1 of them.
+    fn for_each_ap(&mut self, mut each: impl FnMut(Processor)) {
+        let Some(madt) = self.madt else { return };
+        let (bsp, x2apic) = (self.bsp_apic_id, self.x2apic);
+        let (mut started, mut left) = (0usize, 0u32);
+        let mut take = |p: Processor| {
+            if p.apic_id == bsp {
+                return;
+            }
+            if started + 1 >= plan::MAX_CPUS || (!x2apic && p.apic_id > madt::XAPIC_MAX_ID) {
+                left += 1;
+                return;
+            }
+            started += 1;
+            each(p);
+        };
+        let _ = madt::processors(madt, &mut take);
+        if plan::FAULT == "lost_ap" {
+            take(Processor { uid: 0xffff_fffe, apic_id: LOST_AP_ID });
+        }
+        self.to_start = started;
+        self.not_started = left;
+    }
+
+    /// No startup page: every AP stays as the firmware left it.
+    pub fn give_up(&mut self, why: &str, status: efi::Status) {
+        println!("highboot: warning: {} ({:#x}); the application processors are not started", why, status.as_usize());
+        self.not_started += self.to_start as u32;
+        self.to_start = 0;
+    }
+
+    /// The BSP's record (first) and one waiting slot per AP, in the block's area.
+    ///
+    /// # Safety
+    /// The block's area is laid out for `to_start` APs and zeroed.
+    pub unsafe fn fill(&mut self, block: &Block, place: &Placement, info: &mut BootInfo) {
+        let layout = &block.layout;
+        let cpus = block.in_area(layout.cpus_off) as *mut bootinfo::Cpu;
+        cpus.write(bootinfo::Cpu {
+            processor_id: self.bsp_uid,
+            apic_id: self.bsp_apic_id,
+            goto_address: 0,
+            extra_argument: 0,
+            stack_top: place.stack(plan::STACK_TOP),
+        });
+        info.cpus = place.direct(cpus as u64);
+        info.cpu_count = 1;
+        info.bsp_apic_id = self.bsp_apic_id;
+        info.cpu_flags = if self.x2apic { cpu_flags::X2APIC } else { 0 } | if plan::SMP { cpu_flags::SMP } else { 0 };
+        info.ap_stack_size = if plan::SMP { plan::AP_STACK_SIZE } else { 0 };
+        info.cpus_not_started = self.not_started;
+        let slots = block.in_area(layout.slots_off) as *mut ApSlot;
+        let mut n = 0;
+        let expected = self.to_start;
+        self.for_each_ap(|p| {
+            if n < expected {
+                slots.add(n).write(ApSlot { apic_id: p.apic_id as u64, state: abi::AP_WAITING, record: 0 });
+            }
+            n += 1;
+        });
+        if n != expected {
+            // The MADT is the firmware's and read twice; it did not change between the reads.
+            panic!("the MADT listed {} APs, then {}", expected, n);
+        }
+    }
+
+    /// The ACPI processor UID of the processor with this APIC ID (the `lost_ap` fault's: made up).
+    fn uid_of(&self, apic_id: u32) -> u32 {
+        let mut uid = 0xffff_fffe;
+        if let Some(m) = self.madt {
+            let _ = madt::processors(m, |p| {
+                if p.apic_id == apic_id {
+                    uid = p.uid;
+                }
+            });
+        }
+        uid
+    }
+
+    fn delay_us(&self, us: u64) {
+        let end = cpu::rdtsc() + us * self.tsc_per_us;
+        while cpu::rdtsc() < end {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// The local APIC of the BSP, for IPIs.
+struct Apic {
+    x2apic: bool,
+    mmio: u64,
+}
+
+impl Apic {
+    unsafe fn send(&self, apic_id: u32, command: u32, census: &Census) {
+        if self.x2apic {
+            wrmsr(X2APIC_ICR, madt::x2apic_icr(apic_id, command));
+            return;
+        }
+        ptr::write_volatile((self.mmio + XAPIC_ICR_HIGH) as *mut u32, madt::xapic_destination(apic_id));
+        ptr::write_volatile((self.mmio + XAPIC_ICR_LOW) as *mut u32, command);
+        let end = cpu::rdtsc() + 100_000 * census.tsc_per_us;
+        while ptr::read_volatile((self.mmio + XAPIC_ICR_LOW) as *const u32) & ICR_PENDING != 0 && cpu::rdtsc() < end {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+fn slot_state(slot: *mut ApSlot) -> &'static AtomicU64 {
+    // SAFETY: slots are u64-aligned words in the block's area, shared with the APs.
+    unsafe { &*(ptr::addr_of_mut!((*slot).state) as *const AtomicU64) }
+}
+
+fn wait_until(census: &Census, us: u64, mut done: impl FnMut() -> bool) -> bool {
+    let end = cpu::rdtsc() + us * census.tsc_per_us;
+    loop {
+        if done() {
+            return true;
+        }
+        if cpu::rdtsc() >= end {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// After ExitBootServices: start the APs, give each that checks in its record and stack, and
+/// wait until each is parked. The boot info's CPU list and counts say how it went.
+///
+/// # Safety
+/// Boot services are gone; the BSP still runs on the firmware's tables (identity); the block's
+/// tables map the startup page (identity and alias), and `fill` wrote the slots.
+pub unsafe fn start(
+    census: &Census,
+    block: &mut Block,
+    place: &Placement,
+    low: Option<LowPages>,
+    nx: bool,
+    nx_mask: u64,
+    info: &mut BootInfo,
+) {
+    let Some(low) = low.filter(|_| census.to_start > 0) else { return };
+    let layout = &block.layout;
+    let (cr0, cr4): (u64, u64);
+    core::arch::asm!("mov {}, cr0", out(reg) cr0, options(nomem, nostack));
+    core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack));
+    const PE: u64 = 1;
+    const MP: u64 = 1 << 1;
+    const ET: u64 = 1 << 4;
+    const NE: u64 = 1 << 5;
+    const WP: u64 = 1 << 16;
+    const PG: u64 = 1 << 31;
+    const PAE: u64 = 1 << 5;
+    const PGE: u64 = 1 << 7;
+    const OSFXSR: u64 = 1 << 9;
+    const OSXMMEXCPT: u64 = 1 << 10;
+    let start = ApStart {
+        cr3: block.root,
+        transition_cr3: low.root,
+        cr0: (cr0 & (MP | NE)) | PE | ET | WP | PG,
+        cr4: PAE | (cr4 & (PGE | OSFXSR | OSXMMEXCPT)) | if plan::LEVELS == 5 { switch::CR4_LA57 } else { 0 },
+        efer: 1 << 8 | if nx { 1 << 11 } else { 0 },
+        trampoline_va: place.slid(plan::TRAMPOLINE_VA),
+        descriptors_va: place.direct(block.in_area(layout.desc_off)),
+        slots_va: place.direct(block.in_area(layout.slots_off)),
+        slot_count: census.to_start as u64,
+        id_leaf: census.id_leaf as u64,
+    };
+    switch::prepare_ap_start(low, block.root, &start);
+
+    let base = rdmsr(IA32_APIC_BASE);
+    if census.switch_to_x2apic {
+        wrmsr(IA32_APIC_BASE, base | APIC_BASE_ENABLE | APIC_BASE_X2APIC);
+    }
+    let apic = Apic { x2apic: census.x2apic, mmio: base & 0x000f_ffff_ffff_f000 };
+    let slots = core::slice::from_raw_parts_mut(block.in_area(layout.slots_off) as *mut ApSlot, census.to_start);
+    let t0 = cpu::rdtsc();
+    for s in slots.iter() {
+        apic.send(s.apic_id as u32, madt::ICR_INIT, census);
+    }
+    census.delay_us(INIT_DELAY_US);
+    let sipi = madt::icr_startup(low.page);
+    for round in 0..2 {
+        for s in slots.iter_mut() {
+            if round == 0 || slot_state(s).load(Ordering::Acquire) == abi::AP_WAITING {
+                apic.send(s.apic_id as u32, sipi, census);
+            }
+        }
+        census.delay_us(SIPI_DELAY_US);
+    }
+    let arrived =
+        |slots: &mut [ApSlot]| slots.iter_mut().all(|s| slot_state(s).load(Ordering::Acquire) != abi::AP_WAITING);
+    wait_until(census, CHECK_IN_US, || arrived(slots));
+
+    // Records for the APs that arrived, in MADT order after the BSP's; the rest are shut out.
+    let cpus = block.in_area(layout.cpus_off) as *mut bootinfo::Cpu;
+    let mut count = 1u64;
+    let mut failed = 0u32;
+    for s in slots.iter_mut() {
+        let state = slot_state(s);
+        if state.compare_exchange(abi::AP_WAITING, abi::AP_ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            failed += 1;
+            println!(
+                "highboot: warning: the processor with APIC ID {:#x} did not check in within {} ms; it is left out",
+                s.apic_id,
+                CHECK_IN_US / 1000
+            );
+            continue;
+        }
+        let k = count - 1;
+        let guard = place.slid(plan::AP_STACKS_VA) + k * (plan::AP_STACK_SIZE + PAGE);
+        let phys = block.base + layout.stacks_off + k * plan::AP_STACK_SIZE;
+        let flags = (paging::PRESENT | paging::WRITABLE | paging::NO_EXECUTE) & nx_mask;
+        paging::map_4k(block.root, &mut block.pool, guard + PAGE, phys, plan::AP_STACK_SIZE, flags);
+        let record = cpus.add(count as usize);
+        record.write(bootinfo::Cpu {
+            processor_id: census.uid_of(s.apic_id as u32),
+            apic_id: s.apic_id as u32,
+            goto_address: 0,
+            extra_argument: 0,
+            stack_top: guard + PAGE + plan::AP_STACK_SIZE,
+        });
+        count += 1;
+        (*(ptr::addr_of_mut!(s.record) as *const AtomicU64)).store(place.direct(record as u64), Ordering::Release);
+    }
+    let parked = wait_until(census, CHECK_IN_US, || {
+        slots.iter_mut().all(|s| {
+            let state = slot_state(s).load(Ordering::Acquire);
+            state == abi::AP_PARKED || state == abi::AP_ABANDONED
+        })
+    });
+    if !parked {
+        println!("highboot: warning: an AP checked in but did not reach its parking place in time");
+    }
+    info.cpu_count = count;
+    info.cpus_failed = failed;
+    println!(
+        "highboot: {} of {} application processor(s) parked ({} TSC ticks)",
+        count - 1,
+        census.to_start,
+        cpu::rdtsc() - t0
+    );
+}
