@@ -18,6 +18,7 @@ mod handed;
 #[cfg(toolchain_layout)]
 mod image;
 mod serial;
+mod smp;
 mod walk;
 
 use bootinfo::{mem, BootInfo, MemoryRegion};
@@ -102,6 +103,8 @@ extern "sysv64" fn kernel_main(info: &'static BootInfo, entry_rsp: u64) -> ! {
     image::check(&mut c, info);
     check_memory_map(&mut c, info);
     handed::check(&mut c, info);
+    // The APs run (and check themselves) before the BSP walks the tables they ran on.
+    smp::check(&mut c, info);
     walk::check_tables(&mut c, info);
     efi::check_runtime(&mut c, info);
     exit(c.failed)

@@ -85,7 +85,6 @@ fn live_root() -> (u64, u32) {
 }
 
 /// One virtual address as the live tables map it: the rights are those every level grants.
-#[cfg(toolchain_layout)]
 pub struct Translation {
     pub pa: u64,
     pub writable: bool,
@@ -93,7 +92,6 @@ pub struct Translation {
 }
 
 /// Walk the live tables for va; None where it is not mapped.
-#[cfg(toolchain_layout)]
 pub fn translate(info: &BootInfo, va: u64) -> Option<Translation> {
     let (mut table, levels) = live_root();
     let (mut writable, mut exec) = (true, true);
