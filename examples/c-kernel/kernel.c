@@ -90,7 +90,7 @@ static void visit(uint64_t table, unsigned depth, uint64_t base, int w, int x) {
 
 /* One address through the live tables: present, and the rights the CPU applies (W and X
  * accumulate over the levels, as in visit). */
-struct translation { int present, w, x; };
+struct translation { int present, w, x; uint64_t pa; };
 static struct translation translate(uint64_t root, uint64_t va) {
     uint64_t table = root;
     int w = 1, x = 1;
@@ -100,10 +100,11 @@ static struct translation translate(uint64_t root, uint64_t va) {
         if (!(e & HIGHBOOT_PTE_PRESENT)) break;
         w = w && (e & HIGHBOOT_PTE_WRITABLE);
         x = x && !(e & HIGHBOOT_PTE_NO_EXECUTE);
-        if (depth == levels - 1 || ((e & HIGHBOOT_PTE_HUGE_PAGE) && shift <= 30)) return (struct translation){1, w, x};
+        if (depth == levels - 1 || ((e & HIGHBOOT_PTE_HUGE_PAGE) && shift <= 30))
+            return (struct translation){1, w, x, (e & HIGHBOOT_PTE_ADDR_MASK & ~((1ULL << shift) - 1)) | (va & ((1ULL << shift) - 1))};
         table = e & HIGHBOOT_PTE_ADDR_MASK;
     }
-    return (struct translation){0, 0, 0};
+    return (struct translation){0, 0, 0, 0};
 }
 
 /* --- absolute pointers: built as PIE, each is a dynamic relocation the loader must apply --- */
@@ -353,6 +354,184 @@ static void check_handed(const struct highboot_boot_info *info) {
     puts_serial("\n");
 }
 
+/* --- the application processors the loader parked (the same checks as kernel/src/smp.rs, in
+ *     the same CPU lines): release each, let it check on itself what the entry ABI promises an
+ *     AP, collect the verdicts (APs never print: COM1 is the BSP's) --- */
+#define AP_TAG (0x48494748ULL << 32) /* extra_argument as the BSP sets it, | the record's index */
+#define AP_DONE (0x444f4e45ULL << 32) /* ... and as the AP answers, | its failure bits */
+static const char *const ap_failures[] = {
+    "its APIC ID (CPUID) is not its record's", "CR3 is not page_table_root", "RSP at entry is not stack_top - 8",
+    "the return address at entry is not 0", "extra_argument is not the one the kernel set", "interrupts are enabled",
+    "CR0.WP is clear", "EFER.NXE is clear on a CPU with NX", "CR4.LA57 differs from the BSP's",
+    "its stack does not keep what it is given",
+};
+static const struct highboot_boot_info *volatile ap_info;
+static volatile uint64_t bsp_cr4_la57;
+
+static inline uint64_t rdtsc(void) { uint32_t lo, hi; __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi)); return (uint64_t)hi << 32 | lo; }
+static inline uint64_t rdmsr(uint32_t msr) { uint32_t lo, hi; __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr)); return (uint64_t)hi << 32 | lo; }
+static inline void cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4]) {
+    __asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(sub));
+}
+/* This CPU's APIC ID: the x2APIC one where CPUID has leaf 0xb. */
+static uint32_t apic_id(void) {
+    uint32_t r[4];
+    cpuid(0, 0, r);
+    if (r[0] >= 0xb) {
+        cpuid(0xb, 0, r);
+        if (r[1]) return r[3];
+    }
+    cpuid(1, 0, r);
+    return r[1] >> 24;
+}
+static uint64_t read_cr(int n) {
+    uint64_t v;
+    if (n == 0) __asm__ volatile("mov %%cr0, %0" : "=r"(v));
+    else if (n == 3) __asm__ volatile("mov %%cr3, %0" : "=r"(v));
+    else __asm__ volatile("mov %%cr4, %0" : "=r"(v));
+    return v;
+}
+/* Spin until *word's high half is `high` or about `seconds` at a (generous) 10 GHz TSC. */
+static int wait_high(const uint64_t *word, uint64_t high, uint64_t seconds) {
+    uint64_t end = rdtsc() + seconds * 10000000000ULL;
+    while ((__atomic_load_n(word, __ATOMIC_ACQUIRE) >> 32) != high)
+        if (rdtsc() > end) return 0; else __asm__ volatile("pause");
+    return 1;
+}
+
+void c_ap_main(struct highboot_cpu *record, uint64_t entry_rsp);
+/* Entered as if called (RSP = stack_top - 8): realign for the call. */
+__asm__(".pushsection .text\n"
+        "c_ap_entry:\n"
+        "    mov %rsp, %rsi\n"
+        "    sub $8, %rsp\n"
+        "    call c_ap_main\n"
+        "1:  cli\n"
+        "    hlt\n"
+        "    jmp 1b\n"
+        ".popsection\n");
+void c_ap_entry(void);
+
+void c_ap_main(struct highboot_cpu *record, uint64_t entry_rsp) {
+    const struct highboot_boot_info *info = ap_info;
+    uint64_t rflags;
+    __asm__ volatile("pushfq; pop %0" : "=r"(rflags));
+    uint64_t index = (uint64_t)(uintptr_t)(record - (struct highboot_cpu *)(uintptr_t)info->cpus);
+    uint64_t ret = *(volatile uint64_t *)(uintptr_t)entry_rsp;
+    volatile uint8_t buffer[512];
+    for (unsigned i = 0; i < sizeof buffer; i++) buffer[i] = (uint8_t)(i ^ index);
+    int kept = 1;
+    for (unsigned i = 0; i < sizeof buffer; i++) kept &= buffer[i] == (uint8_t)(i ^ index);
+    int failed_at[] = {
+        apic_id() != record->apic_id,
+        (read_cr(3) & HIGHBOOT_PTE_ADDR_MASK) != info->page_table_root,
+        entry_rsp != record->stack_top - 8,
+        ret != 0,
+        __atomic_load_n(&record->extra_argument, __ATOMIC_ACQUIRE) != (AP_TAG | index),
+        (rflags & (1 << 9)) != 0,
+        !(read_cr(0) & (1 << 16)),
+        (info->cpu_features & HIGHBOOT_CPU_NX) && !(rdmsr(0xc0000080) & (1 << 11)),
+        (read_cr(4) & (1 << 12)) != bsp_cr4_la57,
+        !kept,
+    };
+    uint64_t bits = 0;
+    for (unsigned i = 0; i < sizeof failed_at / sizeof failed_at[0]; i++) bits |= (uint64_t)failed_at[i] << i;
+    __atomic_store_n(&record->extra_argument, AP_DONE | bits, __ATOMIC_RELEASE);
+}
+
+static void put_cpu(uint64_t index, const struct highboot_cpu *c, int state) {
+    static const char *const state_text[] = HIGHBOOT_REPORT_CPU_STATE;
+    puts_serial(HIGHBOOT_REPORT_CPU SP); putdec(index); puts_serial(SP); putdec(c->processor_id);
+    puts_serial(HEX); puthex(c->apic_id, 1); puts_serial(HEX); puthex(c->stack_top, 1);
+    puts_serial(SP); puts_serial(state_text[state]); puts_serial("\n");
+}
+
+static void self_start(const struct highboot_boot_info *info);
+
+static void check_cpus(const struct highboot_boot_info *info, uint64_t root) {
+    puts_serial(HIGHBOOT_REPORT_INFO SP HIGHBOOT_INFO_CPU_COUNT); putdec(info->cpu_count);
+    puts_serial(SP HIGHBOOT_INFO_BSP_APIC_ID); puthex(info->bsp_apic_id, 1);
+    puts_serial(SP HIGHBOOT_INFO_CPU_FLAGS); puthex(info->cpu_flags, 1);
+    puts_serial(SP HIGHBOOT_INFO_CPUS_FAILED); putdec(info->cpus_failed);
+    puts_serial(SP HIGHBOOT_INFO_CPUS_NOT_STARTED); putdec(info->cpus_not_started);
+    puts_serial(SP HIGHBOOT_INFO_AP_STACK_SIZE); puthex(info->ap_stack_size, 1); puts_serial("\n");
+    struct highboot_cpu *cpus = (struct highboot_cpu *)(uintptr_t)info->cpus;
+    check(info->cpu_count > 0 && cpus, "the boot info lists no CPU");
+    if (!info->cpu_count || !cpus) return;
+    check(cpus[0].apic_id == apic_id() && info->bsp_apic_id == apic_id(), "the BSP's APIC ID is not CPUID's");
+    check(cpus[0].stack_top == info->stack_top, "the BSP's stack_top is not the boot stack's");
+    put_cpu(0, &cpus[0], 0);
+    if (!(info->cpu_flags & HIGHBOOT_CPU_SMP)) {
+        check(info->cpu_count == 1, "SMP off, yet more than one CPU listed");
+        self_start(info);
+        return;
+    }
+    ap_info = info;
+    bsp_cr4_la57 = read_cr(4) & (1 << 12);
+    for (uint64_t k = 1; k < info->cpu_count; k++) {
+        uint64_t top = cpus[k].stack_top, bottom = top - info->ap_stack_size;
+        int shared = 0;
+        for (uint64_t o = 0; o < k; o++) shared |= cpus[o].stack_top == top;
+        check(!(top & 15) && (top >> 63) && !shared, "an AP's stack_top is not 16-byte aligned, in the higher half, its own");
+        /* The guard page below the stack is not mapped; the stack is kernel-owned, read-write, NX. */
+        check(!translate(root, bottom - 1).present, "no guard page below an AP's stack");
+        for (uint64_t va = bottom; va < top; va += 0x1000) {
+            struct translation t = translate(root, va);
+            int owned = t.pa >= info->kernel_phys_base && t.pa < info->kernel_phys_base + info->kernel_phys_size;
+            check(t.present && t.w && !t.x && owned, "an AP's stack is not kernel-owned memory mapped read-write, NX");
+        }
+        __atomic_store_n(&cpus[k].extra_argument, AP_TAG | k, __ATOMIC_RELAXED);
+        __atomic_store_n(&cpus[k].goto_address, (uint64_t)(uintptr_t)c_ap_entry, __ATOMIC_RELEASE);
+    }
+    uint64_t released = 0;
+    for (uint64_t k = 1; k < info->cpu_count; k++) {
+        int answered = wait_high(&cpus[k].extra_argument, AP_DONE >> 32, 5);
+        uint64_t bits = __atomic_load_n(&cpus[k].extra_argument, __ATOMIC_ACQUIRE) & 0xffffffffULL;
+        check(answered, "an AP did not check in after its release");
+        for (unsigned i = 0; i < sizeof ap_failures / sizeof ap_failures[0]; i++)
+            check(!answered || !(bits & (1ULL << i)), ap_failures[i]);
+        int ok = answered && !bits;
+        released += ok;
+        put_cpu(k, &cpus[k], ok ? 1 : 2);
+    }
+    puts_serial(HIGHBOOT_REPORT_INFO SP HIGHBOOT_INFO_APS_RELEASED); putdec(released); puts_serial("\n");
+}
+
+/* SMP off: the loader left the APs alone. Start them here (INIT, SIPI, SIPI to all but this CPU,
+ * through the xAPIC's ICR in the direct map) into a real-mode stub below 1 MiB that counts itself
+ * in and halts. */
+static void self_start(const struct highboot_boot_info *info) {
+    if (!info->cpus_not_started) return;
+    const struct highboot_memory_region *map = (const void *)info->memory_map;
+    uint64_t page = 0;
+    for (uint64_t i = 0; i < info->memory_map_count && !page; i++) {
+        uint64_t base = map[i].base < 0x1000 ? 0x1000 : map[i].base, end = map[i].base + map[i].length;
+        if (map[i].type == HIGHBOOT_MEM_USABLE && base + 0x1000 <= (end < 0x9f000 ? end : 0x9f000)) page = base;
+    }
+    check(page != 0, "SMP off: no usable page below 1 MiB to start the APs from");
+    if (!page) return;
+    /* cli; cld; mov ax, cs; mov ds, ax; lock inc word [0x100]; 1: hlt; jmp 1b */
+    static const uint8_t stub[] = {0xfa, 0xfc, 0x8c, 0xc8, 0x8e, 0xd8, 0xf0, 0xff, 0x06, 0x00, 0x01, 0xf4, 0xeb, 0xfd};
+    volatile uint8_t *va = (volatile uint8_t *)(uintptr_t)(info->direct_map_base + page);
+    for (unsigned i = 0; i < 0x1000; i++) va[i] = i < sizeof stub ? stub[i] : 0;
+    uint64_t apic = info->direct_map_base + (rdmsr(0x1b) & 0x000ffffffffff000ULL);
+    volatile uint32_t *icr_low = (volatile uint32_t *)(uintptr_t)(apic + 0x300);
+    volatile uint32_t *icr_high = (volatile uint32_t *)(uintptr_t)(apic + 0x310);
+    uint32_t commands[] = {0x000c4500, 0x000c4600 | (uint32_t)(page >> 12), 0x000c4600 | (uint32_t)(page >> 12)};
+    uint64_t delays[] = {10000, 200, 200}; /* microseconds, at a (generous) 3 GHz TSC */
+    for (unsigned n = 0; n < 3; n++) {
+        *icr_high = 0;
+        *icr_low = commands[n]; /* all excluding self (shorthand 11b), level assert */
+        for (uint64_t end = rdtsc() + 1000000000ULL; (*icr_low & (1 << 12)) && rdtsc() < end;) __asm__ volatile("pause");
+        for (uint64_t end = rdtsc() + delays[n] * 3000; rdtsc() < end;) __asm__ volatile("pause");
+    }
+    volatile uint16_t *counter = (volatile uint16_t *)(va + 0x100);
+    for (uint64_t end = rdtsc() + 50000000000ULL; *counter < info->cpus_not_started && rdtsc() < end;)
+        __asm__ volatile("pause");
+    puts_serial(HIGHBOOT_REPORT_INFO SP HIGHBOOT_INFO_APS_SELF_STARTED); putdec(*counter); puts_serial("\n");
+    check(*counter == info->cpus_not_started, "SMP off: not every AP the kernel started reported in");
+}
+
 struct efi_time { uint16_t year; uint8_t month, day, hour, minute, second, pad1; uint32_t ns; int16_t tz; uint8_t dl, pad2; };
 typedef uint64_t (__attribute__((ms_abi)) *efi_get_time)(struct efi_time *, void *);
 
@@ -413,6 +592,7 @@ void kmain(const struct highboot_boot_info *info, uint64_t entry_rsp) {
     levels = (cr4 & (1 << 12)) ? 5 : 4;
     puts_serial(INFO HIGHBOOT_INFO_LEVELS); putdec(levels); puts_serial("\n");
     uint64_t root = cr3 & HIGHBOOT_PTE_ADDR_MASK;
+    check_cpus(info, root); /* the APs run and answer before the walk below */
     for (int i = 0; i < 256; i++) check(!(*(volatile uint64_t *)(dmap + root + i * 8) & HIGHBOOT_PTE_PRESENT), "lower half is mapped");
     visit(root, 0, 0, 1, 1);
     flush();

@@ -32,6 +32,7 @@ core::arch::global_asm!(
     ".globl highboot_ap_entry",
     "highboot_ap_entry:",
     "    mov rsi, rsp",
+    "    sub rsp, 8", // entered as if called (RSP = stack_top - 8): realign for the call
     "    call {main}",
     "2:  cli",
     "    hlt",

@@ -182,7 +182,9 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
 
 /// ExitBootServices, with a fresh map for each stale key; the console forgets the firmware.
 fn exit_boot_services(bs: &efi::BootServices, image: efi::Handle, map: &mut memmap::FirmwareMap) {
+    switch::fault_firmware_paging(4);
     let refused = map.exit_boot_services(bs, image);
+    switch::fault_firmware_paging(5);
     console::firmware_gone();
     BOOT_SERVICES.store(ptr::null_mut(), Ordering::SeqCst);
     if refused > 0 {

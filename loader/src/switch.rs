@@ -7,6 +7,7 @@
 //! mode (through the planned tables' switch tables). See templates/loader/trampoline.S.j2.
 
 use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use r_efi::efi;
 
@@ -129,6 +130,11 @@ pub unsafe fn handoff_from_copy(low: LowPages, args: &Handoff) -> ! {
     handoff(args)
 }
 
+/// Test builds only: the copy page the fault switched the firmware with, and the firmware's own
+/// 4-level root (0: the fault is not in effect).
+static FAULT_PAGE: AtomicU64 = AtomicU64::new(0);
+static FAULT_ROOT4: AtomicU64 = AtomicU64::new(0);
+
 /// Test builds only: move the firmware itself to 5-level paging, as firmware built for it hands
 /// over (the root's first entry is the firmware's 4-level root: the same identity map), and
 /// return. Boot services keep working; the loader then starts from a 5-level firmware.
@@ -141,13 +147,34 @@ pub fn firmware_to_5_level(bs: &efi::BootServices) -> Result<()> {
     };
     pages.keep(); // the firmware runs on the transition root from now on
     let cr3: u64;
-    // SAFETY: reading CR3 at CPL 0; writing the transition root we own; the switch returns with
-    // the same mappings, one level deeper.
+    // SAFETY: reading CR3 at CPL 0; writing the transition root we own.
     unsafe {
         core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack));
         ptr::write(low.root as *mut u64, (cr3 & ADDR) | PRESENT | WRITABLE);
-        let args = Handoff { switch_cr3: low.root, cr4_la57: CR4_LA57, ..Handoff::default() };
-        highboot_set_paging(prepare(low, &highboot_set_paging_done, &args));
     }
+    FAULT_PAGE.store(low.page, Ordering::Relaxed);
+    FAULT_ROOT4.store(cr3 & ADDR, Ordering::Relaxed);
+    fault_firmware_paging(5);
     Ok(())
+}
+
+/// Test builds only, once the fault is in effect: the firmware's paging in `levels` levels. The
+/// loader puts the firmware back in its own 4-level mode around ExitBootServices, whose handlers
+/// wake the firmware's APs with the paging state the firmware saved at its start (a firmware
+/// built for 5 levels saves 5-level state): the fault only stands in for such a firmware while
+/// the loader runs.
+pub fn fault_firmware_paging(levels: u32) {
+    let page = FAULT_PAGE.load(Ordering::Relaxed);
+    if page == 0 {
+        return;
+    }
+    let low = LowPages { page, root: page + PAGE, switch: true };
+    let (cr3, la57) = if levels == 5 { (low.root, CR4_LA57) } else { (FAULT_ROOT4.load(Ordering::Relaxed), 0) };
+    // SAFETY: the copy and both roots are kept, identity-mapped below 4 GiB in either mode; the
+    // switch returns with the same mappings in the other mode.
+    unsafe {
+        let copy = prepare(low, &highboot_set_paging_done, &Handoff { cr4_la57: la57, ..Handoff::default() });
+        (*(copy as *mut Handoff)).switch_cr3 = cr3;
+        highboot_set_paging(copy);
+    }
 }

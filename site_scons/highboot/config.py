@@ -114,6 +114,12 @@ def configs_for_tests(build_dir: str) -> dict[str, BuildConfig]:
         # FB_MODE: between two modes of QEMU's std VGA (1024x768 taken); below every mode (kept).
         "fb-1100x800": BuildConfig(fb_mode="1100x800"),
         "fb-600x400": BuildConfig(fb_mode="600x400"),
+        # SMP (tests/test_smp.py): off (the kernel starts the APs), a processor that never checks
+        # in, at most 4 CPUs with 64 KiB stacks.
+        "smp-off": BuildConfig(smp=False),
+        "smp-lost-ap": BuildConfig(fault="lost_ap"),
+        "smp-max4-64k": BuildConfig(max_cpus=4, ap_stack_size=64 * 1024),
+        "c-kernel-smp-off": BuildConfig(c_source=C_KERNEL, smp=False),
     }
     # Every toolchain kernel boots with and without KASLR on both paging depths (the -shared one, a
     # variation of the static PIEs, with KASLR only).

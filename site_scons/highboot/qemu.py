@@ -69,7 +69,7 @@ def qemu_binary() -> str:
     return found
 
 
-def command(media: str | Path, vars_copy: str | Path, *, cpu: str = "max", memory: str = "256M", smp: int = 1,
+def command(media: str | Path, vars_copy: str | Path, *, cpu: str = "max", memory: str = "256M", smp: int | str = 1,
             firmware: Firmware | None = None, display: bool = False, gdb: bool = False,
             extra: list[str] | None = None) -> list[str]:
     """The QEMU command line for a boot of media (an ESP directory or a raw disk image)."""
@@ -96,7 +96,7 @@ def command(media: str | Path, vars_copy: str | Path, *, cpu: str = "max", memor
     return cmd + (extra or [])
 
 
-def boot(media: str | Path, *, cpu: str = "max", memory: str = "256M", smp: int = 1, timeout: float = 240,
+def boot(media: str | Path, *, cpu: str = "max", memory: str = "256M", smp: int | str = 1, timeout: float = 240,
          firmware: Firmware | None = None, vars_file: str | Path | None = None,
          extra: list[str] | None = None, stop_on: str | None = None) -> BootResult:
     """Boot once, headless; return QEMU's status and everything written to the serial port.

@@ -13,6 +13,8 @@ here fails on a number: the targets are reported, met or missed.
      memory-map entries (a fragmenter app chain-loads highboot with 2 N extra map entries)
   3. reset to the kernel's first instruction: highboot, GRUB (multiboot2) and the firmware floor
   4. build times            5. BOOTX64.EFI against GRUB's standalone image      fuzz: many examples
+  modules: loader cycles per MiB of module beside GRUB; hash: the digest code beside openssl;
+  smp: AP start-up cost per CPU (-smp 1..8) beside reset to kernel
 
 Boots under -icount are counted in instructions (TSC = virtual ns, one instruction each), so
 several of them may run at once (--jobs) without changing their figures.
@@ -53,6 +55,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("cycles", sections.cycles, report.print_cycles),
     Section("modules", sections.module_loading, report.print_modules),
     Section("hash", sections.hash_speed, report.print_hash),
+    Section("smp", sections.ap_startup, report.print_smp),
     Section("build", sections.build_times, report.print_build),
     Section("size", sections.size, report.print_size),
     Section("fuzz", sections.fuzz, report.print_fuzz),

@@ -3,6 +3,7 @@ figures, and many boots at once under -icount."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,8 @@ ICOUNT = ("-icount", "shift=0,sleep=off")
 BENCH_CPU = "max"
 BENCH_RAM = "256M"
 FRAGMENTS_FW_CFG = "opt/org.highboot/bench-fragments"
+# The loader's line after the APs parked: the TSC ticks from the first INIT to the last AP parked.
+AP_START = re.compile(r"application processor\(s\) parked \((\d+) TSC ticks\)")
 
 
 @dataclass(frozen=True)
@@ -54,12 +57,13 @@ class Boot:
     cpu: str = BENCH_CPU
     extra: tuple[str, ...] = ()
     highboot_kernel: bool = True  # success: the sample kernel's PASS; else a TSC line + isa-debug-exit
+    smp: int = 1
 
 
 def boot_once(b: Boot, timeout: float) -> dict[str, Any]:
     """One boot and what it reported: TSC at the kernel's first instruction, the loader's cycles when
     highboot booted, the fragmenter's figures; the serial tail when it failed."""
-    r = qemu.boot(b.media, cpu=b.cpu, memory=b.ram.size, timeout=timeout, extra=[*b.ram.extra, *b.extra])
+    r = qemu.boot(b.media, cpu=b.cpu, memory=b.ram.size, smp=b.smp, timeout=timeout, extra=[*b.ram.extra, *b.extra])
     report = parse_report(r.serial)
     ok = r.passed if b.highboot_kernel else (r.status == qemu.EXIT_PASS and "tsc_kernel" in report.facts)
     out: dict[str, Any] = {"label": b.label, "ram": b.ram.size, "cpu": b.cpu, "ok": ok, "status": r.status,
@@ -72,6 +76,9 @@ def boot_once(b: Boot, timeout: float) -> dict[str, Any]:
         out["tsc_loader_entry"] = report.number("tsc_loader_entry")
         out["loader_cycles"] = out["tsc_kernel"] - out["tsc_loader_entry"]
         out["memory_map_entries"] = len(report.memory)
+    parked = AP_START.search(r.serial)
+    if parked:
+        out["ap_start_cycles"] = int(parked.group(1))
     for key in report.facts:  # the fragmenter's own figures (bench_fragments, bench_firmware_...)
         if key.startswith("bench_"):
             out[key[len("bench_"):]] = report.number(key)

@@ -172,6 +172,19 @@ def print_modules(m: dict[str, Any], bench: Bench) -> None:
         say(f"   {what}: {error}")
 
 
+def print_smp(m: dict[str, Any], bench: Bench) -> None:
+    say(f"Application processors ({m.get('icount', '')}; cycles = instructions)")
+    for cpu, figures in m["cpus"].items():
+        say(f"   -cpu {cpu}:")
+        for p in figures["points"]:
+            reset = f"{p['tsc_kernel'] / 1e6:,.1f} M" if p["tsc_kernel"] else "failed"
+            start = f"{p['ap_start'] / 1e6:,.1f} M" if p["ap_start"] else "-"
+            say(f"     -smp {p['smp']:<3} reset to kernel {reset:>12}   AP start (INIT to all parked) {start:>10}")
+        for key, label in (("tsc_kernel_per_ap", "reset to kernel"), ("ap_start_per_ap", "AP start")):
+            value = figures.get(key)
+            say(f"     {label} per AP: " + (f"{value / 1e6:.3f} M" if value is not None else "n/a"))
+
+
 def print_build(b: dict[str, Any], bench: Bench) -> None:
     say(f"4. Build (seconds, median of {bench.build_runs}; {b.get('tree', 'failed')})")
     if "error" in b:

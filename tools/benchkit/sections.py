@@ -323,6 +323,33 @@ def module_loading(bench: Bench) -> dict[str, Any]:
     return out_fig
 
 
+def ap_startup(bench: Bench) -> dict[str, Any]:
+    """What each application processor costs: the default build booted with -smp 1, 2, 4, 8 under
+    -icount on -cpu qemu64 and max; reset to the kernel's first instruction and the loader's AP
+    start (first INIT to the last AP parked: the SDM's 10 ms INIT wait and two 200 us SIPI waits
+    included, timed by the TSC, which counts instructions here), fitted against the number of APs."""
+    counts = [1, 2, 4] if bench.quick else [1, 2, 4, 8]
+    boots = [Boot(f"smp-{cpu}-{n}", bench.esp, bench.rams[BENCH_RAM], cpu=cpu, extra=ICOUNT, smp=n)
+             for cpu in MODULE_CPUS for n in counts for _ in range(bench.boot_runs)]
+    say(f"   {len(boots)} boots under -icount with -smp {counts}")
+    results = boot_all(boots, bench.jobs, timeout=1800)
+    out: dict[str, Any] = {"icount": " ".join(ICOUNT), "cpus": {}}
+    for cpu in MODULE_CPUS:
+        points = []
+        for n in counts:
+            runs = [r for b, r in zip(boots, results, strict=True) if b.label == f"smp-{cpu}-{n}" and r["ok"]]
+            points.append({"smp": n, "ok": len(runs),
+                           "tsc_kernel": median(r["tsc_kernel"] for r in runs) if runs else None,
+                           "ap_start": median(r.get("ap_start_cycles", 0) for r in runs) if runs else None})
+        figures: dict[str, Any] = {"points": points}
+        for key in ("tsc_kernel", "ap_start"):
+            good = [p for p in points if p[key] is not None and (key == "tsc_kernel" or p["smp"] > 1)]
+            fit = linear_fit([p["smp"] - 1 for p in good], [p[key] for p in good]) if len(good) > 1 else None
+            figures[f"{key}_per_ap"] = fit["slope"] if fit else None
+        out["cpus"][cpu] = figures
+    return out
+
+
 def build_times(bench: Bench) -> dict[str, Any]:
     """Timed in the working tree; if that does not build, in a snapshot of HEAD (and said so)."""
     try:

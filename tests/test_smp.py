@@ -1,0 +1,263 @@
+"""Every CPU handed over (issue 18): the loader starts the MADT's processors after ExitBootServices,
+parks each in the higher half on its own guarded stack, and the sample kernel releases them; each
+AP checks its APIC ID, CR3, stack, extra_argument, IF, WP, NXE and LA57 on itself and answers,
+and the BSP then walks the tables (lower half empty, no W+X) and the plan predicts every AP stack.
+
+Also: the MADT reader and the IPI command values (hosted, loader/src/madt.rs), disabled MADT
+entries, SMP=0 (the kernel starts the APs itself), a processor that never checks in (the
+`lost_ap` test fault), MAX_CPUS, and the options' refusals."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from hostrust import run_rust
+from test_boot import check_boot
+from test_matrix import config
+
+from highboot import qemu
+from highboot.bootinfo import CPU_FLAGS, MEMORY_TYPES
+from highboot.errors import HighbootError
+from highboot.plan import BootPlan, parse_smp_options
+from highboot.project import load_project
+from highboot.verify import BootReport, kernel_slide, parse_report
+
+PAGE = 4096
+SMP_FLAG = next(c.value for c in CPU_FLAGS if c.name == "SMP")
+LOADER_RECLAIMABLE = next(c.value for c in MEMORY_TYPES if c.name == "LOADER_RECLAIMABLE")
+MADT_SOURCE = Path(__file__).resolve().parent.parent / "loader" / "src" / "madt.rs"
+
+
+def parked_line(aps: int) -> str:
+    return f"highboot: {aps} of {aps} application processor(s) parked"
+
+
+def check_cpus(result: qemu.BootResult, plan: BootPlan, *, cpus: int, expect_1g: bool,
+               not_started: int = 0) -> BootReport:
+    """A passing boot whose kernel found `cpus` CPUs, released every AP and heard back from each,
+    with each AP's stack where the plan puts it."""
+    check_boot(result, plan, expect_1g=expect_1g)
+    report = parse_report(result.serial)
+    assert report.number("cpu_count") == cpus, result.serial[-3000:]
+    assert report.number("cpus_failed") == 0
+    assert report.number("cpus_not_started") == not_started
+    assert report.number("cpu_flags") & SMP_FLAG
+    assert report.number("ap_stack_size") == plan.ap_stack_size
+    assert [c.index for c in report.cpus] == list(range(cpus))
+    assert [c.state for c in report.cpus] == ["bsp"] + ["ok"] * (cpus - 1), result.serial[-3000:]
+    # QEMU numbers a plain -smp N topology's APIC IDs 0..N-1, the BSP 0.
+    assert sorted(c.apic_id for c in report.cpus) == list(range(cpus)) and report.cpus[0].apic_id == 0
+    assert report.number("aps_released") == cpus - 1
+    slide = kernel_slide(report)
+    step = plan.ap_stack_size + PAGE
+    for k, c in enumerate(report.cpus[1:]):
+        assert c.stack_top == plan.ap_stacks_va + slide + k * step + PAGE + plan.ap_stack_size
+    if cpus > 1:
+        assert parked_line(cpus - 1) in result.serial
+        # The startup page is below 1 MiB and loader-reclaimable in the kernel's memory map.
+        page = report.number("trampoline_phys")
+        assert 0 < page < 1 << 20
+        assert any(b <= page and page + PAGE <= b + n and t == LOADER_RECLAIMABLE for b, n, t in report.memory)
+    return report
+
+
+@pytest.mark.parametrize("cpu, expect_1g", [("qemu64", False), ("max", True)])
+@pytest.mark.parametrize("smp", [1, 2, 4, 8])
+def test_every_ap_is_released(built: dict, cpu: str, expect_1g: bool, smp: int) -> None:
+    result = qemu.boot(built["esp"], cpu=cpu, memory="256M", smp=smp, timeout=300)
+    check_cpus(result, built["plan"], cpus=smp, expect_1g=expect_1g)
+
+
+def test_more_cpus_than_the_host_has_cores(built: dict) -> None:
+    result = qemu.boot(built["esp"], cpu="max", memory="512M", smp=16, timeout=400)
+    check_cpus(result, built["plan"], cpus=16, expect_1g=True)
+
+
+@pytest.mark.parametrize("name, smp, memory", [("la57", 4, "256M"), ("la57", 8, "1G"), ("kaslr", 4, "256M"),
+                                               ("kaslr-la57", 8, "512M"), ("fw5-4level", 4, "1G"),
+                                               ("fw5-la57", 2, "1G")])
+def test_aps_on_other_layouts(built: dict, name: str, smp: int, memory: str) -> None:
+    """5-level paging (CR4.LA57 set before paging in the AP's 32-bit step), KASLR (the stack window
+    slides with the kernel), and a firmware in the other paging mode (the BSP switches modes too)."""
+    esp, plan = config(built, name)
+    result = qemu.boot(esp, cpu="max", memory=memory, smp=smp, timeout=300)
+    report = check_cpus(result, plan, cpus=smp, expect_1g=True)
+    assert report.number("levels") == plan.levels
+
+
+def test_disabled_madt_entries_are_not_started(built: dict) -> None:
+    """-smp 2,maxcpus=4: QEMU's MADT lists two more processors, not enabled (hot-pluggable)."""
+    result = qemu.boot(built["esp"], cpu="max", memory="256M", smp="2,maxcpus=4", timeout=300)
+    check_cpus(result, built["plan"], cpus=2, expect_1g=True)
+    assert "highboot: 1 application processor(s) to start" in result.serial
+
+
+def test_max_cpus_and_ap_stack_size(built: dict) -> None:
+    esp, plan = config(built, "smp-max4-64k")
+    assert plan.max_cpus == 4 and plan.ap_stack_size == 64 * 1024
+    result = qemu.boot(esp, cpu="qemu64", memory="256M", smp=6, timeout=300)
+    check_cpus(result, plan, cpus=4, expect_1g=False, not_started=2)
+
+
+def test_smp_off_leaves_the_aps_to_the_kernel(built: dict) -> None:
+    """SMP=0: one CPU listed, the loader starts nothing, and the kernel starts the three APs itself
+    (INIT-SIPI-SIPI into a real-mode stub of its own): they were left startable."""
+    esp, plan = config(built, "smp-off")
+    assert not plan.smp and plan.ap_stack_size == 0
+    result = qemu.boot(esp, cpu="max", memory="256M", smp=4, timeout=300)
+    check_boot(result, plan, expect_1g=True)
+    report = parse_report(result.serial)
+    assert report.number("cpu_count") == 1 and [c.state for c in report.cpus] == ["bsp"]
+    assert report.number("cpu_flags") & SMP_FLAG == 0
+    assert report.number("cpus_not_started") == 3
+    assert report.number("aps_self_started") == 3
+    assert "application processor" not in result.serial
+
+
+def test_a_processor_that_never_checks_in_is_left_out(built: dict) -> None:
+    """The lost_ap fault adds a MADT processor (APIC ID 0xfe) that is not there: the loader waits
+    its bounded time, says so on serial, leaves it out and counts it; the boot goes on."""
+    esp, plan = config(built, "smp-lost-ap")
+    result = qemu.boot(esp, cpu="max", memory="256M", smp=2, timeout=300)
+    check_boot(result, plan, expect_1g=True)
+    report = parse_report(result.serial)
+    assert ("highboot: warning: the processor with APIC ID 0xfe did not check in within 2000 ms; it is left out"
+            in result.serial)
+    assert "highboot: 1 of 2 application processor(s) parked" in result.serial
+    assert report.number("cpus_failed") == 1 and report.number("cpu_count") == 2
+    assert [c.state for c in report.cpus] == ["bsp", "ok"]
+
+
+# The C sample kernel (examples/c-kernel/kernel.c), through highboot.h: the same releases, checks
+# and CPU lines, on the fixed-address and the PIE kernel.
+
+@pytest.mark.parametrize("name, cpu, smp, expect_1g", [("c-kernel", "qemu64", 4, False), ("c-kernel", "max", 8, True),
+                                                       ("c-kernel-pie", "max", 2, True)])
+def test_c_kernel_releases_every_ap(built: dict, name: str, cpu: str, smp: int, expect_1g: bool) -> None:
+    esp, plan = config(built, name)
+    result = qemu.boot(esp, cpu=cpu, memory="1G", smp=smp, timeout=300)
+    assert "highboot C kernel: hello" in result.serial
+    check_cpus(result, plan, cpus=smp, expect_1g=expect_1g)
+
+
+def test_c_kernel_starts_the_aps_itself_with_smp_off(built: dict) -> None:
+    esp, plan = config(built, "c-kernel-smp-off")
+    result = qemu.boot(esp, cpu="qemu64", memory="1G", smp=4, timeout=300)
+    assert "highboot C kernel: hello" in result.serial
+    check_boot(result, plan, expect_1g=False)
+    report = parse_report(result.serial)
+    assert report.number("cpu_count") == 1 and [c.state for c in report.cpus] == ["bsp"]
+    assert report.number("cpus_not_started") == 3 and report.number("aps_self_started") == 3
+
+
+# The MADT reader (hosted): tables built here, byte by byte, from the ACPI 6.5 layouts.
+
+def madt(entries: list[bytes], revision: int = 5, checksum_ok: bool = True) -> bytes:
+    body = struct.pack("<II", 0xFEE00000, 1) + b"".join(entries)
+    header = b"APIC" + struct.pack("<IBB6s8sI4sI", 36 + len(body), revision, 0, b"OEMID ", b"TABLE   ", 1,
+                                   b"TEST", 1)
+    table = bytearray(header + body)
+    table[9] = (-sum(table) + (0 if checksum_ok else 1)) & 0xFF
+    return bytes(table)
+
+
+def lapic(uid: int, apic_id: int, flags: int) -> bytes:
+    return struct.pack("<BBBBI", 0, 8, uid, apic_id, flags)
+
+
+def x2apic(uid: int, apic_id: int, flags: int) -> bytes:
+    return struct.pack("<BBHIII", 9, 16, 0, apic_id, flags, uid)
+
+
+def madt_source() -> str:
+    """loader/src/madt.rs as a module of the test program (its //! lines document the file)."""
+    return MADT_SOURCE.read_text().replace("//!", "//")
+
+
+IOAPIC = struct.pack("<BBBBII", 1, 12, 0, 0, 0xFEC00000, 0)
+
+
+def read_madts(tmp_path: Path, tables: list[bytes]) -> list[str]:
+    """What madt::processors makes of each table: "uid:apic" items, or the error."""
+    arrays = ", ".join("&[" + ", ".join(str(b) for b in t) + "]" for t in tables)
+    body = f"""
+    let tables: [&[u8]; {len(tables)}] = [{arrays}];
+    for t in tables.iter() {{
+        let mut out = std::string::String::new();
+        match madt::processors(t, |p| out += &format!("{{}}:{{:#x}} ", p.uid, p.apic_id)) {{
+            Ok(()) => println!("{{}}", out.trim_end()),
+            Err(e) => println!("error: {{}}", e),
+        }}
+    }}
+    """
+    return run_rust(tmp_path, {"madt": madt_source()}, body).splitlines()
+
+
+def test_madt_processors(tmp_path: Path) -> None:
+    tables = [
+        # Enabled Local APICs and an I/O APIC between them; a disabled one; the 0xff "no processor".
+        madt([lapic(0, 0, 1), IOAPIC, lapic(1, 2, 1), lapic(2, 4, 0), lapic(3, 0xFF, 1)]),
+        # Local x2APIC entries with IDs past 254; one listed twice (Local APIC and x2APIC).
+        madt([lapic(0, 0, 1), x2apic(1000, 0x100, 1), x2apic(1001, 0xFFFF_FFFF, 1), x2apic(7, 0, 1),
+              x2apic(1002, 0x12345678, 1)]),
+        # Online-capable, not enabled: startable in MADT revision 5, a reserved bit before it.
+        madt([lapic(0, 0, 1), lapic(1, 1, 2), x2apic(2, 0x200, 2)], revision=5),
+        madt([lapic(0, 0, 1), lapic(1, 1, 2), x2apic(2, 0x200, 2)], revision=4),
+        # Malformed: a bad checksum; an entry running past the end; a Local APIC entry too short;
+        # a length that disagrees with the bytes; a zero-length entry (would loop forever).
+        madt([lapic(0, 0, 1)], checksum_ok=False),
+        madt([lapic(0, 0, 1), bytes([0, 8, 1, 1])]),
+        madt([lapic(0, 0, 1), bytes([0, 6, 1, 1, 1, 0])]),
+        madt([lapic(0, 0, 1)])[:-1],
+        madt([lapic(0, 0, 1), bytes([5, 0, 0, 0])]),
+    ]
+    assert read_madts(tmp_path, tables) == [
+        "0:0x0 1:0x2",
+        "0:0x0 1000:0x100 1002:0x12345678",
+        "0:0x0 1:0x1 2:0x200",
+        "0:0x0",
+        "error: its checksum is wrong",
+        "error: the entry at offset 0x34 is malformed",
+        "error: the entry at offset 0x34 is malformed",
+        "error: its length does not fit its header",
+        "error: the entry at offset 0x34 is malformed",
+    ]
+
+
+def test_interrupt_command_values(tmp_path: Path) -> None:
+    """INIT and Start-Up as the SDM spells them (vol. 3A, 11.6.1): delivery mode in bits 8-10,
+    level assert (bit 14), the start page number as the vector; xAPIC destination in ICR bits
+    56-63 (its high word's 24-31), x2APIC destination in the MSR's high half."""
+    out = run_rust(tmp_path, {"madt": madt_source()}, """
+    println!("{:#x} {:#x} {:#x}", madt::ICR_INIT, madt::icr_startup(0x9e000), madt::icr_startup(0x8000));
+    println!("{:#x} {:#x}", madt::xapic_destination(3), madt::x2apic_icr(0x12345678, madt::icr_startup(0x9e000)));
+    """).split()
+    assert out == ["0x4500", "0x469e", "0x4608", "0x3000000", "0x123456780000469e"]
+
+
+# The options.
+
+def test_smp_options_are_checked() -> None:
+    assert parse_smp_options("16 KiB", "256") == {"ap_stack_size": 16384, "max_cpus": 256}
+    for stack, cpus, field in (("1000", "4", "AP_STACK_SIZE"), ("0", "4", "AP_STACK_SIZE"),
+                               ("lots", "4", "AP_STACK_SIZE"), ("16K", "0", "MAX_CPUS"),
+                               ("16K", "100000", "MAX_CPUS"), ("16K", "four", "MAX_CPUS")):
+        with pytest.raises(HighbootError) as exc:
+            parse_smp_options(stack, cpus)
+        assert exc.value.field is not None and exc.value.field.upper() == field, exc.value.format()
+
+
+def test_project_file_smp_keys(tmp_path: Path) -> None:
+    path = tmp_path / "highboot.toml"
+    path.write_text('smp = false\nap_stack_size = "32 KiB"\nmax_cpus = 8\n')
+    assert load_project(path).options == {"SMP": "0", "AP_STACK_SIZE": "32 KiB", "MAX_CPUS": "8"}
+    path.write_text("max_cpus = 0\n")
+    with pytest.raises(HighbootError) as exc:
+        load_project(path)
+    assert exc.value.field == "max_cpus" and str(path) in exc.value.format()
+    path.write_text('smp = "yes"\n')
+    with pytest.raises(HighbootError) as exc:
+        load_project(path)
+    assert exc.value.field == "smp"
