@@ -150,7 +150,8 @@ def test_report_rust_view_prints_what_parse_report_reads(tmp_path: Path) -> None
     assert (module.index, module.phys, module.fnv, module.name, module.digest, module.pattern) == (
         42, 0x1234ABCD, 0x1234ABCD, b"\x00\xff", b"\x00\xff", report.PATTERN.choices[-1])
     words = {line.split()[1]: line.split()[2:] for line in out.splitlines() if line.startswith("WORDS ")}
-    assert words == {w.name: list(w.choices) for w in (report.ACCESS, report.CACHE, report.PATTERN)}
+    assert words == {w.name: list(w.choices) for w in (report.ACCESS, report.CACHE, report.PATTERN,
+                                                         report.CPU_STATE)}
 
 
 def test_report_rust_view_refuses_an_undescribed_key(tmp_path: Path) -> None:
@@ -182,18 +183,36 @@ def test_report_c_view_is_the_description(tmp_path: Path) -> None:
                  *report.CACHE.choices]
 
 
+def _declared(header: str, struct: str) -> list[str]:
+    body = header[header.index(f"struct {struct} {{"):]
+    body = body[:body.index("};")]
+    return [line.split("/*")[0].strip() for line in body.splitlines()[1:] if line.strip()]
+
+
 def test_module_abi_is_the_issues_contract() -> None:
     """The C names and types issue 16 spelled out for kernels, in this order, appended (v4) after
     everything version 3 had: pinned here, not taken from the description under test."""
     header = rendered("include/highboot.h.j2")
-    module = header[header.index("struct highboot_module {"):]
-    module = module[:module.index("};")]
-    declared = [line.split("/*")[0].strip() for line in module.splitlines()[1:] if line.strip()]
-    assert declared == ["uint64_t phys;", "uint64_t virt;", "uint64_t size;", "uint64_t name;", "uint64_t cmdline;",
-                        "uint8_t digest[32];"]
+    assert _declared(header, "highboot_module") == ["uint64_t phys;", "uint64_t virt;", "uint64_t size;",
+                                                    "uint64_t name;", "uint64_t cmdline;", "uint8_t digest[32];"]
     names = [f.name for f in bootinfo.BOOT_INFO]
-    assert names[-5:] == ["modules", "module_count", "kernel_file_phys", "kernel_file_virt", "kernel_file_size"]
-    assert names[-6] == "framebuffer_reserved_mask"  # the last field of version 3
-    assert all(f.type == "u64" for f in bootinfo.BOOT_INFO[-5:])
-    assert bootinfo.VERSION == 4
-    assert "#define HIGHBOOT_VERSION 4u" in header
+    at = names.index("modules")
+    assert names[at:at + 5] == ["modules", "module_count", "kernel_file_phys", "kernel_file_virt", "kernel_file_size"]
+    assert names[at - 1] == "framebuffer_reserved_mask"  # the last field of version 3
+    assert all(f.type == "u64" for f in bootinfo.BOOT_INFO[at:at + 5])
+
+
+def test_cpu_abi_is_the_issues_contract() -> None:
+    """Issue 18's C names and types, appended (v5) after version 4's last field, pinned here."""
+    header = rendered("include/highboot.h.j2")
+    assert _declared(header, "highboot_cpu") == ["uint32_t processor_id;", "uint32_t apic_id;",
+                                                 "uint64_t goto_address;", "uint64_t extra_argument;",
+                                                 "uint64_t stack_top;"]
+    fields = list(bootinfo.BOOT_INFO)
+    at = [f.name for f in fields].index("cpus")
+    assert fields[at - 1].name == "kernel_file_size"
+    assert [(f.name, f.type) for f in fields[at:at + 4]] == [("cpus", "u64"), ("cpu_count", "u64"),
+                                                             ("bsp_apic_id", "u32"), ("cpu_flags", "u32")]
+    assert "#define HIGHBOOT_CPU_X2APIC " in header and "#define HIGHBOOT_CPU_SMP " in header
+    assert bootinfo.VERSION == 5
+    assert "#define HIGHBOOT_VERSION 5u" in header
