@@ -22,6 +22,9 @@ const LEVELS: usize = 6;
 /// How the data blocks are hashed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
+    /// One block after another, with sha256::compress: the reference the hosted tests and the
+    /// benchmark compare the others with (the loader always has SSE2 at least).
+    #[allow(dead_code)]
     Scalar,
     Sse2,
     Avx2,
@@ -242,25 +245,110 @@ impl Tree {
 
 fn hash_one(block: &[u8; BLOCK], engine: Engine) -> [u8; 32] {
     let mut out = [[0u8; 32]; 1];
-    let engine = if engine == Engine::ShaNi { engine } else { Engine::Scalar };
     engine.hash_blocks(&[block], &mut out);
     out[0]
 }
 
-/// x >>> r, with l = 32 - r (SSE2 and AVX2 have no rotate).
-macro_rules! rotr {
-    ($or:ident, $srli:ident, $slli:ident, $x:expr, $r:literal, $l:literal) => {
-        $or($srli::<$r>($x), $slli::<$l>($x))
-    };
+/// K[t] in every lane of an N-lane vector: one aligned load per round's constant.
+#[repr(C, align(32))]
+struct Lanes<const N: usize>([[u32; N]; 64]);
+
+const fn broadcast_k<const N: usize>() -> Lanes<N> {
+    let mut out = [[0u32; N]; 64];
+    let mut t = 0;
+    while t < 64 {
+        out[t] = [K[t]; N];
+        t += 1;
+    }
+    Lanes(out)
 }
 
-/// SHA-256 of one 4 KiB block per lane of a vector register: the same rounds as
-/// sha256::compress, on every lane at once.
+static K4: Lanes<4> = broadcast_k();
+static K8: Lanes<8> = broadcast_k();
+
+/// W[t] of the chunk every 4 KiB message ends with (PAD_4K): the same for every block.
+static PAD_W: [u32; 64] = {
+    let mut w = [0u32; 64];
+    let mut t = 0;
+    while t < 64 {
+        w[t] = if t < 16 {
+            u32::from_be_bytes([PAD_4K[4 * t], PAD_4K[4 * t + 1], PAD_4K[4 * t + 2], PAD_4K[4 * t + 3]])
+        } else {
+            let (x, y) = (w[t - 15], w[t - 2]);
+            let s0 = x.rotate_right(7) ^ x.rotate_right(18) ^ (x >> 3);
+            let s1 = y.rotate_right(17) ^ y.rotate_right(19) ^ (y >> 10);
+            w[t - 16].wrapping_add(s0).wrapping_add(w[t - 7]).wrapping_add(s1)
+        };
+        t += 1;
+    }
+    w
+};
+
+/// SHA-256 of one 4 KiB block per lane of a vector register: the rounds of sha256::compress on
+/// every lane at once, written for few instructions (SSE2 has no rotate and two-operand forms):
+/// the three rotations of each sigma as two shift chains, x>>a ^ x>>b ^ x>>c = ((x>>(c-b) ^ x)
+/// >>(b-a) ^ x)>>a and the same to the left (6 shifts, 5 XORs, 2 copies, where rotations take
+/// 6 shifts, 3 ORs, 2 XORs and 6 copies); Maj as ((a^b) & (b^c)) ^ b, whose b^c is the last
+/// round's a^b; W[t] + K[t] stored by the schedule; eight rounds unrolled, so the state never
+/// moves between registers.
 macro_rules! sha256_lanes {
-    ($name:ident, $feature:literal, $lanes:literal, $v:ty, $add:ident, $xor:ident, $and:ident, $or:ident,
-     $srli:ident, $slli:ident, $set1:ident, $loadu:ident, $storeu:ident) => {
+    ($name:ident, $feature:literal, $lanes:literal, $v:ty, $k:ident, $add:ident, $xor:ident, $and:ident,
+     $srli:ident, $slli:ident, $set1:ident, $load:ident, $loadu:ident, $storeu:ident) => {
         pub mod $name {
             use super::*;
+
+            /// x>>a ^ x>>b ^ x>>c (a < b < c) and x<<d ^ x<<e ^ x<<f (d < e < f), XORed.
+            macro_rules! sigma3 {
+                ($x:expr, $r1:literal, $r2:literal, $r3:literal, $l1:literal, $l2:literal, $l3:literal) => {{
+                    let x = $x;
+                    let r = $srli::<$r1>($xor($srli::<$r2>($xor($srli::<$r3>(x), x)), x));
+                    let l = $slli::<$l1>($xor($slli::<$l2>($xor($slli::<$l3>(x), x)), x));
+                    $xor(r, l)
+                }};
+            }
+
+            /// One round; `h` becomes the new a, `d` the new e; `ab` carries a^b to the next round.
+            macro_rules! round {
+                ($a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident, $bc:ident, $kw:expr) => {
+                    // Σ1(e) = e>>>6 ^ e>>>11 ^ e>>>25
+                    let s1 = sigma3!($e, 6, 5, 14, 7, 14, 5);
+                    let ch = $xor($g, $and($e, $xor($f, $g)));
+                    $h = $add($add($h, $kw), $add(s1, ch));
+                    $d = $add($d, $h);
+                    // Σ0(a) = a>>>2 ^ a>>>13 ^ a>>>22
+                    let s0 = sigma3!($a, 2, 11, 9, 10, 9, 11);
+                    let ab = $xor($a, $b);
+                    let maj = $xor($and(ab, $bc), $b);
+                    $bc = ab;
+                    $h = $add($h, $add(s0, maj));
+                };
+            }
+
+            /// 64 rounds on `state` with W[t] + K[t] from `kw`.
+            macro_rules! rounds {
+                ($state:ident, $kw:expr) => {{
+                    let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = $state;
+                    let mut bc = $xor(b, c);
+                    let mut t = 0;
+                    while t < 64 {
+                        round!(a, b, c, d, e, f, g, h, bc, $kw[t]);
+                        round!(h, a, b, c, d, e, f, g, bc, $kw[t + 1]);
+                        round!(g, h, a, b, c, d, e, f, bc, $kw[t + 2]);
+                        round!(f, g, h, a, b, c, d, e, bc, $kw[t + 3]);
+                        round!(e, f, g, h, a, b, c, d, bc, $kw[t + 4]);
+                        round!(d, e, f, g, h, a, b, c, bc, $kw[t + 5]);
+                        round!(c, d, e, f, g, h, a, b, bc, $kw[t + 6]);
+                        round!(b, c, d, e, f, g, h, a, bc, $kw[t + 7]);
+                        t += 8;
+                    }
+                    let v = [a, b, c, d, e, f, g, h];
+                    // Indexed, not zipped: a vector passed by value through an iterator's
+                    // (featureless) functions cannot be lowered on the soft-float target.
+                    for i in 0..8 {
+                        $state[i] = $add($state[i], v[i]);
+                    }
+                }};
+            }
 
             #[target_feature(enable = $feature)]
             pub unsafe fn hash_4k(blocks: &[&[u8; BLOCK]; $lanes], out: &mut [[u8; 32]; $lanes]) {
@@ -271,56 +359,42 @@ macro_rules! sha256_lanes {
                 for (s, h) in state.iter_mut().zip(H0) {
                     *s = $set1(h as i32);
                 }
-                let mut w: [$v; 64] = [zero; 64];
-                for chunk in 0..=BLOCK / 64 {
+                let k = $k.0.as_ptr() as *const $v;
+                let mut w: [$v; 16] = [zero; 16];
+                let mut kw: [$v; 64] = [zero; 64];
+                for chunk in 0..BLOCK / 64 {
                     for t in 0..16 {
                         let mut words = [0u32; $lanes];
-                        if chunk < BLOCK / 64 {
-                            for (word, block) in words.iter_mut().zip(blocks) {
-                                let at = chunk * 64 + t * 4;
-                                *word = u32::from_be_bytes([block[at], block[at + 1], block[at + 2], block[at + 3]]);
-                            }
-                        } else {
-                            let at = t * 4;
-                            words = [u32::from_be_bytes([PAD_4K[at], PAD_4K[at + 1], PAD_4K[at + 2], PAD_4K[at + 3]]);
-                                $lanes];
+                        for (word, block) in words.iter_mut().zip(blocks) {
+                            let at = chunk * 64 + t * 4;
+                            *word = u32::from_be_bytes([block[at], block[at + 1], block[at + 2], block[at + 3]]);
                         }
                         w[t] = $loadu(words.as_ptr() as *const $v);
+                        kw[t] = $add(w[t], $load(k.add(t)));
                     }
+                    // The schedule in a 16-word ring: W[t] replaces W[t - 16].
                     for t in 16..64 {
-                        let (x, y) = (w[t - 15], w[t - 2]);
+                        // σ0(x) = x>>>7 ^ x>>>18 ^ x>>3, σ1(y) = y>>>17 ^ y>>>19 ^ y>>10
+                        let x = w[(t + 1) & 15];
                         let s0 = $xor(
-                            $xor(rotr!($or, $srli, $slli, x, 7, 25), rotr!($or, $srli, $slli, x, 18, 14)),
-                            $srli::<3>(x),
+                            $srli::<3>($xor($srli::<4>($xor($srli::<11>(x), x)), x)),
+                            $slli::<14>($xor($slli::<11>(x), x)),
                         );
+                        let y = w[(t + 14) & 15];
                         let s1 = $xor(
-                            $xor(rotr!($or, $srli, $slli, y, 17, 15), rotr!($or, $srli, $slli, y, 19, 13)),
-                            $srli::<10>(y),
+                            $srli::<10>($xor($srli::<7>($xor($srli::<2>(y), y)), y)),
+                            $slli::<13>($xor($slli::<2>(y), y)),
                         );
-                        w[t] = $add($add(w[t - 16], s0), $add(w[t - 7], s1));
+                        let next = $add($add(w[t & 15], s0), $add(w[(t + 9) & 15], s1));
+                        w[t & 15] = next;
+                        kw[t] = $add(next, $load(k.add(t)));
                     }
-                    let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = state;
-                    for t in 0..64 {
-                        let s1 = $xor(
-                            $xor(rotr!($or, $srli, $slli, e, 6, 26), rotr!($or, $srli, $slli, e, 11, 21)),
-                            rotr!($or, $srli, $slli, e, 25, 7),
-                        );
-                        let ch = $xor(g, $and(e, $xor(f, g)));
-                        let t1 = $add($add(h, s1), $add(ch, $add($set1(K[t] as i32), w[t])));
-                        let s0 = $xor(
-                            $xor(rotr!($or, $srli, $slli, a, 2, 30), rotr!($or, $srli, $slli, a, 13, 19)),
-                            rotr!($or, $srli, $slli, a, 22, 10),
-                        );
-                        let maj = $or($and(a, b), $and(c, $or(a, b)));
-                        (h, g, f, e, d, c, b, a) = (g, f, e, $add(d, t1), c, b, a, $add(t1, $add(s0, maj)));
-                    }
-                    // Indexed, not zipped: a vector passed by value through an iterator's (featureless)
-                    // functions cannot be lowered on the soft-float target.
-                    let v = [a, b, c, d, e, f, g, h];
-                    for i in 0..8 {
-                        state[i] = $add(state[i], v[i]);
-                    }
+                    rounds!(state, kw);
                 }
+                for t in 0..64 {
+                    kw[t] = $add($set1(PAD_W[t] as i32), $load(k.add(t)));
+                }
+                rounds!(state, kw);
                 for (i, s) in state.iter().enumerate() {
                     let mut words = [0u32; $lanes];
                     $storeu(words.as_mut_ptr() as *mut $v, *s);
@@ -333,33 +407,155 @@ macro_rules! sha256_lanes {
     };
 }
 
-sha256_lanes!(
-    sse2,
-    "sse2",
-    4,
-    __m128i,
-    _mm_add_epi32,
-    _mm_xor_si128,
-    _mm_and_si128,
-    _mm_or_si128,
-    _mm_srli_epi32,
-    _mm_slli_epi32,
-    _mm_set1_epi32,
-    _mm_loadu_si128,
-    _mm_storeu_si128
-);
+/// SSE2, 4 lanes: the rounds and the schedule as inline assembly, so that the instruction count
+/// is what is written here (the compiler distributes the sigma shift chains back into separate
+/// shifts, which costs copies in two-operand SSE2). Under QEMU's TCG every instruction counts:
+/// this is the engine of `-cpu qemu64`.
+pub mod sse2 {
+    use super::*;
+    use core::arch::asm;
+
+    /// Rounds t..t+8 of one group: `w` and `k` point at W[t] and K[t] (4 lanes each).
+    macro_rules! round {
+        ($a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident, $bc:ident, $w:ident,
+         $k:ident, $off:literal) => {
+            let ab: __m128i;
+            asm!(
+                // Σ1(e) = e>>>6 ^ e>>>11 ^ e>>>25, as ((e>>14 ^ e)>>5 ^ e)>>6 ^ ((e<<5 ^ e)<<14 ^ e)<<7
+                "movdqa {r}, {e}", "psrld {r}, 14", "pxor {r}, {e}", "psrld {r}, 5", "pxor {r}, {e}", "psrld {r}, 6",
+                "movdqa {l}, {e}", "pslld {l}, 5", "pxor {l}, {e}", "pslld {l}, 14", "pxor {l}, {e}", "pslld {l}, 7",
+                "pxor {r}, {l}",
+                "paddd {h}, {r}",
+                // Ch(e, f, g) = g ^ (e & (f ^ g))
+                "movdqa {l}, {f}", "pxor {l}, {g}", "pand {l}, {e}", "pxor {l}, {g}",
+                "paddd {h}, {l}",
+                "paddd {h}, xmmword ptr [{w} + {off}]",
+                "paddd {h}, xmmword ptr [{k} + {off}]",
+                "paddd {d}, {h}",
+                // Σ0(a) = a>>>2 ^ a>>>13 ^ a>>>22, as ((a>>9 ^ a)>>11 ^ a)>>2 ^ ((a<<11 ^ a)<<9 ^ a)<<10
+                "movdqa {r}, {a}", "psrld {r}, 9", "pxor {r}, {a}", "psrld {r}, 11", "pxor {r}, {a}", "psrld {r}, 2",
+                "movdqa {l}, {a}", "pslld {l}, 11", "pxor {l}, {a}", "pslld {l}, 9", "pxor {l}, {a}", "pslld {l}, 10",
+                "pxor {r}, {l}",
+                "paddd {h}, {r}",
+                // Maj(a, b, c) = ((a ^ b) & (b ^ c)) ^ b; this round's a ^ b is the next one's b ^ c
+                "movdqa {ab}, {a}", "pxor {ab}, {b}", "pand {bc}, {ab}", "pxor {bc}, {b}",
+                "paddd {h}, {bc}",
+                a = in(xmm_reg) $a, b = in(xmm_reg) $b, e = in(xmm_reg) $e, f = in(xmm_reg) $f, g = in(xmm_reg) $g,
+                h = inout(xmm_reg) $h, d = inout(xmm_reg) $d, bc = inout(xmm_reg) $bc => _, ab = out(xmm_reg) ab,
+                r = out(xmm_reg) _, l = out(xmm_reg) _, w = in(reg) $w, k = in(reg) $k, off = const $off * 16,
+                options(pure, readonly, nostack, preserves_flags),
+            );
+            $bc = ab;
+            let _ = $c;
+        };
+    }
+
+    /// W[t] for t in 16..64: σ0(W[t-15]) + σ1(W[t-2]) + W[t-16] + W[t-7], `w` pointing at W[t-16].
+    macro_rules! schedule {
+        ($w:expr) => {
+            asm!(
+                // σ0(x) = x>>>7 ^ x>>>18 ^ x>>3, as ((x>>11 ^ x)>>4 ^ x)>>3 ^ (x<<11 ^ x)<<14
+                "movdqa {x}, xmmword ptr [{w} + 16]",
+                "movdqa {r}, {x}", "psrld {r}, 11", "pxor {r}, {x}", "psrld {r}, 4", "pxor {r}, {x}", "psrld {r}, 3",
+                "movdqa {l}, {x}", "pslld {l}, 11", "pxor {l}, {x}", "pslld {l}, 14", "pxor {r}, {l}",
+                // σ1(y) = y>>>17 ^ y>>>19 ^ y>>10, as ((y>>2 ^ y)>>7 ^ y)>>10 ^ (y<<2 ^ y)<<13
+                "movdqa {x}, xmmword ptr [{w} + 14 * 16]",
+                "movdqa {s}, {x}", "psrld {s}, 2", "pxor {s}, {x}", "psrld {s}, 7", "pxor {s}, {x}", "psrld {s}, 10",
+                "movdqa {l}, {x}", "pslld {l}, 2", "pxor {l}, {x}", "pslld {l}, 13", "pxor {s}, {l}",
+                "paddd {r}, {s}",
+                "paddd {r}, xmmword ptr [{w}]",
+                "paddd {r}, xmmword ptr [{w} + 9 * 16]",
+                "movdqa xmmword ptr [{w} + 16 * 16], {r}",
+                w = in(reg) $w, x = out(xmm_reg) _, r = out(xmm_reg) _, s = out(xmm_reg) _, l = out(xmm_reg) _,
+                options(nostack, preserves_flags),
+            );
+        };
+    }
+
+    /// Four 32-bit words per lane: bytes swapped to big-endian order (no PSHUFB in SSE2).
+    #[target_feature(enable = "sse2")]
+    unsafe fn swap_bytes(x: __m128i) -> __m128i {
+        let halves = _mm_shufflehi_epi16::<0xb1>(_mm_shufflelo_epi16::<0xb1>(x));
+        _mm_or_si128(_mm_slli_epi16::<8>(halves), _mm_srli_epi16::<8>(halves))
+    }
+
+    #[target_feature(enable = "sse2")]
+    unsafe fn compress(state: &mut [__m128i; 8], w: *const __m128i) {
+        let k = K4.0.as_ptr() as *const __m128i;
+        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = *state;
+        let mut bc = _mm_xor_si128(b, c);
+        for group in 0..8 {
+            let (w, k) = (w.add(group * 8), k.add(group * 8));
+            round!(a, b, c, d, e, f, g, h, bc, w, k, 0);
+            round!(h, a, b, c, d, e, f, g, bc, w, k, 1);
+            round!(g, h, a, b, c, d, e, f, bc, w, k, 2);
+            round!(f, g, h, a, b, c, d, e, bc, w, k, 3);
+            round!(e, f, g, h, a, b, c, d, bc, w, k, 4);
+            round!(d, e, f, g, h, a, b, c, bc, w, k, 5);
+            round!(c, d, e, f, g, h, a, b, bc, w, k, 6);
+            round!(b, c, d, e, f, g, h, a, bc, w, k, 7);
+        }
+        let v = [a, b, c, d, e, f, g, h];
+        for i in 0..8 {
+            state[i] = _mm_add_epi32(state[i], v[i]);
+        }
+    }
+
+    #[target_feature(enable = "sse2")]
+    pub unsafe fn hash_4k(blocks: &[&[u8; BLOCK]; 4], out: &mut [[u8; 32]; 4]) {
+        let mut state = [_mm_setzero_si128(); 8];
+        for i in 0..8 {
+            state[i] = _mm_set1_epi32(H0[i] as i32);
+        }
+        let mut w = [_mm_setzero_si128(); 64];
+        for chunk in 0..BLOCK / 64 {
+            for q in 0..4 {
+                // 16 bytes of each block; transposed, word 4q + i of every lane in w[4q + i].
+                let at = chunk * 64 + q * 16;
+                let v0 = _mm_loadu_si128(blocks[0].as_ptr().add(at) as *const __m128i);
+                let v1 = _mm_loadu_si128(blocks[1].as_ptr().add(at) as *const __m128i);
+                let v2 = _mm_loadu_si128(blocks[2].as_ptr().add(at) as *const __m128i);
+                let v3 = _mm_loadu_si128(blocks[3].as_ptr().add(at) as *const __m128i);
+                let (t0, t1) = (_mm_unpacklo_epi32(v0, v1), _mm_unpackhi_epi32(v0, v1));
+                let (t2, t3) = (_mm_unpacklo_epi32(v2, v3), _mm_unpackhi_epi32(v2, v3));
+                w[4 * q] = swap_bytes(_mm_unpacklo_epi64(t0, t2));
+                w[4 * q + 1] = swap_bytes(_mm_unpackhi_epi64(t0, t2));
+                w[4 * q + 2] = swap_bytes(_mm_unpacklo_epi64(t1, t3));
+                w[4 * q + 3] = swap_bytes(_mm_unpackhi_epi64(t1, t3));
+            }
+            let p = w.as_mut_ptr();
+            for t in 0..48 {
+                schedule!(p.add(t));
+            }
+            compress(&mut state, w.as_ptr());
+        }
+        // The padding chunk's schedule is the same for every block: W[t] (K is added by the rounds).
+        for t in 0..64 {
+            w[t] = _mm_set1_epi32(PAD_W[t] as i32);
+        }
+        compress(&mut state, w.as_ptr());
+        for (i, s) in state.iter().enumerate() {
+            let mut words = [0u32; 4];
+            _mm_storeu_si128(words.as_mut_ptr() as *mut __m128i, *s);
+            for (hash, word) in out.iter_mut().zip(words) {
+                hash[i * 4..i * 4 + 4].copy_from_slice(&word.to_be_bytes());
+            }
+        }
+    }
+}
 sha256_lanes!(
     avx2,
     "avx2",
     8,
     __m256i,
+    K8,
     _mm256_add_epi32,
     _mm256_xor_si256,
     _mm256_and_si256,
-    _mm256_or_si256,
     _mm256_srli_epi32,
     _mm256_slli_epi32,
     _mm256_set1_epi32,
+    _mm256_load_si256,
     _mm256_loadu_si256,
     _mm256_storeu_si256
 );
