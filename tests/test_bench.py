@@ -27,7 +27,7 @@ def test_launcher_without_a_venv_names_tools_setup(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--skip", "cycles,nosuch"], "--skip: no section named 'nosuch' (the sections: footprint, cycles, modules, "
-                                  "hash, smp, build, size, fuzz)"),
+                                  "kernels, hash, smp, build, size, fuzz)"),
     (["--jobs", "0"], "argument --jobs: expected at least 1, got 0"),
     (["--fuzz", "many"], "argument --fuzz: expected a whole number, got 'many'"),
 ])

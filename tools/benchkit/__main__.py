@@ -13,7 +13,8 @@ here fails on a number: the targets are reported, met or missed.
      memory-map entries (a fragmenter app chain-loads highboot with 2 N extra map entries)
   3. reset to the kernel's first instruction: highboot, GRUB (multiboot2) and the firmware floor
   4. build times            5. BOOTX64.EFI against GRUB's standalone image      fuzz: many examples
-  modules: loader cycles per MiB of module beside GRUB; hash: the digest code beside openssl;
+  modules: loader cycles per MiB of module beside GRUB; kernels: 0, 8, 32, 128 MiB kernels and a
+  256 MiB module, highboot beside GRUB; hash: the digest code beside openssl;
   smp: AP start-up cost per CPU (-smp 1..8) beside reset to kernel
 
 Boots under -icount are counted in instructions (TSC = virtual ns, one instruction each), so
@@ -54,6 +55,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("footprint", sections.footprint, report.print_footprint),
     Section("cycles", sections.cycles, report.print_cycles),
     Section("modules", sections.module_loading, report.print_modules),
+    Section("kernels", sections.kernel_sizes, report.print_kernels),
     Section("hash", sections.hash_speed, report.print_hash),
     Section("smp", sections.ap_startup, report.print_smp),
     Section("build", sections.build_times, report.print_build),

@@ -172,6 +172,23 @@ def print_modules(m: dict[str, Any], bench: Bench) -> None:
         say(f"   {what}: {error}")
 
 
+def print_kernels(k: dict[str, Any], bench: Bench) -> None:
+    say(f"Kernel size ({k.get('icount', '')}, {k.get('ram', '')}; cycles = instructions)")
+    fmt = lambda v: f"{v / 1e6:,.1f} M" if v is not None else "failed"  # noqa: E731
+    for cpu, figures in k.get("cpus", {}).items():
+        say(f"   -cpu {cpu}:{'':<21}highboot reset  highboot loader     GRUB reset   highboot/GRUB")
+        for p in figures["points"]:
+            ratio = (f"{p['highboot_reset'] / p['grub_reset']:.2f}x" if p["highboot_reset"] and p["grub_reset"]
+                     else "-")
+            say(f"     {p['what']} of {p['mib']:>3} MiB {'':<10}{fmt(p['highboot_reset']):>14} "
+                f"{fmt(p['highboot_loader']):>16} {fmt(p['grub_reset']):>14} {ratio:>15}")
+        per = {key: figures.get(f"{key}_per_mib") for key in ("highboot_reset", "highboot_loader", "grub_reset")}
+        say("     per MiB of kernel: " + ", ".join(f"{key.replace('_', ' ')} {v / 1e6:.2f} M" if v is not None
+                                                    else f"{key.replace('_', ' ')} n/a" for key, v in per.items()))
+    for what, error in k.get("errors", {}).items():
+        say(f"   {what}: {error}")
+
+
 def print_smp(m: dict[str, Any], bench: Bench) -> None:
     say(f"Application processors ({m.get('icount', '')}; cycles = instructions)")
     for cpu, figures in m["cpus"].items():

@@ -25,7 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from benchkit.assets import Assets, build_assets, build_multiboot2_kernel, grub_with_module
-from benchkit.boots import BENCH_CPU, BENCH_RAM, FRAGMENTS_FW_CFG, ICOUNT, Boot, RamSetup, boot_all, boot_once
+from benchkit.boots import (
+    BENCH_CPU,
+    BENCH_RAM,
+    FRAGMENTS_FW_CFG,
+    ICOUNT,
+    Boot,
+    RamSetup,
+    boot_all,
+    boot_once,
+    ram_setup,
+)
 from benchkit.builds import BuildFailed, git_head, head_snapshot, scons_command, timed_builds
 from benchkit.common import PAGE, ROOT, TIB, WORK, child_env, median, python_module, say
 from highboot.modules import write_pattern
@@ -321,6 +331,104 @@ def module_loading(bench: Bench) -> dict[str, Any]:
             figures["highboot_over_grub_per_mib"] = hb / grub
         out_fig["cpus"][cpu] = figures
     return out_fig
+
+
+# The kernel-size section: kernels carrying a blob of each size, and one module, on a RAM that holds
+# them all; both loaders booted under -icount on each -cpu model (one boot per point: icount repeats).
+KERNEL_SIZES_MIB = (0, 8, 32, 128)
+BIG_MODULE_MIB = 256
+KERNEL_SIZE_RAM = "4G"
+KERNEL_CFLAGS = ("-O2", "-ffreestanding", "-nostdlib", "-static", "-no-pie", "-fno-pic", "-mcmodel=kernel",
+                 "-mno-red-zone", "-mgeneral-regs-only", "-fno-stack-protector", "-fno-asynchronous-unwind-tables",
+                 "-Wl,--build-id=none")
+
+
+def _blob(mib: int) -> Path:
+    """A test pattern of `mib` MiB under build/bench/kernels (kept between runs)."""
+    path = WORK / "kernels" / f"blob-{mib}.bin"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.stat().st_size != mib * MIB:
+        write_pattern(str(path), 7, mib * MIB)
+    return path
+
+
+def _sized_kernels(mib: int, errors: dict[str, str]) -> tuple[Path | None, Path | None]:
+    """The bench kernel for highboot (tools/bench-assets/highboot, linked with the rendered script)
+    and the multiboot2 kernel for GRUB, each carrying a blob of `mib` MiB (none for 0)."""
+    out = WORK / "kernels"
+    out.mkdir(parents=True, exist_ok=True)
+    src = ROOT / "tools" / "bench-assets"
+    blob = [str(src / "blob.S"), f'-DBLOB="{_blob(mib)}"'] if mib else []
+    hb, mb2 = out / f"highboot-{mib}.elf", out / f"multiboot2-{mib}.elf"
+    steps = [["gcc", *KERNEL_CFLAGS, f"-I{ROOT / 'build' / 'include'}", f"-Wl,-T,{ROOT / 'build' / 'gen' / 'link.ld'}",
+              "-o", str(hb), str(src / "highboot" / "kernel.c"), *blob],
+             ["gcc", "-m32", "-c", "-o", str(out / "multiboot2.o"), str(src / "multiboot2" / "kernel.S")]]
+    if mib:
+        steps.append(["gcc", "-m32", "-c", "-o", str(out / f"blob-{mib}.o"), *blob])
+    steps.append(["ld", "-m", "elf_i386", "-n", "--no-warn-rwx-segments", "-T", str(src / "multiboot2" / "kernel.ld"),
+                  "-o", str(mb2), str(out / "multiboot2.o"), *([str(out / f"blob-{mib}.o")] if mib else [])])
+    for cmd in steps:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            errors[f"kernel-{mib}"] = f"{' '.join(cmd)}: {proc.stderr[-800:]}"
+            return None, None
+    return hb, mb2
+
+
+def kernel_sizes(bench: Bench) -> dict[str, Any]:
+    """What the kernel's size costs: kernels of 0, 8, 32 and 128 MiB (a blob in read-only data)
+    booted by highboot and, the same blob in a multiboot2 kernel, by GRUB; then the 0 MiB kernel with
+    a 256 MiB module (module2 for GRUB). Reset to the kernel's first instruction and highboot's
+    loader cycles under -icount, on -cpu qemu64 (SSE2 digest) and max (AVX2), fitted against size."""
+    sizes = KERNEL_SIZES_MIB[:3] if bench.quick else KERNEL_SIZES_MIB
+    errors: dict[str, str] = {}
+    ram = bench.rams.get(KERNEL_SIZE_RAM) or ram_setup(KERNEL_SIZE_RAM)
+    empty = WORK / "kernels" / "empty.bin"
+    empty.parent.mkdir(parents=True, exist_ok=True)
+    empty.write_bytes(b"")
+    points: list[tuple[str, int, Path, Path, Path]] = []  # (what, MiB, highboot kernel, GRUB kernel, module)
+    for mib in sizes:
+        hb, mb2 = _sized_kernels(mib, errors)
+        if hb and mb2:
+            points.append(("kernel", mib, hb, mb2, empty))
+    if not bench.quick and points and points[0][1] == 0:
+        points.append(("module", BIG_MODULE_MIB, points[0][2], points[0][3], _blob(BIG_MODULE_MIB)))
+    boots = []
+    for what, mib, hb, mb2, module in points:
+        name = f"{what}-{mib}"
+        build = WORK / "kernels" / f"build-{name}"
+        cmd = scons_command(f"-j{max(1, bench.jobs)}", f"BUILD_DIR={build}", f"CARGO_DIR={ROOT / 'build' / 'cargo'}",
+                            f"KERNEL={hb}", *([f"MODULES={module}"] if what == "module" else []))
+        proc = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            errors[name] = f"scons failed: {(proc.stdout + proc.stderr)[-500:]}"
+            continue
+        grub = grub_with_module(errors, mb2, module, f"grub-{name}")
+        for cpu in MODULE_CPUS:
+            boots.append(Boot(f"highboot-{cpu}-{name}", build / "esp", ram, cpu=cpu, extra=ICOUNT,
+                              highboot_kernel=False))
+            if grub is not None:
+                boots.append(Boot(f"grub-{cpu}-{name}", grub, ram, cpu=cpu, extra=ICOUNT, highboot_kernel=False))
+    say(f"   {len(boots)} boots under -icount ({KERNEL_SIZE_RAM}): kernels of {list(sizes)} MiB"
+        + ("" if bench.quick else f" and a {BIG_MODULE_MIB} MiB module") + " (highboot and GRUB)")
+    results = dict(zip((b.label for b in boots), boot_all(boots, bench.jobs, timeout=3600), strict=True))
+    out: dict[str, Any] = {"icount": " ".join(ICOUNT), "ram": KERNEL_SIZE_RAM, "errors": errors, "cpus": {}}
+    for cpu in MODULE_CPUS:
+        rows = []
+        for what, mib, *_ in points:
+            hb, grub = results.get(f"highboot-{cpu}-{what}-{mib}"), results.get(f"grub-{cpu}-{what}-{mib}")
+            rows.append({"what": what, "mib": mib,
+                         "highboot_reset": hb["tsc_kernel"] if hb and hb["ok"] else None,
+                         "highboot_loader": hb.get("loader_cycles") if hb and hb["ok"] else None,
+                         "grub_reset": grub["tsc_kernel"] if grub and grub["ok"] else None})
+        figures: dict[str, Any] = {"points": rows}
+        kernels = [r for r in rows if r["what"] == "kernel"]
+        for key in ("highboot_reset", "highboot_loader", "grub_reset"):
+            good = [r for r in kernels if r[key] is not None]
+            fit = linear_fit([r["mib"] for r in good], [r[key] for r in good]) if len(good) > 1 else None
+            figures[f"{key}_per_mib"] = fit["slope"] if fit else None
+        out["cpus"][cpu] = figures
+    return out
 
 
 def ap_startup(bench: Bench) -> dict[str, Any]:
