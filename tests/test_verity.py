@@ -72,6 +72,7 @@ def digests(hasher: Path, path: Path) -> dict[str, str]:
     for line in out.stdout.splitlines():
         engine, *rest = line.split()
         assert rest != ["unsupported"], f"this CPU has no {engine}: it cannot be tested here"
+        assert rest[2] == rest[1], f"{engine}: fed in pieces, {rest[2]}; at once, {rest[1]}"
         found[engine] = rest[1]
     assert sorted(found) == sorted(ENGINES), found
     return found

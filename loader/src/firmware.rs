@@ -91,7 +91,8 @@ impl Volume {
 
     /// Read a file the build put on the ESP into fresh pages (page aligned, the tail of the last
     /// page zeroed) and check it is the one this loader was built for: its size, then its fs-verity
-    /// digest (its blocks hashed by `engine`).
+    /// digest (its blocks hashed by `engine`, a chunk at a time as they are read). Nothing read is
+    /// used before the whole file is verified.
     /// None for an empty file (nothing to allocate).
     pub fn read_verified(
         &self,
@@ -128,16 +129,22 @@ impl Volume {
                 }
             };
             let base = pages.as_ref().map_or(0, |p| p.base);
-            // Read until the expected size or the end of the file (a driver may return less per call).
-            let mut got = 0usize;
+            // Read in chunks straight into the pages, until the expected size or the end of the file
+            // (a driver may return less per call), hashing each chunk's whole blocks while they are
+            // still in the cache; the last partial block when everything is in.
+            let mut digest = verity::Digest::new(engine);
+            let (mut got, mut hashed) = (0usize, 0usize);
             let mut status = efi::Status::SUCCESS;
             while got < what.size as usize {
-                let mut n = what.size as usize - got;
+                let mut n = (what.size as usize - got).min(READ_CHUNK);
                 status = file.read((base as usize + got) as *mut u8, &mut n);
                 if status.is_error() || n == 0 {
                     break;
                 }
                 got += n;
+                let ready = if got == what.size as usize { got } else { got / verity::BLOCK * verity::BLOCK };
+                digest.update(core::slice::from_raw_parts((base as usize + hashed) as *const u8, ready - hashed));
+                hashed = ready;
             }
             // One byte more than expected, to notice a file larger than the one we were built for.
             let mut extra = [0u8; 1];
@@ -156,13 +163,11 @@ impl Volume {
                     what.size
                 );
             }
-            let Some(pages) = pages else {
-                return if verity::digest(&[], engine) == *what.digest { Ok(None) } else { mismatch(what) };
-            };
-            let data = core::slice::from_raw_parts(base as *const u8, got);
-            if verity::digest(data, engine) != *what.digest {
+            if digest.finish() != *what.digest {
                 return mismatch(what);
             }
+            let Some(pages) = pages else { return Ok(None) };
+            let data = core::slice::from_raw_parts(base as *const u8, got);
             // The tail of the last page: zero, not whatever the firmware left there.
             ptr::write_bytes((base + what.size) as *mut u8, 0, (pages.count * 4096 - what.size) as usize);
             Ok(Some((pages, data)))
@@ -185,6 +190,10 @@ impl Drop for Volume {
         unsafe { ((*self.root).close)(self.root) };
     }
 }
+
+/// How much the loader asks the firmware for at once: large enough that the calls cost nothing
+/// next to the data, small enough that a chunk is still in the cache when it is hashed.
+const READ_CHUNK: usize = 1 << 20;
 
 /// An open file, closed when dropped.
 struct OpenFile(*mut file::Protocol);

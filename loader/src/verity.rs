@@ -169,60 +169,88 @@ const PAD_4K: [u8; 64] = {
     pad
 };
 
-/// The fs-verity digest of `data`, its blocks hashed by `engine`.
+/// The fs-verity digest of `data`, its blocks hashed by `engine` (the one-shot form the hosted
+/// tests and tools/bench use; the loader feeds Digest as it reads).
+#[allow(dead_code)]
 pub fn digest(data: &[u8], engine: Engine) -> [u8; 32] {
-    let mut descriptor = [0u8; 256];
-    descriptor[0] = 1; // version
-    descriptor[1] = 1; // FS_VERITY_HASH_ALG_SHA256
-    descriptor[2] = 12; // log2 of the block size
-    descriptor[8..16].copy_from_slice(&(data.len() as u64).to_le_bytes());
-    if !data.is_empty() {
-        descriptor[16..48].copy_from_slice(&root(data, engine));
-    }
-    sha256::digest(&descriptor)
+    let mut d = Digest::new(engine);
+    d.update(data);
+    d.finish()
 }
 
-/// The Merkle tree's root, built as the data blocks are hashed: each level keeps one 4 KiB block
-/// of hashes, hashed into the level above when it is full.
-fn root(data: &[u8], engine: Engine) -> [u8; 32] {
-    let mut tree = Tree { levels: [[0; BLOCK]; LEVELS], fill: [0; LEVELS] };
-    // Groups of 32 full blocks (a multiple of every engine's lanes), then the last partial block,
-    // zero-padded.
-    const GROUP: usize = 32;
-    let mut hashes = [[0u8; 32]; GROUP];
-    let full = data.len() / BLOCK;
-    for group in data[..full * BLOCK].chunks(GROUP * BLOCK) {
-        let blocks: [&[u8; BLOCK]; GROUP] =
-            core::array::from_fn(|i| group.get(i * BLOCK..(i + 1) * BLOCK).map_or(&ZERO, |b| b.try_into().unwrap()));
-        let n = group.len() / BLOCK;
-        engine.hash_blocks(&blocks[..n], &mut hashes[..n]);
-        for hash in &hashes[..n] {
-            tree.push(0, hash, engine);
-        }
-    }
-    let rest = &data[full * BLOCK..];
-    if !rest.is_empty() {
-        let mut last = [0u8; BLOCK];
-        last[..rest.len()].copy_from_slice(rest);
-        tree.push(0, &hash_one(&last, engine), engine);
-    }
-    // Flush the partial blocks upwards until a level holds the one hash that is the root.
-    let mut count = data.len().div_ceil(BLOCK);
-    let mut level = 0;
-    while count > 1 {
-        if tree.fill[level] > 0 {
-            tree.levels[level][tree.fill[level] * 32..].fill(0);
-            let hash = hash_one(&tree.levels[level], engine);
-            tree.fill[level] = 0;
-            tree.push(level + 1, &hash, engine);
-        }
-        count = count.div_ceil(HASHES);
-        level += 1;
-    }
-    tree.levels[level][..32].try_into().unwrap()
+/// The fs-verity digest of a file fed in pieces as it is read, each hashed while it is fresh:
+/// every piece but the last a whole number of 4 KiB blocks. The Merkle tree is built as the data
+/// blocks are hashed: each level keeps one 4 KiB block of hashes, hashed into the level above
+/// when it is full.
+pub struct Digest {
+    tree: Tree,
+    engine: Engine,
+    len: u64,
 }
 
-static ZERO: [u8; BLOCK] = [0; BLOCK];
+impl Digest {
+    pub fn new(engine: Engine) -> Digest {
+        Digest { tree: Tree { levels: [[0; BLOCK]; LEVELS], fill: [0; LEVELS] }, engine, len: 0 }
+    }
+
+    /// The next piece of the file (a partial block only at the very end).
+    pub fn update(&mut self, data: &[u8]) {
+        debug_assert!(self.len % BLOCK as u64 == 0, "only the last piece may end in a partial block");
+        self.len += data.len() as u64;
+        // Groups of 32 full blocks (a multiple of every engine's lanes), then a last partial
+        // block, zero-padded.
+        const GROUP: usize = 32;
+        let mut hashes = [[0u8; 32]; GROUP];
+        let full = data.len() / BLOCK;
+        for group in data[..full * BLOCK].chunks(GROUP * BLOCK) {
+            let blocks: [&[u8; BLOCK]; GROUP] = core::array::from_fn(|i| {
+                // Past the group's end: its first block again (not hashed; no 4 KiB of zeros kept).
+                group.get(i * BLOCK..(i + 1) * BLOCK).unwrap_or(&group[..BLOCK]).try_into().unwrap()
+            });
+            let n = group.len() / BLOCK;
+            self.engine.hash_blocks(&blocks[..n], &mut hashes[..n]);
+            for hash in &hashes[..n] {
+                self.tree.push(0, hash, self.engine);
+            }
+        }
+        let rest = &data[full * BLOCK..];
+        if !rest.is_empty() {
+            let mut last = [0u8; BLOCK];
+            last[..rest.len()].copy_from_slice(rest);
+            self.tree.push(0, &hash_one(&last, self.engine), self.engine);
+        }
+    }
+
+    pub fn finish(mut self) -> [u8; 32] {
+        let mut descriptor = [0u8; 256];
+        descriptor[0] = 1; // version
+        descriptor[1] = 1; // FS_VERITY_HASH_ALG_SHA256
+        descriptor[2] = 12; // log2 of the block size
+        descriptor[8..16].copy_from_slice(&self.len.to_le_bytes());
+        if self.len > 0 {
+            descriptor[16..48].copy_from_slice(&self.root());
+        }
+        sha256::digest(&descriptor)
+    }
+
+    /// Flush the partial blocks upwards until a level holds the one hash that is the root.
+    fn root(&mut self) -> [u8; 32] {
+        let tree = &mut self.tree;
+        let mut count = self.len.div_ceil(BLOCK as u64);
+        let mut level = 0;
+        while count > 1 {
+            if tree.fill[level] > 0 {
+                tree.levels[level][tree.fill[level] * 32..].fill(0);
+                let hash = hash_one(&tree.levels[level], self.engine);
+                tree.fill[level] = 0;
+                tree.push(level + 1, &hash, self.engine);
+            }
+            count = count.div_ceil(HASHES as u64);
+            level += 1;
+        }
+        tree.levels[level][..32].try_into().unwrap()
+    }
+}
 
 struct Tree {
     levels: [[u8; BLOCK]; LEVELS],
@@ -264,7 +292,6 @@ const fn broadcast_k<const N: usize>() -> Lanes<N> {
 }
 
 static K4: Lanes<4> = broadcast_k();
-static K8: Lanes<8> = broadcast_k();
 
 /// W[t] of the chunk every 4 KiB message ends with (PAD_4K): the same for every block.
 static PAD_W: [u32; 64] = {
@@ -292,8 +319,8 @@ static PAD_W: [u32; 64] = {
 /// round's a^b; W[t] + K[t] stored by the schedule; eight rounds unrolled, so the state never
 /// moves between registers.
 macro_rules! sha256_lanes {
-    ($name:ident, $feature:literal, $lanes:literal, $v:ty, $k:ident, $add:ident, $xor:ident, $and:ident,
-     $srli:ident, $slli:ident, $set1:ident, $load:ident, $loadu:ident, $storeu:ident) => {
+    ($name:ident, $feature:literal, $lanes:literal, $v:ty, $add:ident, $xor:ident, $and:ident,
+     $srli:ident, $slli:ident, $set1:ident, $loadu:ident, $storeu:ident) => {
         pub mod $name {
             use super::*;
 
@@ -309,7 +336,8 @@ macro_rules! sha256_lanes {
 
             /// One round; `h` becomes the new a, `d` the new e; `ab` carries a^b to the next round.
             macro_rules! round {
-                ($a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident, $bc:ident, $kw:expr) => {
+                ($a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident, $bc:ident,
+                 $kw:expr) => {
                     // Σ1(e) = e>>>6 ^ e>>>11 ^ e>>>25
                     let s1 = sigma3!($e, 6, 5, 14, 7, 14, 5);
                     let ch = $xor($g, $and($e, $xor($f, $g)));
@@ -359,42 +387,46 @@ macro_rules! sha256_lanes {
                 for (s, h) in state.iter_mut().zip(H0) {
                     *s = $set1(h as i32);
                 }
-                let k = $k.0.as_ptr() as *const $v;
                 let mut w: [$v; 16] = [zero; 16];
                 let mut kw: [$v; 64] = [zero; 64];
-                for chunk in 0..BLOCK / 64 {
-                    for t in 0..16 {
-                        let mut words = [0u32; $lanes];
-                        for (word, block) in words.iter_mut().zip(blocks) {
-                            let at = chunk * 64 + t * 4;
-                            *word = u32::from_be_bytes([block[at], block[at + 1], block[at + 2], block[at + 3]]);
+                // The 64 data chunks, then the padding chunk (its schedule computed at build time):
+                // one copy of the rounds.
+                for chunk in 0..=BLOCK / 64 {
+                    if chunk == BLOCK / 64 {
+                        for t in 0..64 {
+                            kw[t] = $add($set1(PAD_W[t] as i32), $set1(K[t] as i32));
                         }
-                        w[t] = $loadu(words.as_ptr() as *const $v);
-                        kw[t] = $add(w[t], $load(k.add(t)));
-                    }
-                    // The schedule in a 16-word ring: W[t] replaces W[t - 16].
-                    for t in 16..64 {
-                        // σ0(x) = x>>>7 ^ x>>>18 ^ x>>3, σ1(y) = y>>>17 ^ y>>>19 ^ y>>10
-                        let x = w[(t + 1) & 15];
-                        let s0 = $xor(
-                            $srli::<3>($xor($srli::<4>($xor($srli::<11>(x), x)), x)),
-                            $slli::<14>($xor($slli::<11>(x), x)),
-                        );
-                        let y = w[(t + 14) & 15];
-                        let s1 = $xor(
-                            $srli::<10>($xor($srli::<7>($xor($srli::<2>(y), y)), y)),
-                            $slli::<13>($xor($slli::<2>(y), y)),
-                        );
-                        let next = $add($add(w[t & 15], s0), $add(w[(t + 9) & 15], s1));
-                        w[t & 15] = next;
-                        kw[t] = $add(next, $load(k.add(t)));
+                    } else {
+                        for t in 0..16 {
+                            let mut words = [0u32; $lanes];
+                            for (word, block) in words.iter_mut().zip(blocks) {
+                                let at = chunk * 64 + t * 4;
+                                *word =
+                                    u32::from_be_bytes([block[at], block[at + 1], block[at + 2], block[at + 3]]);
+                            }
+                            w[t] = $loadu(words.as_ptr() as *const $v);
+                            kw[t] = $add(w[t], $set1(K[t] as i32));
+                        }
+                        // The schedule in a 16-word ring: W[t] replaces W[t - 16].
+                        for t in 16..64 {
+                            // σ0(x) = x>>>7 ^ x>>>18 ^ x>>3, σ1(y) = y>>>17 ^ y>>>19 ^ y>>10
+                            let x = w[(t + 1) & 15];
+                            let s0 = $xor(
+                                $srli::<3>($xor($srli::<4>($xor($srli::<11>(x), x)), x)),
+                                $slli::<14>($xor($slli::<11>(x), x)),
+                            );
+                            let y = w[(t + 14) & 15];
+                            let s1 = $xor(
+                                $srli::<10>($xor($srli::<7>($xor($srli::<2>(y), y)), y)),
+                                $slli::<13>($xor($slli::<2>(y), y)),
+                            );
+                            let next = $add($add(w[t & 15], s0), $add(w[(t + 9) & 15], s1));
+                            w[t & 15] = next;
+                            kw[t] = $add(next, $set1(K[t] as i32));
+                        }
                     }
                     rounds!(state, kw);
                 }
-                for t in 0..64 {
-                    kw[t] = $add($set1(PAD_W[t] as i32), $load(k.add(t)));
-                }
-                rounds!(state, kw);
                 for (i, s) in state.iter().enumerate() {
                     let mut words = [0u32; $lanes];
                     $storeu(words.as_mut_ptr() as *mut $v, *s);
@@ -479,12 +511,16 @@ pub mod sse2 {
         _mm_or_si128(_mm_slli_epi16::<8>(halves), _mm_srli_epi16::<8>(halves))
     }
 
+    /// One chunk's 64 rounds. Kept out of line and rolled (eight groups of eight rounds): fully
+    /// unrolled, the two calls would add some 20 KiB to a loader that stays under 64 KiB.
     #[target_feature(enable = "sse2")]
+    #[inline(never)]
     unsafe fn compress(state: &mut [__m128i; 8], w: *const __m128i) {
         let k = K4.0.as_ptr() as *const __m128i;
         let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = *state;
         let mut bc = _mm_xor_si128(b, c);
-        for group in 0..8 {
+        // An opaque trip count: the compiler would otherwise unroll all eight groups.
+        for group in 0..core::hint::black_box(8) {
             let (w, k) = (w.add(group * 8), k.add(group * 8));
             round!(a, b, c, d, e, f, g, h, bc, w, k, 0);
             round!(h, a, b, c, d, e, f, g, bc, w, k, 1);
@@ -524,8 +560,12 @@ pub mod sse2 {
                 w[4 * q + 3] = swap_bytes(_mm_unpackhi_epi64(t1, t3));
             }
             let p = w.as_mut_ptr();
-            for t in 0..48 {
+            // Four steps at a time, the trip count opaque (unrolled, the 48 steps would add 5 KiB).
+            for t in (0..core::hint::black_box(48)).step_by(4) {
                 schedule!(p.add(t));
+                schedule!(p.add(t + 1));
+                schedule!(p.add(t + 2));
+                schedule!(p.add(t + 3));
             }
             compress(&mut state, w.as_ptr());
         }
@@ -548,14 +588,12 @@ sha256_lanes!(
     "avx2",
     8,
     __m256i,
-    K8,
     _mm256_add_epi32,
     _mm256_xor_si256,
     _mm256_and_si256,
     _mm256_srli_epi32,
     _mm256_slli_epi32,
     _mm256_set1_epi32,
-    _mm256_load_si256,
     _mm256_loadu_si256,
     _mm256_storeu_si256
 );

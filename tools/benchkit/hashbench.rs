@@ -1,6 +1,7 @@
 // The loader's digest code (loader/src/verity.rs) built for this machine: the fs-verity digest of
-// a file with each engine, its speed in bytes per second (best of N runs) and the digest. tools/bench
-// times it; tests/test_verity.py checks each engine's digest against fsverity-utils.
+// a file with each engine, its speed in bytes per second (best of N runs), the digest, and the
+// digest of the file fed in pieces as the loader reads it. tools/bench times it; tests/test_verity.py
+// checks each engine's digests against fsverity-utils.
 #[allow(dead_code)]
 mod sha256;
 #[allow(dead_code)]
@@ -32,6 +33,19 @@ fn main() {
             best = best.min(start.elapsed().as_secs_f64());
         }
         let hex: String = digest.iter().map(|b| format!("{:02x}", b)).collect();
-        println!("{name} {} {hex}", data.len() as f64 / best);
+        // The same file fed as the loader reads it: pieces of whole blocks (1, 3, 17, 64, 1, ...
+        // blocks), the last one whatever is left.
+        let mut streamed = verity::Digest::new(e);
+        let mut at = 0;
+        for blocks in [1, 3, 17, 64].iter().cycle() {
+            let end = (at + blocks * verity::BLOCK).min(data.len());
+            streamed.update(&data[at..end]);
+            at = end;
+            if at == data.len() {
+                break;
+            }
+        }
+        let streamed: String = streamed.finish().iter().map(|b| format!("{:02x}", b)).collect();
+        println!("{name} {} {hex} {streamed}", data.len() as f64 / best);
     }
 }
