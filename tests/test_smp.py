@@ -226,6 +226,20 @@ def test_madt_processors(tmp_path: Path) -> None:
     ]
 
 
+def test_madt_uid_of_is_the_listed_entrys(tmp_path: Path) -> None:
+    """The UID the loader writes into an AP's record: the first startable entry's with its APIC ID
+    (the one processors() lists), in one pass; none for an ID the table does not start."""
+    table = madt([lapic(0, 0, 1), lapic(5, 2, 0), x2apic(1000, 2, 1), lapic(6, 2, 1), x2apic(7, 0x100, 1)])
+    arrays = ", ".join(str(b) for b in table)
+    out = run_rust(tmp_path, {"madt": madt_source()}, f"""
+    let t: &[u8] = &[{arrays}];
+    for id in [0u32, 2, 0x100, 4] {{
+        println!("{{:?}}", madt::uid_of(t, id));
+    }}
+    """).split()
+    assert out == ["Some(0)", "Some(1000)", "Some(7)", "None"]
+
+
 def test_interrupt_command_values(tmp_path: Path) -> None:
     """INIT and Start-Up as the SDM spells them (vol. 3A, 11.6.1): delivery mode in bits 8-10,
     level assert (bit 14), the start page number as the vector; xAPIC destination in ICR bits

@@ -47,6 +47,23 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 /// is listed twice (a Local APIC and a Local x2APIC entry for one processor) is given once; the
 /// "no processor" IDs (0xff, 0xffffffff) are skipped.
 pub fn processors(table: &[u8], mut each: impl FnMut(Processor)) -> Result<(), MadtError> {
+    walk(table, true, &mut each)
+}
+
+/// The ACPI processor UID of the first startable entry with this APIC ID (the one `processors`
+/// gives): one pass over the table, where `processors` compares every entry with those before it.
+pub fn uid_of(table: &[u8], apic_id: u32) -> Option<u32> {
+    let mut uid = None;
+    let _ = walk(table, false, &mut |p| {
+        if p.apic_id == apic_id && uid.is_none() {
+            uid = Some(p.uid);
+        }
+    });
+    uid
+}
+
+/// One body for every caller (a dyn callback: the loader stays small).
+fn walk(table: &[u8], once: bool, each: &mut dyn FnMut(Processor)) -> Result<(), MadtError> {
     if table.len() < ENTRIES || u32_at(table, 4) as usize != table.len() {
         return Err(MadtError::Length);
     }
@@ -92,7 +109,7 @@ pub fn processors(table: &[u8], mut each: impl FnMut(Processor)) -> Result<(), M
         if let Some(p) = entry(at)? {
             let mut earlier = ENTRIES;
             let mut seen = false;
-            while earlier < at {
+            while once && earlier < at {
                 seen |= matches!(entry(earlier)?, Some(q) if q.apic_id == p.apic_id);
                 earlier += table[earlier + 1] as usize;
             }

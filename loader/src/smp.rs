@@ -41,6 +41,8 @@ pub struct Census {
     pub x2apic: bool,
     /// The firmware left xAPIC mode on but an AP's ID needs x2APIC: switch the BSP's APIC.
     switch_to_x2apic: bool,
+    /// No startup page: nothing is started (cpu_flags then lacks SMP).
+    gave_up: bool,
     /// CPUID leaf giving a CPU its APIC ID: 1 or 0xb.
     pub id_leaf: u32,
     /// APs this boot starts (one slot and one stack each).
@@ -128,6 +130,7 @@ impl Census {
             id_leaf: leaf,
             to_start: 0,
             not_started: 0,
+            gave_up: false,
             tsc_per_us: 0,
         };
         // SAFETY: boot services are up.
@@ -162,6 +165,10 @@ impl Census {
             return c;
         }
         c.for_each_ap(|_| {});
+        if c.to_start == 0 && c.switch_to_x2apic {
+            // Nothing to start (MAX_CPUS = 1): the APIC stays in the mode the firmware left.
+            c.no_x2apic_switch();
+        }
         if c.to_start > 0 {
             let t0 = cpu::rdtsc();
             (bs.stall)(2000);
@@ -203,8 +210,20 @@ impl Census {
     /// No startup page: every AP stays as the firmware left it.
     pub fn give_up(&mut self, why: &str, status: efi::Status) {
         println!("highboot: warning: {} ({:#x}); the application processors are not started", why, status.as_usize());
+        self.gave_up = true;
+        if self.switch_to_x2apic {
+            self.no_x2apic_switch();
+        }
+        self.for_each_ap(|_| {});
         self.not_started += self.to_start as u32;
         self.to_start = 0;
+    }
+
+    /// The planned switch to x2APIC mode called off: cpu_flags says the mode the APIC is in.
+    fn no_x2apic_switch(&mut self) {
+        self.switch_to_x2apic = false;
+        self.x2apic = false;
+        self.for_each_ap(|_| {});
     }
 
     /// The BSP's record (first) and one waiting slot per AP, in the block's area.
@@ -224,7 +243,10 @@ impl Census {
         info.cpus = place.direct(cpus as u64);
         info.cpu_count = 1;
         info.bsp_apic_id = self.bsp_apic_id;
-        info.cpu_flags = if self.x2apic { cpu_flags::X2APIC } else { 0 } | if plan::SMP { cpu_flags::SMP } else { 0 };
+        // SMP: the loader started the APs (not when SMP is off or it had to give up: the kernel
+        // may then start them itself).
+        let smp = plan::SMP && !self.gave_up;
+        info.cpu_flags = if self.x2apic { cpu_flags::X2APIC } else { 0 } | if smp { cpu_flags::SMP } else { 0 };
         info.ap_stack_size = if plan::SMP { plan::AP_STACK_SIZE } else { 0 };
         info.cpus_not_started = self.not_started;
         let slots = block.in_area(layout.slots_off) as *mut ApSlot;
@@ -244,15 +266,7 @@ impl Census {
 
     /// The ACPI processor UID of the processor with this APIC ID (the `lost_ap` fault's: made up).
     fn uid_of(&self, apic_id: u32) -> u32 {
-        let mut uid = 0xffff_fffe;
-        if let Some(m) = self.madt {
-            let _ = madt::processors(m, |p| {
-                if p.apic_id == apic_id {
-                    uid = p.uid;
-                }
-            });
-        }
-        uid
+        self.madt.and_then(|m| madt::uid_of(m, apic_id)).unwrap_or(0xffff_fffe)
     }
 
     fn delay_us(&self, us: u64) {
@@ -377,6 +391,9 @@ pub unsafe fn start(
     for s in slots.iter_mut() {
         let state = slot_state(s);
         if state.compare_exchange(abi::AP_WAITING, abi::AP_ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            // INIT again: a late AP goes back to wait-for-SIPI before it can run the startup page
+            // (loader-reclaimable memory the kernel may reuse); the kernel can start it itself.
+            apic.send(s.apic_id as u32, madt::ICR_INIT, census);
             failed += 1;
             println!(
                 "highboot: warning: the processor with APIC ID {:#x} did not check in within {} ms; it is left out",

@@ -123,9 +123,10 @@ BOOT_INFO = (
     Field("bsp_apic_id", "u32", "(x2)APIC ID of the CPU that runs the kernel's entry"),
     Field("cpu_flags", "u32", "HIGHBOOT_CPU_SMP, HIGHBOOT_CPU_X2APIC bits"),
     Field("cpus_failed", "u32", "enabled processors the loader started that did not check in in time (not "
-          "listed; left halted or in wait-for-SIPI)"),
+          "listed; sent INIT again: in wait-for-SIPI)"),
     Field("cpus_not_started", "u32", "enabled processors the loader did not start: SMP off, beyond max_cpus, "
-          "or an APIC ID the APIC mode cannot reach (not listed; as the firmware left them)"),
+          "an APIC ID the APIC mode cannot reach, or no free page below 1 MiB (not listed; as the firmware left "
+          "them)"),
     Field("ap_stack_size", "u64", "bytes of each AP's stack (an unmapped guard page below each; 0 with SMP off)"),
 )
 
