@@ -130,6 +130,21 @@ def test_a_processor_that_never_checks_in_is_left_out(built: dict) -> None:
     assert [c.state for c in report.cpus] == ["bsp", "ok"]
 
 
+def test_no_startup_page_leaves_the_aps_to_the_kernel(built: dict) -> None:
+    """The no_low_page fault: no free page below 1 MiB. The loader says so, starts nothing, and
+    the boot info says it did not (cpu_flags without SMP, every AP counted in cpus_not_started),
+    so the kernel starts the APs itself."""
+    esp, plan = config(built, "smp-no-low-page")
+    assert plan.smp
+    result = qemu.boot(esp, cpu="max", memory="256M", smp=3, timeout=300)
+    check_boot(result, plan, expect_1g=True)
+    assert ("highboot: warning: no free memory below 1 MiB for their startup page (0x8000000000000009); "
+            "the application processors are not started") in result.serial
+    report = parse_report(result.serial)
+    assert report.number("cpu_count") == 1 and report.number("cpu_flags") & SMP_FLAG == 0
+    assert report.number("cpus_not_started") == 2 and report.number("aps_self_started") == 2
+
+
 # The C sample kernel (examples/c-kernel/kernel.c), through highboot.h: the same releases, checks
 # and CPU lines, on the fixed-address and the PIE kernel.
 

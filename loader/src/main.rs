@@ -273,7 +273,12 @@ fn low_pages(
         );
     }
     if census.to_start > 0 {
-        match switch::allocate_low(bs, switch::BELOW_1M, switch) {
+        let low = if plan::FAULT == "no_low_page" {
+            Err(efi::Status::OUT_OF_RESOURCES)
+        } else {
+            switch::allocate_low(bs, switch::BELOW_1M, switch)
+        };
+        match low {
             Ok((pages, low)) => return Ok((Some(pages), Some(low))),
             Err(status) => census.give_up("no free memory below 1 MiB for their startup page", status),
         }

@@ -249,6 +249,9 @@ impl Census {
         info.cpu_flags = if self.x2apic { cpu_flags::X2APIC } else { 0 } | if smp { cpu_flags::SMP } else { 0 };
         info.ap_stack_size = if plan::SMP { plan::AP_STACK_SIZE } else { 0 };
         info.cpus_not_started = self.not_started;
+        if self.gave_up {
+            return; // no slots: every AP is counted in cpus_not_started
+        }
         let slots = block.in_area(layout.slots_off) as *mut ApSlot;
         let mut n = 0;
         let expected = self.to_start;

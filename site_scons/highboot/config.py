@@ -18,7 +18,7 @@ LA57_LAYOUT = "templates/layouts/linux-x86_64-la57.toml"
 MINIMAL_LAYOUT = "templates/layouts/minimal.toml"
 C_KERNEL = "examples/c-kernel/kernel.c"
 #: Injectable faults (FAULT=, test builds only).
-FAULTS = ("none", "no_memory", "stale_map_key", "firmware_5level", "panic", "lost_ap")
+FAULTS = ("none", "no_memory", "stale_map_key", "firmware_5level", "panic", "lost_ap", "no_low_page")
 #: Rust source the sample kernel shares with the loader (included by path): its builds depend on it.
 SHARED_RUST = "loader/src/com1.rs"
 
@@ -118,6 +118,7 @@ def configs_for_tests(build_dir: str) -> dict[str, BuildConfig]:
         # in, at most 4 CPUs with 64 KiB stacks.
         "smp-off": BuildConfig(smp=False),
         "smp-lost-ap": BuildConfig(fault="lost_ap"),
+        "smp-no-low-page": BuildConfig(fault="no_low_page"),
         "smp-max4-64k": BuildConfig(max_cpus=4, ap_stack_size=64 * 1024),
         "c-kernel-smp-off": BuildConfig(c_source=C_KERNEL, smp=False),
     }
