@@ -469,7 +469,8 @@ def _check_inside(kernel: KernelImage, layout: Layout, region: Region, image_va:
                     file=kernel.path, field=f"program header {seg.index}")
             raise HighbootError(
                 f"{seg.describe()} is outside the layout's kernel region {region.name!r} {where}; link the kernel "
-                "inside it, or link it position-independent (-pie) and let highboot place it",
+                "inside it, link it position-independent (-pie) and let highboot place it, or use a layout "
+                "(LAYOUT=, or layout in the project file) whose kernel region holds it",
                 file=kernel.path, field=f"program header {seg.index}")
     if not region.contains(image_va, image_end):
         raise HighbootError(f"the page-aligned image {hex_addr(image_va)}..{hex_addr(image_end)} does not fit "
