@@ -216,3 +216,41 @@ def test_cpu_abi_is_the_issues_contract() -> None:
     assert "#define HIGHBOOT_CPU_X2APIC " in header and "#define HIGHBOOT_CPU_SMP " in header
     assert bootinfo.VERSION == 5
     assert "#define HIGHBOOT_VERSION 5u" in header
+
+
+# Dialects a kernel may compile highboot.h in: (compiler, -std); each with -Wall -Wextra -pedantic -Werror.
+DIALECTS = [("gcc", "c99"), ("gcc", "gnu99"), ("gcc", "c11"), ("gcc", "c17"),
+            ("g++", "c++98"), ("g++", "c++11"), ("g++", "c++17"), ("g++", "gnu++20")]
+
+
+def _compile_header(tmp_path: Path, header: str, compiler: str, std: str) -> subprocess.CompletedProcess:
+    (tmp_path / "highboot.h").write_text(header)
+    source = tmp_path / ("k.cpp" if compiler == "g++" else "k.c")
+    source.write_text('#include "highboot.h"\nunsigned highboot_version_of(const struct highboot_boot_info *info);\n'
+                      "unsigned highboot_version_of(const struct highboot_boot_info *info) { return info->version; }\n")
+    return subprocess.run([compiler, f"-std={std}", "-ffreestanding", "-Wall", "-Wextra", "-pedantic", "-Werror",
+                           "-c", "-o", str(tmp_path / "k.o"), str(source)],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("compiler, std", DIALECTS, ids=[f"{c}-{s}" for c, s in DIALECTS])
+def test_header_compiles_cleanly_in_c_and_cpp(tmp_path: Path, compiler: str, std: str) -> None:
+    """highboot.h in C99 and later, C++98 and later, freestanding, pedantic, warnings as errors."""
+    out = _compile_header(tmp_path, rendered("include/highboot.h.j2"), compiler, std)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+@pytest.mark.parametrize("compiler, std", [("gcc", "c99"), ("gcc", "c11"), ("g++", "c++98"), ("g++", "c++17")])
+def test_header_checks_its_layout_at_compile_time(tmp_path: Path, compiler: str, std: str) -> None:
+    """A struct size or field offset the compiler does not give stops the compile, in every way the
+    header spells its checks (negative array, _Static_assert, static_assert), naming the check."""
+    header = rendered("include/highboot.h.j2")
+    at = bootinfo.offsets(bootinfo.CPU)[-1]
+    for check, wrong in ((f"offsetof(struct highboot_cpu, stack_top) == {at})", f"offsetof(struct highboot_cpu, "
+                          f"stack_top) == {at + 8})"),
+                         (f"sizeof(struct highboot_module) == {bootinfo.size_of(bootinfo.MODULE)})",
+                          f"sizeof(struct highboot_module) == {bootinfo.size_of(bootinfo.MODULE) - 8})")):
+        assert header.count(check) == 1
+        out = _compile_header(tmp_path, header.replace(check, wrong), compiler, std)
+        assert out.returncode != 0
+        assert ("cpu_stack_top" if "stack_top" in check else "sizeof_module") in out.stderr, out.stderr[-3000:]

@@ -3,7 +3,7 @@
  * and prints them (the tests compare them with the plan), calls EFI GetTime through the virtual
  * runtime services, and exits QEMU through isa-debug-exit (0x10 pass, 0x11 fail).
  * Build: gcc -ffreestanding -nostdlib -static -mcmodel=kernel -mno-red-zone -mgeneral-regs-only
- *        -fno-pic -no-pie -I<build>/include -Wl,-T,<build>/gen/link.ld kernel.c
+ *        -fno-pic -no-pie -I<build>/include -Wl,-T,<build>/gen/link-fixed.ld kernel.c
  * or, as the toolchain lays it out (ET_DYN at 0, relocated by the loader):
  *        gcc ... -static-pie -fPIE -fasynchronous-unwind-tables -Wl,--eh-frame-hdr kernel.c
  * When the ELF headers are loaded (__ehdr_start), it also checks the boot info and the live

@@ -262,6 +262,10 @@ def context() -> dict[str, object]:
         "module_fields": MODULE, "module_size": size_of(MODULE),
         "cpu_fields": CPU, "cpu_size": size_of(CPU), "cpu_flags": CPU_FLAGS,
         "cpu_offsets": list(zip(CPU, offsets(CPU), strict=True)),
+        # What the C header checks at compile time: each struct's size and each field's offset.
+        "c_layouts": [(name, list(zip(fields, offsets(fields), strict=True)), size_of(fields))
+                      for name, fields in (("boot_info", BOOT_INFO), ("memory_region", MEMORY_REGION),
+                                           ("efi_range", EFI_RANGE), ("module", MODULE), ("cpu", CPU))],
         "rust_keywords": ("type", "ref", "match", "mod"),
         "memory_types": MEMORY_TYPES, "flags": FLAGS, "cpu_features": CPU_FEATURES, "fb_formats": FB_FORMATS,
         "pte_bits": PTE_BITS,

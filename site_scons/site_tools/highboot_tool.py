@@ -30,7 +30,7 @@ PACKAGE_DIR = Path(build.__file__).resolve().parent
 class BootBuild:
     """What one configuration's graph ends in (SCons nodes)."""
 
-    nodes: list[Any]  # everything to build: the ESP's files, the signed loader's VARS file, highboot.h
+    nodes: list[Any]  # everything to build: the ESP's files, the signed loader's VARS file, highboot.h, link scripts
     esp: list[Any]  # the ESP's files, installed together
     plan: list[Any]  # plan.json
     kernel: Any  # the kernel ELF
@@ -182,15 +182,21 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
     gen = tenv.Dir(f"{out}/gen")
     common = tenv.HighbootRender(f"{out}/gen/bootinfo.rs", [], TEMPLATE="common/bootinfo.rs.j2")
     header = tenv.HighbootRender(f"{out}/include/highboot.h", [], TEMPLATE="include/highboot.h.j2")
+    # Linker scripts for this layout, at the kernel base, for every build (a kernel of the user's
+    # own is linked with one of them): link.ld for position-independent kernels (PT_DYNAMIC, RELRO),
+    # link-fixed.ld for kernels linked to run at that address (-no-pie).
+    link_base = layout.require("kernel").start if base is None else base
+    scripts = {pie: tenv.HighbootRender(f"{out}/gen/{name}", [], TEMPLATE="kernel/link.ld.j2",
+                                        RENDER_EXTRA={"layout": {"name": layout.name}, "entry_symbol": "_start",
+                                                      "link_base": link_base, "pie": pie})
+               for pie, name in ((True, "link.ld"), (False, "link-fixed.ld"))}
     if cfg.shape_kernel:
         kernel = (shape_kernels or {})[cfg.shape_kernel]
     elif cfg.kernel:
         kernel = tenv.fs.File(os.path.abspath(cfg.kernel))
     else:
-        base = layout.require("kernel").start if base is None else base
-        lds = tenv.HighbootRender(f"{out}/gen/link.ld", [], TEMPLATE="kernel/link.ld.j2",
-                                  RENDER_EXTRA={"layout": {"name": layout.name}, "entry_symbol": "_start",
-                                                "link_base": base, "pie": not cfg.c_source or cfg.c_pie})
+        base = link_base
+        lds = scripts[not cfg.c_source or cfg.c_pie]
         if cfg.c_source:
             kernel = tenv.CKernel(f"{out}/kernel/kernel.elf", [cfg.c_source] + lds + header,
                                   C_INCLUDE=f"{out}/include", C_PIE=cfg.c_pie)[0]
@@ -231,7 +237,8 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
     esp = tenv.InstallESP([f"{esp_dir}/EFI/BOOT/BOOTX64.EFI", f"{esp_dir}/{KERNEL_ESP_FILE}"]
                           + [f"{esp_dir}/{module_esp_file(i)}" for i in range(len(modules))],
                           [bootx64[0], kernel] + modules, ESP_PRUNE=f"{esp_dir}/{MODULE_ESP_DIR}")
-    return BootBuild(nodes=esp + bootx64[1:] + header, esp=esp, plan=plan, kernel=kernel, esp_dir=esp_dir)
+    return BootBuild(nodes=esp + bootx64[1:] + header + scripts[True] + scripts[False], esp=esp, plan=plan,
+                     kernel=kernel, esp_dir=esp_dir)
 
 
 def _shape_kernels(env: Any, out: str) -> dict[str, Any]:

@@ -360,7 +360,8 @@ def _sized_kernels(mib: int, errors: dict[str, str]) -> tuple[Path | None, Path 
     src = ROOT / "tools" / "bench-assets"
     blob = [str(src / "blob.S"), f'-DBLOB="{_blob(mib)}"'] if mib else []
     hb, mb2 = out / f"highboot-{mib}.elf", out / f"multiboot2-{mib}.elf"
-    steps = [["gcc", *KERNEL_CFLAGS, f"-I{ROOT / 'build' / 'include'}", f"-Wl,-T,{ROOT / 'build' / 'gen' / 'link.ld'}",
+    script = ROOT / "build" / "gen" / "link-fixed.ld"
+    steps = [["gcc", *KERNEL_CFLAGS, f"-I{ROOT / 'build' / 'include'}", f"-Wl,-T,{script}",
               "-o", str(hb), str(src / "highboot" / "kernel.c"), *blob],
              ["gcc", "-m32", "-c", "-o", str(out / "multiboot2.o"), str(src / "multiboot2" / "kernel.S")]]
     if mib:
