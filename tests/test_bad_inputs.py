@@ -475,6 +475,27 @@ def test_kernel_does_not_fit_its_region(tmp_path: Path, kernel_region: str, mess
     assert err.file == str(layout) and err.field == "region 'k'.size"
 
 
+# A kernel linked (or placed) high in the default layout's region (0xffffffff80000000 + 512 MiB): what
+# must follow it (stack, trampoline page, AP stacks) does not fit. The kernel could go lower: it is named.
+REGION_END = 0xFFFFFFFFA0000000
+
+
+@pytest.mark.parametrize("pie, start, message", [
+    (False, REGION_END - 0x10000, "for the 64 KiB stack, its guard page and the trampoline page"),
+    (False, REGION_END - 0x100000, "no room after the trampoline alias for 255 AP stacks of 16 KiB"),
+    (True, REGION_END - 0x10000, "for the 64 KiB stack, its guard page and the trampoline page"),
+], ids=["exec-stack", "exec-ap-stacks", "pie-kernel-base"])
+def test_a_kernel_too_high_in_its_region_is_named(tmp_path: Path, pie: bool, start: int, message: str) -> None:
+    kernel = tmp_path / "kernel.elf"
+    kernel.write_bytes((dyn_pie() if pie else sample(text=0x1000, rodata=0, data=0x1000, bss=0, base=start)).build())
+    err = refusal(lambda: plan_boot(read_kernel(kernel), load_layout(DEFAULT_LAYOUT),
+                                    kernel_base=start if pie else None))
+    assert err.file == str(kernel) and err.field == "program headers"
+    assert message in err.message and f"the kernel at {start:#x}" in err.message
+    assert ("place it lower (KERNEL_BASE)" if pie else "link it lower") in err.message
+    assert "the region starts at 0xffffffff80000000" in err.message and str(DEFAULT_LAYOUT) in err.message
+
+
 def test_stack_region_too_small(tmp_path: Path) -> None:
     layout = tmp_path / "layout.toml"
     layout.write_text(BASE_LAYOUT + region("s", "stack", "0xffffffffa0000000", '"64 KiB"'))

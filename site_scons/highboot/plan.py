@@ -29,7 +29,7 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from highboot.elfkernel import PF_W, PF_X, KernelImage
 from highboot.errors import HighbootError
@@ -307,19 +307,17 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     # One unmapped page separates the stack top from the trampoline alias.
     trampoline_va = (stack_top if stack_region is None else image_end) + PAGE
     if trampoline_va + PAGE > region.end or (stack_region is None and stack_top > region.end):
-        raise HighbootError(f"kernel region {region.name!r} has no room after the kernel image "
-                            f"(ends {hex_addr(image_end)}) for the {format_size(stack_size)} stack, its guard page "
-                            f"and the trampoline page; the region ends at {hex_addr(region.end)}",
-                            file=layout.path, field=f"region {region.name!r}.size")
+        _no_room(kernel, layout, region, f"has no room after the kernel image (ends {hex_addr(image_end)}) for "
+                 f"the {format_size(stack_size)} stack, its guard page and the trampoline page; the region ends at "
+                 f"{hex_addr(region.end)}")
     # The APs' stacks: after the trampoline alias, a guard page below each, mapped at boot for the
     # APs that check in.
     ap_stacks_va = trampoline_va + PAGE
     ap_window = (max_cpus - 1) * (ap_stack_size + PAGE) if smp else 0
     if ap_stacks_va + ap_window > region.end:
-        raise HighbootError(f"kernel region {region.name!r} ends at {hex_addr(region.end)}: no room after the "
-                            f"trampoline alias for {max_cpus - 1} AP stacks of {format_size(ap_stack_size)} and their "
-                            f"guard pages ({format_size(ap_window)}); lower max_cpus or ap_stack_size, or turn SMP off",
-                            file=layout.path, field=f"region {region.name!r}.size")
+        _no_room(kernel, layout, region, f"ends at {hex_addr(region.end)}: no room after the trampoline alias for "
+                 f"{max_cpus - 1} AP stacks of {format_size(ap_stack_size)} and their guard pages "
+                 f"({format_size(ap_window)}); lower max_cpus or ap_stack_size, or turn SMP off")
 
     levels = paging_levels(layout.levels)
     tables = TableBuilder(levels)
@@ -415,6 +413,19 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
         smp=smp, ap_stack_size=ap_stack_size if smp else 0, max_cpus=max_cpus if smp else 1,
         ap_stacks_va=ap_stacks_va,
     )
+
+
+def _no_room(kernel: KernelImage, layout: Layout, region: Region, what: str) -> NoReturn:
+    """What follows the image does not fit in the kernel region: the region's fault when the image
+    starts at the region's start, else the kernel's (it could start lower)."""
+    image_va = align_down(kernel.start, PAGE)
+    if image_va <= region.start:
+        raise HighbootError(f"kernel region {region.name!r} {what}", file=layout.path,
+                            field=f"region {region.name!r}.size")
+    lower = "place it lower (KERNEL_BASE)" if kernel.position_independent else "link it lower"
+    raise HighbootError(f"the kernel at {hex_addr(image_va)} leaves too little of region {region.name!r} "
+                        f"({layout.path}) after it: the region {what}. Or {lower}: the region starts at "
+                        f"{hex_addr(region.start)}", file=kernel.path, field="program headers")
 
 
 def place_kernel(kernel: KernelImage, region: Region, base: int | None) -> KernelImage:
