@@ -15,6 +15,7 @@ from test_matrix import config
 
 from highboot import qemu
 from highboot.signing import enroll_vars
+from highboot.verify import CPU_NX, parse_report
 
 MACHINES = [
     # cpu, smp, memory, OVMF flavour
@@ -43,3 +44,17 @@ def test_secure_boot_machines(built: dict, tmp_path: Path, cpu: str, smp: int) -
     enroll_vars(qemu.find_firmware("4M").vars, built["dir"] / "test" / "keys" / "db.crt", vars_file)
     result = qemu.boot(esp, cpu=cpu, smp=smp, memory="1G", firmware=fw, vars_file=vars_file)
     check_boot(result, plan, expect_1g=cpu != "qemu64")
+
+
+@pytest.mark.parametrize("name, cpu, smp", [("default", "qemu64,-nx", 2), ("c-kernel", "max,-nx", 2)])
+def test_a_cpu_without_nx(built: dict, name: str, cpu: str, smp: int) -> None:
+    """No NX (CPUID 80000001h:EDX[20] clear): the loader warns, leaves EFER.NXE clear and clears
+    the NX bit in every entry (reserved without NXE); cpu_features says so; the kernels check that
+    no entry sets it (instead of W^X), and the walk equals the plan with NX taken off."""
+    esp, plan = (built["esp"], built["plan"]) if name == "default" else config(built, name)
+    result = qemu.boot(esp, cpu=cpu, smp=smp, memory="256M")
+    check_boot(result, plan, expect_1g=cpu.startswith("max"))
+    assert "highboot: warning: this CPU has no NX: no page can be kept from execution" in result.serial
+    report = parse_report(result.serial)
+    assert report.number("features") & CPU_NX == 0
+    assert any(m.flags & 2 and not m.flags & (1 << 63) for m in report.mappings)  # RW data runs too: no NX

@@ -53,7 +53,8 @@ static const char *const cache_text[] = HIGHBOOT_REPORT_CACHE;   /* [uncached] *
 struct range { uint64_t va, pa, size; int w, x, live; };
 static struct range cur;
 static uint64_t dmap;
-static unsigned levels, wx;
+static unsigned levels, wx, nx_ranges;
+static int cpu_nx; /* the CPU has NX (cpu_features): pages can be kept from execution */
 
 static void flush(void) {
     if (!cur.live) return;
@@ -61,6 +62,7 @@ static void flush(void) {
     puts_serial(HEX); puthex(cur.size, 1); puts_serial(SP); puts_serial(access_text[cur.w | cur.x << 1]);
     puts_serial("\n");
     if (cur.w && cur.x) wx++;
+    if (!cur.x) nx_ranges++;
     cur.live = 0;
 }
 static void emit(uint64_t va, uint64_t pa, uint64_t size, int w, int x) {
@@ -89,8 +91,8 @@ static void visit(uint64_t table, unsigned depth, uint64_t base, int w, int x) {
 }
 
 /* One address through the live tables: present, and the rights the CPU applies (W and X
- * accumulate over the levels, as in visit). */
-struct translation { int present, w, x; uint64_t pa; };
+ * accumulate over the levels, as in visit); nx: not executable, or the CPU has no NX to say so. */
+struct translation { int present, w, x, nx; uint64_t pa; };
 static struct translation translate(uint64_t root, uint64_t va) {
     uint64_t table = root;
     int w = 1, x = 1;
@@ -101,10 +103,11 @@ static struct translation translate(uint64_t root, uint64_t va) {
         w = w && (e & HIGHBOOT_PTE_WRITABLE);
         x = x && !(e & HIGHBOOT_PTE_NO_EXECUTE);
         if (depth == levels - 1 || ((e & HIGHBOOT_PTE_HUGE_PAGE) && shift <= 30))
-            return (struct translation){1, w, x, (e & HIGHBOOT_PTE_ADDR_MASK & ~((1ULL << shift) - 1)) | (va & ((1ULL << shift) - 1))};
+            return (struct translation){1, w, x, !x || !cpu_nx,
+                                        (e & HIGHBOOT_PTE_ADDR_MASK & ~((1ULL << shift) - 1)) | (va & ((1ULL << shift) - 1))};
         table = e & HIGHBOOT_PTE_ADDR_MASK;
     }
-    return (struct translation){0, 0, 0, 0};
+    return (struct translation){0, 0, 0, 0, 0};
 }
 
 /* --- absolute pointers: built as PIE, each is a dynamic relocation the loader must apply --- */
@@ -160,7 +163,7 @@ static void check_self_view(const struct highboot_boot_info *info, uint64_t root
     struct translation t = translate(root, (uint64_t)(uintptr_t)&kmain);
     check(t.present && !t.w && t.x, "kmain's page is not present, read-only and executable");
     t = translate(root, (uint64_t)(uintptr_t)&data_pointer);
-    check(t.present && t.w && !t.x, ".data page is not present, writable and NX");
+    check(t.present && t.w && t.nx, ".data page is not present, writable and NX");
 
     /* Loaded headers lie inside the image. Otherwise the weak reference is 0, or, with lld (which
      * defines __ehdr_start even when no PT_LOAD holds the headers and relaxes its GOT load into a
@@ -221,7 +224,7 @@ static void check_self_view(const struct highboot_boot_info *info, uint64_t root
         check(start <= table && table + sizeof relro_table <= end, ".data.rel.ro is outside PT_GNU_RELRO");
         for (uint64_t va = start & ~0xfffULL; va + 0x1000 <= end; va += 0x1000, relro_pages++) {
             t = translate(root, va);
-            check(t.present && !t.w && !t.x, "a PT_GNU_RELRO page is not mapped read-only and NX");
+            check(t.present && !t.w && t.nx, "a PT_GNU_RELRO page is not mapped read-only and NX");
         }
     }
 
@@ -478,7 +481,7 @@ static void check_cpus(const struct highboot_boot_info *info, uint64_t root) {
         for (uint64_t va = bottom; va < top; va += 0x1000) {
             struct translation t = translate(root, va);
             int owned = t.pa >= info->kernel_phys_base && t.pa < info->kernel_phys_base + info->kernel_phys_size;
-            check(t.present && t.w && !t.x && owned, "an AP's stack is not kernel-owned memory mapped read-write, NX");
+            check(t.present && t.w && t.nx && owned, "an AP's stack is not kernel-owned memory mapped read-write, NX");
         }
         __atomic_store_n(&cpus[k].extra_argument, AP_TAG | k, __ATOMIC_RELAXED);
         __atomic_store_n(&cpus[k].goto_address, (uint64_t)(uintptr_t)c_ap_entry, __ATOMIC_RELEASE);
@@ -541,6 +544,7 @@ void kmain(const struct highboot_boot_info *info, uint64_t entry_rsp) {
         puts_serial("HIGHBOOT-KERNEL: FAIL (bad boot info header)\n");
         debug_exit(0x11);
     }
+    cpu_nx = (info->cpu_features & HIGHBOOT_CPU_NX) != 0;
     uint64_t cr0, cr3, cr4;
     __asm__ volatile("mov %%cr0, %0" : "=r"(cr0));
     __asm__ volatile("mov %%cr3, %0" : "=r"(cr3));
@@ -562,6 +566,7 @@ void kmain(const struct highboot_boot_info *info, uint64_t entry_rsp) {
     puts_serial(SP HIGHBOOT_INFO_DIRECT_MAP_PAGE); puthex(info->direct_map_page_size, 1);
     puts_serial("\n" INFO HIGHBOOT_INFO_TRAMPOLINE_PHYS); puthex(info->trampoline_phys, 1);
     puts_serial("\n" INFO HIGHBOOT_INFO_TABLES); putdec(info->page_tables_pages);
+    puts_serial(SP HIGHBOOT_INFO_FEATURES); puthex(info->cpu_features, 1);
     puts_serial("\n" INFO HIGHBOOT_INFO_KERNEL_SLIDE); puthex(info->kernel_slide, 1);
     puts_serial("\n" INFO HIGHBOOT_INFO_FRAMEBUFFER); puthex(info->framebuffer_phys, 1);
     puts_serial(SP HIGHBOOT_INFO_FB_SIZE); puthex(info->framebuffer_size, 1);
@@ -596,7 +601,10 @@ void kmain(const struct highboot_boot_info *info, uint64_t entry_rsp) {
     for (int i = 0; i < 256; i++) check(!(*(volatile uint64_t *)(dmap + root + i * 8) & HIGHBOOT_PTE_PRESENT), "lower half is mapped");
     visit(root, 0, 0, 1, 1);
     flush();
-    check(wx == 0, "a writable and executable mapping exists");
+    if (cpu_nx)
+        check(wx == 0, "a writable and executable mapping exists");
+    else /* EFER.NXE is clear: bit 63 is reserved, and an access through an entry with it faults */
+        check(nx_ranges == 0, "a mapping sets the NX bit on a CPU without NX");
     check_relocations();
     check_self_view(info, root);
     check_handed(info);

@@ -22,6 +22,7 @@ struct Walker {
     current: Option<Range>,
     ranges: u32,
     wx: u32,
+    nx: u32,
 }
 
 impl Walker {
@@ -41,6 +42,9 @@ impl Walker {
             let flags = crate::bootinfo::report::ACCESS[r.writable as usize | (r.exec as usize) << 1];
             if r.writable && r.exec {
                 self.wx += 1;
+            }
+            if !r.exec {
+                self.nx += 1;
             }
             println!(report_format!(MAP), r.va, r.pa, r.size, flags);
             self.ranges += 1;
@@ -89,6 +93,8 @@ pub struct Translation {
     pub pa: u64,
     pub writable: bool,
     pub exec: bool,
+    /// Not executable, or the CPU has no NX (cpu_features): no page can be kept from execution.
+    pub no_exec_where_possible: bool,
 }
 
 /// Walk the live tables for va; None where it is not mapped.
@@ -107,7 +113,9 @@ pub fn translate(info: &BootInfo, va: u64) -> Option<Translation> {
         exec &= entry & NO_EXECUTE == 0;
         if depth == levels - 1 || (entry & HUGE != 0 && shift <= 30) {
             let size = 1u64 << shift;
-            return Some(Translation { pa: (entry & ADDR & !(size - 1)) | (va & (size - 1)), writable, exec });
+            let pa = (entry & ADDR & !(size - 1)) | (va & (size - 1));
+            let no_exec_where_possible = !exec || info.cpu_features & crate::bootinfo::cpu::NX == 0;
+            return Some(Translation { pa, writable, exec, no_exec_where_possible });
         }
         table = entry & ADDR;
     }
@@ -125,9 +133,14 @@ pub fn check_tables(c: &mut Checks, info: &BootInfo) {
         }
     }
     c.check(lower == 0, format_args!("{} root entries map the lower half; it must be empty at entry", lower));
-    let mut w = Walker { dmap: info.direct_map_base, levels, current: None, ranges: 0, wx: 0 };
+    let mut w = Walker { dmap: info.direct_map_base, levels, current: None, ranges: 0, wx: 0, nx: 0 };
     w.visit(root, 0, 0, true, true);
     w.flush();
     println!(info_format!(map_ranges), w.ranges);
-    c.check(w.wx == 0, format_args!("{} ranges are writable and executable", w.wx));
+    if info.cpu_features & crate::bootinfo::cpu::NX != 0 {
+        c.check(w.wx == 0, format_args!("{} ranges are writable and executable", w.wx));
+    } else {
+        // EFER.NXE is clear: bit 63 is reserved, and an access through an entry with it faults.
+        c.check(w.nx == 0, format_args!("{} ranges set the NX bit on a CPU without NX", w.nx));
+    }
 }

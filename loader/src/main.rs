@@ -117,6 +117,9 @@ impl Machine {
     fn probe(bs: &efi::BootServices, st: *mut efi::SystemTable, tsc_entry: u64) -> Machine {
         let features = cpu::features();
         let nx_mask = if features.nx { u64::MAX } else { !bootinfo::pte::NO_EXECUTE };
+        if !features.nx {
+            println!("highboot: warning: this CPU has no NX: no page can be kept from execution");
+        }
         Machine {
             features,
             nx_mask,

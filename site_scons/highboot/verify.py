@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from highboot import report
-from highboot.bootinfo import MEMORY_TYPES
+from highboot.bootinfo import CPU_FEATURES, MEMORY_TYPES
 from highboot.paging import PAGE, R_NX, RW_NX, RX, Mapping, PageFlags, coalesce, minimum_tables, paging_levels
 from highboot.plan import BootPlan, PlannedRange
 from highboot.units import GIB
@@ -22,6 +22,7 @@ FLAGS = {"RX": int(RX), "R": int(R_NX), "RW": int(RW_NX)}
 _FLAG_TEXT = dict(zip(report.ACCESS.choices, (int(R_NX), int(RW_NX), int(RX), int(RX | PageFlags.WRITABLE)),
                       strict=True))
 MEMORY_TYPE = {c.name: c.value for c in MEMORY_TYPES}
+CPU_NX = next(c.value for c in CPU_FEATURES if c.name == "NX")
 # Memory types the direct map must cover: everything but MMIO, bad, reserved.
 DIRECT_MAPPED_TYPES = {MEMORY_TYPE[name] for name in ("USABLE", "KERNEL", "LOADER_RECLAIMABLE", "ACPI_RECLAIMABLE",
                                                       "ACPI_NVS", "EFI_RUNTIME", "PERSISTENT")}
@@ -206,7 +207,11 @@ def predicted_mappings(plan: BootPlan, report: BootReport) -> list[Mapping]:
     for r, va in planned_vas(plan, report):
         pa = report.number("trampoline_phys") if r.block_offset is None else block + r.block_offset
         out.append(Mapping(va, pa, r.size, FLAGS[r.flags]))
-    return coalesce(out + ap_stacks(plan, report) + report.efi)
+    out += ap_stacks(plan, report) + report.efi
+    if not report.number("features") & CPU_NX:
+        # No NX on this CPU: the loader clears the bit everywhere (it is reserved while EFER.NXE is clear).
+        out = [Mapping(m.va, m.pa, m.size, m.flags & ~int(PageFlags.NO_EXECUTE)) for m in out]
+    return coalesce(out)
 
 
 def minimum_table_pages(plan: BootPlan, report: BootReport) -> int:
