@@ -104,3 +104,24 @@ def test_plan_json_is_what_the_loader_was_rendered_from(built: dict) -> None:
     rendered = (built["dir"] / "gen" / "plan.rs").read_text()
     assert f"pub const TABLE_COUNT: u64 = {plan.table_count};" in rendered
     assert f"pub const KERNEL_SIZE: u64 = {plan.kernel_size};" in rendered
+
+
+def test_project_templates_under_a_path_with_a_colon(built: dict, tmp_path: Path) -> None:
+    """A project's templates are a list of directories, not a ':'-joined option: a project that
+    lives under a directory whose name holds ':' still gets its overrides."""
+    home = tmp_path / "proj:odd dir ü"
+    (home / "templates" / "loader").mkdir(parents=True)
+    (home / "templates" / "loader" / "plan.rs.j2").write_text(
+        '{% extends "base:loader/plan.rs.j2" %}\n{% block extra %}\npub const FROM_COLON_DIR: u32 = 1;\n'
+        "{% endblock %}\n")
+    (home / "highboot.toml").write_text(f'templates = ["templates"]\nkernel = "{built["kernel"]}"\n')
+    out = tmp_path / "b"
+    proc = scons(f"PROJECT={home / 'highboot.toml'}", f"BUILD_DIR={out}", str(out / "gen" / "plan.rs"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pub const FROM_COLON_DIR: u32 = 1;" in (out / "gen" / "plan.rs").read_text()
+    # A missing one is named with the project file and its field.
+    (home / "highboot.toml").write_text('templates = ["templates", "nowhere"]\n')
+    proc = scons(f"PROJECT={home / 'highboot.toml'}", f"BUILD_DIR={out}", "-n")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"highboot: error: {home / 'highboot.toml'}: templates: template directory {home / 'nowhere'} not found" \
+        in proc.stderr, proc.stderr

@@ -142,7 +142,7 @@ def example_configs(projects: list[str]) -> dict[str, BuildConfig]:
         values = project.options
         out[f"example-{os.path.basename(os.path.dirname(path))}"] = BuildConfig(
             layout=values.get("LAYOUT", DEFAULT_LAYOUT), kernel_base=values.get("KERNEL_BASE", ""),
-            cmdline=values.get("CMDLINE", ""), templates=tuple(t for t in values.get("TEMPLATES", "").split(":") if t),
+            cmdline=values.get("CMDLINE", ""), templates=project.templates,
             modules=tuple(project.modules), keep_kernel_file=values.get("KEEP_KERNEL_FILE", "1") == "1",
             fb_mode=values.get("FB_MODE", ""), smp=values.get("SMP", "1") == "1",
             **parse_smp_options(values.get("AP_STACK_SIZE", str(DEFAULT_AP_STACK_SIZE)),

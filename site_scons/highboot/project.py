@@ -48,6 +48,9 @@ TABLE_KEYS = ("module",)
 class Project:
     options: dict[str, str]  # build-option values (KERNEL=..., LAYOUT=...)
     modules: list[Module] = field(default_factory=list)
+    # Template directories (absolute), kept apart from the ':'-separated TEMPLATES option: a
+    # project's own path may hold a ':'.
+    templates: tuple[str, ...] = ()
 
 
 def read_project(path: str | Path) -> dict[str, str]:
@@ -71,6 +74,7 @@ def load_project(path: str | Path, *, files: bool = True) -> Project:
         raise HighbootError(f"not valid TOML: {exc}", file=path) from None
     options: dict[str, str] = {}
     modules: list[Module] = []
+    templates: tuple[str, ...] = ()
     base = path.resolve().parent
     for key, value in data.items():
         if key == "module":
@@ -84,7 +88,10 @@ def load_project(path: str | Path, *, files: bool = True) -> Project:
             if not all(isinstance(v, str) for v in items):
                 raise HighbootError(f"expected a directory or a list of directories, got {value!r}", file=path,
                                     field=key)
-            options[KEYS[key]] = ":".join(str(base / v) for v in items)
+            templates = tuple(str(base / v) for v in items)
+            for d in templates if files else ():
+                if not Path(d).is_dir():
+                    raise HighbootError(f"template directory {d} not found", file=path, field=key)
             continue
         if key == "framebuffer":
             parse_fb_mode(value, file=str(path), field=key)
@@ -103,4 +110,4 @@ def load_project(path: str | Path, *, files: bool = True) -> Project:
     if "AP_STACK_SIZE" in options or "MAX_CPUS" in options:
         parse_smp_options(options.get("AP_STACK_SIZE", str(DEFAULT_AP_STACK_SIZE)),
                           options.get("MAX_CPUS", str(DEFAULT_MAX_CPUS)), file=str(path))
-    return Project(options, modules)
+    return Project(options, modules, templates)
