@@ -253,3 +253,20 @@ def test_a_failed_build_leaves_the_esp_as_it_was(built: dict, tmp_path: Path) ->
     out = scons("-j4", f"KERNEL={other}", f"TEMPLATES={tmp_path / 't'}", build=tmp_path / "b")
     assert out.returncode != 0
     assert {p: p.read_bytes() for p in before} == before, "the ESP changed although its loader was not built"
+
+
+def test_a_refused_plan_keeps_the_plan_the_esp_was_built_from(tmp_path: Path) -> None:
+    """After a good build, options the planner refuses (AP stacks that do not fit the kernel
+    region) stop the build with the planner's message; plan.json and the ESP stay as they were,
+    one consistent build."""
+    kernel = build_dir() / "kernel" / "kernel.elf"
+    out = scons(f"KERNEL={kernel}", build=tmp_path / "b")
+    assert out.returncode == 0, (out.stdout + out.stderr).decode(errors="replace")[-3000:]
+    b = tmp_path / "b"
+    kept = [b / "plan.json", b / "esp" / "EFI" / "BOOT" / "BOOTX64.EFI", b / "esp" / "highboot" / "kernel.elf"]
+    before = {p: p.read_bytes() for p in kept}
+    out = scons(f"KERNEL={kernel}", "AP_STACK_SIZE=1 GiB", build=b)
+    text = (out.stdout + out.stderr).decode(errors="replace")
+    assert out.returncode != 0 and "Traceback" not in text
+    assert "highboot: error:" in text and "no room after the trampoline alias for 255 AP stacks of 1 GiB" in text, text
+    assert {p: p.read_bytes() for p in kept} == before

@@ -218,6 +218,8 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
     modules = [tenv.fs.File(os.path.abspath(m.path)) for m in cfg.modules]
     layout_file = tenv.fs.File(os.path.abspath(cfg.layout))
     plan = tenv.HighbootPlan(f"{out}/plan.json", [kernel, layout_file] + modules, PLAN_OPTIONS=plan_options)
+    # Written atomically; kept when planning fails, so the ESP from before keeps the plan it was built from.
+    tenv.Precious(plan)
     loader_src = [tenv.HighbootRender(f"{out}/gen/{name}", plan, TEMPLATE=f"loader/{name}.j2", RENDER_WITH_PLAN=True)
                   for name in ("plan.rs", "trampoline.S")]
     loader_src += tenv.HighbootRender(f"{out}/gen/abi.rs", [], TEMPLATE="loader/abi.rs.j2")
