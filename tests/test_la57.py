@@ -60,4 +60,5 @@ def test_five_level_layout_on_a_cpu_without_la57_is_refused(built: dict) -> None
     assert ('highboot: error: layout "linux-x86_64-la57" asks for 5-level paging (57-bit addresses); '
             "this CPU has no LA57 (CPUID.7.0:ECX bit 16)") in result.serial, result.serial[-2000:]
     assert "the kernel was not started (EFI status 0x8000000000000003)" in result.serial  # EFI_UNSUPPORTED
+    assert "highboot: verifying with" not in result.serial  # refused before any file is read
     assert "HIGHBOOT-KERNEL" not in result.serial

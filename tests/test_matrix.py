@@ -63,6 +63,11 @@ def test_injected_out_of_memory_is_reported(built: dict) -> None:
     assert re.search(r"BdsDxe: failed to start Boot\d+ .*: Out of Resources", result.serial), result.serial[-2000:]
     pages = re.search(r"loader pages at entry (\d+), after the failure (\d+)", result.serial)
     assert pages and int(pages[1]) > 0 and pages[1] == pages[2], result.serial[-2000:]
+    # The display mode FB_MODE set (QEMU's GOP starts elsewhere) is put back, and SetMode said yes.
+    chosen = re.search(r"highboot: framebuffer 800x600 \(mode (\d+) of \d+, requested 800x600\)", result.serial)
+    back = re.search(r"highboot: the display is back in mode (\d+) \(0x0\)", result.serial)
+    assert chosen and back and chosen[1] != back[1], result.serial[-2000:]
+    assert result.serial.index(chosen[0]) < result.serial.index(back[0]) < result.serial.index("the kernel was not")
 
 
 def test_injected_panic_returns_to_the_boot_manager(built: dict) -> None:

@@ -296,19 +296,32 @@ fn gop(bs: &efi::BootServices) -> Option<*mut graphics_output::Protocol> {
     }
 }
 
+/// The display mode FB_MODE changed: set again when this drops (a boot that fails before the
+/// kernel runs leaves the display as it found it); `mem::forget` keeps the new mode.
+pub struct DisplayMode {
+    gop: *mut graphics_output::Protocol,
+    mode: u32,
+}
+
+impl Drop for DisplayMode {
+    fn drop(&mut self) {
+        // SAFETY: the firmware's GOP, while boot services are up (dropped only before ExitBootServices).
+        let status = unsafe { ((*self.gop).set_mode)(self.gop, self.mode) };
+        println!("highboot: the display is back in mode {} ({:#x})", self.mode, status.as_usize());
+    }
+}
+
 /// FB_MODE: switch the display to the firmware's largest mode that is not larger than the request
 /// (fbmode::choose), before the framebuffer is read. No mode that fits, or a SetMode the firmware
 /// refuses, leaves the display in whatever mode is then current: a warning, not a failure.
-pub fn set_framebuffer_mode(bs: &efi::BootServices) {
-    let Some(want) = plan::FRAMEBUFFER_REQUEST else {
-        return;
-    };
+pub fn set_framebuffer_mode(bs: &efi::BootServices) -> Option<DisplayMode> {
+    let want = plan::FRAMEBUFFER_REQUEST?;
     let Some(gop) = gop(bs) else {
         println!(
             "highboot: warning: no graphics output (GOP): the requested framebuffer {}x{} is not set",
             want.0, want.1
         );
-        return;
+        return None;
     };
     // SAFETY: the firmware's GOP (checked above); Mode and its Info stay valid until the next SetMode.
     unsafe {
@@ -321,7 +334,7 @@ pub fn set_framebuffer_mode(bs: &efi::BootServices) {
                 "highboot: warning: no framebuffer mode fits the requested {}x{}; keeping {}x{} (mode {} of {})",
                 want.0, want.1, info.horizontal_resolution, info.vertical_resolution, current, count
             );
-            return;
+            return None;
         };
         if chosen.number != current {
             let status = ((*gop).set_mode)(gop, chosen.number);
@@ -340,7 +353,7 @@ pub fn set_framebuffer_mode(bs: &efi::BootServices) {
                     (*mode).mode,
                     count
                 );
-                return;
+                return None;
             }
         }
         println!(
@@ -353,6 +366,7 @@ pub fn set_framebuffer_mode(bs: &efi::BootServices) {
             want.1,
             if chosen.number == current { ", already set" } else { "" }
         );
+        (chosen.number != current).then_some(DisplayMode { gop, mode: current })
     }
 }
 

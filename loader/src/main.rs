@@ -141,6 +141,14 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     if plan::FAULT == "panic" {
         panic!("injected panic before ExitBootServices [test build]");
     }
+    // The paging mode first: a CPU that cannot run it is refused before any file is read.
+    if plan::LEVELS == 5 && !cpu::features().la57 {
+        return fail!(
+            efi::Status::UNSUPPORTED,
+            "layout \"{}\" asks for 5-level paging (57-bit addresses); this CPU has no LA57 (CPUID.7.0:ECX bit 16)",
+            plan::LAYOUT_NAME
+        );
+    }
     // The AVX state only while the files are verified (AvxState puts the firmware's back).
     let avx = verity::AvxState::enable();
     let engine = verity::Engine::detect();
@@ -154,7 +162,7 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
         kernel_file: if plan::KEEP_KERNEL_FILE { Some((kernel_pages.base, kernel_pages.count)) } else { None },
         modules: &modules,
     };
-    firmware::set_framebuffer_mode(bs);
+    let display = firmware::set_framebuffer_mode(bs);
     let machine = Machine::probe(bs, st, tsc_entry);
     let mut census = smp::Census::take(bs, machine.rsdp);
     let (_low_pages, low) = low_pages(bs, &machine.features, &mut census)?;
@@ -173,6 +181,7 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     unsafe { census.fill(&block, &place, info) };
 
     println!("highboot: starting the kernel at {:#x}", place.slid(plan::ENTRY));
+    core::mem::forget(display); // the kernel gets the display in the mode it asked for
     exit_boot_services(bs, image, &mut map);
     // No boot services from here on: no allocations, no console; errors go to COM1.
     // SAFETY: all of this writes into the block we own; the firmware's tables are never touched.
@@ -248,8 +257,7 @@ fn read_verified_kernel(
 }
 
 /// The pages below 4 GiB for the 4 <-> 5-level switch when the kernel's paging mode is not the
-/// firmware's (see switch.rs), below 1 MiB when they are also the APs' startup page; a refusal
-/// when the CPU cannot run the layout's mode.
+/// firmware's (see switch.rs), below 1 MiB when they are also the APs' startup page.
 fn low_pages(
     bs: &efi::BootServices,
     features: &cpu::Features,
@@ -258,13 +266,6 @@ fn low_pages(
     if plan::FAULT == "firmware_5level" && features.la57 && !cpu::la57_active() {
         switch::firmware_to_5_level(bs)?;
         println!("highboot: test build: the firmware now runs 5-level paging");
-    }
-    if plan::LEVELS == 5 && !features.la57 {
-        return fail!(
-            efi::Status::UNSUPPORTED,
-            "layout \"{}\" asks for 5-level paging (57-bit addresses); this CPU has no LA57 (CPUID.7.0:ECX bit 16)",
-            plan::LAYOUT_NAME
-        );
     }
     let firmware_levels = if cpu::la57_active() { 5 } else { 4 };
     let switch = firmware_levels != plan::LEVELS;

@@ -91,7 +91,7 @@ def configs_for_tests(build_dir: str) -> dict[str, BuildConfig]:
         "alt-dmap": BuildConfig(layout="tests/layouts/alt-dmap.toml", kernel_base="0xffffffff81000000",
                                 cmdline="alt layout: direct map elsewhere, kernel at +16 MiB"),
         # With modules: they are read before the block fails, and must be freed with the rest.
-        "fault-no-memory": BuildConfig(fault="no_memory", modules=sets["three"]),
+        "fault-no-memory": BuildConfig(fault="no_memory", modules=sets["three"], fb_mode="800x600"),
         "fault-stale-key": BuildConfig(fault="stale_map_key"),
         "fault-panic": BuildConfig(fault="panic"),
         "signed": BuildConfig(signed=True, keys=keys),
