@@ -125,3 +125,34 @@ def test_project_templates_under_a_path_with_a_colon(built: dict, tmp_path: Path
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"highboot: error: {home / 'highboot.toml'}: templates: template directory {home / 'nowhere'} not found" \
         in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["SMP=maybe"], "highboot: error: SMP: expected 1 or 0 (or yes/no, true/false, on/off), got 'maybe'"),
+    (["KASLR=2"], "highboot: error: KASLR: expected 1 or 0"),
+    (["MAX_CPUS=abc"], "highboot: error: MAX_CPUS: expected a number of CPUs such as 64, got 'abc'"),
+    (["MODULES={d}/a.bin,{d}/a.bin"], "names must be unique (name them apart in a project file's [[module]] tables"),
+    (["MODULES={d}/x,y.bin"], "module file '{d}/x' not found (MODULES is comma-separated: a path with a comma goes "
+                              "in a project file)"),
+], ids=["bool", "bool-number", "max-cpus", "same-module-twice", "comma-in-a-module-path"])
+def test_option_refusals_in_highboots_words(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "a.bin").write_bytes(b"a")
+    (tmp_path / "x,y.bin").write_bytes(b"xy")
+    out = scons("-n", f"BUILD_DIR={tmp_path / 'b'}", *(a.format(d=tmp_path) for a in args))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert message.format(d=tmp_path) in out.stderr, out.stderr
+    assert "SConstruct" not in out.stderr and "Traceback" not in out.stderr
+
+
+def test_project_numbers_and_paths(tmp_path: Path) -> None:
+    """kernel_base may be a TOML integer; a number key names what it takes; an empty path is refused."""
+    project = tmp_path / "highboot.toml"
+    project.write_text("kernel_base = 0xffffffff80200000\nmax_cpus = 8\n")
+    assert read_project(project) == {"KERNEL_BASE": "0xffffffff80200000", "MAX_CPUS": "8"}
+    for text, field, message in (("max_cpus = 2.5\n", "max_cpus", "expected a whole number or a string, got float"),
+                                 ('layout = ""\n', "layout", "the path is empty; expected a file"),
+                                 ('kernel = ""\n', "kernel", "the path is empty; expected a file")):
+        project.write_text(text)
+        with pytest.raises(HighbootError) as err:
+            read_project(project)
+        assert err.value.file == str(project) and err.value.field == field and message in err.value.message

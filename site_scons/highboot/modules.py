@@ -68,7 +68,9 @@ def _check_file(path: str, *, file: str | None, field: str) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
-        raise HighbootError(f"module file {path!r} not found", file=file, field=field) from None
+        hint = " (MODULES is comma-separated: a path with a comma goes in a project file)" if field == "MODULES" \
+            else ""
+        raise HighbootError(f"module file {path!r} not found{hint}", file=file, field=field) from None
     except IsADirectoryError:
         raise HighbootError(f"{path!r} is a directory; a module is a file", file=file, field=field) from None
     except OSError as exc:
@@ -114,8 +116,10 @@ def check_modules(modules: list[Module], *, file: str | None, field: str, files:
         check_name(m.name, file=file, field=f"{where}.name" if field == "module" else field)
         check_cmdline(m.cmdline, file=file, field=f"{where}.cmdline" if field == "module" else field)
         if m.name in seen:
+            how = ("set name = ... on one of them" if field == "module" else
+                   "name them apart in a project file's [[module]] tables, name = ...")
             raise HighbootError(f"two modules are named {m.name!r} (numbers {seen[m.name]} and {i}); names must be "
-                                "unique (set name = ... on one of them)", file=file,
+                                f"unique ({how})", file=file,
                                 field=f"{where}.name" if field == "module" else field)
         seen[m.name] = i
     strings = sum(len(text_bytes(m.name)) + len(text_bytes(m.cmdline)) + 2 for m in modules)
@@ -128,7 +132,8 @@ def modules_from_option(text: str, *, files: bool = True) -> list[Module]:
     """MODULES=a.img,b.bin: paths, named after their file names, no command lines."""
     paths = [p for p in text.split(",")] if text else []
     if any(not p for p in paths):
-        raise HighbootError(f"{text!r} has an empty entry; expected comma-separated module files", field="MODULES")
+        raise HighbootError(f"{text!r} has an empty entry; expected comma-separated module files (a path with a "
+                            "comma goes in a project file's [[module]] tables)", field="MODULES")
     modules = [Module(path=_absolute(p), name=os.path.basename(p.rstrip("/")) or p) for p in paths]
     check_modules(modules, file=None, field="MODULES", files=files)
     return modules

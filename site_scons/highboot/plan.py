@@ -267,7 +267,8 @@ def parse_smp_options(ap_stack_size: str, max_cpus: str, *, file: str | None = N
         try:
             out[name] = parse_int(text)
         except ValueError as exc:
-            raise HighbootError(str(exc), file=file, field=name if file else name.upper()) from None
+            message = f"expected a number of CPUs such as 64, got {text!r}" if name == "max_cpus" else str(exc)
+            raise HighbootError(message, file=file, field=name if file else name.upper()) from None
     check_smp(out["ap_stack_size"], out["max_cpus"], file=file)
     return out
 

@@ -37,8 +37,8 @@ KEYS = {"kernel": "KERNEL", "layout": "LAYOUT", "templates": "TEMPLATES", "cmdli
         "kernel_base": "KERNEL_BASE", "kaslr": "KASLR", "sign": "SIGN", "keep_kernel_file": "KEEP_KERNEL_FILE",
         "framebuffer": "FB_MODE", "smp": "SMP", "ap_stack_size": "AP_STACK_SIZE", "max_cpus": "MAX_CPUS"}
 BOOL_KEYS = ("kaslr", "sign", "keep_kernel_file", "smp")
-#: Keys that take a number (or a string such as "16 KiB").
-NUMBER_KEYS = ("ap_stack_size", "max_cpus")
+#: Keys that take a number (or a string such as "16 KiB" or "0xffffffff80200000").
+NUMBER_KEYS = ("ap_stack_size", "max_cpus", "kernel_base")
 PATH_KEYS = ("kernel", "layout", "templates")
 #: Tables of the project file (not build options): [[module]].
 TABLE_KEYS = ("module",)
@@ -101,9 +101,12 @@ def load_project(path: str | Path, *, files: bool = True) -> Project:
             options[KEYS[key]] = "1" if value else "0"
             continue
         if key in NUMBER_KEYS and isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
+            value = hex(value) if key == "kernel_base" else str(value)
         if not isinstance(value, str):
-            raise HighbootError(f"expected a string, got {type(value).__name__} {value!r}", file=path, field=key)
+            what = "a whole number or a string" if key in NUMBER_KEYS else "a string"
+            raise HighbootError(f"expected {what}, got {type(value).__name__} {value!r}", file=path, field=key)
+        if key in PATH_KEYS and not value:
+            raise HighbootError("the path is empty; expected a file", file=path, field=key)
         options[KEYS[key]] = str(base / value) if key in PATH_KEYS else value
     if "CMDLINE" in options:
         check_cmdline(options["CMDLINE"], file=str(path), field="cmdline")
