@@ -68,6 +68,9 @@ def test_injected_out_of_memory_is_reported(built: dict) -> None:
     back = re.search(r"highboot: the display is back in mode (\d+) \(0x0\)", result.serial)
     assert chosen and back and chosen[1] != back[1], result.serial[-2000:]
     assert result.serial.index(chosen[0]) < result.serial.index(back[0]) < result.serial.index("the kernel was not")
+    # SetMode clears the screen: the reason is printed again after it.
+    error = "highboot: error: not enough memory for the kernel block"
+    assert result.serial.count(error) == 2 and result.serial.rindex(error) > result.serial.index(back[0])
 
 
 def test_injected_panic_returns_to_the_boot_manager(built: dict) -> None:

@@ -545,6 +545,12 @@ void kmain(const struct highboot_boot_info *info, uint64_t entry_rsp) {
         debug_exit(0x11);
     }
     cpu_nx = (info->cpu_features & HIGHBOOT_CPU_NX) != 0;
+    { /* the CPU's own word (CPUID 80000001h:EDX[20]): without NX the W^X checks give way */
+        uint32_t r[4];
+        cpuid(0x80000000u, 0, r);
+        int nx = r[0] >= 0x80000001u && (cpuid(0x80000001u, 0, r), (r[3] >> 20) & 1);
+        check(nx == cpu_nx, "cpu_features' NX is not CPUID's");
+    }
     uint64_t cr0, cr3, cr4;
     __asm__ volatile("mov %%cr0, %0" : "=r"(cr0));
     __asm__ volatile("mov %%cr3, %0" : "=r"(cr3));

@@ -271,13 +271,13 @@ fn check_relro(c: &mut Checks, info: &BootInfo, bias: u64) -> u64 {
     while page < end {
         match walk::translate(info, page) {
             Some(t) => c.check(
-                !t.writable && t.no_exec_where_possible && in_block(info, t.pa),
+                !t.writable && t.no_exec_where_possible() && in_block(info, t.pa),
                 format_args!(
                     "RELRO page {:#x} -> {:#x} is {}{}",
                     page,
                     t.pa,
                     if t.writable { "writable " } else { "" },
-                    if t.no_exec_where_possible { "" } else { "executable" }
+                    if t.no_exec_where_possible() { "" } else { "executable" }
                 ),
             ),
             None => c.check(false, format_args!("RELRO page {:#x} is not mapped", page)),
@@ -330,7 +330,7 @@ fn check_relocated(c: &mut Checks, info: &BootInfo) {
     );
     let at = DATA_POINTER.as_ptr() as u64;
     c.check(
-        walk::translate(info, at).is_some_and(|t| t.writable && t.no_exec_where_possible),
+        walk::translate(info, at).is_some_and(|t| t.writable && t.no_exec_where_possible()),
         format_args!("DATA_POINTER's page {:#x} is not mapped RW", at),
     );
 }

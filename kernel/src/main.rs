@@ -191,6 +191,14 @@ fn check_cpu(c: &mut Checks, i: &BootInfo, entry_rsp: u64) {
     if i.cpu_features & bootinfo::cpu::NX != 0 {
         c.check(efer_lo & (1 << 11) != 0, format_args!("EFER.NXE is clear on a CPU with NX"));
     }
+    // The NX bit of cpu_features is the CPU's (CPUID 80000001h:EDX[20]): without it the W^X
+    // checks give way to "no entry sets NX", so a wrong "no NX" must not pass unseen.
+    let ext = core::arch::x86_64::__cpuid(0x8000_0000).eax;
+    let nx = ext >= 0x8000_0001 && core::arch::x86_64::__cpuid(0x8000_0001).edx & (1 << 20) != 0;
+    c.check(
+        nx == (i.cpu_features & bootinfo::cpu::NX != 0),
+        format_args!("cpu_features says NX {}, CPUID says {}", i.cpu_features & bootinfo::cpu::NX != 0, nx),
+    );
     let la57 = cr4 & (1 << 12) != 0;
     println!(info_format!(levels), if la57 { 5 } else { 4 });
 }

@@ -176,7 +176,7 @@ pub fn check(c: &mut Checks, info: &'static BootInfo) {
         c.check(walk::translate(info, bottom - 1).is_none(), format_args!("AP {}: no guard page below its stack", k));
         let owned = |t: &walk::Translation| {
             t.writable
-                && t.no_exec_where_possible
+                && t.no_exec_where_possible()
                 && info.kernel_phys_base <= t.pa
                 && t.pa < info.kernel_phys_base + info.kernel_phys_size
         };

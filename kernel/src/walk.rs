@@ -93,8 +93,15 @@ pub struct Translation {
     pub pa: u64,
     pub writable: bool,
     pub exec: bool,
-    /// Not executable, or the CPU has no NX (cpu_features): no page can be kept from execution.
-    pub no_exec_where_possible: bool,
+    /// The CPU has NX (cpu_features).
+    cpu_nx: bool,
+}
+
+impl Translation {
+    /// Not executable, or the CPU has no NX: no page can be kept from execution there.
+    pub fn no_exec_where_possible(&self) -> bool {
+        !self.exec || !self.cpu_nx
+    }
 }
 
 /// Walk the live tables for va; None where it is not mapped.
@@ -114,8 +121,8 @@ pub fn translate(info: &BootInfo, va: u64) -> Option<Translation> {
         if depth == levels - 1 || (entry & HUGE != 0 && shift <= 30) {
             let size = 1u64 << shift;
             let pa = (entry & ADDR & !(size - 1)) | (va & (size - 1));
-            let no_exec_where_possible = !exec || info.cpu_features & crate::bootinfo::cpu::NX == 0;
-            return Some(Translation { pa, writable, exec, no_exec_where_possible });
+            let cpu_nx = info.cpu_features & crate::bootinfo::cpu::NX != 0;
+            return Some(Translation { pa, writable, exec, cpu_nx });
         }
         table = entry & ADDR;
     }

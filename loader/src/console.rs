@@ -67,6 +67,47 @@ impl Write for Console {
     }
 }
 
+/// The last error's text, to show again after a SetMode has cleared the screen.
+struct LastError(core::cell::UnsafeCell<([u8; 160], usize)>);
+// SAFETY: written and read only before ExitBootServices, on the one CPU the loader runs on.
+unsafe impl Sync for LastError {}
+static LAST_ERROR: LastError = LastError(core::cell::UnsafeCell::new(([0; 160], 0)));
+
+impl Write for &LastError {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        // SAFETY: see LastError; no reference to it outlives this call.
+        let (buf, len) = unsafe { &mut *self.0.get() };
+        // Whole characters only, so that the kept bytes stay UTF-8.
+        let mut n = s.len().min(buf.len() - *len);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        buf[*len..*len + n].copy_from_slice(&s.as_bytes()[..n]);
+        *len += n;
+        Ok(())
+    }
+}
+
+/// `highboot: error: ...`, kept for `repeat_error`.
+pub fn error(args: fmt::Arguments) {
+    crate::println!("highboot: error: {}", args);
+    // SAFETY: see LastError.
+    unsafe { (*LAST_ERROR.0.get()).1 = 0 };
+    let _ = (&LAST_ERROR).write_fmt(args);
+}
+
+/// The last error again (its first 160 bytes, whole characters).
+pub fn repeat_error() {
+    // SAFETY: see LastError; write_str keeps whole UTF-8 characters only.
+    let text = unsafe {
+        let (buf, len) = &*LAST_ERROR.0.get();
+        core::str::from_utf8_unchecked(&buf[..*len])
+    };
+    if !text.is_empty() {
+        crate::println!("highboot: error: {}", text);
+    }
+}
+
 #[macro_export]
 macro_rules! println {
     ($($arg:tt)*) => {{

@@ -308,6 +308,7 @@ impl Drop for DisplayMode {
         // SAFETY: the firmware's GOP, while boot services are up (dropped only before ExitBootServices).
         let status = unsafe { ((*self.gop).set_mode)(self.gop, self.mode) };
         println!("highboot: the display is back in mode {} ({:#x})", self.mode, status.as_usize());
+        crate::console::repeat_error(); // SetMode clears the screen
     }
 }
 

@@ -67,7 +67,7 @@ pub type Result<T> = core::result::Result<T, efi::Status>;
 #[macro_export]
 macro_rules! fail {
     ($status:expr, $($arg:tt)*) => {{
-        $crate::println!("highboot: error: {}", format_args!($($arg)*));
+        $crate::console::error(format_args!($($arg)*));
         Err($status)
     }};
 }
