@@ -151,7 +151,12 @@ def test_project_numbers_and_paths(tmp_path: Path) -> None:
     assert read_project(project) == {"KERNEL_BASE": "0xffffffff80200000", "MAX_CPUS": "8"}
     for text, field, message in (("max_cpus = 2.5\n", "max_cpus", "expected a whole number or a string, got float"),
                                  ('layout = ""\n', "layout", "the path is empty; expected a file"),
-                                 ('kernel = ""\n', "kernel", "the path is empty; expected a file")):
+                                 ('kernel = ""\n', "kernel", "the path is empty; expected a file"),
+                                 # 0xffffffff80200000 as TOML's signed 64-bit integer, as a spec-strict tool writes it
+                                 ("kernel_base = -2145386496\n", "kernel_base",
+                                  "-2145386496 is not a 64-bit address; write a higher-half one as a string"),
+                                 ('kernel_base = "0x1_0000_0000_0000_0000"\n', "kernel_base",
+                                  "is not a 64-bit address")):
         project.write_text(text)
         with pytest.raises(HighbootError) as err:
             read_project(project)

@@ -68,9 +68,7 @@ def _check_file(path: str, *, file: str | None, field: str) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
-        hint = " (MODULES is comma-separated: a path with a comma goes in a project file)" if field == "MODULES" \
-            else ""
-        raise HighbootError(f"module file {path!r} not found{hint}", file=file, field=field) from None
+        raise HighbootError(f"module file {path!r} not found", file=file, field=field) from None
     except IsADirectoryError:
         raise HighbootError(f"{path!r} is a directory; a module is a file", file=file, field=field) from None
     except OSError as exc:
@@ -135,7 +133,12 @@ def modules_from_option(text: str, *, files: bool = True) -> list[Module]:
         raise HighbootError(f"{text!r} has an empty entry; expected comma-separated module files (a path with a "
                             "comma goes in a project file's [[module]] tables)", field="MODULES")
     modules = [Module(path=_absolute(p), name=os.path.basename(p.rstrip("/")) or p) for p in paths]
-    check_modules(modules, file=None, field="MODULES", files=files)
+    try:
+        check_modules(modules, file=None, field="MODULES", files=files)
+    except HighbootError as exc:
+        if len(paths) > 1 and "not found" in exc.message:
+            exc.message += " (MODULES is comma-separated: a path with a comma goes in a project file)"
+        raise
     return modules
 
 

@@ -308,7 +308,8 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     # One unmapped page separates the stack top from the trampoline alias.
     trampoline_va = (stack_top if stack_region is None else image_end) + PAGE
     if trampoline_va + PAGE > region.end or (stack_region is None and stack_top > region.end):
-        _no_room(kernel, layout, region, f"has no room after the kernel image (ends {hex_addr(image_end)}) for "
+        _no_room(kernel, layout, region, trampoline_va + PAGE,
+                 f"has no room after the kernel image (ends {hex_addr(image_end)}) for "
                  f"the {format_size(stack_size)} stack, its guard page and the trampoline page; the region ends at "
                  f"{hex_addr(region.end)}")
     # The APs' stacks: after the trampoline alias, a guard page below each, mapped at boot for the
@@ -316,7 +317,8 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     ap_stacks_va = trampoline_va + PAGE
     ap_window = (max_cpus - 1) * (ap_stack_size + PAGE) if smp else 0
     if ap_stacks_va + ap_window > region.end:
-        _no_room(kernel, layout, region, f"ends at {hex_addr(region.end)}: no room after the trampoline alias for "
+        _no_room(kernel, layout, region, ap_stacks_va + ap_window,
+                 f"ends at {hex_addr(region.end)}: no room after the trampoline alias for "
                  f"{max_cpus - 1} AP stacks of {format_size(ap_stack_size)} and their guard pages "
                  f"({format_size(ap_window)}); lower max_cpus or ap_stack_size, or turn SMP off")
 
@@ -416,11 +418,12 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     )
 
 
-def _no_room(kernel: KernelImage, layout: Layout, region: Region, what: str) -> NoReturn:
-    """What follows the image does not fit in the kernel region: the region's fault when the image
-    starts at the region's start, else the kernel's (it could start lower)."""
+def _no_room(kernel: KernelImage, layout: Layout, region: Region, needed_end: int, what: str) -> NoReturn:
+    """What follows the image (up to needed_end) does not fit in the kernel region: the kernel's
+    fault when it would fit with the image at the region's start (it could start lower), else the
+    region's (or the options' that size what follows)."""
     image_va = align_down(kernel.start, PAGE)
-    if image_va <= region.start:
+    if needed_end - (image_va - region.start) > region.end or image_va <= region.start:
         raise HighbootError(f"kernel region {region.name!r} {what}", file=layout.path,
                             field=f"region {region.name!r}.size")
     lower = "place it lower (KERNEL_BASE)" if kernel.position_independent else "link it lower"

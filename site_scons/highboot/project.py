@@ -32,6 +32,7 @@ from highboot.errors import HighbootError
 from highboot.framebuffer import parse_fb_mode
 from highboot.modules import Module, modules_from_project
 from highboot.plan import DEFAULT_AP_STACK_SIZE, DEFAULT_MAX_CPUS, check_cmdline, parse_smp_options
+from highboot.units import parse_int
 
 KEYS = {"kernel": "KERNEL", "layout": "LAYOUT", "templates": "TEMPLATES", "cmdline": "CMDLINE",
         "kernel_base": "KERNEL_BASE", "kaslr": "KASLR", "sign": "SIGN", "keep_kernel_file": "KEEP_KERNEL_FILE",
@@ -51,6 +52,18 @@ class Project:
     # Template directories (absolute), kept apart from the ':'-separated TEMPLATES option: a
     # project's own path may hold a ':'.
     templates: tuple[str, ...] = ()
+
+
+def _check_address(text: str, path: Path) -> None:
+    """kernel_base: a 64-bit address (a TOML integer is signed 64-bit: a higher-half one is a string)."""
+    try:
+        value = parse_int(text) if text and not text.startswith("-") else -1 if text else 0
+    except ValueError as exc:
+        raise HighbootError(str(exc), file=path, field="kernel_base") from None
+    if not 0 <= value < 1 << 64:
+        raise HighbootError(f"{text} is not a 64-bit address; write a higher-half one as a string, "
+                            'kernel_base = "0xffffffff80200000" (TOML integers are signed 64-bit)', file=path,
+                            field="kernel_base")
 
 
 def read_project(path: str | Path) -> dict[str, str]:
@@ -88,6 +101,8 @@ def load_project(path: str | Path, *, files: bool = True) -> Project:
             if not all(isinstance(v, str) for v in items):
                 raise HighbootError(f"expected a directory or a list of directories, got {value!r}", file=path,
                                     field=key)
+            if not all(items):
+                raise HighbootError("a template directory is empty; expected a directory", file=path, field=key)
             templates = tuple(str(base / v) for v in items)
             for d in templates if files else ():
                 if not Path(d).is_dir():
@@ -101,10 +116,12 @@ def load_project(path: str | Path, *, files: bool = True) -> Project:
             options[KEYS[key]] = "1" if value else "0"
             continue
         if key in NUMBER_KEYS and isinstance(value, int) and not isinstance(value, bool):
-            value = hex(value) if key == "kernel_base" else str(value)
+            value = (str(value) if value < 0 else hex(value)) if key == "kernel_base" else str(value)
         if not isinstance(value, str):
             what = "a whole number or a string" if key in NUMBER_KEYS else "a string"
             raise HighbootError(f"expected {what}, got {type(value).__name__} {value!r}", file=path, field=key)
+        if key == "kernel_base":
+            _check_address(value, path)
         if key in PATH_KEYS and not value:
             raise HighbootError("the path is empty; expected a file", file=path, field=key)
         options[KEYS[key]] = str(base / value) if key in PATH_KEYS else value
