@@ -131,13 +131,10 @@ def test_project_templates_under_a_path_with_a_colon(built: dict, tmp_path: Path
     (["SMP=maybe"], "highboot: error: SMP: expected 1 or 0 (or yes/no, true/false, on/off), got 'maybe'"),
     (["KASLR=2"], "highboot: error: KASLR: expected 1 or 0"),
     (["MAX_CPUS=abc"], "highboot: error: MAX_CPUS: expected a number of CPUs such as 64, got 'abc'"),
-    (["AP_STACK_SIZE=4 MiB"], "highboot: error: AP_STACK_SIZE: 255 AP stacks of 4 MiB and their guard pages "
-                              "(1045500 KiB) do not fit in the 512 MiB kernel region 'kernel-text' of "
-                              "templates/layouts/linux-x86_64.toml; lower MAX_CPUS or AP_STACK_SIZE, or SMP=0"),
     (["MODULES={d}/a.bin,{d}/a.bin"], "names must be unique (name them apart in a project file's [[module]] tables"),
     (["MODULES={d}/x,y.bin"], "module file '{d}/x' not found (MODULES is comma-separated: a path with a comma goes "
                               "in a project file)"),
-], ids=["bool", "bool-number", "max-cpus", "ap-stacks-fit-nowhere", "same-module-twice", "comma-in-a-module-path"])
+], ids=["bool", "bool-number", "max-cpus", "same-module-twice", "comma-in-a-module-path"])
 def test_option_refusals_in_highboots_words(tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "a.bin").write_bytes(b"a")
     (tmp_path / "x,y.bin").write_bytes(b"xy")

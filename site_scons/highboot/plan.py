@@ -260,18 +260,6 @@ def check_smp(ap_stack_size: int, max_cpus: int, *, file: str | None = None) -> 
                             field="max_cpus")
 
 
-def check_ap_window(layout: Layout, smp: bool, ap_stack_size: int, max_cpus: int) -> None:
-    """Before anything is built: MAX_CPUS - 1 AP stacks (each with its guard page) fit in the
-    layout's kernel region at all (plan_boot checks them with the kernel in place)."""
-    region = layout.require("kernel")
-    window = (max_cpus - 1) * (ap_stack_size + PAGE) if smp else 0
-    if window >= region.size:
-        raise HighbootError(f"{max_cpus - 1} AP stacks of {format_size(ap_stack_size)} and their guard pages "
-                            f"({format_size(window)}) do not fit in the {format_size(region.size)} kernel region "
-                            f"{region.name!r} of {layout.path}; lower MAX_CPUS or AP_STACK_SIZE, or SMP=0",
-                            field="AP_STACK_SIZE")
-
-
 def parse_smp_options(ap_stack_size: str, max_cpus: str, *, file: str | None = None) -> dict[str, int]:
     """AP_STACK_SIZE ("16 KiB") and MAX_CPUS ("256") as numbers, checked (check_smp)."""
     out = {}
@@ -328,6 +316,11 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     # APs that check in.
     ap_stacks_va = trampoline_va + PAGE
     ap_window = (max_cpus - 1) * (ap_stack_size + PAGE) if smp else 0
+    if ap_window >= region.size:
+        raise HighbootError(f"{max_cpus - 1} AP stacks of {format_size(ap_stack_size)} and their guard pages "
+                            f"({format_size(ap_window)}) do not fit in the {format_size(region.size)} kernel region "
+                            f"{region.name!r} of {layout.path} at all; lower max_cpus or ap_stack_size, or turn SMP "
+                            "off", field="ap_stack_size")
     if ap_stacks_va + ap_window > region.end:
         _no_room(kernel, layout, region, ap_stacks_va + ap_window,
                  f"ends at {hex_addr(region.end)}: no room after the trampoline alias for "
