@@ -428,7 +428,7 @@ def _no_room(kernel: KernelImage, layout: Layout, region: Region, needed_end: in
     fault when it would fit with the image at the region's start (it could start lower), else the
     region's (or the options' that size what follows)."""
     image_va = align_down(kernel.start, PAGE)
-    if needed_end - (image_va - region.start) > region.end or image_va <= region.start:
+    if needed_end - (image_va - region.start) > region.end:  # also when the image starts the region
         raise HighbootError(f"kernel region {region.name!r} {what}", file=layout.path,
                             field=f"region {region.name!r}.size")
     lower = "place it lower (KERNEL_BASE)" if kernel.position_independent else "link it lower"

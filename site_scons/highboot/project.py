@@ -57,7 +57,7 @@ class Project:
 def _check_address(text: str, path: Path) -> None:
     """kernel_base: a 64-bit address (a TOML integer is signed 64-bit: a higher-half one is a string)."""
     try:
-        value = parse_int(text) if text and not text.startswith("-") else -1 if text else 0
+        value = -1 if text.startswith("-") else parse_int(text) if text else 0
     except ValueError as exc:
         raise HighbootError(str(exc), file=path, field="kernel_base") from None
     if not 0 <= value < 1 << 64:
