@@ -319,7 +319,8 @@ def test_kernel_file_missing_or_directory(tmp_path: Path, what: str) -> None:
         path.mkdir()
     err = refusal(lambda: read_kernel(path))
     assert err.file == str(path)
-    assert ("not found" if what == "missing" else "found a directory") in err.message
+    assert err.message == ("kernel file not found" if what == "missing" else
+                           "kernel file is a directory; expected a kernel file")
 
 
 # ---------------------------------------------------------------------------------- kernel vs layout
@@ -448,8 +449,8 @@ def test_bad_layout(tmp_path: Path, text: str, field: str, message: str) -> None
 
 
 @pytest.mark.parametrize("what, message", [("missing", "layout file not found"),
-                                           ("directory", "cannot read layout"),
-                                           ("not-utf8", "cannot read layout")])
+                                           ("directory", "layout file is a directory; expected a layout file"),
+                                           ("not-utf8", "layout file is not UTF-8 text")])
 def test_layout_file_unreadable(tmp_path: Path, what: str, message: str) -> None:
     path = tmp_path / "layout.toml"
     if what == "directory":
@@ -545,7 +546,7 @@ def test_bad_project_file(tmp_path: Path, text: str, field: str, message: str) -
 
 
 @pytest.mark.parametrize("what, message", [("missing", "project file not found"),
-                                           ("not-utf8", "cannot read project file")])
+                                           ("not-utf8", "project file is not UTF-8 text")])
 def test_project_file_unreadable(tmp_path: Path, what: str, message: str) -> None:
     path = tmp_path / "highboot.toml"
     if what == "not-utf8":
@@ -682,15 +683,15 @@ E2E_CASES: list[tuple[str, Callable[[Path, Path], dict[str, str]], str, str]] = 
     ("kernel-w+x", lambda t, k: bad_kernel(t, with_segments(Seg(KBASE, 0x1000, PF_R | PF_W | PF_X, b"\x90")).build()),
      "bad-kernel.elf", "writable and executable"),
     ("kernel-text-file", lambda t, k: bad_kernel(t, b"not a kernel\n"), "bad-kernel.elf", "not an ELF file"),
-    ("kernel-missing", lambda t, k: {"KERNEL": str(t / "no-such-kernel.elf")}, "no-such-kernel.elf",
-     "kernel file not found"),
+    ("kernel-missing", lambda t, k: {"KERNEL": str(t / "no-such-kernel.elf")}, "KERNEL: kernel file '",
+     "no-such-kernel.elf' not found"),
     ("layout-invalid-toml", lambda t, k: bad_layout(t, "name = [\n", k), "bad-layout.toml", "not valid TOML"),
     ("layout-unknown-key", lambda t, k: bad_layout(t, edit('name = "t"', 'name = "t"\ncolour = 1'), k),
      "bad-layout.toml", "colour: unknown key"),
     ("layout-overlap", lambda t, k: bad_layout(t, BASE_LAYOUT + region("x", "reserved", "0xffffffff90000000"), k),
      "bad-layout.toml", "overlaps region 'k'"),
     ("layout-missing", lambda t, k: {"KERNEL": str(k), "LAYOUT": str(t / "no-such-layout.toml")},
-     "no-such-layout.toml", "layout file not found"),
+     "LAYOUT: layout file '", "no-such-layout.toml' not found"),
     # Found when planning (the kernel is valid, the layout is valid, they do not go together).
     # (An ET_EXEC kernel: a PIE would be placed in the region.)
     ("kernel-outside-the-layouts-region", lambda t, k: bad_layout(

@@ -270,12 +270,20 @@ def test_interrupt_command_values(tmp_path: Path) -> None:
 
 def test_smp_options_are_checked() -> None:
     assert parse_smp_options("16 KiB", "256") == {"ap_stack_size": 16384, "max_cpus": 256}
+    assert parse_smp_options("16K", "1_024") == {"ap_stack_size": 16384, "max_cpus": 1024}
+    # A refusal names the option on the command line and the key in a project file, whatever the
+    # value; a count takes no size units ("1 KiB" CPUs is not 1024).
     for stack, cpus, field in (("1000", "4", "AP_STACK_SIZE"), ("0", "4", "AP_STACK_SIZE"),
                                ("lots", "4", "AP_STACK_SIZE"), ("16K", "0", "MAX_CPUS"),
-                               ("16K", "100000", "MAX_CPUS"), ("16K", "four", "MAX_CPUS")):
+                               ("16K", "100000", "MAX_CPUS"), ("16K", "four", "MAX_CPUS"),
+                               ("16K", "1 KiB", "MAX_CPUS"), ("16K", "1k", "MAX_CPUS"), ("16K", "0x10", "MAX_CPUS"),
+                               ("16K", "9" * 5000, "MAX_CPUS")):
         with pytest.raises(HighbootError) as exc:
             parse_smp_options(stack, cpus)
-        assert exc.value.field is not None and exc.value.field.upper() == field, exc.value.format()
+        assert exc.value.field == field and exc.value.file is None, exc.value.format()
+        with pytest.raises(HighbootError) as exc:
+            parse_smp_options(stack, cpus, file="p.toml")
+        assert exc.value.field == field.lower() and exc.value.file == "p.toml", exc.value.format()
 
 
 def test_project_file_smp_keys(tmp_path: Path) -> None:

@@ -249,23 +249,14 @@ impl Drop for Pages {
     }
 }
 
-fn allocate(bs: &efi::BootServices, pages: u64) -> Result<Pages> {
-    Pages::allocate(bs, efi::LOADER_DATA, None, pages).or_else(|status| {
-        fail!(status, "not enough memory: AllocatePages({} pages) failed ({:#x})", pages, status.as_usize())
-    })
-}
-
-/// The one block the kernel owns. LoaderData, as custom memory types have hung real machines;
-/// the boot info tells the kernel which range is its own.
-pub fn allocate_block(bs: &efi::BootServices, pages: u64) -> Result<Pages> {
+/// The one block the kernel owns, or the firmware's status, with nothing printed: the caller
+/// tries smaller blocks (fewer AP stacks) before it refuses. LoaderData, as custom memory types
+/// have hung real machines; the boot info tells the kernel which range is its own.
+pub fn try_allocate_block(bs: &efi::BootServices, pages: u64) -> Result<Pages> {
     if plan::FAULT == "no_memory" {
-        return fail!(
-            efi::Status::OUT_OF_RESOURCES,
-            "not enough memory for the kernel block ({} pages) [injected fault]",
-            pages
-        );
+        return Err(efi::Status::OUT_OF_RESOURCES);
     }
-    allocate(bs, pages)
+    Pages::allocate(bs, efi::LOADER_DATA, None, pages)
 }
 
 pub struct Framebuffer {

@@ -197,5 +197,4 @@ pub unsafe fn complete(
         }
         info.efi_runtime_count = mapped.ranges as u64;
     }
-    info.page_tables_pages = plan::TABLE_COUNT + block.pool.used();
 }

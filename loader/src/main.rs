@@ -170,8 +170,8 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     map.refresh(bs)?;
 
     let place = choose_placement(bs, size_direct_map(&map, &machine)?);
-    let layout = BlockLayout::new(&map, &machine.attributes, &place, handed.count(), census.to_start)?;
-    let block_pages = firmware::allocate_block(bs, layout.size / PAGE)?;
+    let (layout, block_pages) = allocate_block(bs, &map, &machine, &place, handed.count(), &mut census)?;
+    census.say_left_alone();
     let trampoline = low.map_or(switch::trampoline_page(), |l| l.page);
     // SAFETY: the block is ours, identity-mapped by the firmware, layout.size bytes long.
     let mut block = unsafe { Block::load(block_pages.base, layout, kernel, &place, machine.nx_mask, trampoline) };
@@ -214,6 +214,8 @@ fn hand_over(
     info: &mut bootinfo::BootInfo,
 ) -> ! {
     cpu::enable_nx_and_wp(machine.features.nx);
+    // Counted last: the APs' stacks took tables from the pool after the boot info was filled.
+    info.page_tables_pages = plan::TABLE_COUNT + block.pool.used();
     info.tsc_handoff = cpu::rdtsc();
     let handoff = Handoff {
         cr3: block.root,
@@ -295,6 +297,51 @@ fn low_pages(
         Err(status) => {
             fail!(status, "no memory below 4 GiB for the paging-mode switch (2 pages): {:#x}", status.as_usize())
         }
+    }
+}
+
+/// The kernel block, with a stack for every AP to start; when that does not fit, with the largest
+/// number of AP stacks that does (the other APs are left to the kernel, counted as those beyond
+/// MAX_CPUS are). Refused only when even the block without AP stacks does not fit.
+fn allocate_block(
+    bs: &efi::BootServices,
+    map: &memmap::FirmwareMap,
+    machine: &Machine,
+    place: &Placement,
+    handed: usize,
+    census: &mut smp::Census,
+) -> Result<(BlockLayout, firmware::Pages)> {
+    // A block fits when a free range is as large as it, and it grows with its AP stacks: the
+    // largest number that fits is in [fits, fails). All of them first, then by halves.
+    let wanted = census.to_start;
+    let (mut fits, mut fails) = (0, wanted + 1);
+    let mut aps = wanted;
+    loop {
+        let layout = BlockLayout::new(map, &machine.attributes, place, handed, aps)?;
+        match firmware::try_allocate_block(bs, layout.size / PAGE) {
+            Ok(pages) if aps + 1 == fails => {
+                if aps < wanted {
+                    census.fewer_stacks(aps);
+                }
+                return Ok((layout, pages));
+            }
+            Ok(_) => fits = aps, // freed again: a larger one may fit
+            Err(status) if aps == 0 => {
+                return fail!(
+                    status,
+                    "not enough memory for the kernel block ({} pages): AllocatePages failed ({:#x})",
+                    layout.size / PAGE,
+                    status.as_usize()
+                )
+            }
+            Err(_) => {
+                fails = aps;
+                if aps <= fits {
+                    fits = 0; // what fitted a moment ago no longer does: look lower
+                }
+            }
+        }
+        aps = (fits + fails) / 2;
     }
 }
 

@@ -4,6 +4,7 @@
 //! (templates/loader/trampoline.S.j2 has the AP's side). No AP runs firmware code after
 //! ExitBootServices: INIT takes each out of the firmware's wait loop first.
 
+use core::fmt::Write;
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,7 +16,7 @@ use crate::bootinfo::{self, cpu_flags, BootInfo};
 use crate::madt::{self, Processor};
 use crate::paging;
 use crate::switch::{self, LowPages};
-use crate::{cpu, plan, println, PAGE};
+use crate::{console, cpu, plan, println, PAGE};
 
 const IA32_APIC_BASE: u32 = 0x1b;
 const APIC_BASE_X2APIC: u64 = 1 << 10;
@@ -32,6 +33,32 @@ const CHECK_IN_US: u64 = 2_000_000;
 /// The APIC ID the `lost_ap` test fault adds: a processor that is not there.
 const LOST_AP_ID: u32 = 0xfe;
 
+/// Why an enabled processor is left alone (counted in cpus_not_started): an index of
+/// `Census::left` and of `LEFT_ALONE`, which says it in the serial log.
+const SMP_OFF: usize = 0;
+const UNREACHABLE: usize = 1;
+const BEYOND_MAX_CPUS: usize = 2;
+const NO_STARTUP_PAGE: usize = 3;
+const NO_STACK_MEMORY: usize = 4;
+const LEFT_ALONE: [&str; 5] = [
+    "with SMP=0",
+    "with an APIC ID above 254 in xAPIC mode",
+    "beyond MAX_CPUS",
+    "without a startup page below 1 MiB",
+    "without memory for their stacks (AP_STACK_SIZE)",
+];
+
+/// ", 2 beyond MAX_CPUS" (after `sep`) when n > 0; the separator for the next reason. Not inlined:
+/// the loop over the reasons is unrolled, and each copy would format on its own.
+#[inline(never)]
+fn say_reason(sep: &'static str, n: u32, why: &str) -> &'static str {
+    if n == 0 {
+        return sep;
+    }
+    let _ = write!(console::Console, "{}{} {}", sep, n, why);
+    ", "
+}
+
 /// What the loader learned about the processors before ExitBootServices.
 pub struct Census {
     madt: Option<&'static [u8]>,
@@ -47,8 +74,10 @@ pub struct Census {
     pub id_leaf: u32,
     /// APs this boot starts (one slot and one stack each).
     pub to_start: usize,
-    /// Enabled processors left alone (SMP off, beyond MAX_CPUS, unreachable IDs, no startup page).
-    pub not_started: u32,
+    /// APs the kernel block has stacks for: MAX_CPUS - 1, fewer when memory is short.
+    stack_room: usize,
+    /// Enabled processors left alone, by reason (SMP_OFF...).
+    left: [u32; 5],
     /// TSC ticks per microsecond, measured against the firmware's Stall.
     tsc_per_us: u64,
 }
@@ -129,7 +158,8 @@ impl Census {
             switch_to_x2apic: false,
             id_leaf: leaf,
             to_start: 0,
-            not_started: 0,
+            stack_room: plan::MAX_CPUS - 1,
+            left: [0; 5],
             gave_up: false,
             tsc_per_us: 0,
         };
@@ -161,14 +191,10 @@ impl Census {
         }
         let aps = listed.saturating_sub(1) + if plan::FAULT == "lost_ap" { 1 } else { 0 };
         if !plan::SMP {
-            c.not_started = aps;
+            c.left[SMP_OFF] = aps;
             return c;
         }
-        c.for_each_ap(|_| {});
-        if c.to_start == 0 && c.switch_to_x2apic {
-            // Nothing to start (MAX_CPUS = 1): the APIC stays in the mode the firmware left.
-            c.no_x2apic_switch();
-        }
+        c.count_aps();
         if c.to_start > 0 {
             let t0 = cpu::rdtsc();
             (bs.stall)(2000);
@@ -182,48 +208,91 @@ impl Census {
         c
     }
 
-    /// Each AP this boot starts, in MADT order (`to_start` and `not_started` counted on the way):
-    /// not the BSP, reachable in the APIC mode, at most MAX_CPUS - 1 of them.
+    /// Count the APs to start and those left alone. With nothing to start (MAX_CPUS = 1, no
+    /// startup page, no memory for a stack) a planned switch to x2APIC mode is called off: the
+    /// APIC stays in the mode the firmware left, which cpu_flags says. Not inlined: one copy of
+    /// the MADT walk for every count (each caller had its own, 1.5 KiB of loader).
+    #[inline(never)]
+    fn count_aps(&mut self) {
+        self.for_each_ap(|_| {});
+        if self.to_start == 0 && self.switch_to_x2apic {
+            self.switch_to_x2apic = false;
+            self.x2apic = false;
+            self.count_aps();
+        }
+    }
+
+    /// Each AP this boot starts, in MADT order (`to_start` and the APs left alone counted on the
+    /// way): not the BSP, reachable in the APIC mode, at most MAX_CPUS - 1 of them, and no more
+    /// than the block has stacks for.
     fn for_each_ap(&mut self, mut each: impl FnMut(Processor)) {
         let Some(madt) = self.madt else { return };
-        let (bsp, x2apic) = (self.bsp_apic_id, self.x2apic);
-        let (mut started, mut left) = (0usize, 0u32);
+        let (bsp, x2apic, room) = (self.bsp_apic_id, self.x2apic, self.stack_room.min(plan::MAX_CPUS - 1));
+        let (mut reachable, mut started, mut unreachable) = (0u32, 0usize, 0u32);
         let mut take = |p: Processor| {
             if p.apic_id == bsp {
                 return;
             }
-            if started + 1 >= plan::MAX_CPUS || (!x2apic && p.apic_id > madt::XAPIC_MAX_ID) {
-                left += 1;
+            if !x2apic && p.apic_id > madt::XAPIC_MAX_ID {
+                unreachable += 1;
                 return;
             }
-            started += 1;
-            each(p);
+            reachable += 1;
+            if started < room {
+                started += 1;
+                each(p);
+            }
         };
         let _ = madt::processors(madt, &mut take);
         if plan::FAULT == "lost_ap" {
             take(Processor { uid: 0xffff_fffe, apic_id: LOST_AP_ID });
         }
+        let allowed = reachable.min(plan::MAX_CPUS as u32 - 1);
         self.to_start = started;
-        self.not_started = left;
+        self.left[UNREACHABLE] = unreachable;
+        self.left[BEYOND_MAX_CPUS] = reachable - allowed;
+        self.left[NO_STACK_MEMORY] = allowed - started as u32;
     }
 
     /// No startup page: every AP stays as the firmware left it.
     pub fn give_up(&mut self, why: &str, status: efi::Status) {
         println!("highboot: warning: {} ({:#x}); the application processors are not started", why, status.as_usize());
         self.gave_up = true;
-        if self.switch_to_x2apic {
-            self.no_x2apic_switch();
-        }
-        self.for_each_ap(|_| {});
-        self.not_started += self.to_start as u32;
-        self.to_start = 0;
+        self.stack_room = 0;
+        self.count_aps();
+        self.left[NO_STARTUP_PAGE] = core::mem::take(&mut self.left[NO_STACK_MEMORY]);
     }
 
-    /// The planned switch to x2APIC mode called off: cpu_flags says the mode the APIC is in.
-    fn no_x2apic_switch(&mut self) {
-        self.switch_to_x2apic = false;
-        self.x2apic = false;
-        self.for_each_ap(|_| {});
+    /// The kernel block has room for only `room` of the AP stacks: start that many (in MADT
+    /// order), and leave the rest to the kernel as those beyond MAX_CPUS are.
+    pub fn fewer_stacks(&mut self, room: usize) {
+        let wanted = self.to_start;
+        self.stack_room = room;
+        self.count_aps();
+        println!(
+            "highboot: warning: no memory for {0} AP stack(s) of {1} (AP_STACK_SIZE): starting {2} of {0} application processor(s); the kernel may start the rest",
+            wanted,
+            plan::AP_STACK_SIZE_TEXT,
+            self.to_start
+        );
+    }
+
+    /// One line whenever an enabled processor is left alone: how many, and why.
+    pub fn say_left_alone(&self) {
+        let total = self.not_started();
+        if total == 0 {
+            return;
+        }
+        let _ = write!(console::Console, "highboot: {} processor(s) not started (cpus_not_started)", total);
+        let mut sep = ": ";
+        for (&n, why) in self.left.iter().zip(LEFT_ALONE) {
+            sep = say_reason(sep, n, why);
+        }
+        println!();
+    }
+
+    fn not_started(&self) -> u32 {
+        self.left.iter().sum()
     }
 
     /// The BSP's record (first) and one waiting slot per AP, in the block's area.
@@ -248,7 +317,7 @@ impl Census {
         let smp = plan::SMP && !self.gave_up;
         info.cpu_flags = if self.x2apic { cpu_flags::X2APIC } else { 0 } | if smp { cpu_flags::SMP } else { 0 };
         info.ap_stack_size = if plan::SMP { plan::AP_STACK_SIZE } else { 0 };
-        info.cpus_not_started = self.not_started;
+        info.cpus_not_started = self.not_started();
         if self.gave_up {
             return; // no slots: every AP is counted in cpus_not_started
         }

@@ -24,12 +24,28 @@ def _offset(addr: int) -> str:
     return str(signed)
 
 
+AP_STACKS = "AP stack window"
+
+
+def ap_stack_window(plan: BootPlan) -> tuple[int, int] | None:
+    """(start, size) of the APs' stacks: MAX_CPUS - 1 of them after the trampoline alias, each
+    with an unmapped guard page below it (at slide 0; it moves with the kernel). None without APs."""
+    if not plan.smp or plan.max_cpus < 2:
+        return None
+    return plan.ap_stacks_va, (plan.max_cpus - 1) * (plan.ap_stack_size + PAGE)
+
+
 def rows(layout: Layout, plan: BootPlan) -> list[tuple[int, int, str]]:
-    """(start, size, what) for every region and, inside the kernel region, every planned range."""
+    """(start, size, what) for every region and, inside the kernel region, every planned range and
+    the AP stack window."""
     out = [(r.start, r.size, f"{r.name}: {r.description} [{r.role}]") for r in layout.regions]
     for r in plan.ranges:
         out.append((r.va, r.size, f"  {r.name} ({r.flags})"))
     out.append((plan.stack_guard_va, PAGE, "  stack guard page (unmapped)"))
+    window = ap_stack_window(plan)
+    if window:
+        out.append((*window, f"  {AP_STACKS}: {plan.max_cpus - 1} x (guard page + {format_size(plan.ap_stack_size)} "
+                             "stack), mapped (RW) at boot for the APs started"))
     return sorted(out, key=lambda row: (row[0], -row[1]))
 
 
@@ -66,7 +82,7 @@ def format_map(layout: Layout, plan: BootPlan) -> str:
                          f"({format_size(total * PAGE)}): {per_level}")
     lines.append("  page sizes: 4 KiB for the kernel image, stack and trampoline; the direct map uses 1 GiB pages "
                  "where the CPU has them (pdpe1gb), else 2 MiB")
-    lines += ["", *placement_lines(plan), "", *kaslr_lines(plan), "", *module_lines(plan)]
+    lines += ["", *placement_lines(plan), "", *kaslr_lines(plan, layout), "", *module_lines(plan)]
     return "\n".join(lines) + "\n"
 
 
@@ -101,7 +117,22 @@ def placement_lines(plan: BootPlan) -> list[str]:
     return out
 
 
-def kaslr_lines(plan: BootPlan) -> list[str]:
+def slides_taken_by_ap_stacks(layout: Layout, plan: BootPlan) -> int:
+    """The kernel slides the AP stack window costs: it follows the kernel and must stay in its
+    region, so the kernel slides less far."""
+    window = ap_stack_window(plan)
+    if not plan.kaslr or window is None:
+        return 0
+    align = plan.slide_align
+    # The last 2 MiB window a sliding range touches; without the AP stacks the kernel could slide
+    # until that window reaches the region's end.
+    last = max(r.va + r.size - PAGE for r in plan.ranges if r.slides) // align * align
+    region = layout.require("kernel")
+    slide_max = region.end - (last + align)
+    return max(0, (slide_max - plan.slide_max) // align)
+
+
+def kaslr_lines(plan: BootPlan, layout: Layout) -> list[str]:
     """What KASLR can choose from: slides of the kernel, places of the direct map (by RAM size)."""
     if not plan.kaslr:
         return ["KASLR: off (KASLR=1 places a position-independent kernel and the direct map at random)"]
@@ -110,6 +141,10 @@ def kaslr_lines(plan: BootPlan) -> list[str]:
     out = ["KASLR: on (the loader draws from EFI_RNG_PROTOCOL, else RDRAND, else the TSC)",
            f"  kernel: {slides} slides of {format_size(align)} ({math.log2(slides):.1f} bits), from "
            f"{plan.slide_min:#x} to {plan.slide_max:#x} bytes"]
+    taken, window = slides_taken_by_ap_stacks(layout, plan), ap_stack_window(plan)
+    if taken and window:
+        out.append(f"  the {AP_STACKS} after the kernel ({format_size(window[1])}: MAX_CPUS - 1 stacks of "
+                   f"AP_STACK_SIZE and their guard pages) takes {taken} of {slides + taken} slides")
     for ram in (256 * MIB, 4 * GIB, 64 * GIB):
         places = (plan.direct_map_limit - _direct_map_size(ram)) // plan.direct_map_align + 1
         if places < 1:
@@ -125,7 +160,7 @@ def svg_map(layout: Layout, plan: BootPlan) -> str:
     width, row_h, left = 900, 22, 330
     height = row_h * (len(entries) + 3)
     colours = {"direct_map": "#4c9be8", "kernel": "#e8a14c", "efi_runtime": "#9b59b6", "reserved": "#bbbbbb",
-               "stack": "#2ecc71"}
+               "stack": "#2ecc71", "ap_stacks": "#16a085"}
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              'font-family="monospace" font-size="12">',
              f'<text x="8" y="16" font-weight="bold">{html.escape(layout.name)}: region sizes on a log2 axis '
@@ -135,12 +170,15 @@ def svg_map(layout: Layout, plan: BootPlan) -> str:
         y = row_h * (i + 2)
         length = max(2.0, (math.log2(size) - 12) * scale)
         role = next((r.role for r in layout.regions if r.start == start and r.size == size), "planned")
+        if what.strip().startswith(AP_STACKS):
+            role = "ap_stacks"  # mapped only for the APs a boot starts: outlined, dashed
         mapped = role in ("direct_map",) or role == "planned"
         colour = colours.get(role, "#e74c3c")
         fill = colour if mapped else "none"
+        dash = ' stroke-dasharray="4 2"' if role == "ap_stacks" else ""
         parts.append(f'<text x="8" y="{y + 14}">{hex_addr(start)[2:]} {html.escape(what.strip()[:24])}</text>')
         parts.append(f'<rect x="{left}" y="{y + 3}" width="{length:.1f}" height="{row_h - 6}" fill="{fill}" '
-                     f'stroke="{colour}"><title>{html.escape(what.strip())}: {format_size(size)}</title></rect>')
+                     f'stroke="{colour}"{dash}><title>{html.escape(what.strip())}: {format_size(size)}</title></rect>')
         parts.append(f'<text x="{left + length + 6:.1f}" y="{y + 14}">{format_size(size)}</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +19,20 @@ from highboot.elfkernel import read_kernel
 from highboot.errors import HighbootError
 from highboot.framebuffer import parse_fb_mode
 from highboot.layout import load_layout
-from highboot.modules import module_from_json, plan_modules
+from highboot.modules import module_esp_file, module_from_json, plan_modules
 from highboot.pecheck import require_valid
-from highboot.plan import DEFAULT_AP_STACK_SIZE, DEFAULT_KERNEL_ESP_PATH, DEFAULT_MAX_CPUS, BootPlan, plan_boot
+from highboot.plan import (
+    DEFAULT_AP_STACK_SIZE,
+    DEFAULT_KERNEL_ESP_PATH,
+    DEFAULT_MAX_CPUS,
+    KERNEL_ESP_FILE,
+    LOADER_ESP_FILE,
+    BootPlan,
+    plan_boot,
+)
 from highboot.render import render, write_atomic
 from highboot.toolchain import RustToolchain, target_name
+from highboot.verity import file_digest
 
 
 def make_plan(kernel: str, layout: str, out: str, options: dict[str, Any]) -> None:
@@ -77,6 +89,7 @@ def cargo_build(rust: RustToolchain, crate_dir: str, target: str, target_dir: st
     # lock over cargo *and* the copy, so nobody replaces the artifact in between.
     with open(Path(target_dir, ".highboot-lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        _forget_crate(crate_dir, Path(target_dir, target_name(target), "release"))
         proc = subprocess.run(cmd, env=env, stdout=None if verbose else subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, check=False)
         if not verbose and (proc.returncode != 0 or "warning" in proc.stdout):
@@ -96,34 +109,89 @@ def cargo_build(rust: RustToolchain, crate_dir: str, target: str, target_dir: st
         os.replace(tmp, out)
 
 
+def _forget_crate(crate_dir: str, profile_dir: Path) -> None:
+    """Make cargo compile the crate itself again (not core, not its dependencies). SCons runs cargo
+    only when the content of something the crate is built from changed, and cargo, which judges its
+    sources by their mtimes, would take a source replaced by one with an older mtime for unchanged."""
+    try:
+        package = tomllib.loads(Path(crate_dir, "Cargo.toml").read_text())["package"]["name"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return  # cargo itself says what is wrong with the manifest
+    for fingerprint in profile_dir.glob(f".fingerprint/{package}-*"):
+        shutil.rmtree(fingerprint, ignore_errors=True)
+
+
 def check_and_install_loader(source: str, out: str) -> None:
     """Copy the loader to out only when every PE check passes."""
     require_valid(source)
     write_atomic(out, Path(source).read_bytes())
 
 
-def install_together(pairs: list[tuple[str, str]], prune: str | None = None) -> None:
-    """Copy each (source, target): every copy is written beside its target first and only then are
-    they all renamed into place, so the set is replaced as a whole or not at all. Files in the
-    directory `prune` that are not targets (modules of an earlier build) are removed."""
-    staged: list[tuple[Path, Path]] = []
+def install_esp(esp_dir: str, files: list[tuple[str, str]], plan_file: str) -> None:
+    """Make the ESP directory hold exactly `files` ((source, path in the ESP) pairs: the loader, the
+    kernel, the modules), replaced whole: the new tree is written beside it and swapped into its
+    place in one rename, so a build killed at any instant leaves the old ESP or the new one, never a
+    mix, and nothing from an earlier build (a module fewer, a stray file) stays. Before the swap,
+    every copy of the kernel and of each module is checked against the size and digest in the plan
+    the loader was built from: a file that changed while the build ran stops the build instead of
+    making an ESP whose loader refuses it."""
+    esp = Path(esp_dir)
+    staging = esp.with_name(f".{esp.name}.new")
+    _remove_tree(staging)  # a killed build's
+    plan = BootPlan.from_json(plan_file)
+    planned = {KERNEL_ESP_FILE: (plan.kernel_size, plan.kernel_digest),
+               **{module_esp_file(i): (m.size, m.digest) for i, m in enumerate(plan.modules)}}
+    if {inside for _, inside in files} != {LOADER_ESP_FILE, *planned}:
+        raise HighbootError(f"the ESP's files {sorted(inside for _, inside in files)} are not the ones the plan lists "
+                            f"{sorted(planned)}", file=plan_file)
     try:
-        for source, target in pairs:
-            out = Path(target)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(f".{out.name}.new")
-            shutil.copyfile(source, tmp)
-            staged.append((tmp, out))
-        for tmp, out in staged:
-            os.replace(tmp, out)
-        if prune and os.path.isdir(prune):
-            keep = {Path(target).resolve() for _, target in pairs}
-            for stale in Path(prune).iterdir():
-                if stale.resolve() not in keep:
-                    stale.unlink()
+        for source, inside in files:
+            copy = staging / inside
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, copy)
+            if inside in planned:
+                size, digest = planned[inside]
+                found, found_size = file_digest(str(copy))
+                if (found_size, found.hex()) != (size, digest):
+                    raise HighbootError(f"changed while the build ran: {found_size} bytes, digest {found.hex()[:16]}"
+                                        f"..., but the loader was built for {size} bytes, digest {digest[:16]}...; "
+                                        "run scons again", file=source)
+        if esp.is_dir():
+            _swap_dirs(staging, esp)
+        else:
+            os.rename(staging, esp)
     finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
+        _remove_tree(staging)  # after the swap: the old ESP
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _swap_dirs(a: Path, b: Path) -> None:
+    """Exchange two directories in one step (Linux renameat2 RENAME_EXCHANGE). Where the file system
+    cannot, b is moved aside and a put in its place: for an instant b's path is empty (a build
+    killed then leaves the old ESP in a's place; the next build installs it again)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is not None:
+        if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), str(b))
+    aside = b.with_name(f".{b.name}.old")
+    _remove_tree(aside)
+    os.rename(b, aside)
+    os.rename(a, b)
+    os.rename(aside, a)
 
 
 # ------------------------------------------------------------------------------------ C kernels
@@ -186,9 +254,10 @@ def show_map(layout_path: str, plan_file: str, out_dir: str) -> None:
 
 
 def run_qemu(esp_dir: str, *, kernel: str, plan_file: str, out_dir: str, gdb: bool, kaslr: bool, cpu: str,
-             memory: str, graphic: bool, secure_vars: str | None) -> int:
+             memory: str, graphic: bool, secure_vars: str | None, as_image: bool | None = None) -> int:
     """scons run / debug: boot the ESP; debug first writes debug.gdb (the kernel's symbols, a break
-    at its entry) and QEMU waits for gdb."""
+    at its entry) and QEMU waits for gdb. An ESP too large for QEMU's `fat:` directory disk (or
+    as_image=True) boots packed into out_dir/run.img, a GPT disk image like `scons image` makes."""
     from highboot.qemu import gdb_script, run_interactive
 
     if gdb:
@@ -200,4 +269,9 @@ def run_qemu(esp_dir: str, *, kernel: str, plan_file: str, out_dir: str, gdb: bo
             print("KASLR=1: the kernel runs at its link address plus the slide the loader prints "
                   "(\"kernel slide 0x...\"); in gdb: symbol-file -o <slide> <kernel> and break there, "
                   "or debug a KASLR=0 build")
-    return run_interactive(esp_dir, cpu=cpu, memory=memory, graphic=graphic, gdb=gdb, secure_vars=secure_vars)
+    return run_interactive(esp_dir, cpu=cpu, memory=memory, graphic=graphic, gdb=gdb, secure_vars=secure_vars,
+                           image=Path(out_dir, RUN_IMAGE), as_image=as_image)
+
+
+#: The disk image scons run / debug boots an ESP from when it is too large for QEMU's `fat:` disk.
+RUN_IMAGE = "run.img"

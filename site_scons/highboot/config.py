@@ -120,6 +120,9 @@ def configs_for_tests(build_dir: str) -> dict[str, BuildConfig]:
         "smp-lost-ap": BuildConfig(fault="lost_ap"),
         "smp-no-low-page": BuildConfig(fault="no_low_page"),
         "smp-max4-64k": BuildConfig(max_cpus=4, ap_stack_size=64 * 1024),
+        # AP stacks too large for a 256 MiB guest (tests/test_ap_stacks.py): one of two fits.
+        "smp-big-stacks": BuildConfig(max_cpus=3, ap_stack_size=120 << 20),
+        "c-kernel-big-stacks": BuildConfig(c_source=C_KERNEL, max_cpus=3, ap_stack_size=120 << 20),
         "c-kernel-smp-off": BuildConfig(c_source=C_KERNEL, smp=False),
     }
     # Every toolchain kernel boots with and without KASLR on both paging depths (the -shared one, a

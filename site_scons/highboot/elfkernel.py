@@ -20,6 +20,7 @@ from elftools.elf.elffile import ELFFile
 from highboot import verity
 from highboot.dynamic import LoadedSegment, Relocation, read_relocations
 from highboot.errors import HighbootError
+from highboot.inputs import KERNEL, read_file
 from highboot.units import align_down, align_up, hex_addr
 
 PF_X = 0x1
@@ -116,14 +117,7 @@ class KernelImage:
 def read_kernel(path: str | Path) -> KernelImage:
     """Read and check a kernel ELF; raise HighbootError naming the file and the problem."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise HighbootError("kernel file not found", file=path) from None
-    except IsADirectoryError:
-        raise HighbootError("expected a kernel ELF file, found a directory", file=path) from None
-    except OSError as exc:
-        raise HighbootError(f"cannot read kernel: {exc.strerror}", file=path) from None
+    data = read_file(path, KERNEL)
     try:
         return _parse(path, data)
     except HighbootError:

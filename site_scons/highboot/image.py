@@ -18,6 +18,8 @@ Usable with dd on real hardware and as a plain raw disk under QEMU.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -26,6 +28,7 @@ import subprocess
 import tempfile
 import uuid
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +108,10 @@ def _digest(esp: Path, dirs: list[Path], files: list[Path], size_mib: int | None
     for d in dirs:
         h.update(b"D\0" + d.as_posix().encode() + b"\0")
     for f in files:
-        data = (esp / f).read_bytes()
-        h.update(b"F\0" + f.as_posix().encode() + b"\0" + struct.pack("<Q", len(data)) + data)
+        with open(esp / f, "rb") as data:  # read in pieces: a module may be larger than memory likes
+            h.update(b"F\0" + f.as_posix().encode() + b"\0" + struct.pack("<Q", os.fstat(data.fileno()).st_size))
+            while piece := data.read(MIB):
+                h.update(piece)
     return h.digest()
 
 
@@ -133,8 +138,13 @@ def build_image(esp_dir: str | Path, out: str | Path, *, seed: str | None = None
 
     Byte-identical for identical inputs. seed replaces the content hash as the source of the disk
     GUID, partition GUID and volume id. size_mib: the whole image (default max(64 MiB, twice the
-    content plus the GPT)). Written through a temporary file, so `out` is either the old file or a
-    complete new image.
+    content plus the GPT)).
+
+    All or nothing: everything is written in a work directory beside `out` (.NAME.tmp-*), the
+    image synced to disk and only then renamed over `out`, so `out` is at every instant the old
+    file (or none) or a complete new image, even when the build is killed (SIGKILL). A build that
+    fails removes its work directory; one that was killed leaves it, and the next build of `out`
+    removes it (under a lock on the directory, so never a live build's).
     """
     esp, out = Path(esp_dir), Path(out)
     if not esp.is_dir():
@@ -160,37 +170,79 @@ def build_image(esp_dir: str | Path, out: str | Path, *, seed: str | None = None
     env = _tool_env()
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-    tmp_image = Path(tmp_name)
-    try:
-        with tempfile.TemporaryDirectory(prefix="highboot-image-") as scratch_name:
-            scratch = Path(scratch_name)
-            # 1. The disk: zeros (sparse), then the GPT and protective MBR from sfdisk.
-            os.ftruncate(fd, total_lba * SECTOR)
-            os.close(fd)
-            fd = -1
-            script = (f"label: gpt\nlabel-id: {str(disk_guid).upper()}\nunit: sectors\nsector-size: {SECTOR}\n\n"
-                      f"start={start_lba}, size={part_lba}, type={ESP_TYPE}, uuid={str(part_guid).upper()}, "
-                      f'name="{ESP_NAME}"\n')
-            _run([tools["sfdisk"], "--quiet", "--no-reread", "--no-tell-kernel", "--lock=no", str(tmp_image)],
-                 stdin=script, env=env)
-            # 2. The file system, in its own file. --invariant first: it resets the volume id.
-            fat = scratch / "esp.fat"
-            with open(fat, "wb") as f:
-                f.truncate(part_lba * SECTOR)
-            _run([tools["mkfs.fat"], "--invariant", "-F", "32", "-S", str(SECTOR), "-i", volume_id,
-                  "-n", LABEL, "-h", str(start_lba), str(fat)], env=env)
-            _fill(tools["mcopy"], fat, esp, dirs, files, scratch / "stage", epoch, env)
-            _verify_listing(tools["mdir"], fat, dirs, files, env)
-            # 3. The file system into the partition (zero blocks skipped: the disk is sparse zeros).
-            _copy_into(fat, tmp_image, start_lba * SECTOR)
+    with _replacing(out) as work:
+        tmp_image = work / "disk.img"
+        # 1. The disk: zeros (sparse), then the GPT and protective MBR from sfdisk.
+        with open(tmp_image, "wb") as f:
+            f.truncate(total_lba * SECTOR)
+        script = (f"label: gpt\nlabel-id: {str(disk_guid).upper()}\nunit: sectors\nsector-size: {SECTOR}\n\n"
+                  f"start={start_lba}, size={part_lba}, type={ESP_TYPE}, uuid={str(part_guid).upper()}, "
+                  f'name="{ESP_NAME}"\n')
+        _run([tools["sfdisk"], "--quiet", "--no-reread", "--no-tell-kernel", "--lock=no", str(tmp_image)],
+             stdin=script, env=env)
+        # 2. The file system, in its own file. --invariant first: it resets the volume id.
+        fat = work / "esp.fat"
+        with open(fat, "wb") as f:
+            f.truncate(part_lba * SECTOR)
+        _run([tools["mkfs.fat"], "--invariant", "-F", "32", "-S", str(SECTOR), "-i", volume_id,
+              "-n", LABEL, "-h", str(start_lba), str(fat)], env=env)
+        _fill(tools["mcopy"], fat, esp, dirs, files, work / "stage", epoch, env)
+        _verify_listing(tools["mdir"], fat, dirs, files, env)
+        # 3. The file system into the partition (zero blocks skipped: the disk is sparse zeros).
+        _copy_into(fat, tmp_image, start_lba * SECTOR)
         os.chmod(tmp_image, 0o644)
+        # On disk before its name is: a crash after the rename never finds a name on missing data.
+        with open(tmp_image, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp_image, out)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        tmp_image.unlink(missing_ok=True)
-        raise
+        _sync_directory(out.parent)
+
+
+#: What a build of NAME writes beside it before the rename: .NAME.tmp-XXXXXXXX/ (its work directory).
+WORK_INFIX = ".tmp-"
+
+
+@contextlib.contextmanager
+def _replacing(out: Path) -> Iterator[Path]:
+    """A fresh work directory beside `out`, removed afterwards whatever happens; while it exists,
+    an exclusive lock on out's directory, under which what killed builds of `out` left is removed
+    first (a live build holds the lock, so what is left without one is a dead build's)."""
+    directory = os.open(out.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        # Released by the kernel when the process ends, however it ends (a SIGKILL included).
+        fcntl.flock(directory, fcntl.LOCK_EX)
+        _remove_leftovers(out)
+        work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}{WORK_INFIX}"))
+        try:
+            yield work
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    finally:
+        os.close(directory)  # and with it the lock
+
+
+def _remove_leftovers(out: Path) -> list[Path]:
+    """Remove the work directories (and files) that builds of `out` left beside it; return them.
+    Only under the lock: a build of `out` still running holds it."""
+    removed: list[Path] = []
+    if not out.parent.is_dir():
+        return removed
+    for entry in out.parent.iterdir():
+        if entry.name.startswith(f".{out.name}{WORK_INFIX}"):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def _sync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fill(mcopy: str, fat: Path, esp: Path, dirs: list[Path], files: list[Path], stage: Path, epoch: int,
@@ -257,8 +309,6 @@ def _copy_into(src: Path, dst: Path, offset: int, chunk: int = MIB) -> None:
                 fout.seek(pos)
                 fout.write(block)
             pos += len(block)
-        fout.flush()
-        os.fsync(fout.fileno())
 
 
 # ---------------------------------------------------------------------------------------------

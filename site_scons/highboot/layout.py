@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from highboot.errors import HighbootError
+from highboot.inputs import LAYOUT as LAYOUT_FILE
+from highboot.inputs import read_text
 from highboot.units import GIB, KIB, MIB, format_size, hex_addr, parse_int
 
 ROLES = {
@@ -92,12 +94,7 @@ def is_canonical(addr: int, va_bits: int) -> bool:
 
 def load_layout(path: str | Path) -> Layout:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise HighbootError("layout file not found", file=path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise HighbootError(f"cannot read layout: {getattr(exc, 'strerror', None) or exc}", file=path) from None
+    text = read_text(path, LAYOUT_FILE)
     try:
         data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, ValueError) as exc:  # ValueError: an integer literal too long

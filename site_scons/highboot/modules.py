@@ -14,7 +14,6 @@ into the loader like the kernel's, so a signed loader vouches for every module.
 from __future__ import annotations
 
 import os
-import stat
 import sys
 from array import array
 from dataclasses import dataclass
@@ -22,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from highboot.errors import HighbootError
+from highboot.inputs import MODULE, check_file, open_file
 from highboot.plan import PlannedModule, check_cmdline
 from highboot.units import text_bytes
-from highboot.verity import file_digest
+from highboot.verity import stream_digest
 
 #: Where module number N goes on the ESP (the build copies it there; the loader reads it there).
 MODULE_ESP_DIR = "highboot/modules"
@@ -33,8 +33,6 @@ MAX_NAME = 255
 #: Each module costs a boot-info record and a file open at boot: a bound on both.
 MAX_MODULES = 4096
 MODULE_KEYS = ("path", "name", "cmdline")
-#: FAT32's limit on one file: the ESP must hold each module.
-MAX_MODULE_SIZE = (1 << 32) - 1
 #: Names and command lines are copied into the boot info (and rendered into the loader): a bound
 #: on them all together.
 MAX_STRINGS = 1 << 20
@@ -58,37 +56,6 @@ def module_esp_file(index: int) -> str:
     return f"{MODULE_ESP_DIR}/{index}.bin"
 
 
-def _check_file(path: str, *, file: str | None, field: str) -> None:
-    """A regular file, readable, that fits a FAT32 ESP. Opened without blocking and checked on the
-    open descriptor (a FIFO swapped in after a stat cannot hang the build)."""
-    if not path:
-        raise HighbootError("the module path is empty; expected a file", file=file, field=field)
-    if "\0" in path:
-        raise HighbootError(f"the module path {path!r} has a NUL byte", file=file, field=field)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise HighbootError(f"module file {path!r} not found", file=file, field=field) from None
-    except IsADirectoryError:
-        raise HighbootError(f"{path!r} is a directory; a module is a file", file=file, field=field) from None
-    except OSError as exc:
-        raise HighbootError(f"cannot read module file {path!r}: {exc.strerror}", file=file, field=field) from None
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise HighbootError(f"{path!r} is a directory; a module is a file", file=file, field=field)
-        if not stat.S_ISREG(st.st_mode):
-            raise HighbootError(f"{path!r} is not a regular file", file=file, field=field)
-        if st.st_size > MAX_MODULE_SIZE:
-            raise HighbootError(f"{path!r} is {st.st_size} bytes; a file on the FAT32 ESP holds at most "
-                                f"{MAX_MODULE_SIZE}", file=file, field=field)
-        os.read(fd, 1)
-    except OSError as exc:
-        raise HighbootError(f"cannot read module file {path!r}: {exc.strerror}", file=file, field=field) from None
-    finally:
-        os.close(fd)
-
-
 def check_name(name: str, *, file: str | None, field: str) -> None:
     data = text_bytes(name)
     if not data:
@@ -110,7 +77,7 @@ def check_modules(modules: list[Module], *, file: str | None, field: str, files:
     for i, m in enumerate(modules):
         where = f"{field}[{i}]" if field == "module" else field
         if files:
-            _check_file(m.path, file=file, field=f"{where}.path" if field == "module" else field)
+            check_file(m.path, MODULE, file=file, field=f"{where}.path" if field == "module" else field)
         check_name(m.name, file=file, field=f"{where}.name" if field == "module" else field)
         check_cmdline(m.cmdline, file=file, field=f"{where}.cmdline" if field == "module" else field)
         if m.name in seen:
@@ -177,7 +144,8 @@ def plan_modules(modules: list[Module]) -> list[PlannedModule]:
     out = []
     for i, m in enumerate(modules):
         try:
-            digest, size = file_digest(m.path)
+            with open_file(m.path, MODULE, field="module") as f:
+                digest, size = stream_digest(f)
         except OSError as exc:
             raise HighbootError(f"cannot read module file: {exc.strerror}", file=m.path, field="module") from None
         out.append(PlannedModule(name=m.name, cmdline=m.cmdline,

@@ -39,6 +39,8 @@ from highboot.units import MIB, align_down, align_up, format_size, hex_addr, par
 
 #: Where the loader finds the kernel on the ESP (the build copies it there): the one spelling.
 KERNEL_ESP_FILE = "highboot/kernel.elf"
+#: Where UEFI firmware looks for a removable medium's boot loader (x86-64).
+LOADER_ESP_FILE = "EFI/BOOT/BOOTX64.EFI"
 DEFAULT_KERNEL_ESP_PATH = "\\" + KERNEL_ESP_FILE.replace("/", "\\")
 #: plan.json's format: raised whenever a field is added, removed or changes meaning, so a plan.json
 #: of another version is refused rather than misread.
@@ -250,27 +252,33 @@ def check_cmdline(cmdline: str, *, file: str | None = None, field: str = "cmdlin
                             field=field)
 
 
-def check_smp(ap_stack_size: int, max_cpus: int, *, file: str | None = None) -> None:
-    """The SMP options: a stack of whole pages (at least one), and 1 to MAX_MAX_CPUS CPUs."""
+def check_smp(ap_stack_size: int, max_cpus: int, *, file: str | None = None,
+              fields: tuple[str, str] = ("ap_stack_size", "max_cpus")) -> None:
+    """The SMP options: a stack of whole pages (at least one), and 1 to MAX_MAX_CPUS CPUs; a refusal
+    names the field in `fields` (the project file's keys, or the command line's names)."""
     if ap_stack_size < PAGE or ap_stack_size % PAGE or ap_stack_size > 1 << 30:
         raise HighbootError(f"AP stack size {ap_stack_size:#x}: expected a multiple of 4 KiB from 4 KiB to 1 GiB",
-                            file=file, field="ap_stack_size")
+                            file=file, field=fields[0])
     if not 1 <= max_cpus <= MAX_MAX_CPUS:
-        raise HighbootError(f"max_cpus {max_cpus}: expected 1 to {MAX_MAX_CPUS} (the BSP included)", file=file,
-                            field="max_cpus")
+        raise HighbootError(f"{max_cpus} CPUs: expected 1 to {MAX_MAX_CPUS} (the BSP included)", file=file,
+                            field=fields[1])
 
 
 def parse_smp_options(ap_stack_size: str, max_cpus: str, *, file: str | None = None) -> dict[str, int]:
-    """AP_STACK_SIZE ("16 KiB") and MAX_CPUS ("256") as numbers, checked (check_smp)."""
-    out = {}
-    for name, text in (("ap_stack_size", ap_stack_size), ("max_cpus", max_cpus)):
-        try:
-            out[name] = parse_int(text)
-        except ValueError as exc:
-            message = f"expected a number of CPUs such as 64, got {text!r}" if name == "max_cpus" else str(exc)
-            raise HighbootError(message, file=file, field=name if file else name.upper()) from None
-    check_smp(out["ap_stack_size"], out["max_cpus"], file=file)
-    return out
+    """AP_STACK_SIZE ("16 KiB") and MAX_CPUS ("256", a count: no size units) as numbers, checked
+    (check_smp); a refusal names the project file's key with its file, else the option."""
+    fields = ("ap_stack_size", "max_cpus") if file else ("AP_STACK_SIZE", "MAX_CPUS")
+    try:
+        stack = parse_int(ap_stack_size)
+    except ValueError as exc:
+        raise HighbootError(str(exc), file=file, field=fields[0]) from None
+    count = max_cpus.strip().replace("_", "")
+    if not count.isascii() or not count.isdigit():
+        raise HighbootError(f"expected a number of CPUs such as 64, got {max_cpus!r}", file=file,
+                            field=fields[1])
+    cpus = int(count) if len(count) < 10 else MAX_MAX_CPUS + 1  # (int() refuses thousands of digits)
+    check_smp(stack, cpus, file=file, fields=fields)
+    return {"ap_stack_size": stack, "max_cpus": cpus}
 
 
 def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",

@@ -30,6 +30,8 @@ from typing import Any
 
 from highboot.errors import HighbootError
 from highboot.framebuffer import parse_fb_mode
+from highboot.inputs import PROJECT as PROJECT_FILE
+from highboot.inputs import read_text
 from highboot.modules import Module, modules_from_project
 from highboot.plan import DEFAULT_AP_STACK_SIZE, DEFAULT_MAX_CPUS, check_cmdline, parse_smp_options
 from highboot.units import parse_int
@@ -37,6 +39,8 @@ from highboot.units import parse_int
 KEYS = {"kernel": "KERNEL", "layout": "LAYOUT", "templates": "TEMPLATES", "cmdline": "CMDLINE",
         "kernel_base": "KERNEL_BASE", "kaslr": "KASLR", "sign": "SIGN", "keep_kernel_file": "KEEP_KERNEL_FILE",
         "framebuffer": "FB_MODE", "smp": "SMP", "ap_stack_size": "AP_STACK_SIZE", "max_cpus": "MAX_CPUS"}
+#: The project file's key for each option it can set.
+OPTION_KEYS = {option: key for key, option in KEYS.items()}
 BOOL_KEYS = ("kaslr", "sign", "keep_kernel_file", "smp")
 #: Keys that take a number (or a string such as "16 KiB" or "0xffffffff80200000").
 NUMBER_KEYS = ("ap_stack_size", "max_cpus", "kernel_base")
@@ -52,6 +56,14 @@ class Project:
     # Template directories (absolute), kept apart from the ':'-separated TEMPLATES option: a
     # project's own path may hold a ':'.
     templates: tuple[str, ...] = ()
+    path: str = ""  # the project file
+
+    def field(self, option: str) -> dict[str, str | None]:
+        """Where a refusal points for an option's value: this file and its key when the value came
+        from here, else (the command line) the option's name."""
+        if option in OPTION_KEYS and (option in self.options or option == "TEMPLATES" and self.templates):
+            return {"file": self.path, "field": OPTION_KEYS[option]}
+        return {"file": None, "field": option}
 
 
 def _check_address(text: str, path: Path) -> None:
@@ -75,12 +87,9 @@ def load_project(path: str | Path, *, files: bool = True) -> Project:
     """The project file: its build-option values and its modules (whose files are checked unless
     not `files`: scons -c and -h need none)."""
     path = Path(path)
+    text = read_text(path, PROJECT_FILE)
     try:
-        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HighbootError("project file not found", file=path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise HighbootError(f"cannot read project file: {exc}", file=path) from None
+        data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise HighbootError(f"not valid TOML: {exc}", file=path) from None
     except ValueError as exc:  # tomllib lets int() refuse a literal of over 4300 digits
@@ -130,4 +139,4 @@ def load_project(path: str | Path, *, files: bool = True) -> Project:
     if "AP_STACK_SIZE" in options or "MAX_CPUS" in options:
         parse_smp_options(options.get("AP_STACK_SIZE", str(DEFAULT_AP_STACK_SIZE)),
                           options.get("MAX_CPUS", str(DEFAULT_MAX_CPUS)), file=str(path))
-    return Project(options, modules, templates)
+    return Project(options, modules, templates, str(path))

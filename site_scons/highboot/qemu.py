@@ -1,4 +1,8 @@
-"""Booting an ESP directory or a disk image under QEMU + OVMF (TCG), capturing serial output."""
+"""Booting an ESP directory or a disk image under QEMU + OVMF (TCG), capturing serial output.
+
+An ESP directory boots as QEMU's `fat:` directory disk when it fits one, else packed into a GPT
+disk image first (highboot.image): whatever the build accepts also boots.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,25 @@ from pathlib import Path
 
 from highboot.errors import HighbootError
 
+MIB = 1 << 20
 OVMF_DIRS = ("/usr/share/OVMF", "/usr/share/ovmf", "/usr/share/edk2/ovmf", "/usr/share/qemu")
 # isa-debug-exit: a write of v to port 0xf4 ends QEMU with status (v << 1) | 1.
 EXIT_PASS = (0x10 << 1) | 1
 EXIT_FAIL = (0x11 << 1) | 1
+
+# QEMU's `fat:` directory disk (block/vvfat.c) is FAT16 on a disk of fixed geometry (1024
+# cylinders, 16 heads, 63 sectors: 504 MiB, "capacity 516.06 MB" in its refusal), 8 KiB clusters.
+# Measured with QEMU 7.2 (tests/test_run_media.py checks it again): a directory holding one file
+# takes it up to 528,138,240 bytes, 64,470 clusters; every other file takes ceil(size / 8 KiB)
+# clusters (an empty one none), every subdirectory ceil(32 bytes x its entries / 8 KiB), where
+# each name is one short entry plus one long-name entry per 13 characters, and "." and ".." one
+# each; the root directory has 512 entries, one of them the volume label. `fat:32:` is no way
+# out: the same disk, and it takes less (527,892,480 bytes in one file).
+VVFAT_CLUSTER = 8 << 10
+VVFAT_CLUSTERS = 64_470
+VVFAT_ROOT_ENTRIES = 512
+#: Clusters left unused on purpose (4 MiB), should another QEMU count a little differently.
+VVFAT_MARGIN = 512
 
 
 @dataclass(frozen=True)
@@ -46,12 +65,83 @@ def find_firmware(flavor: str = "4M", secure_boot: bool = False) -> Firmware:
                         "install it with: apt-get install ovmf", field="firmware")
 
 
+@dataclass(frozen=True)
+class FatDirectoryNeeds:
+    """What an ESP directory takes as QEMU's `fat:` disk."""
+
+    clusters: int  # data clusters: files and subdirectories (VVFAT_CLUSTER bytes each)
+    root_entries: int  # directory entries in the root, the volume label's included
+
+    @property
+    def fits(self) -> bool:
+        """With VVFAT_MARGIN clusters to spare (the root's entries are exact: a fixed table)."""
+        return self.clusters + VVFAT_MARGIN <= VVFAT_CLUSTERS and self.root_entries <= VVFAT_ROOT_ENTRIES
+
+
+def _name_entries(name: str) -> int:
+    """A short entry and the long-name entries after it (13 UTF-16 code units each)."""
+    return 1 + -(-len(name.encode("utf-16-le")) // 26)
+
+
+def fat_directory_needs(esp: str | Path) -> FatDirectoryNeeds:
+    """Count what the tree `esp` takes in QEMU's `fat:` directory disk, as vvfat lays it out."""
+    clusters, root_entries = 0, 1
+    for root, dirnames, filenames in os.walk(esp):
+        entries = sum(_name_entries(n) for n in dirnames + filenames)
+        if Path(root) == Path(esp):
+            root_entries += entries
+        else:
+            clusters += -(-(2 + entries) * 32 // VVFAT_CLUSTER)
+        for name in filenames:
+            clusters += -(-os.stat(Path(root, name)).st_size // VVFAT_CLUSTER)
+    return FatDirectoryNeeds(clusters, root_entries)
+
+
+@dataclass(frozen=True)
+class BootMedium:
+    """What QEMU is given: a disk image, or an ESP directory as its `fat:` disk."""
+
+    path: Path
+    how: str  # "fat" (the directory as QEMU's FAT16 directory disk) or "image" (a raw disk image)
+    message: str  # one line saying which way it boots, and why
+
+
+def boot_medium(media: str | Path, image: str | Path, *, as_image: bool | None = None) -> BootMedium:
+    """The way to boot `media`: a disk image as it is; an ESP directory as QEMU's FAT16 directory
+    disk when it fits one (fat_directory_needs), else packed into the GPT disk image `image` (made
+    here, all or nothing, with highboot.image.build_image). as_image: True packs the directory
+    whatever its size, False never packs it (QEMU then refuses a directory that does not fit)."""
+    media = Path(media)
+    if not media.is_dir():
+        return BootMedium(media, "image", f"highboot: booting the disk image {media}")
+    needs = fat_directory_needs(media)
+    used = f"{needs.clusters * VVFAT_CLUSTER / MIB:.1f} MiB"
+    room = f"{(VVFAT_CLUSTERS - VVFAT_MARGIN) * VVFAT_CLUSTER / MIB:.0f} MiB"
+    if as_image is None and not needs.fits:
+        why = (f"needs {used}, more than QEMU's FAT16 directory disk holds (about {room})"
+               if needs.root_entries <= VVFAT_ROOT_ENTRIES else
+               f"has {needs.root_entries - 1} directory entries at its root, more than QEMU's FAT16 directory "
+               f"disk holds ({VVFAT_ROOT_ENTRIES - 1})")
+    elif as_image:
+        why = "packed as asked"
+    else:
+        return BootMedium(media, "fat", f"highboot: booting {media} as QEMU's FAT16 directory disk "
+                                        f"(fat:, {used} of about {room})")
+    from highboot.image import build_image
+
+    print(f"highboot: packing {media} into {image} ...", flush=True)
+    build_image(media, image)
+    return BootMedium(Path(image), "image", f"highboot: booting {media} packed into the disk image {image} "
+                                            f"(GPT, FAT32; {why})")
+
+
 @dataclass
 class BootResult:
     status: int | None  # QEMU's exit status; None when it was killed at the timeout
     serial: str
     seconds: float
     command: list[str] = field(default_factory=list)
+    medium: BootMedium | None = None  # how it booted: the directory as a `fat:` disk, or an image
 
     @property
     def passed(self) -> bool:
@@ -72,7 +162,8 @@ def qemu_binary() -> str:
 def command(media: str | Path, vars_copy: str | Path, *, cpu: str = "max", memory: str = "256M", smp: int | str = 1,
             firmware: Firmware | None = None, display: bool = False, gdb: bool = False,
             extra: list[str] | None = None) -> list[str]:
-    """The QEMU command line for a boot of media (an ESP directory or a raw disk image)."""
+    """The QEMU command line for a boot of media (an ESP directory or a raw disk image). A directory
+    goes in as QEMU's `fat:` disk whatever its size: choose with boot_medium first."""
     fw = firmware or find_firmware()
     media = Path(media)
     # Read-only on virtio-blk (AHCI refuses read-only nodes): a boot never writes the ESP or image.
@@ -98,17 +189,20 @@ def command(media: str | Path, vars_copy: str | Path, *, cpu: str = "max", memor
 
 def boot(media: str | Path, *, cpu: str = "max", memory: str = "256M", smp: int | str = 1, timeout: float = 240,
          firmware: Firmware | None = None, vars_file: str | Path | None = None,
-         extra: list[str] | None = None, stop_on: str | None = None) -> BootResult:
+         extra: list[str] | None = None, stop_on: str | None = None, as_image: bool | None = None) -> BootResult:
     """Boot once, headless; return QEMU's status and everything written to the serial port.
 
     stop_on: end the boot (status None) as soon as this text appears on the serial port, for
     boots that are expected not to reach a kernel (the firmware would go on to other boot options).
+    as_image: how an ESP directory boots (boot_medium): None, as QEMU's `fat:` disk when it fits
+    one, else packed into a disk image for this boot; True, always packed; False, never.
     """
     fw = firmware or find_firmware()
     with tempfile.TemporaryDirectory(prefix="highboot-qemu-") as tmp:
         vars_copy = Path(tmp, "vars.fd")
         shutil.copyfile(vars_file or fw.vars, vars_copy)
-        cmd = command(media, vars_copy, cpu=cpu, memory=memory, smp=smp, firmware=fw, extra=extra)
+        medium = boot_medium(media, Path(tmp, "esp.img"), as_image=as_image)
+        cmd = command(medium.path, vars_copy, cpu=cpu, memory=memory, smp=smp, firmware=fw, extra=extra)
         log = Path(tmp, "serial.log")
         start = time.monotonic()
         with open(log, "wb") as out:
@@ -130,7 +224,7 @@ def boot(media: str | Path, *, cpu: str = "max", memory: str = "256M", smp: int 
         text = log.read_bytes().decode("utf-8", "replace")
     # OVMF draws with ANSI escapes; strip them so tests can match lines.
     clean = _strip_ansi(text)
-    return BootResult(status, clean, seconds, cmd)
+    return BootResult(status, clean, seconds, cmd, medium)
 
 
 def _strip_ansi(text: str) -> str:
@@ -164,14 +258,20 @@ def gdb_script(kernel: str, entry: int) -> str:
 
 
 def run_interactive(media: str | Path, *, cpu: str, memory: str, graphic: bool, gdb: bool = False,
-                    secure_vars: str | Path | None = None) -> int:
+                    secure_vars: str | Path | None = None, image: str | Path | None = None,
+                    as_image: bool | None = None) -> int:
     """scons run / debug: QEMU in the foreground, serial (and the monitor) on this terminal.
-    With secure_vars (SIGN=1), the Secure Boot firmware with that VARS file (key enrolled)."""
+    With secure_vars (SIGN=1), the Secure Boot firmware with that VARS file (key enrolled).
+    An ESP directory too large for QEMU's `fat:` disk (or as_image=True) boots packed into the
+    disk image `image` (default: one in a temporary directory); the terminal is told which way."""
     fw = find_firmware(secure_boot=secure_vars is not None)
     with tempfile.TemporaryDirectory(prefix="highboot-run-") as tmp:
         vars_copy = Path(tmp, "vars.fd")
         shutil.copyfile(secure_vars or fw.vars, vars_copy)
+        medium = boot_medium(media, image or Path(tmp, "esp.img"), as_image=as_image)
+        print(medium.message, flush=True)
         extra = [] if graphic else ["-nographic"]
-        cmd = command(media, vars_copy, cpu=cpu, memory=memory, firmware=fw, display=True, gdb=gdb, extra=extra)
+        cmd = command(medium.path, vars_copy, cpu=cpu, memory=memory, firmware=fw, display=True, gdb=gdb,
+                      extra=extra)
         print(" ".join(cmd), flush=True)
         return subprocess.call(cmd)

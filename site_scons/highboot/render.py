@@ -18,6 +18,7 @@ import jinja2.meta
 from jinja2.loaders import split_template_path
 
 from highboot.errors import HighbootError
+from highboot.inputs import TEMPLATE, read_text
 from highboot.units import text_bytes
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -87,22 +88,24 @@ def _rust_str(text: str) -> Code:
                               for c in text) + '"')
 
 
-class TemplateDirLoader(jinja2.FileSystemLoader):
-    """A FileSystemLoader for one directory whose mistakes are a HighbootError naming the file: a
-    template that is not UTF-8, or a directory where a template was expected (jinja2 would silently
-    fall through to the next loader, i.e. ignore a project's override)."""
+class TemplateDirLoader(jinja2.BaseLoader):
+    """Templates from one directory, read through highboot.inputs: a template that is a directory,
+    a FIFO or a device, that is too large or not UTF-8, is a HighbootError naming the file (jinja2's
+    FileSystemLoader would silently fall through to the next loader, i.e. ignore a project's
+    override, or block on a FIFO)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
 
     def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Any]:
-        for directory in self.searchpath:
-            candidate = Path(directory, *split_template_path(template))
-            if candidate.is_dir():
-                raise HighbootError("expected a template file, found a directory", file=candidate)
-        try:
-            return super().get_source(environment, template)
-        except UnicodeDecodeError as exc:
-            found = next((Path(d, *split_template_path(template)) for d in self.searchpath
-                          if Path(d, *split_template_path(template)).is_file()), template)
-            raise HighbootError(f"template is not UTF-8 text: {exc.reason} at byte {exc.start}", file=found) from None
+        candidate = Path(self.directory, *split_template_path(template))
+        if not os.path.lexists(candidate):
+            raise jinja2.TemplateNotFound(template)
+        if candidate.is_dir():
+            raise HighbootError("expected a template file, found a directory", file=candidate)
+        source = read_text(candidate, TEMPLATE)
+        mtime = os.path.getmtime(candidate)
+        return source, str(candidate), lambda: os.path.exists(candidate) and os.path.getmtime(candidate) == mtime
 
 
 def make_environment(project_dirs: Sequence[str | Path] = ()) -> jinja2.Environment:

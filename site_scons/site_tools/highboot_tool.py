@@ -18,9 +18,10 @@ from highboot import build
 from highboot.config import C_KERNEL, SHARED_RUST, BuildConfig
 from highboot.errors import HighbootError
 from highboot.layout import load_layout
-from highboot.modules import MODULE_ESP_DIR, module_esp_file, write_pattern
-from highboot.plan import KERNEL_ESP_FILE
+from highboot.modules import module_esp_file, write_pattern
+from highboot.plan import KERNEL_ESP_FILE, LOADER_ESP_FILE
 from highboot.render import template_files
+from highboot.signing import ensure_keys
 from highboot.units import parse_int
 
 PACKAGE_DIR = Path(build.__file__).resolve().parent
@@ -95,6 +96,8 @@ def _cargo_emitter(target: Any, source: Any, env: Any) -> tuple[Any, Any]:
     lock = crate.File("Cargo.lock")
     if lock.exists():
         files.append(lock)
+    if env["CARGO_TARGET"].endswith(".json"):  # a target spec: its options (link arguments...) shape the binary
+        files.append(env.File(env["CARGO_TARGET"]))
     rust = env.get("HIGHBOOT_RUST")
     key = {"rust": rust.describe() if rust else "", "env": env.get("CARGO_ENV", {}),
            "flags": env.get("CARGO_RUSTFLAGS", []), "target": env["CARGO_TARGET"]}
@@ -125,13 +128,19 @@ def _pattern_action(target: Any, source: Any, env: Any) -> None:
 
 
 def _install_esp_action(target: Any, source: Any, env: Any) -> None:
-    build.install_together([(str(s), str(t)) for s, t in zip(source, target, strict=True)],
-                           prune=env.get("ESP_PRUNE"))
+    # source: the ESP's files, in target's order, then plan.json.
+    esp = env["ESP_DIR"]
+    try:
+        build.install_esp(esp, [(str(s), os.path.relpath(str(t), esp)) for s, t in zip(source, target, strict=False)],
+                          str(source[-1]))
+    except HighbootError as exc:
+        raise _fail(target, exc) from None
 
 
 def _sign_action(target: Any, source: Any, env: Any) -> None:
+    # source: the checked loader, the db key, its certificate.
     try:
-        build.sign_loader(str(source[0]), str(target[0]), str(target[1]), env["SIGN_KEY"], env["SIGN_CERT"])
+        build.sign_loader(str(source[0]), str(target[0]), str(target[1]), str(source[1]), str(source[2]))
     except HighbootError as exc:
         raise _fail(target, exc) from None
 
@@ -232,13 +241,20 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
     bootx64 = tenv.PECheck(f"{out}/loader/BOOTX64.EFI", loader)
     if cfg.signed:
         key, cert = cfg.keys or (env["SIGN_KEY"], env["SIGN_CERT"])
-        bootx64 = tenv.SignLoader([f"{out}/loader/BOOTX64.signed.EFI", f"{out}/secure-vars.fd"], bootx64,
-                                  SIGN_KEY=key, SIGN_CERT=cert)
-    # The ESP is written in one step once every part of it is built: a failed build never leaves a
-    # loader beside a kernel it was not built for.
-    esp = tenv.InstallESP([f"{esp_dir}/EFI/BOOT/BOOTX64.EFI", f"{esp_dir}/{KERNEL_ESP_FILE}"]
+        if not (env.GetOption("clean") or env.GetOption("help")):
+            try:
+                ensure_keys(key, cert)  # made on first use, now: the build reads them like any input
+            except HighbootError as exc:
+                _stop(exc)
+        bootx64 = tenv.SignLoader([f"{out}/loader/BOOTX64.signed.EFI", f"{out}/secure-vars.fd"],
+                                  [bootx64[0], tenv.fs.File(os.path.abspath(key)), tenv.fs.File(os.path.abspath(cert))])
+    # The ESP is replaced whole once every part of it is built (build.install_esp): a failed or killed
+    # build never leaves a loader beside a kernel or a module it was not built for. SCons must not
+    # delete the old files first.
+    esp = tenv.InstallESP([f"{esp_dir}/{LOADER_ESP_FILE}", f"{esp_dir}/{KERNEL_ESP_FILE}"]
                           + [f"{esp_dir}/{module_esp_file(i)}" for i in range(len(modules))],
-                          [bootx64[0], kernel] + modules, ESP_PRUNE=f"{esp_dir}/{MODULE_ESP_DIR}")
+                          [bootx64[0], kernel] + modules + plan, ESP_DIR=esp_dir)
+    tenv.Precious(esp)
     return BootBuild(nodes=esp + bootx64[1:] + header + scripts[True] + scripts[False], esp=esp, plan=plan,
                      kernel=kernel, esp_dir=esp_dir)
 
@@ -285,8 +301,7 @@ def generate(env: Any) -> None:
     env["BUILDERS"]["InstallESP"] = SCons.Builder.Builder(
         action=action(_install_esp_action, "Installing the ESP: $TARGETS"))
     env["BUILDERS"]["SignLoader"] = SCons.Builder.Builder(
-        action=action(_sign_action, "Signing $TARGET (sbsign) and enrolling the key in $TARGETS"),
-        emitter=lambda target, source, env: (target, source + [env.Value(f"{env['SIGN_KEY']}:{env['SIGN_CERT']}")]))
+        action=action(_sign_action, "Signing $TARGET (sbsign) and enrolling the key in $TARGETS"))
     env["BUILDERS"]["DiskImage"] = SCons.Builder.Builder(
         action=action(_image_action, "Packing $TARGET (GPT, FAT32 EFI System Partition)"),
         emitter=lambda target, source, env: (target, source + [env.Value(env["IMAGE_SEED"])]))
