@@ -56,15 +56,25 @@ def test_fb_mode_refused(value: object, message: str) -> None:
     assert err.value.file == "p.toml" and err.value.field == "framebuffer"
 
 
-def test_project_framebuffer_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", ["fb_mode", "framebuffer"])
+def test_project_fb_mode_key(tmp_path: Path, key: str) -> None:
+    """fb_mode, like FB_MODE; framebuffer, its older name, is still read."""
     project = tmp_path / "highboot.toml"
-    project.write_text('framebuffer = "800x600"\n')
+    project.write_text(f'{key} = "800x600"\n')
     assert read_project(project) == {"FB_MODE": "800x600"}
-    project.write_text("framebuffer = [800, 600]\n")
+    project.write_text(f"{key} = [800, 600]\n")
     with pytest.raises(HighbootError) as err:
         read_project(project)
-    assert err.value.format() == (f'{project}: framebuffer: expected a string "WIDTHxHEIGHT" (e.g. "1024x768"), '
+    assert err.value.format() == (f'{project}: {key}: expected a string "WIDTHxHEIGHT" (e.g. "1024x768"), '
                                   "got list [800, 600]")
+
+
+def test_fb_mode_given_twice_in_a_project_is_refused(tmp_path: Path) -> None:
+    project = tmp_path / "highboot.toml"
+    project.write_text('fb_mode = "800x600"\nframebuffer = "640x480"\n')
+    with pytest.raises(HighbootError) as err:
+        read_project(project)
+    assert err.value.field == "framebuffer" and "FB_MODE is set twice" in err.value.message
 
 
 def test_the_plan_carries_the_request(built: dict) -> None:

@@ -131,7 +131,7 @@ def test_project_templates_under_a_path_with_a_colon(built: dict, tmp_path: Path
 @pytest.mark.parametrize("args, message", [
     (["SMP=maybe"], "highboot: error: SMP: expected 1 or 0 (or yes/no, true/false, on/off), got 'maybe'"),
     (["KASLR=2"], "highboot: error: KASLR: expected 1 or 0"),
-    (["MAX_CPUS=abc"], "highboot: error: MAX_CPUS: expected a number of CPUs such as 64, got 'abc'"),
+    (["MAX_CPUS=abc"], "highboot: error: MAX_CPUS: expected a number of CPUs such as 256, got 'abc'"),
     (["MODULES={d}/a.bin,{d}/a.bin"], "names must be unique (name them apart in a project file's [[module]] tables"),
     (["MODULES={d}/x,y.bin"], "module file '{d}/x' not found (MODULES is comma-separated: a path with a comma goes "
                               "in a project file)"),

@@ -20,7 +20,8 @@ from test_matrix import config
 from highboot import qemu
 from highboot.bootinfo import CPU_FLAGS, MEMORY_TYPES
 from highboot.errors import HighbootError
-from highboot.plan import BootPlan, parse_smp_options
+from highboot.options import BY_NAME, parse
+from highboot.plan import BootPlan
 from highboot.project import load_project
 from highboot.verify import BootReport, kernel_slide, parse_report
 
@@ -268,9 +269,16 @@ def test_interrupt_command_values(tmp_path: Path) -> None:
 
 # The options.
 
+def smp_options(stack: str, cpus: str, file: str | None = None) -> tuple[int, int]:
+    where = {"file": file, "field": "ap_stack_size" if file else None}
+    size = parse(BY_NAME["AP_STACK_SIZE"], stack, **where)
+    where = {"file": file, "field": "max_cpus" if file else None}
+    return size, parse(BY_NAME["MAX_CPUS"], cpus, **where)
+
+
 def test_smp_options_are_checked() -> None:
-    assert parse_smp_options("16 KiB", "256") == {"ap_stack_size": 16384, "max_cpus": 256}
-    assert parse_smp_options("16K", "1_024") == {"ap_stack_size": 16384, "max_cpus": 1024}
+    assert smp_options("16 KiB", "256") == (16384, 256)
+    assert smp_options("16K", "1_024") == (16384, 1024)
     # A refusal names the option on the command line and the key in a project file, whatever the
     # value; a count takes no size units ("1 KiB" CPUs is not 1024).
     for stack, cpus, field in (("1000", "4", "AP_STACK_SIZE"), ("0", "4", "AP_STACK_SIZE"),
@@ -279,10 +287,10 @@ def test_smp_options_are_checked() -> None:
                                ("16K", "1 KiB", "MAX_CPUS"), ("16K", "1k", "MAX_CPUS"), ("16K", "0x10", "MAX_CPUS"),
                                ("16K", "9" * 5000, "MAX_CPUS")):
         with pytest.raises(HighbootError) as exc:
-            parse_smp_options(stack, cpus)
+            smp_options(stack, cpus)
         assert exc.value.field == field and exc.value.file is None, exc.value.format()
         with pytest.raises(HighbootError) as exc:
-            parse_smp_options(stack, cpus, file="p.toml")
+            smp_options(stack, cpus, file="p.toml")
         assert exc.value.field == field.lower() and exc.value.file == "p.toml", exc.value.format()
 
 

@@ -22,9 +22,7 @@ from highboot.layout import load_layout
 from highboot.modules import module_esp_file, module_from_json, plan_modules
 from highboot.pecheck import require_valid
 from highboot.plan import (
-    DEFAULT_AP_STACK_SIZE,
     DEFAULT_KERNEL_ESP_PATH,
-    DEFAULT_MAX_CPUS,
     KERNEL_ESP_FILE,
     LOADER_ESP_FILE,
     BootPlan,
@@ -36,16 +34,15 @@ from highboot.verity import file_digest
 
 
 def make_plan(kernel: str, layout: str, out: str, options: dict[str, Any]) -> None:
-    plan = plan_boot(read_kernel(kernel), load_layout(layout), cmdline=options.get("cmdline", ""),
-                     kernel_esp_path=options.get("kernel_esp_path", DEFAULT_KERNEL_ESP_PATH),
-                     kaslr=bool(options.get("kaslr", False)), kernel_base=options.get("kernel_base"),
-                     smp=bool(options.get("smp", True)),
-                     ap_stack_size=options.get("ap_stack_size", DEFAULT_AP_STACK_SIZE),
-                     max_cpus=options.get("max_cpus", DEFAULT_MAX_CPUS))
-    plan.fault = options.get("fault", "")
-    plan.modules = plan_modules([module_from_json(m) for m in options.get("modules", [])])
-    plan.keep_kernel_file = bool(options.get("keep_kernel_file", True))
-    plan.framebuffer = parse_fb_mode(options.get("framebuffer", ""))
+    """plan.json for kernel in layout, with the planner's options (highboot.config.plan_inputs)."""
+    plan = plan_boot(read_kernel(kernel), load_layout(layout), cmdline=options["cmdline"],
+                     kernel_esp_path=DEFAULT_KERNEL_ESP_PATH, kaslr=options["kaslr"],
+                     kernel_base=options["kernel_base"], smp=options["smp"], ap_stack_size=options["ap_stack_size"],
+                     max_cpus=options["max_cpus"])
+    plan.fault = options["fault"]
+    plan.modules = plan_modules([module_from_json(m) for m in options["modules"]])
+    plan.keep_kernel_file = options["keep_kernel_file"]
+    plan.framebuffer = parse_fb_mode(options["fb_mode"])
     write_atomic(out, json.dumps(plan.to_json(), indent=1, sort_keys=True) + "\n")
 
 

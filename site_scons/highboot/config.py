@@ -7,42 +7,66 @@ plus one per example project (`example_configs`). Nothing here imports SCons.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, field, make_dataclass, replace
+from typing import Any
 
 from highboot.modules import Module
-from highboot.plan import DEFAULT_AP_STACK_SIZE, DEFAULT_MAX_CPUS, parse_smp_options
+from highboot.options import BY_NAME, OPTIONS, Kind, Option, parse
 from highboot.project import load_project
 
-DEFAULT_LAYOUT = "templates/layouts/linux-x86_64.toml"
+DEFAULT_LAYOUT = BY_NAME["LAYOUT"].default
 LA57_LAYOUT = "templates/layouts/linux-x86_64-la57.toml"
 MINIMAL_LAYOUT = "templates/layouts/minimal.toml"
 C_KERNEL = "examples/c-kernel/kernel.c"
-#: Injectable faults (FAULT=, test builds only).
-FAULTS = ("none", "no_memory", "stale_map_key", "firmware_5level", "panic", "lost_ap", "no_low_page")
 #: Rust source the sample kernel shares with the loader (included by path): its builds depend on it.
 SHARED_RUST = "loader/src/com1.rs"
 
 
-@dataclass(frozen=True)
-class BuildConfig:
-    layout: str = DEFAULT_LAYOUT
-    kernel: str = ""  # a kernel ELF to boot; "" builds the sample kernel (or c_source)
-    shape_kernel: str = ""  # tests: one of the toolchain-shaped kernels, by name
-    kernel_base: str = ""  # KERNEL_BASE: where a PIE goes; the sample kernel is linked there
-    cmdline: str = ""
-    fault: str = "none"
-    templates: tuple[str, ...] = ()
-    c_source: str | None = None  # build this C file as the kernel, with the rendered linker script
-    c_pie: bool = False
-    signed: bool = False
-    keys: tuple[str, str] | None = None  # (db key, certificate) for signed builds
-    kaslr: bool = False
-    modules: tuple[Module, ...] = ()
-    keep_kernel_file: bool = True
-    fb_mode: str = ""  # FB_MODE: "WIDTHxHEIGHT" asks the loader for that display mode; "" keeps the firmware's
-    smp: bool = True  # SMP: start and park the APs
-    ap_stack_size: int = DEFAULT_AP_STACK_SIZE
-    max_cpus: int = DEFAULT_MAX_CPUS
+def _field_type(option: Option) -> Any:
+    return {Kind.SWITCH: bool, Kind.SIZE: int, Kind.COUNT: int, Kind.PATHS: tuple[str, ...],
+            Kind.MODULES: tuple[Module, ...]}.get(option.kind, str)
+
+
+def _default(option: Option) -> Any:
+    if option.kind in (Kind.PATHS, Kind.MODULES):
+        return ()
+    return parse(option, option.default)
+
+
+#: One configuration's build, typed: a field per option that shapes the build (highboot.options,
+#: named name.lower(): kernel, layout, templates, modules, cmdline, kernel_base, kaslr, sign, ...),
+#: then what only the tests' configurations set.
+BuildConfig = make_dataclass("BuildConfig", [
+    *((o.field, _field_type(o), field(default=_default(o))) for o in OPTIONS if o.build),
+    ("shape_kernel", str, field(default="")),  # tests: one of the toolchain-shaped kernels, by name
+    ("c_source", str | None, field(default=None)),  # build this C file as the kernel, with the rendered linker script
+    ("c_pie", bool, field(default=False)),
+    ("keys", tuple[str, str] | None, field(default=None)),  # (db key, certificate) for signed test builds
+], frozen=True)
+BuildConfig.__module__ = __name__
+
+
+def build_config(values: Mapping[str, str], *, modules: tuple[Module, ...] = (), templates: tuple[str, ...] = (),
+                 where: Callable[[str], dict[str, str | None]] | None = None) -> Any:
+    """A BuildConfig from option values as text (NAME -> text; the schema's default for the rest),
+    each parsed and checked; a refusal names what where(NAME) says (default: the option)."""
+    fields: dict[str, Any] = {"modules": modules, "templates": templates}
+    for o in OPTIONS:
+        if o.build and o.kind not in (Kind.PATHS, Kind.MODULES):
+            named = where(o.name) if where else {"file": None, "field": o.name}
+            fields[o.field] = parse(o, values.get(o.name, o.default), **named)
+    return BuildConfig(**fields)
+
+
+def plan_inputs(cfg: Any, kernel_base: int | None) -> dict[str, Any]:
+    """What the planner takes from a configuration (the options marked plan=True), as plain data for
+    plan.json's step: the kernel base as a number (None: not given), modules as tables."""
+    inputs = {o.field: getattr(cfg, o.field) for o in OPTIONS if o.plan}
+    inputs["kernel_base"] = kernel_base
+    inputs["modules"] = [asdict(m) for m in cfg.modules]
+    inputs["fault"] = "" if cfg.fault == "none" else cfg.fault
+    return inputs
 
 
 #: Test modules are generated (highboot.modules.write_pattern) as <seed>-<size>.bin here, under
@@ -94,7 +118,7 @@ def configs_for_tests(build_dir: str) -> dict[str, BuildConfig]:
         "fault-no-memory": BuildConfig(fault="no_memory", modules=sets["three"], fb_mode="800x600"),
         "fault-stale-key": BuildConfig(fault="stale_map_key"),
         "fault-panic": BuildConfig(fault="panic"),
-        "signed": BuildConfig(signed=True, keys=keys),
+        "signed": BuildConfig(sign=True, keys=keys),
         "c-kernel": BuildConfig(c_source=C_KERNEL, cmdline="hello from C"),
         "c-kernel-pie": BuildConfig(c_source=C_KERNEL, c_pie=True, kernel_base="0xffffffff80200000"),
         "c-kernel-minimal": BuildConfig(c_source=C_KERNEL, layout=MINIMAL_LAYOUT),
@@ -109,7 +133,7 @@ def configs_for_tests(build_dir: str) -> dict[str, BuildConfig]:
         # kernel that is not handed its file.
         "modules": BuildConfig(kaslr=True, modules=sets["three"]),
         "modules-many-la57": BuildConfig(kaslr=True, layout=LA57_LAYOUT, modules=sets["many"]),
-        "modules-signed": BuildConfig(signed=True, keys=keys, modules=sets["three"][:2]),
+        "modules-signed": BuildConfig(sign=True, keys=keys, modules=sets["three"][:2]),
         "modules-c": BuildConfig(c_source=C_KERNEL, modules=sets["three"], keep_kernel_file=False),
         # FB_MODE: between two modes of QEMU's std VGA (1024x768 taken); below every mode (kept).
         "fb-1100x800": BuildConfig(fb_mode="1100x800"),
@@ -137,17 +161,11 @@ def configs_for_tests(build_dir: str) -> dict[str, BuildConfig]:
     return configs
 
 
-def example_configs(projects: list[str]) -> dict[str, BuildConfig]:
+def example_configs(projects: list[str]) -> dict[str, Any]:
     """One configuration per example project file (examples/<name>/highboot.toml), named example-<name>."""
     out = {}
     for path in projects:
         project = load_project(path)
-        values = project.options
-        out[f"example-{os.path.basename(os.path.dirname(path))}"] = BuildConfig(
-            layout=values.get("LAYOUT", DEFAULT_LAYOUT), kernel_base=values.get("KERNEL_BASE", ""),
-            cmdline=values.get("CMDLINE", ""), templates=project.templates,
-            modules=tuple(project.modules), keep_kernel_file=values.get("KEEP_KERNEL_FILE", "1") == "1",
-            fb_mode=values.get("FB_MODE", ""), smp=values.get("SMP", "1") == "1",
-            **parse_smp_options(values.get("AP_STACK_SIZE", str(DEFAULT_AP_STACK_SIZE)),
-                                values.get("MAX_CPUS", str(DEFAULT_MAX_CPUS)), file=path))
+        out[f"example-{os.path.basename(os.path.dirname(path))}"] = build_config(
+            project.options, modules=tuple(project.modules), templates=project.templates, where=project.field)
     return out

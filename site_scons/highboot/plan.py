@@ -35,7 +35,7 @@ from highboot.elfkernel import PF_W, PF_X, KernelImage
 from highboot.errors import HighbootError
 from highboot.layout import Layout, Region
 from highboot.paging import ENTRIES, PAGE, R_NX, RW_NX, RX, Slot, TableBuilder, flags_text, paging_levels
-from highboot.units import MIB, align_down, align_up, format_size, hex_addr, parse_int, text_bytes
+from highboot.units import MIB, align_down, align_up, format_size, hex_addr, text_bytes
 
 #: Where the loader finds the kernel on the ESP (the build copies it there): the one spelling.
 KERNEL_ESP_FILE = "highboot/kernel.elf"
@@ -252,33 +252,16 @@ def check_cmdline(cmdline: str, *, file: str | None = None, field: str = "cmdlin
                             field=field)
 
 
-def check_smp(ap_stack_size: int, max_cpus: int, *, file: str | None = None,
-              fields: tuple[str, str] = ("ap_stack_size", "max_cpus")) -> None:
-    """The SMP options: a stack of whole pages (at least one), and 1 to MAX_MAX_CPUS CPUs; a refusal
-    names the field in `fields` (the project file's keys, or the command line's names)."""
-    if ap_stack_size < PAGE or ap_stack_size % PAGE or ap_stack_size > 1 << 30:
-        raise HighbootError(f"AP stack size {ap_stack_size:#x}: expected a multiple of 4 KiB from 4 KiB to 1 GiB",
-                            file=file, field=fields[0])
-    if not 1 <= max_cpus <= MAX_MAX_CPUS:
-        raise HighbootError(f"{max_cpus} CPUs: expected 1 to {MAX_MAX_CPUS} (the BSP included)", file=file,
-                            field=fields[1])
+def check_ap_stack_size(size: int, *, file: str | None = None, field: str = "ap_stack_size") -> None:
+    """A stack of whole pages, at least one."""
+    if size < PAGE or size % PAGE or size > 1 << 30:
+        raise HighbootError(f"AP stack size {size:#x}: expected a multiple of 4 KiB from 4 KiB to 1 GiB", file=file,
+                            field=field)
 
 
-def parse_smp_options(ap_stack_size: str, max_cpus: str, *, file: str | None = None) -> dict[str, int]:
-    """AP_STACK_SIZE ("16 KiB") and MAX_CPUS ("256", a count: no size units) as numbers, checked
-    (check_smp); a refusal names the project file's key with its file, else the option."""
-    fields = ("ap_stack_size", "max_cpus") if file else ("AP_STACK_SIZE", "MAX_CPUS")
-    try:
-        stack = parse_int(ap_stack_size)
-    except ValueError as exc:
-        raise HighbootError(str(exc), file=file, field=fields[0]) from None
-    count = max_cpus.strip().replace("_", "")
-    if not count.isascii() or not count.isdigit():
-        raise HighbootError(f"expected a number of CPUs such as 64, got {max_cpus!r}", file=file,
-                            field=fields[1])
-    cpus = int(count) if len(count) < 10 else MAX_MAX_CPUS + 1  # (int() refuses thousands of digits)
-    check_smp(stack, cpus, file=file, fields=fields)
-    return {"ap_stack_size": stack, "max_cpus": cpus}
+def check_max_cpus(cpus: int, *, file: str | None = None, field: str = "max_cpus") -> None:
+    if not 1 <= cpus <= MAX_MAX_CPUS:
+        raise HighbootError(f"{cpus} CPUs: expected 1 to {MAX_MAX_CPUS} (the BSP included)", file=file, field=field)
 
 
 def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
@@ -291,7 +274,8 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     it is linked if that is inside the region, else at the lowest place that moves it by a multiple
     of 2 MiB and of its largest p_align (a PIE linked at 0: address 0 at the region's start)."""
     check_cmdline(cmdline)
-    check_smp(ap_stack_size, max_cpus)
+    check_ap_stack_size(ap_stack_size)
+    check_max_cpus(max_cpus)
     region = layout.require("kernel")
     link_va = align_down(kernel.start, PAGE)
     kernel = place_kernel(kernel, region, kernel_base)

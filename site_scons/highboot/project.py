@@ -6,7 +6,7 @@
     cmdline = "console=ttyS0"          # the kernel command line
     kernel_base = "0xffffffff81000000" # where a PIE kernel goes (the sample kernel is linked there)
     kaslr = true                       # place the kernel and the direct map at random (PIE kernels)
-    framebuffer = "1024x768"           # display mode: the firmware's nearest not larger (default: as set)
+    fb_mode = "1024x768"               # display mode: the firmware's nearest not larger (default: as set)
     sign = true                        # sign BOOTX64.EFI for Secure Boot
     keep_kernel_file = false           # do not hand the kernel its own ELF file (default: true)
     smp = false                        # leave the APs to the kernel (default: true, started and parked)
@@ -18,7 +18,8 @@
     name = "initrd"                    # default: the file's name
     cmdline = "root=/dev/ram0"         # default: ""
 
-Relative paths are relative to the project file.
+The keys, their kinds and checks come from highboot.options (docs/options.md lists them). Relative
+paths are relative to the project file.
 """
 
 from __future__ import annotations
@@ -29,24 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from highboot.errors import HighbootError
-from highboot.framebuffer import parse_fb_mode
 from highboot.inputs import PROJECT as PROJECT_FILE
 from highboot.inputs import read_text
 from highboot.modules import Module, modules_from_project
-from highboot.plan import DEFAULT_AP_STACK_SIZE, DEFAULT_MAX_CPUS, check_cmdline, parse_smp_options
-from highboot.units import parse_int
-
-KEYS = {"kernel": "KERNEL", "layout": "LAYOUT", "templates": "TEMPLATES", "cmdline": "CMDLINE",
-        "kernel_base": "KERNEL_BASE", "kaslr": "KASLR", "sign": "SIGN", "keep_kernel_file": "KEEP_KERNEL_FILE",
-        "framebuffer": "FB_MODE", "smp": "SMP", "ap_stack_size": "AP_STACK_SIZE", "max_cpus": "MAX_CPUS"}
-#: The project file's key for each option it can set.
-OPTION_KEYS = {option: key for key, option in KEYS.items()}
-BOOL_KEYS = ("kaslr", "sign", "keep_kernel_file", "smp")
-#: Keys that take a number (or a string such as "16 KiB" or "0xffffffff80200000").
-NUMBER_KEYS = ("ap_stack_size", "max_cpus", "kernel_base")
-PATH_KEYS = ("kernel", "layout", "templates")
-#: Tables of the project file (not build options): [[module]].
-TABLE_KEYS = ("module",)
+from highboot.options import BY_KEY, BY_NAME, OPTIONS, Kind, from_project, parse
 
 
 @dataclass(frozen=True)
@@ -61,21 +48,10 @@ class Project:
     def field(self, option: str) -> dict[str, str | None]:
         """Where a refusal points for an option's value: this file and its key when the value came
         from here, else (the command line) the option's name."""
-        if option in OPTION_KEYS and (option in self.options or option == "TEMPLATES" and self.templates):
-            return {"file": self.path, "field": OPTION_KEYS[option]}
+        key = BY_NAME[option].project_key if option in BY_NAME else None
+        if key and (option in self.options or option == "TEMPLATES" and self.templates):
+            return {"file": self.path, "field": key}
         return {"file": None, "field": option}
-
-
-def _check_address(text: str, path: Path) -> None:
-    """kernel_base: a 64-bit address (a TOML integer is signed 64-bit: a higher-half one is a string)."""
-    try:
-        value = -1 if text.startswith("-") else parse_int(text) if text else 0
-    except ValueError as exc:
-        raise HighbootError(str(exc), file=path, field="kernel_base") from None
-    if not 0 <= value < 1 << 64:
-        raise HighbootError(f"{text} is not a 64-bit address; write a higher-half one as a string, "
-                            'kernel_base = "0xffffffff80200000" (TOML integers are signed 64-bit)', file=path,
-                            field="kernel_base")
 
 
 def read_project(path: str | Path) -> dict[str, str]:
@@ -99,44 +75,23 @@ def load_project(path: str | Path, *, files: bool = True) -> Project:
     templates: tuple[str, ...] = ()
     base = path.resolve().parent
     for key, value in data.items():
-        if key == "module":
+        option = BY_KEY.get(key)
+        if option is None:
+            keys = [o.project_key for o in OPTIONS if o.project_key]
+            raise HighbootError(f"unknown key {key!r}; expected one of {', '.join(keys)}", file=path, field=key)
+        if option.kind is Kind.MODULES:
             modules = modules_from_project(value, path, files=files)
             continue
-        if key not in KEYS:
-            raise HighbootError(f"unknown key {key!r}; expected one of {', '.join([*KEYS, *TABLE_KEYS])}", file=path,
-                                field=key)
-        if key == "templates":
-            items = value if isinstance(value, list) else [value]
-            if not all(isinstance(v, str) for v in items):
-                raise HighbootError(f"expected a directory or a list of directories, got {value!r}", file=path,
-                                    field=key)
-            if not all(items):
-                raise HighbootError("a template directory is empty; expected a directory", file=path, field=key)
-            templates = tuple(str(base / v) for v in items)
+        text = from_project(option, value, base, file=str(path), key=key)
+        if isinstance(text, tuple):  # TEMPLATES: kept as a list (a path may hold the ':' that separates them)
+            templates = text
             for d in templates if files else ():
                 if not Path(d).is_dir():
                     raise HighbootError(f"template directory {d} not found", file=path, field=key)
             continue
-        if key == "framebuffer":
-            parse_fb_mode(value, file=str(path), field=key)
-        if key in BOOL_KEYS:
-            if not isinstance(value, bool):
-                raise HighbootError(f"expected true or false, got {value!r}", file=path, field=key)
-            options[KEYS[key]] = "1" if value else "0"
-            continue
-        if key in NUMBER_KEYS and isinstance(value, int) and not isinstance(value, bool):
-            value = (str(value) if value < 0 else hex(value)) if key == "kernel_base" else str(value)
-        if not isinstance(value, str):
-            what = "a whole number or a string" if key in NUMBER_KEYS else "a string"
-            raise HighbootError(f"expected {what}, got {type(value).__name__} {value!r}", file=path, field=key)
-        if key == "kernel_base":
-            _check_address(value, path)
-        if key in PATH_KEYS and not value:
-            raise HighbootError("the path is empty; expected a file", file=path, field=key)
-        options[KEYS[key]] = str(base / value) if key in PATH_KEYS else value
-    if "CMDLINE" in options:
-        check_cmdline(options["CMDLINE"], file=str(path), field="cmdline")
-    if "AP_STACK_SIZE" in options or "MAX_CPUS" in options:
-        parse_smp_options(options.get("AP_STACK_SIZE", str(DEFAULT_AP_STACK_SIZE)),
-                          options.get("MAX_CPUS", str(DEFAULT_MAX_CPUS)), file=str(path))
+        if option.name in options:
+            raise HighbootError(f"{option.name} is set twice (as {option.project_key} and as its older name)",
+                                file=path, field=key)
+        parse(option, text, file=str(path), field=key)
+        options[option.name] = text
     return Project(options, modules, templates, str(path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -15,7 +15,7 @@ import SCons.Errors
 import SCons.Script
 
 from highboot import build
-from highboot.config import C_KERNEL, SHARED_RUST, BuildConfig
+from highboot.config import C_KERNEL, SHARED_RUST, BuildConfig, plan_inputs
 from highboot.errors import HighbootError
 from highboot.layout import load_layout
 from highboot.modules import module_esp_file, write_pattern
@@ -218,11 +218,7 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
                 CARGO_RUSTFLAGS=["-Crelocation-model=pie"],
                 CARGO_ENV={"HIGHBOOT_GEN": gen.abspath, "HIGHBOOT_LINKER_SCRIPT": tenv.File(lds[0]).abspath,
                            "HIGHBOOT_LINK_BASE": hex(base)})[0]
-    plan_options = {"cmdline": cfg.cmdline, "fault": "" if cfg.fault == "none" else cfg.fault,
-                    "kaslr": cfg.kaslr, "kernel_base": base, "keep_kernel_file": cfg.keep_kernel_file,
-                    "framebuffer": cfg.fb_mode, "smp": cfg.smp, "ap_stack_size": cfg.ap_stack_size,
-                    "max_cpus": cfg.max_cpus,
-                    "modules": [asdict(m) for m in cfg.modules]}
+    plan_options = plan_inputs(cfg, base)
     # Files the user named are taken as named: SCons's own File() would expand $ and # in them.
     modules = [tenv.fs.File(os.path.abspath(m.path)) for m in cfg.modules]
     layout_file = tenv.fs.File(os.path.abspath(cfg.layout))
@@ -239,7 +235,7 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
         CARGO_ENV={"HIGHBOOT_GEN": gen.abspath})
     esp_dir = f"{out}/esp"
     bootx64 = tenv.PECheck(f"{out}/loader/BOOTX64.EFI", loader)
-    if cfg.signed:
+    if cfg.sign:
         key, cert = cfg.keys or (env["SIGN_KEY"], env["SIGN_CERT"])
         if not (env.GetOption("clean") or env.GetOption("help")):
             try:

@@ -1,0 +1,23 @@
+"""The documentation says what the code does: the options reference is generated from the schema
+and up to date, and every option is described in `scons -h`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+from highboot.options import OPTIONS, reference
+
+
+def test_the_options_reference_is_up_to_date() -> None:
+    assert (ROOT / "docs" / "options.md").read_text() == reference(), \
+        "docs/options.md is out of date: run .venv/bin/python tools/options-reference"
+
+
+def test_scons_help_lists_every_option_with_its_default() -> None:
+    out = subprocess.run([sys.executable, "-m", "SCons", "-Q", "-h"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    for option in OPTIONS:
+        assert f"\n{option.name}: {option.help.split(' (')[0]}" in out, option.name
