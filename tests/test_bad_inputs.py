@@ -707,7 +707,7 @@ E2E_CASES: list[tuple[str, Callable[[Path, Path], dict[str, str]], str, str]] = 
     ("project-framebuffer-zero", lambda t, k: bad_project(t, 'framebuffer = "0x0"\n', k),
      "bad-project.toml: framebuffer", "the width must be 1 to 16384 pixels"),
     ("project-missing", lambda t, k: {"KERNEL": str(k), "PROJECT": str(t / "no-such-project.toml")},
-     "no-such-project.toml", "project file not found"),
+     "PROJECT: project file '", "no-such-project.toml' not found"),
     ("templates-dir-missing", lambda t, k: {"KERNEL": str(k), "TEMPLATES": str(t / "no-such-templates")},
      "no-such-templates", "template directory not found"),
     ("template-syntax-error", lambda t, k: bad_templates(t, "loader/plan.rs.j2", b"{% if %}\n", k), "plan.rs.j2",

@@ -22,7 +22,7 @@ from test_modules import check_modules
 
 from highboot import qemu, verity
 from highboot.modules import Module, module_esp_file
-from highboot.records import IN_PROGRESS
+from highboot.records import IN_PROGRESS, OWNED
 
 OLD = 946_684_800  # 2000-01-01: an mtime years old, as `cp -p`, `rsync -a` or `tar x` keep one
 
@@ -328,6 +328,7 @@ def _output(tmp_path: Path, inside: str) -> Path:
     path = tmp_path / "b" / inside
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"built")
+    (tmp_path / "b" / OWNED).touch()  # as a build leaves it
     return path
 
 
@@ -342,8 +343,9 @@ PATH_CASES = [
     ("project-kernel-fifo", lambda t: [_project(t, "kernel", _fifo(t))],
      "proj.toml: kernel: kernel file '{t}/fifo' is a FIFO, not a regular file"),
     ("kernel-fifo", lambda t: [f"KERNEL={_fifo(t)}"], "KERNEL: kernel file '{t}/fifo' is a FIFO, not a regular file"),
-    ("project-file-fifo", lambda t: [f"PROJECT={_fifo(t)}"], "{t}/fifo: project file is a FIFO, not a regular file"),
-    ("project-file-device", lambda t: ["PROJECT=/dev/zero"], "/dev/zero: project file is a character device"),
+    ("project-file-fifo", lambda t: [f"PROJECT={_fifo(t)}"],
+     "PROJECT: project file '{t}/fifo' is a FIFO, not a regular file"),
+    ("project-file-device", lambda t: ["PROJECT=/dev/zero"], "PROJECT: project file '/dev/zero' is a character device"),
     ("template-fifo", lambda t: [f"TEMPLATES={_template_fifo(t)}"],
      "{t}/t/loader/plan.rs.j2: template is a FIFO, not a regular file"),
     ("sign-key-device", lambda t: ["SIGN=1", "SIGN_KEY=/dev/zero", f"SIGN_CERT={t}/db.crt"],
@@ -380,3 +382,148 @@ def test_every_path_is_checked(tmp_path: Path, args: Callable[[Path], list[str]]
     assert f"highboot: error: {message.format(t=tmp_path)}" in text or message.format(t=tmp_path) in text, text
     assert "Traceback" not in text and "Internal Error" not in text and "dependency cycle" not in text, text
     assert not (tmp_path / "b" / "esp").exists() or "esp/highboot/kernel.elf" in message
+
+
+# ------------------------------------------------------------------------------- one build directory, one build
+
+def test_a_second_scons_in_the_same_build_directory_is_refused(tmp_path: Path) -> None:
+    """Two scons in one build directory would each write back their own records when they end (a
+    `scons debug` left open, a build in another terminal): the second is refused, naming it."""
+    out = tmp_path / "b"
+    assert scons(out, f"KERNEL={sample_kernel()}").returncode == 0
+    holder = subprocess.Popen(["flock", str(out / ".highboot-lock"), "sleep", "30"])
+    try:
+        time.sleep(0.5)
+        second = scons(out, f"KERNEL={sample_kernel()}", "CMDLINE=other", timeout=60)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert second.returncode == 2 and "BUILD_DIR: another scons" in second.stderr, second.stdout + second.stderr
+    assert "Traceback" not in second.stderr and b'"cmdline": ""' in (out / "plan.json").read_bytes()
+
+
+def test_a_build_directory_reached_through_a_link_keeps_one_record(tmp_path: Path) -> None:
+    """The same directory as `b` and through a symbolic link to it: one directory, one record, so
+    going back to the first inputs builds them again (the ESP never keeps the other's loader)."""
+    out, link = tmp_path / "b", tmp_path / "link"
+    kernel = f"KERNEL={sample_kernel()}"
+    assert scons(out, kernel, "CMDLINE=first").returncode == 0
+    first = esp_files(out / "esp")
+    link.symlink_to(out)
+    assert scons(link, kernel, "CMDLINE=second").returncode == 0
+    assert esp_files(out / "esp") != first and b'"cmdline": "second"' in (out / "plan.json").read_bytes()
+    third = scons(out, kernel, "CMDLINE=first")
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert b'"cmdline": "first"' in (out / "plan.json").read_bytes()
+    assert esp_files(out / "esp") == first
+
+
+def test_a_directory_of_other_files_is_no_build_directory(tmp_path: Path) -> None:
+    """`scons -c` deletes a build directory whole: one holding files no build made is refused, for a
+    build and for -c, and its files stay."""
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    for args in ([f"KERNEL={sample_kernel()}"], ["-c"]):
+        done = scons(mine, *args)
+        assert done.returncode == 2 and "BUILD_DIR: " in done.stderr and "no highboot build made" in done.stderr
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    done = subprocess.run([sys.executable, "-m", "SCons", "-Q", "BUILD_DIR=kernel"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 2 and "no highboot build made" in done.stderr, done.stderr
+
+
+def test_what_stands_in_the_way_of_the_build_is_replaced(tmp_path: Path) -> None:
+    """A file where the ESP directory goes (or a directory where the image goes): the build
+    directory is highboot's own, so the build puts its own in their place."""
+    out = tmp_path / "b"
+    kernel = f"KERNEL={sample_kernel()}"
+    assert scons(out, kernel).returncode == 0
+    shutil.rmtree(out / "esp")
+    (out / "esp").write_text("in the way")
+    (out / ".sconsign.dblite").unlink()
+    done = scons(out, kernel)
+    assert done.returncode == 0, done.stdout + done.stderr
+    check_consistent(out / "esp")
+
+
+def test_max_drift_cannot_bring_stale_builds_back(tmp_path: Path) -> None:
+    done = scons(tmp_path / "b", f"KERNEL={sample_kernel()}", "--max-drift=1")
+    assert done.returncode == 2 and "--max-drift: highboot judges every input by its content" in done.stderr
+
+
+def test_a_failed_install_leaves_no_new_directories(tmp_path: Path) -> None:
+    """SCons makes its targets' directories before the ESP step; a failed step takes them away again
+    (the old ESP stays as it was, empty module directory and all gone)."""
+    from highboot.build import install_esp
+    from highboot.errors import HighbootError
+
+    module = tmp_path / "m.bin"
+    module.write_bytes(b"x" * 100)
+    out = tmp_path / "b"
+    assert scons(out, f"KERNEL={sample_kernel()}").returncode == 0
+    before = esp_files(out / "esp")
+    (out / "esp" / "highboot" / "modules").mkdir()
+    files = [(str(out / "loader" / "BOOTX64.EFI"), "EFI/BOOT/BOOTX64.EFI"),
+             (str(sample_kernel()), "highboot/kernel.elf"), (str(module), module_esp_file(0))]
+    with pytest.raises(HighbootError):
+        install_esp(str(out / "esp"), files, str(out / "plan.json"))
+    assert esp_files(out / "esp") == before and not (out / "esp" / "highboot" / "modules").exists()
+
+
+def test_a_key_pair_left_half_in_place_is_finished(tmp_path: Path) -> None:
+    """Keys are made beside and renamed into place, the key last: a build killed between the two
+    renames leaves the certificate and the new key beside it, and the next build finishes the job.
+    One half missing otherwise is refused naming it; the same file for both is refused."""
+    from highboot.errors import HighbootError
+    from highboot.signing import check_key_pair, ensure_keys
+
+    made = tmp_path / "made"
+    ensure_keys(made / "db.key", made / "db.crt")
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    shutil.copyfile(made / "db.crt", keys / "db.crt")
+    shutil.copyfile(made / "db.key", keys / ".db.key.new")
+    ensure_keys(keys / "db.key", keys / "db.crt")
+    assert (keys / "db.key").read_bytes() == (made / "db.key").read_bytes()
+    (keys / "db.key").unlink()
+    with pytest.raises(HighbootError) as err:
+        ensure_keys(keys / "db.key", keys / "db.crt")
+    assert err.value.field == "SIGN_KEY" and "one half of the signing key pair is missing" in err.value.message
+    (keys / "db.key").write_text("not a key\n")
+    with pytest.raises(HighbootError) as err:
+        ensure_keys(keys / "db.key", keys / "db.crt")
+    assert err.value.field == "SIGN_KEY" and "reading the db key" in err.value.message
+    with pytest.raises(HighbootError) as err:
+        check_key_pair(str(made / "db.key"), str(made / "db.key"), (), lambda o: {"file": None, "field": o})
+    assert err.value.field == "SIGN_CERT" and "SIGN_KEY's file too" in err.value.message
+
+
+def test_templates_are_tracked_whatever_their_names(tmp_path: Path) -> None:
+    """An include whose name is computed cannot be tracked: refused. An optional include (ignore
+    missing) is tracked when it appears and when it changes."""
+    from highboot.errors import HighbootError
+    from highboot.render import template_files
+
+    dirs = tmp_path / "t"
+    (dirs / "include").mkdir(parents=True)
+    header = dirs / "include" / "highboot.h.j2"
+    header.write_text('{% set n = "extra" ~ ".j2" %}{% include n %}\n')
+    with pytest.raises(HighbootError) as err:
+        template_files([str(dirs)], "include/highboot.h.j2")
+    assert "named by an expression cannot be tracked" in err.value.message and err.value.field == "line 1"
+    header.unlink()
+    (dirs / "loader").mkdir()
+    (dirs / "loader" / "plan.rs.j2").write_text('{% extends "base:loader/plan.rs.j2" %}{% block extra %}'
+                                                '{% include "optional.j2" ignore missing %}{% endblock %}\n')
+    out = tmp_path / "b"
+    args = [f"KERNEL={sample_kernel()}", f"TEMPLATES={dirs}"]
+    done = scons(out, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (dirs / "optional.j2").write_text("/* optional v1 */\n")
+    assert scons(out, *args).returncode == 0
+    assert "optional v1" in (out / "gen" / "plan.rs").read_text()
+    (dirs / "optional.j2").write_text("/* optional v2 */\n")
+    os.utime(dirs / "optional.j2", (OLD, OLD))
+    assert scons(out, *args).returncode == 0
+    assert "optional v2" in (out / "gen" / "plan.rs").read_text()

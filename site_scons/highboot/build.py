@@ -138,10 +138,10 @@ def install_esp(esp_dir: str, files: list[tuple[str, str]], plan_file: str) -> N
     plan = BootPlan.from_json(plan_file)
     planned = {KERNEL_ESP_FILE: (plan.kernel_size, plan.kernel_digest),
                **{module_esp_file(i): (m.size, m.digest) for i, m in enumerate(plan.modules)}}
-    if {inside for _, inside in files} != {LOADER_ESP_FILE, *planned}:
-        raise HighbootError(f"the ESP's files {sorted(inside for _, inside in files)} are not the ones the plan lists "
-                            f"{sorted(planned)}", file=plan_file)
     try:
+        if {inside for _, inside in files} != {LOADER_ESP_FILE, *planned}:
+            raise HighbootError(f"the ESP's files {sorted(inside for _, inside in files)} are not the ones the plan "
+                                f"lists {sorted(planned)}", file=plan_file)
         for source, inside in files:
             copy = staging / inside
             copy.parent.mkdir(parents=True, exist_ok=True)
@@ -153,12 +153,27 @@ def install_esp(esp_dir: str, files: list[tuple[str, str]], plan_file: str) -> N
                     raise HighbootError(f"changed while the build ran: {found_size} bytes, digest {found.hex()[:16]}"
                                         f"..., but the loader was built for {size} bytes, digest {digest[:16]}...; "
                                         "run scons again", file=source)
-        if esp.is_dir():
+        if esp.is_dir() and not esp.is_symlink():
             _swap_dirs(staging, esp)
         else:
+            _remove_tree(esp)  # not a directory of ours (a file, a link): what is ours goes in its place
             os.rename(staging, esp)
+    except BaseException:
+        _prune_empty_dirs(esp)  # SCons made its targets' directories before this step ran
+        raise
     finally:
         _remove_tree(staging)  # after the swap: the old ESP
+
+
+def _prune_empty_dirs(top: Path) -> None:
+    if not top.is_dir() or top.is_symlink():
+        return
+    for d, subdirs, files in os.walk(top, topdown=False):
+        if not subdirs and not files and Path(d) != top:
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass  # not empty after all (os.walk listed it before its children went)
 
 
 def _remove_tree(path: Path) -> None:

@@ -119,20 +119,21 @@ def read_file(path: str | Path, kind: InputKind, *, file: str | Path | None = No
     bytes (a file that grows while it is read is refused, not read on and on)."""
     where = _Where(path, kind, file, field)
     fd = _open(where)
-    chunks = []
-    total = 0
     try:
-        while chunk := os.read(fd, min(1 << 24, kind.limit + 1 - total)):
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > kind.limit:
-                raise where.refuse(f"grew past {kind.limit} bytes while it was read; a {kind.what} is at most "
-                                   f"{format_size(kind.limit)}")
+        os.set_blocking(fd, True)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(os.fstat(fd).st_size)  # one buffer of the file's size (a large kernel is not held twice)
+            # More than its size said (a file that grew, or a /proc file whose size is 0): in pieces, bounded.
+            while len(data) <= kind.limit and (more := f.read(min(1 << 20, kind.limit + 1 - len(data)))):
+                data += more
     except OSError as exc:
         raise where.refuse(f"cannot be read: {exc.strerror}") from None
     finally:
         os.close(fd)
-    return b"".join(chunks)
+    if len(data) > kind.limit:
+        raise where.refuse(f"grew past {kind.limit} bytes while it was read; a {kind.what} is at most "
+                           f"{format_size(kind.limit)}")
+    return data
 
 
 def read_text(path: str | Path, kind: InputKind, *, file: str | Path | None = None, field: str | None = None) -> str:
@@ -159,7 +160,27 @@ def check_not_output(path: str | Path, outputs: Iterable[tuple[str, str | Path]]
     real = os.path.realpath(path)
     for option, directory in outputs:
         top = os.path.realpath(directory)
-        if real == top or real.startswith(top.rstrip("/") + "/"):
+        if real == top or real.startswith(top.rstrip("/") + "/") or _same_dir_above(real, top):
             raise HighbootError(f"{str(path)!r} is inside {option} ({directory}), where the build writes its own "
                                 f"output (and `scons -c` deletes it); name a file outside it", file=file,
                                 field=field)
+
+
+def _same_dir_above(path: str, directory: str) -> bool:
+    """A directory above path is `directory` itself, reached another way (a bind mount): compared by
+    device and inode, which no spelling of a path changes."""
+    try:
+        target = os.stat(directory)
+    except OSError:
+        return False
+    parent = os.path.dirname(path)
+    while True:
+        try:
+            st = os.stat(parent)
+        except OSError:
+            return False
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+            return True
+        if parent == os.path.dirname(parent):
+            return False
+        parent = os.path.dirname(parent)

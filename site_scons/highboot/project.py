@@ -59,11 +59,12 @@ def read_project(path: str | Path) -> dict[str, str]:
     return load_project(path).options
 
 
-def load_project(path: str | Path, *, files: bool = True) -> Project:
+def load_project(path: str | Path, *, files: bool = True, field: str | None = None) -> Project:
     """The project file: its build-option values and its modules (whose files are checked unless
-    not `files`: scons -c and -h need none)."""
+    not `files`: scons -c and -h need none). A file that cannot be read is refused naming `field`
+    (PROJECT, when the command line named it)."""
+    text = read_text(path, PROJECT_FILE, field=field)
     path = Path(path)
-    text = read_text(path, PROJECT_FILE)
     try:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -145,12 +145,56 @@ def template_files(project_dirs: Sequence[str | Path], name: str) -> list[Path]:
             raise HighbootError(f"cannot read template: {exc.strerror}", file=current) from None
         seen[current] = Path(filename or current)
         try:
-            refs = jinja2.meta.find_referenced_templates(env.parse(source, current, filename))
+            ast = env.parse(source, current, filename)
         except jinja2.TemplateSyntaxError as exc:
             raise HighbootError(f"template syntax error: {exc.message}", file=filename,
                                 field=f"line {exc.lineno}") from None
-        pending.extend((r, filename) for r in refs if r is not None)
+        for name, optional in _references(ast, filename or current):
+            if optional and not _exists(env, name):
+                continue  # {% include ... ignore missing %}: tracked by template_search below
+            pending.append((name, filename))
     return sorted(set(seen.values()))
+
+
+def _references(ast: jinja2.nodes.Template, filename: str) -> list[tuple[str, bool]]:
+    """The templates a template extends, includes or imports: (name, ignore missing). A name computed
+    while rendering cannot be known here, so a change to the template it names could go unseen: it
+    is refused."""
+    out = []
+    for node in ast.find_all((jinja2.nodes.Extends, jinja2.nodes.Include, jinja2.nodes.Import,
+                              jinja2.nodes.FromImport)):
+        names = node.template.items if isinstance(node.template, (jinja2.nodes.Tuple, jinja2.nodes.List)) else [
+            node.template]
+        for name in names:
+            if not isinstance(name, jinja2.nodes.Const) or not isinstance(name.value, str):
+                raise HighbootError("a template named by an expression cannot be tracked (a change to it would go "
+                                    "unseen); name it as a string", file=filename, field=f"line {node.lineno}")
+            out.append((name.value, getattr(node, "ignore_missing", False) or len(names) > 1))
+    return out
+
+
+def _exists(env: jinja2.Environment, name: str) -> bool:
+    try:
+        env.loader.get_source(env, name)  # type: ignore[union-attr]
+    except jinja2.TemplateNotFound:
+        return False
+    return True
+
+
+def template_search(project_dirs: Sequence[str | Path], name: str) -> list[str]:
+    """Where each template that `name` uses, or could use, would be found: the directories searched and
+    which files exist there. A template that appears in a project directory (an override, or an
+    optional include) changes this, and so rebuilds what uses it."""
+    dirs = [*map(str, project_dirs), str(DEFAULT_TEMPLATES)]
+    env = make_environment(project_dirs)
+    names: set[str] = {name}
+    for f in template_files(project_dirs, name):
+        try:
+            ast = env.parse(Path(f).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, jinja2.TemplateSyntaxError):
+            continue  # template_files has said what is wrong with it
+        names.update(n for n, _ in _references(ast, str(f)))
+    return [f"{d}/{n}" for n in sorted(names) for d in dirs if os.path.lexists(Path(d, *n.split("/")))]
 
 
 def _search_path(project_dirs: Iterable[str | Path]) -> str:

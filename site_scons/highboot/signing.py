@@ -12,9 +12,11 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from highboot.errors import HighbootError
+from highboot.inputs import KEY, check_file, check_not_output
 
 OWNER_GUID = str(uuid.uuid5(uuid.NAMESPACE_URL, "https://highboot.invalid/db-owner"))
 
@@ -29,30 +31,53 @@ def _tool(name: str, hint: str) -> str:
     return found
 
 
-def _run(cmd: list[str], what: str, file: str | Path) -> None:
+def _run(cmd: list[str], what: str, file: str | Path, field: str = "SIGN") -> None:
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         # Only the last line: tools like openssl may echo key material on verbose errors.
         last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise HighbootError(f"{what} failed: {last}", file=file, field="SIGN")
+        raise HighbootError(f"{what} failed: {last}", file=file, field=field)
+
+
+def check_key_pair(key: str, cert: str, outputs: tuple[tuple[str, str], ...],
+                   named: Callable[[str], dict[str, str | None]]) -> None:
+    """SIGN_KEY and SIGN_CERT as paths a user gave: files of their own (each may not exist yet: the
+    pair is made on first use), outside the build's output."""
+    for option, path in (("SIGN_KEY", key), ("SIGN_CERT", cert)):
+        check_not_output(path, outputs, **named(option))
+        if os.path.lexists(path):
+            check_file(path, KEY, **named(option))
+    if os.path.realpath(key) == os.path.realpath(cert):
+        raise HighbootError(f"{cert!r} is SIGN_KEY's file too; the key and its certificate are two files",
+                            **named("SIGN_CERT"))
 
 
 def ensure_keys(key: str | Path, cert: str | Path) -> tuple[Path, Path]:
-    """The db key pair, generated (RSA 2048, self-signed, 10 years) when neither file exists."""
+    """The db key pair, generated (RSA 2048, self-signed, 10 years) when neither file exists, both
+    written beside and renamed into place, the key last (a pair a killed build left half in place is
+    finished on the next build); a key or certificate that openssl cannot read is refused, naming
+    SIGN_KEY or SIGN_CERT."""
     key, cert = Path(key), Path(cert)
+    new_key, new_cert = key.with_name(f".{key.name}.new"), cert.with_name(f".{cert.name}.new")
+    if not key.exists() and cert.exists() and new_key.exists():
+        os.replace(new_key, key)  # killed between the two renames
     if key.exists() != cert.exists():
-        missing = cert if key.exists() else key
-        raise HighbootError("one half of the signing key pair is missing; give both SIGN_KEY and SIGN_CERT",
-                            file=missing, field="SIGN")
+        missing, option = (cert, "SIGN_CERT") if key.exists() else (key, "SIGN_KEY")
+        raise HighbootError("one half of the signing key pair is missing; give both SIGN_KEY and SIGN_CERT (or "
+                            "neither file, and a new pair is made)", file=missing, field=option)
+    openssl = _tool("openssl", "install it with: apt-get install openssl")
     if not key.exists():
-        openssl = _tool("openssl", "install it with: apt-get install openssl")
         key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp_key = key.with_name(f".{key.name}.tmp")
+        cert.parent.mkdir(parents=True, exist_ok=True)
         _run([openssl, "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "3650",
-              "-subj", "/CN=highboot project db key/", "-keyout", str(tmp_key), "-out", str(cert)],
+              "-subj", "/CN=highboot project db key/", "-keyout", str(new_key), "-out", str(new_cert)],
              "generating the db key pair", cert)
-        os.chmod(tmp_key, 0o600)
-        os.replace(tmp_key, key)
+        os.chmod(new_key, 0o600)
+        os.replace(new_cert, cert)
+        os.replace(new_key, key)
+    _run([openssl, "pkey", "-in", str(key), "-noout"], "reading the db key (a PEM private key)", key, "SIGN_KEY")
+    _run([openssl, "x509", "-in", str(cert), "-noout"], "reading the db certificate (a PEM X.509 certificate)",
+         cert, "SIGN_CERT")
     return key, cert
 
 

@@ -20,7 +20,7 @@ from highboot.errors import HighbootError
 from highboot.layout import load_layout
 from highboot.modules import module_esp_file, write_pattern
 from highboot.plan import KERNEL_ESP_FILE, LOADER_ESP_FILE
-from highboot.render import template_files
+from highboot.render import template_files, template_search
 from highboot.signing import ensure_keys
 from highboot.units import parse_int
 
@@ -76,8 +76,10 @@ def _render_emitter(target: Any, source: Any, env: Any) -> tuple[Any, Any]:
         # pointing at this file, as if the tool were at fault).
         print(f"highboot: error: {exc.format()}", file=sys.stderr)
         SCons.Script.Exit(2)
-    env.Depends(target, [env.File(str(f)) for f in files] + _package_deps(env))
-    key = {"template": env["TEMPLATE"], "dirs": list(env["TEMPLATE_DIRS"]), "extra": env.get("RENDER_EXTRA", {})}
+    # Files as named (SCons's File() would expand a $ in a project's path).
+    env.Depends(target, [env.fs.File(os.path.abspath(f)) for f in files] + _package_deps(env))
+    key = {"template": env["TEMPLATE"], "dirs": list(env["TEMPLATE_DIRS"]), "extra": env.get("RENDER_EXTRA", {}),
+           "found": template_search(env["TEMPLATE_DIRS"], env["TEMPLATE"])}
     return target, source + [env.Value(json.dumps(key, sort_keys=True, default=str))]
 
 
@@ -237,7 +239,7 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
     bootx64 = tenv.PECheck(f"{out}/loader/BOOTX64.EFI", loader)
     if cfg.sign:
         key, cert = cfg.keys or (env["SIGN_KEY"], env["SIGN_CERT"])
-        if not (env.GetOption("clean") or env.GetOption("help")):
+        if not (env.GetOption("clean") or env.GetOption("help") or env.GetOption("no_exec")):
             try:
                 ensure_keys(key, cert)  # made on first use, now: the build reads them like any input
             except HighbootError as exc:
