@@ -129,8 +129,8 @@ OPTIONS: tuple[Option, ...] = (
            why="a build directory belongs to a checkout, not to a project (scons -c deletes it whole)"),
     Option("CARGO_DIR", Kind.DIRECTORY, "", "cargo's target directories (core is built there once; empty: "
            "$BUILD_DIR/cargo)", key=None, build=False, why="a cache of this machine's, like BUILD_DIR"),
-    Option("RUSTC", Kind.TEXT, "", "rustc to use (empty: found automatically, see docs/design.md)", key=None, build=False,
-           why="this machine's toolchain"),
+    Option("RUSTC", Kind.TEXT, "", "rustc to use (empty: found automatically, see docs/design.md)", key=None,
+           build=False, why="this machine's toolchain"),
     Option("VERBOSE", Kind.SWITCH, "0", "show full commands instead of one line per step", key=None, build=False,
            why="how this run talks, not what it builds"),
     Option("IMAGE_SEED", Kind.TEXT, "", "scons image: seed for the disk and partition GUIDs and volume id (empty: "
