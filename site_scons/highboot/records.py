@@ -38,7 +38,7 @@ def canonical(directory: str) -> str:
     return os.path.realpath(directory) if os.path.realpath(directory) != os.path.abspath(directory) else directory
 
 
-def check_output_dirs(outputs: tuple[tuple[str, str], ...], source_dir: str) -> None:
+def check_output_dirs(outputs: tuple[tuple[str, str], ...], source_dir: str, *, owned: bool = True) -> None:
     """BUILD_DIR and CARGO_DIR: plain names (cargo's build scripts speak a line protocol: a newline in
     a path could add directives; SCons expands $ in a target's name), directories (or not there yet),
     never the source tree or a directory above it; and BUILD_DIR, which `scons -c` deletes whole, a
@@ -61,17 +61,18 @@ def check_output_dirs(outputs: tuple[tuple[str, str], ...], source_dir: str) -> 
         if os.path.lexists(directory) and not os.path.isdir(directory):
             raise HighbootError(f"{directory!r} is not a directory; expected a directory for the build's output",
                                 field=option)
-        if option == "BUILD_DIR" and os.path.isdir(directory) and not _ours(directory):
+        if owned and option == "BUILD_DIR" and os.path.isdir(directory) and not _ours(directory):
             raise HighbootError(f"{directory!r} holds files that no highboot build made, and `scons -c` deletes "
                                 "a build directory whole; choose a new or empty directory", field=option)
 
 
 def _ours(directory: str) -> bool:
+    """Empty, marked by a build, or holding only what builds make there."""
     try:
         names = set(os.listdir(directory))
     except OSError:
         return False
-    return not names or bool(names & {OWNED, "plan.json"})
+    return bool(names & {OWNED, "plan.json"}) or names <= _KNOWN
 
 
 def start_build(build_dir: str, outputs: tuple[tuple[str, str], ...], source_dir: str, *, building: bool,
@@ -80,7 +81,7 @@ def start_build(build_dir: str, outputs: tuple[tuple[str, str], ...], source_dir
     this process alone (another scons there is refused: two would each write back their own
     records); when it builds, mark it as being built until SCons exits. True when the last build
     there was killed part-way (its records were then thrown away, and every step is checked again)."""
-    check_output_dirs(outputs, source_dir)
+    check_output_dirs(outputs, source_dir, owned=building or cleaning)
     if not building and not cleaning:
         return False
     try:
@@ -106,6 +107,9 @@ def start_build(build_dir: str, outputs: tuple[tuple[str, str], ...], source_dir
 #: What a build makes in its directory: True for a directory, False for a file.
 _MADE = {"esp": True, "gen": True, "loader": True, "kernel": True, "include": True,
          "plan.json": False, "highboot.img": False, "map.txt": False, "map.svg": False}
+#: Every name a build (or a test's shared cargo cache) puts in a build directory.
+_KNOWN = {*_MADE, "cargo", "test", "run.img", "debug.gdb", "secure-vars.fd", SIGNATURES + ".dblite", OWNED, LOCK,
+          IN_PROGRESS, ".esp.new"}
 
 
 def _clear_the_way(build_dir: str) -> None:
