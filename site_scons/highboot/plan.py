@@ -1,13 +1,20 @@
-"""The boot plan: everything about the kernel's address space that is known before boot.
+"""The boot plan: everything about the kernel's address space that is known before boot, made in
+phases, each a small function with a typed result (Placement, Ranges, Rights, Mappings,
+KaslrWindows, Block), from which ``plan_boot`` assembles the BootPlan.
 
-Block layout (offsets from the physical base of the one AllocatePages block, all 4 KiB aligned):
+The block (one AllocatePages block the kernel owns; offsets from its physical base, 4 KiB aligned).
+The build plans its static part:
 
     image     kernel segments at (vaddr - image_va); bss zeroed
     stack     stack_size bytes (the guard page below it is virtual only: never mapped)
-    tables    the planned page tables, block-relative (table 0 is the root)
+    tables    the planned page tables, block-relative (table 0 is the root), then with KASLR the
+              kernel region's last-level tables
     switch    levels-1 zeroed tables the loader fills to identity-map the trampoline page
-    ---- static_size: the rest is sized at boot ----
-    direct-map tables, boot info, memory map, GDT, command line
+    ---- static_size: the rest is sized at boot (loader/src/block.rs) ----
+    AP stacks (AP_STACK_SIZE each, for the APs this boot starts), the table pool (direct map, slid
+    kernel tables, EFI runtime mappings, AP stacks), and one area for the boot info, the GDT and
+    descriptor registers, the command line, the memory map, the runtime ranges, the modules'
+    records and strings, the CPU records and the APs' check-in slots
 
 The loader adds the block's base to every table entry, fills the direct map and the trampoline's
 two mappings (identity and its higher-half alias at ``trampoline_va``), and jumps.
@@ -264,11 +271,86 @@ def check_max_cpus(cpus: int, *, file: str | None = None, field: str = "max_cpus
         raise HighbootError(f"{cpus} CPUs: expected 1 to {MAX_MAX_CPUS} (the BSP included)", file=file, field=field)
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Phase 1, place the kernel: where it runs (before KASLR), in which region."""
+
+    kernel: KernelImage  # placed: a PIE moved by its load bias
+    region: Region
+    link_va: int  # where the file's image starts as linked
+    image_va: int
+    image_end: int
+
+
+@dataclass(frozen=True)
+class Ranges:
+    """Phase 2, what follows the image: the boot stack with its guard page (after the image, or at
+    the start of a stack region of its own), the trampoline alias one unmapped page above the
+    stack, and the window of AP stacks after it."""
+
+    stack_region: Region | None
+    guard: int
+    stack_bottom: int
+    stack_top: int
+    stack_size: int
+    trampoline_va: int
+    ap_stacks_va: int
+    ap_window: int  # its size: MAX_CPUS - 1 of (guard page + AP stack), 0 with SMP off
+
+
+@dataclass(frozen=True)
+class Rights:
+    """Phase 3, each segment's load and each image page's rights: the union of the segments that
+    share the page (W^X was checked when the kernel was read), less W where RELRO covers every
+    writable byte of the page."""
+
+    segments: list[SegmentLoad]
+    pages: dict[int, int]  # page VA -> PF_W | PF_X
+
+
+@dataclass(frozen=True)
+class Mappings:
+    """Phase 4, the tables: the image pages, the stack and the trampoline's slot, in one tree; with
+    KASLR, what is in the kernel region in a tree of its own (only its last level is kept)."""
+
+    levels: tuple[Any, ...]
+    tables: TableBuilder
+    kernel_tables: TableBuilder  # `tables` itself without KASLR
+    ranges: list[PlannedRange]
+    trampoline_slot: Slot
+
+
+@dataclass(frozen=True)
+class KaslrWindows:
+    """Phase 5, KASLR: the kernel tree's last-level tables, one per 2 MiB window, numbered after the
+    fixed tables, and the slides that keep everything that moves inside the region."""
+
+    numbers: dict[int, int]  # kernel-tree table -> its number in the plan
+    tables: list[tuple[int, int]]  # (table number, window VA at slide 0)
+    slide_min: int = 0
+    slide_max: int = 0
+
+
+@dataclass(frozen=True)
+class Block:
+    """Phase 6, the block's static part (offsets from its physical base; see the module docstring)."""
+
+    stack_offset: int
+    tables_offset: int
+    table_count: int
+    entries: list[tuple[int, int]]  # (u64 index into the tables area, block-relative entry)
+    trampoline_slot: int
+    switch_offset: int
+    switch_count: int
+    static_size: int
+
+
 def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
               kernel_esp_path: str = DEFAULT_KERNEL_ESP_PATH, kaslr: bool = False,
               kernel_base: int | None = None, smp: bool = True, ap_stack_size: int = DEFAULT_AP_STACK_SIZE,
               max_cpus: int = DEFAULT_MAX_CPUS) -> BootPlan:
-    """Plan the load and the page tables of kernel in layout; HighbootError if it does not fit.
+    """Plan the load and the page tables of kernel in layout, phase by phase; HighbootError if it
+    does not fit.
 
     A position-independent kernel is first placed in the kernel region: at kernel_base, else where
     it is linked if that is inside the region, else at the lowest place that moves it by a multiple
@@ -276,6 +358,44 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     check_cmdline(cmdline)
     check_ap_stack_size(ap_stack_size)
     check_max_cpus(max_cpus)
+    placement = place(kernel, layout, kernel_base, kaslr=kaslr)
+    ranges = follow_image(placement, layout, smp=smp, ap_stack_size=ap_stack_size, max_cpus=max_cpus)
+    rights = segment_rights(placement)
+    mappings = map_kernel(placement, ranges, rights, layout, kaslr=kaslr)
+    windows = kaslr_windows(placement, ranges, mappings) if kaslr else KaslrWindows({}, [])
+    block = block_layout(placement, ranges, mappings, windows)
+
+    kernel = placement.kernel
+    dmap = layout.require("direct_map")
+    efi = layout.role("efi_runtime")
+    # The reader checked every target is inside a writable segment, so inside the image.
+    relocations = [(r.vaddr - placement.image_va, r.value) for r in kernel.relocations if r.relative]
+    absolute = [(r.vaddr - placement.image_va, r.value) for r in kernel.relocations if not r.relative]
+    tls = kernel.tls
+    return BootPlan(
+        layout_name=layout.name, levels=layout.levels, shifts=[lv.shift for lv in mappings.levels],
+        kernel_path=kernel.path, kernel_esp_path=kernel_esp_path, kernel_size=kernel.size,
+        kernel_digest=kernel.digest, entry=kernel.entry, image_va=placement.image_va,
+        image_size=placement.image_end - placement.image_va, segments=rights.segments, relocations=relocations,
+        stack_guard_va=ranges.guard, stack_bottom_va=ranges.stack_bottom, stack_top_va=ranges.stack_top,
+        stack_offset=block.stack_offset, stack_size=ranges.stack_size, trampoline_va=ranges.trampoline_va,
+        trampoline_slot=block.trampoline_slot, tables_offset=block.tables_offset, table_count=block.table_count,
+        table_entries=block.entries, switch_offset=block.switch_offset, switch_count=block.switch_count,
+        static_size=block.static_size, direct_map_base=dmap.start, direct_map_limit=dmap.size,
+        direct_map_page_size=dmap.page_size, efi_region=(efi.start, efi.size) if efi else None,
+        ranges=mappings.ranges, cmdline=cmdline, kaslr=kaslr, slide_align=SLIDE_ALIGN if kaslr else 0,
+        slide_min=windows.slide_min, slide_max=windows.slide_max, kaslr_tables=windows.tables,
+        absolute_relocations=absolute, position_independent=kernel.position_independent,
+        link_va=placement.link_va, load_bias=kernel.load_bias, relro=kernel.relro,
+        eh_frame_hdr=kernel.eh_frame_hdr, tls=(tls.vaddr, tls.filesz, tls.memsz, tls.align) if tls else None,
+        smp=smp, ap_stack_size=ap_stack_size if smp else 0, max_cpus=max_cpus if smp else 1,
+        ap_stacks_va=ranges.ap_stacks_va,
+    )
+
+
+def place(kernel: KernelImage, layout: Layout, kernel_base: int | None, *, kaslr: bool) -> Placement:
+    """Phase 1: the kernel placed in the layout's kernel region, checked to fit there (and to be
+    movable, with KASLR)."""
     region = layout.require("kernel")
     link_va = align_down(kernel.start, PAGE)
     kernel = place_kernel(kernel, region, kernel_base)
@@ -284,7 +404,14 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     image_va = align_down(kernel.start, PAGE)
     image_end = align_up(kernel.end, PAGE)
     _check_inside(kernel, layout, region, image_va, image_end)
+    return Placement(kernel, region, link_va, image_va, image_end)
 
+
+def follow_image(placement: Placement, layout: Layout, *, smp: bool, ap_stack_size: int,
+                 max_cpus: int) -> Ranges:
+    """Phase 2: the stack, the trampoline alias and the AP stack window, refused when they do not fit
+    the region (naming the kernel when it could start lower, else the region or the options)."""
+    kernel, region, image_end = placement.kernel, placement.region, placement.image_end
     stack_size = layout.stack_size
     stack_region = layout.role("stack")
     if stack_region is not None:
@@ -318,21 +445,19 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
                  f"ends at {hex_addr(region.end)}: no room after the trampoline alias for "
                  f"{max_cpus - 1} AP stacks of {format_size(ap_stack_size)} and their guard pages "
                  f"({format_size(ap_window)}); lower max_cpus or ap_stack_size, or turn SMP off")
+    return Ranges(stack_region, guard, stack_bottom, stack_top, stack_size, trampoline_va, ap_stacks_va, ap_window)
 
-    levels = paging_levels(layout.levels)
-    tables = TableBuilder(levels)
-    # With KASLR the kernel region's pages go in their own tree, of which only the last level is kept.
-    ktables = TableBuilder(levels) if kaslr else tables
-    image_size = image_end - image_va
-    stack_offset = image_size
 
+def segment_rights(placement: Placement) -> Rights:
+    """Phase 3: each PT_LOAD's copy into the block, and the rights of every page of the image."""
+    kernel, image_va = placement.kernel, placement.image_va
     segments: list[SegmentLoad] = []
-    page_flags: dict[int, int] = {}
+    pages: dict[int, int] = {}
     for seg in kernel.segments:
         flags = "RX" if seg.flags & PF_X else "RW" if seg.flags & PF_W else "R"
         segments.append(SegmentLoad(seg.vaddr, seg.memsz, seg.offset, seg.filesz, seg.vaddr - image_va, flags))
         for page in range(align_down(seg.vaddr, PAGE), align_up(seg.end, PAGE), PAGE):
-            page_flags[page] = page_flags.get(page, 0) | (seg.flags & (PF_W | PF_X))
+            pages[page] = pages.get(page, 0) | (seg.flags & (PF_W | PF_X))
     if kernel.relro:
         # Read-only after relocation, which the loader does before these tables go live: every
         # page whose writable bytes all lie in RELRO. A page RELRO shares with .data stays writable.
@@ -341,78 +466,76 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
         for page in range(align_down(start, PAGE), align_up(start + size, PAGE), PAGE):
             if all(start <= max(lo, page) and min(hi, page + PAGE) <= start + size
                    for lo, hi in writable if lo < page + PAGE and page < hi):
-                page_flags[page] &= ~PF_W
-    ranges: list[PlannedRange] = []
+                pages[page] &= ~PF_W
+    return Rights(segments, pages)
+
+
+def map_kernel(placement: Placement, ranges: Ranges, rights: Rights, layout: Layout, *, kaslr: bool) -> Mappings:
+    """Phase 4: the image pages and the stack mapped to their block offsets (the stack right after
+    the image), the trampoline's slot made; the plan's ranges, coalesced by rights."""
+    image_va = placement.image_va
+    levels = paging_levels(layout.levels)
+    tables = TableBuilder(levels)
+    # With KASLR the kernel region's pages go in their own tree, of which only the last level is kept.
+    ktables = TableBuilder(levels) if kaslr else tables
+    stack_offset = placement.image_end - image_va
+    planned: list[PlannedRange] = []
     # With KASLR everything in the kernel region moves; a stack in its own region stays.
-    stack_slides = kaslr and stack_region is None
-    for page in sorted(page_flags):
-        f = page_flags[page]
+    stack_slides = kaslr and ranges.stack_region is None
+    for page in sorted(rights.pages):
+        f = rights.pages[page]
         perm = RX if f & PF_X else RW_NX if f & PF_W else R_NX
         ktables.map(page, page - image_va, PAGE, perm)
         text = flags_text(perm)
-        last = ranges[-1] if ranges else None
+        last = planned[-1] if planned else None
         if last and last.va + last.size == page and last.flags == text:
-            ranges[-1] = PlannedRange("kernel image", last.va, last.size + PAGE, last.block_offset, text, kaslr)
+            planned[-1] = PlannedRange("kernel image", last.va, last.size + PAGE, last.block_offset, text, kaslr)
         else:
-            ranges.append(PlannedRange("kernel image", page, PAGE, page - image_va, text, kaslr))
-    (ktables if stack_region is None else tables).map(stack_bottom, stack_offset, stack_size, RW_NX)
-    ranges.append(PlannedRange(STACK_RANGE, stack_bottom, stack_size, stack_offset, "RW", stack_slides))
-    slot = ktables.slot(trampoline_va)
-    ranges.append(PlannedRange("trampoline", trampoline_va, PAGE, None, "RX", kaslr))
-    ranges.sort(key=lambda r: r.va)
+            planned.append(PlannedRange("kernel image", page, PAGE, page - image_va, text, kaslr))
+    (ktables if ranges.stack_region is None else tables).map(ranges.stack_bottom, stack_offset, ranges.stack_size,
+                                                              RW_NX)
+    planned.append(PlannedRange(STACK_RANGE, ranges.stack_bottom, ranges.stack_size, stack_offset, "RW",
+                                stack_slides))
+    slot = ktables.slot(ranges.trampoline_va)
+    planned.append(PlannedRange("trampoline", ranges.trampoline_va, PAGE, None, "RX", kaslr))
+    planned.sort(key=lambda r: r.va)
+    return Mappings(levels, tables, ktables, planned, slot)
 
-    dmap = layout.require("direct_map")
-    efi = layout.role("efi_runtime")
 
-    tables_offset = stack_offset + stack_size
-    entries = tables.encode(lambda n: tables_offset + n * PAGE)
-    table_count = len(tables.tables)
-    kaslr_tables: list[tuple[int, int]] = []
-    slide_min = slide_max = 0
-    if kaslr:
-        # The kernel tree's last-level tables, by window, numbered after the fixed tables.
-        windows = sorted({align_down(r.va + off, SLIDE_ALIGN) for r in ranges if r.slides
-                          for off in range(0, r.size, PAGE)})
-        numbers = {ktables.slot(w).table: table_count + i for i, w in enumerate(windows)}
-        for old, new in numbers.items():
-            for index, (kind, value, flags) in sorted(ktables.tables[old].items()):
-                assert kind == "page"
-                entries.append((new * ENTRIES + index, value | flags))
-        slot = Slot(numbers[slot.table], slot.index)
-        kaslr_tables = [(table_count + i, w) for i, w in enumerate(windows)]
-        table_count += len(windows)
-        # Both ends of the region and every window are 2 MiB aligned: so are the slides.
-        slide_min = region.start - windows[0]
-        slide_max = region.end - (windows[-1] + SLIDE_ALIGN)
-        # The AP stack window moves with the kernel and stays inside the region.
-        slide_max = min(slide_max, align_down(region.end - (ap_stacks_va + ap_window), SLIDE_ALIGN))
+def kaslr_windows(placement: Placement, ranges: Ranges, mappings: Mappings) -> KaslrWindows:
+    """Phase 5: a last-level table per 2 MiB window of what slides, numbered after the fixed tables;
+    the slides keep the windows and the AP stack window inside the region."""
+    region = placement.region
+    fixed = len(mappings.tables.tables)
+    windows = sorted({align_down(r.va + off, SLIDE_ALIGN) for r in mappings.ranges if r.slides
+                      for off in range(0, r.size, PAGE)})
+    numbers = {mappings.kernel_tables.slot(w).table: fixed + i for i, w in enumerate(windows)}
+    # Both ends of the region and every window are 2 MiB aligned: so are the slides.
+    slide_min = region.start - windows[0]
+    slide_max = region.end - (windows[-1] + SLIDE_ALIGN)
+    # The AP stack window moves with the kernel and stays inside the region.
+    slide_max = min(slide_max, align_down(region.end - (ranges.ap_stacks_va + ranges.ap_window), SLIDE_ALIGN))
+    return KaslrWindows(numbers, [(fixed + i, w) for i, w in enumerate(windows)], slide_min, slide_max)
+
+
+def block_layout(placement: Placement, ranges: Ranges, mappings: Mappings, windows: KaslrWindows) -> Block:
+    """Phase 6: image, stack, tables (the fixed ones encoded block-relative, then the KASLR windows'),
+    and the switch tables the loader fills for the trampoline's identity mapping."""
+    stack_offset = placement.image_end - placement.image_va
+    tables_offset = stack_offset + ranges.stack_size
+    entries = mappings.tables.encode(lambda n: tables_offset + n * PAGE)
+    for old, new in windows.numbers.items():
+        for index, (kind, value, flags) in sorted(mappings.kernel_tables.tables[old].items()):
+            assert kind == "page"
+            entries.append((new * ENTRIES + index, value | flags))
+    slot = mappings.trampoline_slot
+    if windows.numbers:
+        slot = Slot(windows.numbers[slot.table], slot.index)
+    table_count = len(mappings.tables.tables) + len(windows.tables)
     switch_offset = tables_offset + table_count * PAGE
-    switch_count = len(levels) - 1
-    static_size = switch_offset + switch_count * PAGE
-
-    # The reader checked every target is inside a writable segment, so inside the image.
-    relocations = [(r.vaddr - image_va, r.value) for r in kernel.relocations if r.relative]
-    absolute = [(r.vaddr - image_va, r.value) for r in kernel.relocations if not r.relative]
-    tls = kernel.tls
-
-    return BootPlan(
-        layout_name=layout.name, levels=layout.levels, shifts=[lv.shift for lv in levels],
-        kernel_path=kernel.path, kernel_esp_path=kernel_esp_path, kernel_size=kernel.size,
-        kernel_digest=kernel.digest, entry=kernel.entry, image_va=image_va, image_size=image_size,
-        segments=segments, relocations=relocations, stack_guard_va=guard, stack_bottom_va=stack_bottom,
-        stack_top_va=stack_top, stack_offset=stack_offset, stack_size=stack_size, trampoline_va=trampoline_va,
-        trampoline_slot=slot.word, tables_offset=tables_offset, table_count=table_count, table_entries=entries,
-        switch_offset=switch_offset, switch_count=switch_count, static_size=static_size,
-        direct_map_base=dmap.start, direct_map_limit=dmap.size, direct_map_page_size=dmap.page_size,
-        efi_region=(efi.start, efi.size) if efi else None, ranges=ranges, cmdline=cmdline,
-        kaslr=kaslr, slide_align=SLIDE_ALIGN if kaslr else 0, slide_min=slide_min, slide_max=slide_max,
-        kaslr_tables=kaslr_tables, absolute_relocations=absolute,
-        position_independent=kernel.position_independent, link_va=link_va, load_bias=kernel.load_bias,
-        relro=kernel.relro, eh_frame_hdr=kernel.eh_frame_hdr,
-        tls=(tls.vaddr, tls.filesz, tls.memsz, tls.align) if tls else None,
-        smp=smp, ap_stack_size=ap_stack_size if smp else 0, max_cpus=max_cpus if smp else 1,
-        ap_stacks_va=ap_stacks_va,
-    )
+    switch_count = len(mappings.levels) - 1
+    return Block(stack_offset, tables_offset, table_count, entries, slot.word, switch_offset, switch_count,
+                 switch_offset + switch_count * PAGE)
 
 
 def _no_room(kernel: KernelImage, layout: Layout, region: Region, needed_end: int, what: str) -> NoReturn:
