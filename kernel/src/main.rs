@@ -8,7 +8,6 @@
 
 // First: its report macros (report_format!, info_format!) are in scope by text order.
 #[macro_use]
-#[allow(dead_code)]
 mod bootinfo {
     include!(concat!(env!("HIGHBOOT_GEN"), "/bootinfo.rs"));
 }
