@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from highboot.build import fault_variants
 from highboot.errors import HighbootError
 from highboot.plan import PLAN_FORMAT, STACK_RANGE, BootPlan
 
@@ -39,6 +40,20 @@ def test_what_moves_with_kaslr_is_in_the_plan(built: dict) -> None:
         rendered = (path.parent / "gen" / "plan.rs").read_text()
         assert f"pub const STACK_SLIDES: bool = {str(plan.stack.slides).lower()};" in rendered, path
     assert BootPlan.from_json(built["dir"] / "test" / "kaslr" / "plan.json").stack.slides
+
+
+def test_the_fault_is_an_enum_of_every_choice(built: dict) -> None:
+    """plan.rs's `enum Fault` has a variant for each fault FAULT can name, and FAULT is the plan's
+    (None without one); the test builds inject every fault."""
+    faults, injected = fault_variants(), set()
+    for path in built_plans(built):
+        plan = BootPlan.from_json(path)
+        rendered = (path.parent / "gen" / "plan.rs").read_text()
+        assert all(f"    /// FAULT={name}\n    {variant},\n" in rendered for name, variant in faults.items()), path
+        value = f"Some(Fault::{faults[plan.fault]})" if plan.fault else "None"
+        assert f"pub const FAULT: Option<Fault> = {value};" in rendered, path
+        injected.add(plan.fault)
+    assert injected == {"", *faults}
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 /* A C kernel for highboot: the same checks as the Rust sample kernel, through highboot.h.
  * It checks the boot info, the memory map and the CPU state, walks its own page tables from CR3
  * and prints them (the tests compare them with the plan), calls EFI GetTime through the virtual
- * runtime services, and exits QEMU through isa-debug-exit (0x10 pass, 0x11 fail).
+ * runtime services, and exits QEMU through isa-debug-exit (HIGHBOOT_EXIT_PASS or _FAIL).
  * Build: gcc -ffreestanding -nostdlib -static -mcmodel=kernel -mno-red-zone -mgeneral-regs-only
  *        -fno-pic -no-pie -I<build>/include -Wl,-T,<build>/gen/link-fixed.ld kernel.c
  * or, as the toolchain lays it out (ET_DYN at 0, relocated by the loader):
@@ -39,7 +39,7 @@ static void check(int ok, const char *what) {
 }
 
 static __attribute__((noreturn)) void debug_exit(uint32_t code) {
-    __asm__ volatile("outl %0, %1" : : "a"(code), "Nd"((uint16_t)0xf4));
+    __asm__ volatile("outl %0, %1" : : "a"(code), "Nd"((uint16_t)HIGHBOOT_EXIT_PORT));
     for (;;) __asm__ volatile("cli; hlt");
 }
 
@@ -542,7 +542,7 @@ void kmain(const struct highboot_boot_info *info, uint64_t entry_rsp) {
     puts_serial("highboot C kernel: hello\n");
     if (info->magic != HIGHBOOT_MAGIC || info->version != HIGHBOOT_VERSION || info->size < sizeof *info) {
         puts_serial("HIGHBOOT-KERNEL: FAIL (bad boot info header)\n");
-        debug_exit(0x11);
+        debug_exit(HIGHBOOT_EXIT_FAIL);
     }
     cpu_nx = (info->cpu_features & HIGHBOOT_CPU_NX) != 0;
     { /* the CPU's own word (CPUID 80000001h:EDX[20]): without NX the W^X checks give way */
@@ -637,7 +637,7 @@ void kmain(const struct highboot_boot_info *info, uint64_t entry_rsp) {
         puts_serial(INFO HIGHBOOT_INFO_EFI "none\n");
     }
     puts_serial(failed ? "HIGHBOOT-KERNEL: FAIL\n" : "HIGHBOOT-KERNEL: PASS\n");
-    debug_exit(failed ? 0x11 : 0x10);
+    debug_exit(failed ? HIGHBOOT_EXIT_FAIL : HIGHBOOT_EXIT_PASS);
 }
 
 __asm__(".section .text.entry,\"ax\",@progbits\n"

@@ -8,7 +8,6 @@
 
 // First: its report macros (report_format!, info_format!) are in scope by text order.
 #[macro_use]
-#[allow(dead_code)]
 mod bootinfo {
     include!(concat!(env!("HIGHBOOT_GEN"), "/bootinfo.rs"));
 }
@@ -21,6 +20,7 @@ mod serial;
 mod smp;
 mod walk;
 
+use bootinfo::report::Exit;
 use bootinfo::{mem, BootInfo, MemoryRegion};
 
 // The entry point: keep the RSP the loader gave us so the ABI check can see it.
@@ -63,9 +63,6 @@ extern "C" {
 /// A pointer the loader must relocate (R_X86_64_RELATIVE): equal to kernel_main's run address
 /// only if the relocations were applied for the slide the kernel runs at.
 static MAIN: extern "sysv64" fn(&'static BootInfo, u64) -> ! = kernel_main;
-
-const EXIT_PASS: u32 = 0x10;
-const EXIT_FAIL: u32 = 0x11;
 
 /// Counts failed checks; each failure is printed as it is found.
 struct Checks {
@@ -311,11 +308,11 @@ fn exit(failed: u32) -> ! {
     } else {
         println!("HIGHBOOT-KERNEL: FAIL ({} checks failed)", failed);
     }
-    serial::debug_exit(if failed == 0 { EXIT_PASS } else { EXIT_FAIL })
+    serial::debug_exit(if failed == 0 { Exit::Pass } else { Exit::Fail })
 }
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     println!("HIGHBOOT-KERNEL: FAIL (panic: {})", info);
-    serial::debug_exit(EXIT_FAIL)
+    serial::debug_exit(Exit::Fail)
 }

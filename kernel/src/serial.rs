@@ -2,7 +2,7 @@
 
 use core::fmt::{self, Write};
 
-const DEBUG_EXIT: u16 = 0xf4;
+use crate::bootinfo::report::{Exit, EXIT_PORT};
 
 /// The loader's COM1 driver, the one copy of it.
 mod com1 {
@@ -27,10 +27,10 @@ macro_rules! println {
 }
 
 /// QEMU exits with status (code << 1) | 1; on real hardware, halt.
-pub fn debug_exit(code: u32) -> ! {
+pub fn debug_exit(code: Exit) -> ! {
     // SAFETY: writing to the isa-debug-exit port; harmless where no such device exists.
     unsafe {
-        core::arch::asm!("out dx, eax", in("dx") DEBUG_EXIT, in("eax") code, options(nomem, nostack));
+        core::arch::asm!("out dx, eax", in("dx") EXIT_PORT, in("eax") code as u32, options(nomem, nostack));
         loop {
             core::arch::asm!("cli; hlt", options(nomem, nostack));
         }

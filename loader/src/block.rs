@@ -11,8 +11,11 @@ use core::ptr;
 
 use r_efi::efi;
 
-use crate::abi::{self, GDT};
-use crate::{bootinfo, fail, memmap, paging, plan, random, runtime, Result, MAP_SLACK, PAGE};
+use crate::failure::{fail, Result};
+use crate::paging::{self, PAGE};
+use crate::rendered::abi::{self, GDT};
+use crate::rendered::{bootinfo, plan};
+use crate::{memmap, random, runtime};
 
 /// Where this boot puts the kernel and the direct map (slide 0 and the layout's direct-map start
 /// without KASLR), and the direct map's extent.
@@ -112,7 +115,7 @@ impl BlockLayout {
         let vmap_capacity = rt_descriptors + runtime::SLACK;
         // Each range of kernel memory (the block, each module, the kernel file) splits at most one
         // firmware range in three.
-        let map_capacity = map.len() + MAP_SLACK + 2 * (handed + 1);
+        let map_capacity = map.len() + memmap::SLACK + 2 * (handed + 1);
         let gdt_off = align16(core::mem::size_of::<bootinfo::BootInfo>() as u64);
         let desc_off = gdt_off + align16(core::mem::size_of_val(&GDT) as u64);
         let cmdline_off = desc_off + abi::DESC_SIZE;

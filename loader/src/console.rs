@@ -8,6 +8,15 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use r_efi::efi;
 use r_efi::protocols::simple_text_output;
 
+/// Print a line: to the firmware's console before ExitBootServices, to COM1 after it.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use core::fmt::Write as _;
+        let _ = writeln!($crate::console::Console, $($arg)*);
+    }};
+}
+pub(crate) use println;
+
 static CON_OUT: AtomicPtr<simple_text_output::Protocol> = AtomicPtr::new(ptr::null_mut());
 
 /// Print through the firmware's console from now on.
@@ -90,7 +99,7 @@ impl Write for &LastError {
 
 /// `highboot: error: ...`, kept for `repeat_error`.
 pub fn error(args: fmt::Arguments) {
-    crate::println!("highboot: error: {}", args);
+    println!("highboot: error: {}", args);
     // SAFETY: see LastError.
     unsafe { (*LAST_ERROR.0.get()).1 = 0 };
     let _ = (&LAST_ERROR).write_fmt(args);
@@ -104,14 +113,6 @@ pub fn repeat_error() {
         core::str::from_utf8_unchecked(&buf[..*len])
     };
     if !text.is_empty() {
-        crate::println!("highboot: error: {}", text);
+        println!("highboot: error: {}", text);
     }
-}
-
-#[macro_export]
-macro_rules! println {
-    ($($arg:tt)*) => {{
-        use core::fmt::Write as _;
-        let _ = writeln!($crate::console::Console, $($arg)*);
-    }};
 }

@@ -7,8 +7,13 @@ use core::{fmt, ptr};
 use r_efi::efi;
 use r_efi::protocols::{file, graphics_output, loaded_image, simple_file_system};
 
+use crate::console::{self, println};
+use crate::failure::{fail, Result};
 use crate::fbmode::{self, Candidate};
-use crate::{bootinfo, fail, plan, println, verity, Result};
+use crate::paging::PAGE;
+use crate::rendered::bootinfo;
+use crate::rendered::plan::{self, Fault};
+use crate::verity;
 
 /// A file the build put on the ESP, as named in messages: "kernel file \\highboot\\kernel.elf" or
 /// "module "initrd" (\\highboot\\modules\\0.bin)".
@@ -115,7 +120,7 @@ impl Volume {
             let pages = if what.size == 0 {
                 None
             } else {
-                match Pages::allocate(bs, efi::LOADER_DATA, None, what.size.div_ceil(4096)) {
+                match Pages::allocate(bs, efi::LOADER_DATA, None, what.size.div_ceil(PAGE)) {
                     Ok(pages) => Some(pages),
                     Err(status) => {
                         return fail!(
@@ -169,7 +174,7 @@ impl Volume {
             let Some(pages) = pages else { return Ok(None) };
             let data = core::slice::from_raw_parts(base as *const u8, got);
             // The tail of the last page: zero, not whatever the firmware left there.
-            ptr::write_bytes((base + what.size) as *mut u8, 0, (pages.count * 4096 - what.size) as usize);
+            ptr::write_bytes((base + what.size) as *mut u8, 0, (pages.count * PAGE - what.size) as usize);
             Ok(Some((pages, data)))
         }
     }
@@ -253,7 +258,7 @@ impl Drop for Pages {
 /// tries smaller blocks (fewer AP stacks) before it refuses. LoaderData, as custom memory types
 /// have hung real machines; the boot info tells the kernel which range is its own.
 pub fn try_allocate_block(bs: &efi::BootServices, pages: u64) -> Result<Pages> {
-    if plan::FAULT == "no_memory" {
+    if plan::FAULT == Some(Fault::NoMemory) {
         return Err(efi::Status::OUT_OF_RESOURCES);
     }
     Pages::allocate(bs, efi::LOADER_DATA, None, pages)
@@ -299,7 +304,7 @@ impl Drop for DisplayMode {
         // SAFETY: the firmware's GOP, while boot services are up (dropped only before ExitBootServices).
         let status = unsafe { ((*self.gop).set_mode)(self.gop, self.mode) };
         println!("highboot: the display is back in mode {} ({:#x})", self.mode, status.as_usize());
-        crate::console::repeat_error(); // SetMode clears the screen
+        console::repeat_error(); // SetMode clears the screen
     }
 }
 

@@ -4,11 +4,15 @@
 
 use core::ptr;
 
-use crate::abi::{self, GDT};
 use crate::block::{Block, Placement};
-use crate::bootinfo::{self, cpu, flags, BootInfo};
+use crate::console::println;
+use crate::failure::fatal;
+use crate::machine::Machine;
 use crate::modules::Handed;
-use crate::{fatal, memmap, paging, plan, println, random, runtime, Machine};
+use crate::rendered::abi::{self, GDT};
+use crate::rendered::bootinfo::{self, cpu, flags, BootInfo};
+use crate::rendered::plan;
+use crate::{memmap, paging, random, runtime};
 
 /// Write the GDT, the descriptor registers, the command line and every boot-info field known
 /// before ExitBootServices; returns the boot info (in the block's area).

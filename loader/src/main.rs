@@ -1,12 +1,13 @@
 //! highboot's UEFI loader. Everything that could be known before boot was computed by the build
 //! and is in `plan` (rendered from templates/loader/plan.rs.j2); this program does only what
 //! cannot be known before boot: where RAM is, how much there is, which page sizes the CPU has.
+//!
+//! This file is the boot sequence, step by step; each step's work is in the module it names.
+//! rendered.rs includes what the build rendered (plan, abi, bootinfo, the trampoline);
+//! failure.rs says how a step fails.
 
 #![no_std]
 #![no_main]
-
-use core::ptr;
-use core::sync::atomic::{AtomicPtr, Ordering};
 
 use r_efi::efi;
 
@@ -14,78 +15,49 @@ mod block;
 mod com1;
 mod console;
 mod cpu;
+mod failure;
 mod fbmode;
 mod firmware;
 mod info;
+mod machine;
 mod madt;
 mod memmap;
 mod modules;
 mod paging;
 mod random;
+mod rendered;
 mod runtime;
 mod sha256;
 mod smp;
 mod switch;
 mod verity;
 
-#[allow(dead_code)]
-mod plan {
-    include!(concat!(env!("HIGHBOOT_GEN"), "/plan.rs"));
-}
-
-/// The Handoff record, switch-data offsets and GDT shared with the trampoline (one description).
-#[allow(dead_code)]
-mod abi {
-    include!(concat!(env!("HIGHBOOT_GEN"), "/abi.rs"));
-}
-
-use abi::Handoff;
 use block::{Block, BlockLayout, Placement};
+use console::println;
+use failure::{fail, Result};
+use machine::Machine;
 use modules::{Handed, Modules};
+use paging::PAGE;
+use rendered::abi::Handoff;
+use rendered::bootinfo;
+use rendered::plan::{self, Fault};
 
-#[allow(dead_code)]
-mod bootinfo {
-    include!(concat!(env!("HIGHBOOT_GEN"), "/bootinfo.rs"));
-}
-
-core::arch::global_asm!(include_str!(concat!(env!("HIGHBOOT_GEN"), "/trampoline.S")));
-
-extern "sysv64" {
-    pub fn highboot_handoff(args: *const Handoff) -> !;
-}
-
-pub const PAGE: u64 = 4096;
 const GIB: u64 = 1 << 30;
 const MIB2: u64 = 2 << 20;
-/// Room for memory-map descriptors the firmware adds between our first look and ExitBootServices.
-pub const MAP_SLACK: usize = 64;
-
-/// A failure before ExitBootServices: the message is already printed; return this status.
-pub type Result<T> = core::result::Result<T, efi::Status>;
-
-/// Print "highboot: error: ..." and evaluate to Err(status).
-#[macro_export]
-macro_rules! fail {
-    ($status:expr, $($arg:tt)*) => {{
-        $crate::console::error(format_args!($($arg)*));
-        Err($status)
-    }};
-}
 
 #[export_name = "efi_main"]
 pub extern "efiapi" fn efi_main(image: efi::Handle, st: *mut efi::SystemTable) -> efi::Status {
     let tsc = cpu::rdtsc();
     console::init(st);
     // SAFETY: the firmware passes a valid system table.
-    BOOT_SERVICES.store(unsafe { (*st).boot_services }, Ordering::SeqCst);
-    IMAGE.store(image, Ordering::SeqCst);
+    failure::boot_services_up(unsafe { (*st).boot_services }, image);
     // SAFETY: as above.
     let bs = unsafe { &*(*st).boot_services };
-    let pages_at_entry = if plan::FAULT.is_empty() { 0 } else { firmware::loader_pages(bs) };
+    let pages_at_entry = if plan::FAULT.is_none() { 0 } else { firmware::loader_pages(bs) };
     match boot(image, st, tsc) {
         Ok(never) => match never {},
         Err(status) => {
-            if !plan::FAULT.is_empty() {
+            if plan::FAULT.is_some() {
                 println!(
                     "highboot: test build: loader pages at entry {}, after the failure {}",
                     pages_at_entry,
@@ -100,45 +72,13 @@ pub extern "efiapi" fn efi_main(image: efi::Handle, st: *mut efi::SystemTable) -
 
 enum Never {}
 
-/// What the CPU and the firmware told us before ExitBootServices.
-pub struct Machine {
-    pub features: cpu::Features,
-    /// Clears NX from page-table entries when the CPU has no NX.
-    pub nx_mask: u64,
-    pub framebuffer: Option<firmware::Framebuffer>,
-    /// The ACPI root pointer and its revision (0 when there is none).
-    pub rsdp: (u64, u64),
-    pub attributes: runtime::Attributes,
-    pub st: *mut efi::SystemTable,
-    pub tsc_entry: u64,
-}
-
-impl Machine {
-    fn probe(bs: &efi::BootServices, st: *mut efi::SystemTable, tsc_entry: u64) -> Machine {
-        let features = cpu::features();
-        let nx_mask = if features.nx { u64::MAX } else { !bootinfo::pte::NO_EXECUTE };
-        if !features.nx {
-            println!("highboot: warning: this CPU has no NX: no page can be kept from execution");
-        }
-        Machine {
-            features,
-            nx_mask,
-            framebuffer: firmware::framebuffer(bs),
-            rsdp: firmware::rsdp(st),
-            attributes: runtime::Attributes::read(st),
-            st,
-            tsc_entry,
-        }
-    }
-}
-
 /// The boot, step by step. Everything allocated before ExitBootServices is freed again if a step
 /// fails (the guards drop); after it, a failure halts with a message on COM1.
 fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result<Never> {
     // SAFETY: the firmware passes a valid system table and boot services until ExitBootServices.
     let bs = unsafe { &*(*st).boot_services };
     println!("highboot: loading {} ({} bytes)", plan::KERNEL_PATH_TEXT, plan::KERNEL_SIZE);
-    if plan::FAULT == "panic" {
+    if plan::FAULT == Some(Fault::Panic) {
         panic!("injected panic before ExitBootServices [test build]");
     }
     // The paging mode first: a CPU that cannot run it is refused before any file is read.
@@ -150,7 +90,7 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
         );
     }
     // The AVX state only while the files are verified (AvxState puts the firmware's back).
-    let avx = verity::AvxState::enable();
+    let avx = cpu::AvxState::enable();
     let engine = verity::Engine::detect();
     println!("highboot: verifying with {}", engine.name());
     let volume = firmware::Volume::open(bs, image)?;
@@ -166,7 +106,7 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     let machine = Machine::probe(bs, st, tsc_entry);
     let mut census = smp::Census::take(bs, machine.rsdp);
     let (_low_pages, low) = low_pages(bs, &machine.features, &mut census)?;
-    let mut map = memmap::FirmwareMap::new(bs, MAP_SLACK)?;
+    let mut map = memmap::FirmwareMap::new(bs)?;
     map.refresh(bs)?;
 
     let place = choose_placement(bs, size_direct_map(&map, &machine)?);
@@ -198,7 +138,7 @@ fn exit_boot_services(bs: &efi::BootServices, image: efi::Handle, map: &mut memm
     let refused = map.exit_boot_services(bs, image);
     switch::fault_firmware_paging(5);
     console::firmware_gone();
-    BOOT_SERVICES.store(ptr::null_mut(), Ordering::SeqCst);
+    failure::boot_services_gone();
     if refused > 0 {
         println!("highboot: ExitBootServices refused {} stale memory-map key(s); retried with a fresh map", refused);
     }
@@ -225,15 +165,15 @@ fn hand_over(
         stack_top: place.stack(plan::STACK_TOP),
         entry: place.slid(plan::ENTRY),
         boot_info_va: place.direct(block.area()),
-        cr4_la57: if plan::LEVELS == 5 { switch::CR4_LA57 } else { 0 },
+        cr4_la57: if plan::LEVELS == 5 { cpu::cr4::LA57 } else { 0 },
         ..Handoff::default()
     };
     // SAFETY: the kernel's tables are complete and map the trampoline, the stack and the entry.
     unsafe {
         match low {
-            Some(l) if l.switch => highboot_handoff(switch::handoff_args(l, block.root, &handoff)),
+            Some(l) if l.switch => switch::highboot_handoff(switch::handoff_args(l, block.root, &handoff)),
             Some(l) => switch::handoff_from_copy(l, &handoff),
-            None => highboot_handoff(&handoff),
+            None => switch::highboot_handoff(&handoff),
         }
     }
 }
@@ -265,7 +205,7 @@ fn low_pages(
     features: &cpu::Features,
     census: &mut smp::Census,
 ) -> Result<(Option<firmware::Pages>, Option<switch::LowPages>)> {
-    if plan::FAULT == "firmware_5level" && features.la57 && !cpu::la57_active() {
+    if plan::FAULT == Some(Fault::Firmware5level) && features.la57 && !cpu::la57_active() {
         switch::firmware_to_5_level(bs)?;
         println!("highboot: test build: the firmware now runs 5-level paging");
     }
@@ -279,7 +219,7 @@ fn low_pages(
         );
     }
     if census.to_start > 0 {
-        let low = if plan::FAULT == "no_low_page" {
+        let low = if plan::FAULT == Some(Fault::NoLowPage) {
             Err(efi::Status::OUT_OF_RESOURCES)
         } else {
             switch::allocate_low(bs, switch::BELOW_1M, switch)
@@ -349,16 +289,16 @@ fn allocate_block(
 /// and page size (as the layout asks, from what the CPU has).
 fn size_direct_map(map: &memmap::FirmwareMap, machine: &Machine) -> Result<(u64, u64)> {
     let pdpe1gb = machine.features.pdpe1gb;
-    let huge_1g = match plan::DIRECT_MAP_PAGE {
-        plan::DirectMapPage::Largest => pdpe1gb,
-        plan::DirectMapPage::Huge1G if !pdpe1gb => {
+    let page = match plan::DIRECT_MAP_PAGE {
+        None if pdpe1gb => GIB,
+        None => MIB2,
+        Some(GIB) if !pdpe1gb => {
             return fail!(
                 efi::Status::UNSUPPORTED,
                 "the layout asks for 1 GiB direct-map pages; this CPU has none (pdpe1gb)"
             )
         }
-        plan::DirectMapPage::Huge1G => true,
-        plan::DirectMapPage::Large2M => false,
+        Some(page) => page,
     };
     let mut top = memmap::physical_top(map).max(4 * GIB);
     if let Some(fb) = &machine.framebuffer {
@@ -373,7 +313,7 @@ fn size_direct_map(map: &memmap::FirmwareMap, machine: &Machine) -> Result<(u64,
             plan::DIRECT_MAP_LIMIT
         );
     }
-    Ok((size, if huge_1g { GIB } else { MIB2 }))
+    Ok((size, page))
 }
 
 /// KASLR: the kernel's slide and the direct map's base, from the best randomness there is (slide 0
@@ -397,34 +337,4 @@ fn choose_placement(bs: &efi::BootServices, (dmap_size, dmap_page): (u64, u64)) 
         );
     }
     place
-}
-
-/// A failure after ExitBootServices: nothing to return to; say why on COM1 and stop.
-pub fn fatal(message: &str) -> ! {
-    println!("highboot: error: {}; halting", message);
-    loop {
-        // SAFETY: halting is always allowed at CPL 0.
-        unsafe { core::arch::asm!("cli; hlt") };
-    }
-}
-
-/// Boot services and our image handle while they may be used: a panic before ExitBootServices
-/// returns an EFI error to the boot manager through Exit(), as any other failure does.
-static BOOT_SERVICES: AtomicPtr<efi::BootServices> = AtomicPtr::new(ptr::null_mut());
-static IMAGE: AtomicPtr<core::ffi::c_void> = AtomicPtr::new(ptr::null_mut());
-
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo) -> ! {
-    println!("highboot: loader bug: {}", info);
-    let bs = BOOT_SERVICES.swap(ptr::null_mut(), Ordering::SeqCst);
-    if !bs.is_null() {
-        println!("highboot: the kernel was not started (EFI status {:#x})", efi::Status::ABORTED.as_usize());
-        // SAFETY: boot services are still up (cleared at ExitBootServices) and IMAGE is our handle;
-        // Exit() does not return to us: the firmware unwinds to whoever started this image.
-        unsafe { ((*bs).exit)(IMAGE.load(Ordering::SeqCst), efi::Status::ABORTED, 0, ptr::null_mut()) };
-    }
-    loop {
-        // SAFETY: halting is always allowed at CPL 0.
-        unsafe { core::arch::asm!("cli; hlt") };
-    }
 }

@@ -5,9 +5,15 @@ use core::ptr;
 
 use r_efi::efi;
 
-use crate::bootinfo::{mem, MemoryRegion};
+use crate::console::{self, println};
+use crate::failure::{fail, fatal, Result};
 use crate::firmware::Pages;
-use crate::{fail, plan, Result};
+use crate::paging::PAGE;
+use crate::rendered::bootinfo::{mem, MemoryRegion};
+use crate::rendered::plan::{self, Fault};
+
+/// Room for memory-map descriptors the firmware adds between our first look and ExitBootServices.
+pub const SLACK: usize = 64;
 
 pub struct FirmwareMap {
     /// The buffer (freed if the boot fails before ExitBootServices).
@@ -20,16 +26,16 @@ pub struct FirmwareMap {
 }
 
 impl FirmwareMap {
-    /// A buffer big enough for today's map plus `slack` descriptors.
-    pub fn new(bs: &efi::BootServices, slack: usize) -> Result<Self> {
+    /// A buffer big enough for today's map plus SLACK descriptors.
+    pub fn new(bs: &efi::BootServices) -> Result<Self> {
         let (mut size, mut key, mut dsize, mut version) = (0usize, 0usize, 0usize, 0u32);
         // A size query with a zero-length buffer.
         let status = (bs.get_memory_map)(&mut size, ptr::null_mut(), &mut key, &mut dsize, &mut version);
         if status != efi::Status::BUFFER_TOO_SMALL || dsize < core::mem::size_of::<efi::MemoryDescriptor>() {
             return fail!(efi::Status::DEVICE_ERROR, "GetMemoryMap did not report its size ({:#x})", status.as_usize());
         }
-        let capacity = size + slack * dsize;
-        let pages = match Pages::allocate(bs, efi::LOADER_DATA, None, capacity.div_ceil(4096) as u64) {
+        let capacity = size + SLACK * dsize;
+        let pages = match Pages::allocate(bs, efi::LOADER_DATA, None, (capacity as u64).div_ceil(PAGE)) {
             Ok(pages) => pages,
             Err(status) => return fail!(status, "not enough memory for the memory map ({} bytes)", capacity),
         };
@@ -92,21 +98,19 @@ impl FirmwareMap {
         let mut last = efi::Status::SUCCESS;
         for attempt in 0..8 {
             if self.refresh(bs).is_err() {
-                crate::console::firmware_gone();
-                crate::fatal("GetMemoryMap failed between ExitBootServices attempts");
+                console::firmware_gone();
+                fatal("GetMemoryMap failed between ExitBootServices attempts");
             }
-            let key = if plan::FAULT == "stale_map_key" && attempt == 0 { self.key ^ 0x5a5a } else { self.key };
+            let key =
+                if plan::FAULT == Some(Fault::StaleMapKey) && attempt == 0 { self.key ^ 0x5a5a } else { self.key };
             last = (bs.exit_boot_services)(image, key);
             if !last.is_error() {
                 return attempt;
             }
         }
-        crate::console::firmware_gone();
-        crate::println!(
-            "highboot: error: ExitBootServices refused 8 memory-map keys (last status {:#x})",
-            last.as_usize()
-        );
-        crate::fatal("boot services may be partly shut down; nothing to return to")
+        console::firmware_gone();
+        println!("highboot: error: ExitBootServices refused 8 memory-map keys (last status {:#x})", last.as_usize());
+        fatal("boot services may be partly shut down; nothing to return to")
     }
 }
 
@@ -129,7 +133,7 @@ fn kind(efi_type: u32) -> u32 {
 pub fn physical_top(map: &FirmwareMap) -> u64 {
     map.iter()
         .filter(|d| !matches!(kind(d.r#type), mem::MMIO | mem::RESERVED | mem::BAD))
-        .map(|d| d.physical_start + d.number_of_pages * 4096)
+        .map(|d| d.physical_start + d.number_of_pages * PAGE)
         .max()
         .unwrap_or(0)
 }
@@ -141,7 +145,7 @@ pub fn convert(map: &FirmwareMap, out: &mut [MemoryRegion], owned: impl Iterator
     let mut n = 0;
     for d in map.iter() {
         if d.number_of_pages > 0 {
-            let length = d.number_of_pages * 4096;
+            let length = d.number_of_pages * PAGE;
             *out.get_mut(n)? = MemoryRegion { base: d.physical_start, length, r#type: kind(d.r#type), reserved: 0 };
             n += 1;
         }

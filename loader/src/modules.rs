@@ -4,8 +4,12 @@
 
 use r_efi::efi;
 
+use crate::console::println;
+use crate::failure::{fail, Result};
 use crate::firmware::{EspFile, Pages, Volume};
-use crate::{fail, plan, println, verity, Result};
+use crate::paging::PAGE;
+use crate::rendered::plan;
+use crate::verity;
 
 /// Where each module was read to: (physical base, pages), (0, 0) for an empty module. The table
 /// lives in pages of its own (a build may list thousands of modules; the stack is small).
@@ -26,7 +30,7 @@ impl Modules {
         let total: u64 = plan::MODULES.iter().map(|m| m.size).sum();
         println!("highboot: loading {} module(s), {} bytes", plan::MODULES.len(), total);
         let bytes = plan::MODULES.len() * core::mem::size_of::<(u64, u64)>();
-        modules.table = match Pages::allocate(bs, efi::LOADER_DATA, None, bytes.div_ceil(4096) as u64) {
+        modules.table = match Pages::allocate(bs, efi::LOADER_DATA, None, (bytes as u64).div_ceil(PAGE)) {
             Ok(pages) => Some(pages),
             Err(status) => return fail!(status, "not enough memory for the list of {} modules", plan::MODULES.len()),
         };
@@ -95,6 +99,6 @@ impl Handed<'_> {
     /// Each range: (physical base, bytes in whole pages); empty modules give (0, 0).
     pub fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         let modules = (0..plan::MODULES.len()).map(|i| self.modules.get(i));
-        self.kernel_file.into_iter().chain(modules).map(|(base, pages)| (base, pages * 4096))
+        self.kernel_file.into_iter().chain(modules).map(|(base, pages)| (base, pages * PAGE))
     }
 }

@@ -3,8 +3,13 @@
 
 use core::ptr;
 
-pub use crate::bootinfo::pte::{ADDR_MASK as ADDR, HUGE_PAGE as HUGE, NO_CACHE, NO_EXECUTE, PRESENT, WRITABLE};
-use crate::plan;
+pub use crate::rendered::bootinfo::pte::{
+    ADDR_MASK as ADDR, HUGE_PAGE as HUGE, NO_CACHE, NO_EXECUTE, PRESENT, WRITABLE,
+};
+use crate::rendered::plan;
+
+/// The page: 4 KiB, the unit of every table, mapping and UEFI allocation.
+pub const PAGE: u64 = 4096;
 
 const TABLE: u64 = PRESENT | WRITABLE;
 
@@ -38,7 +43,7 @@ pub unsafe fn map_trampoline(block: u64, page: u64) {
     ptr::write(tables.add(plan::TRAMPOLINE_SLOT), page | PRESENT);
     let mut table = tables;
     for depth in 0..plan::LEVELS - 1 {
-        let next = block + plan::SWITCH_OFFSET + depth as u64 * 4096;
+        let next = block + plan::SWITCH_OFFSET + depth as u64 * PAGE;
         ptr::write(table.add(index(page, depth) as usize), next | TABLE);
         table = next as *mut u64;
     }
@@ -54,7 +59,7 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(base: u64, pages: u64) -> Self {
-        Pool { next: base, end: base + pages * 4096, used: 0 }
+        Pool { next: base, end: base + pages * PAGE, used: 0 }
     }
 
     pub fn used(&self) -> u64 {
@@ -65,7 +70,7 @@ impl Pool {
         // tables_needed() is an upper bound for what map_direct() takes.
         assert!(self.next < self.end, "page-table pool exhausted");
         let page = self.next;
-        self.next += 4096;
+        self.next += PAGE;
         self.used += 1;
         page
     }
@@ -106,6 +111,6 @@ pub unsafe fn map_4k(root: u64, pool: &mut Pool, va: u64, pa: u64, len: u64, fla
     let mut off = 0;
     while off < len {
         ptr::write(entry(root, va + off, plan::LEVELS - 1, pool), (pa + off) | flags);
-        off += 4096;
+        off += PAGE;
     }
 }

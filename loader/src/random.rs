@@ -44,7 +44,7 @@ fn from_protocol(bs: &efi::BootServices) -> Option<[u64; 2]> {
 }
 
 fn rdrand() -> Option<u64> {
-    if core::arch::x86_64::__cpuid(1).ecx & (1 << 30) == 0 {
+    if core::arch::x86_64::__cpuid(1).ecx & crate::cpu::cpuid::RDRAND == 0 {
         return None;
     }
     // The SDM recommends retrying a few times on a transient underflow (CF = 0).

@@ -6,9 +6,9 @@ use core::ptr;
 
 use r_efi::efi;
 
-use crate::bootinfo::{access, EfiRange};
 use crate::memmap::FirmwareMap;
-use crate::paging::{self, Pool};
+use crate::paging::{self, Pool, PAGE};
+use crate::rendered::bootinfo::{access, EfiRange};
 
 const MAX_ATTRIBUTES: usize = 256;
 /// Descriptors of the runtime map that may appear between the first look and ExitBootServices.
@@ -38,7 +38,7 @@ impl Attributes {
             let first = (header as *const u8).add(16);
             for i in 0..count.min(MAX_ATTRIBUTES) {
                 let d = ptr::read_unaligned(first.add(i * size) as *const efi::MemoryDescriptor);
-                out.entries[i] = (d.physical_start, d.number_of_pages * 4096, d.attribute);
+                out.entries[i] = (d.physical_start, d.number_of_pages * PAGE, d.attribute);
             }
             out.count = count.min(MAX_ATTRIBUTES);
         }
@@ -116,7 +116,7 @@ pub unsafe fn map_all(
     let dsize = map.descriptor_size();
     let (mut ranges, mut descriptors, mut cursor) = (0, 0, base);
     for mut d in map.iter().filter(is_runtime) {
-        let length = d.number_of_pages * 4096;
+        let length = d.number_of_pages * PAGE;
         if cursor + length > base + size || descriptors == vmap_capacity {
             return None;
         }

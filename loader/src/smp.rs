@@ -10,18 +10,16 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use r_efi::efi;
 
-use crate::abi::{self, ApSlot, ApStart};
 use crate::block::{Block, Placement};
-use crate::bootinfo::{self, cpu_flags, BootInfo};
+use crate::console::{self, println};
+use crate::cpu::{self, apic_base, cpuid, cr0, cr4, efer, msr};
 use crate::madt::{self, Processor};
-use crate::paging;
+use crate::paging::{self, PAGE};
+use crate::rendered::abi::{self, ApSlot, ApStart};
+use crate::rendered::bootinfo::{self, cpu_flags, BootInfo};
+use crate::rendered::plan::{self, Fault};
 use crate::switch::{self, LowPages};
-use crate::{console, cpu, plan, println, PAGE};
 
-const IA32_APIC_BASE: u32 = 0x1b;
-const APIC_BASE_X2APIC: u64 = 1 << 10;
-const APIC_BASE_ENABLE: u64 = 1 << 11;
-const X2APIC_ICR: u32 = 0x830;
 const XAPIC_ICR_LOW: u64 = 0x300;
 const XAPIC_ICR_HIGH: u64 = 0x310;
 const ICR_PENDING: u32 = 1 << 12;
@@ -82,17 +80,6 @@ pub struct Census {
     tsc_per_us: u64,
 }
 
-fn rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: CPL 0; the MSRs read here exist on every CPU with a local APIC.
-    unsafe { core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack)) };
-    (hi as u64) << 32 | lo as u64
-}
-
-unsafe fn wrmsr(msr: u32, value: u64) {
-    core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack));
-}
-
 /// The CPU's own APIC ID, the way an AP finds its own (trampoline.S.j2): CPUID 0xb's x2APIC ID
 /// when the CPU has that leaf, else CPUID 1's initial APIC ID.
 fn id_leaf() -> u32 {
@@ -149,12 +136,12 @@ impl Census {
     /// the TSC's rate for the SDM's delays. Says on the console what it will do.
     pub fn take(bs: &efi::BootServices, rsdp: (u64, u64)) -> Census {
         let leaf = id_leaf();
-        let base = rdmsr(IA32_APIC_BASE);
+        let base = cpu::rdmsr(msr::APIC_BASE);
         let mut c = Census {
             madt: None,
             bsp_apic_id: apic_id(leaf),
             bsp_uid: 0,
-            x2apic: base & APIC_BASE_X2APIC != 0,
+            x2apic: base & apic_base::X2APIC != 0,
             switch_to_x2apic: false,
             id_leaf: leaf,
             to_start: 0,
@@ -169,7 +156,7 @@ impl Census {
             println!("highboot: no ACPI MADT: the kernel gets one CPU");
             return c;
         };
-        let has_x2apic = core::arch::x86_64::__cpuid(1).ecx & (1 << 21) != 0;
+        let has_x2apic = core::arch::x86_64::__cpuid(1).ecx & cpuid::X2APIC != 0;
         let mut beyond_xapic = false;
         let mut listed = 0u32;
         let result = madt::processors(madt, |p| {
@@ -189,7 +176,7 @@ impl Census {
             c.switch_to_x2apic = true;
             c.x2apic = true;
         }
-        let aps = listed.saturating_sub(1) + if plan::FAULT == "lost_ap" { 1 } else { 0 };
+        let aps = listed.saturating_sub(1) + if plan::FAULT == Some(Fault::LostAp) { 1 } else { 0 };
         if !plan::SMP {
             c.left[SMP_OFF] = aps;
             return c;
@@ -244,7 +231,7 @@ impl Census {
             }
         };
         let _ = madt::processors(madt, &mut take);
-        if plan::FAULT == "lost_ap" {
+        if plan::FAULT == Some(Fault::LostAp) {
             take(Processor { uid: 0xffff_fffe, apic_id: LOST_AP_ID });
         }
         let allowed = reachable.min(plan::MAX_CPUS as u32 - 1);
@@ -358,7 +345,7 @@ struct Apic {
 impl Apic {
     unsafe fn send(&self, apic_id: u32, command: u32, census: &Census) {
         if self.x2apic {
-            wrmsr(X2APIC_ICR, madt::x2apic_icr(apic_id, command));
+            cpu::wrmsr(msr::X2APIC_ICR, madt::x2apic_icr(apic_id, command));
             return;
         }
         ptr::write_volatile((self.mmio + XAPIC_ICR_HIGH) as *mut u32, madt::xapic_destination(apic_id));
@@ -405,25 +392,16 @@ pub unsafe fn start(
 ) {
     let Some(low) = low.filter(|_| census.to_start > 0) else { return };
     let layout = &block.layout;
-    let (cr0, cr4): (u64, u64);
-    core::arch::asm!("mov {}, cr0", out(reg) cr0, options(nomem, nostack));
-    core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack));
-    const PE: u64 = 1;
-    const MP: u64 = 1 << 1;
-    const ET: u64 = 1 << 4;
-    const NE: u64 = 1 << 5;
-    const WP: u64 = 1 << 16;
-    const PG: u64 = 1 << 31;
-    const PAE: u64 = 1 << 5;
-    const PGE: u64 = 1 << 7;
-    const OSFXSR: u64 = 1 << 9;
-    const OSXMMEXCPT: u64 = 1 << 10;
+    // From the BSP: CR0.MP and NE, CR4.PGE, OSFXSR and OSXMMEXCPT; the rest as the entry ABI says.
+    let (bsp_cr0, bsp_cr4) = (cpu::read_cr0(), cpu::read_cr4());
     let start = ApStart {
         cr3: block.root,
         transition_cr3: low.root,
-        cr0: (cr0 & (MP | NE)) | PE | ET | WP | PG,
-        cr4: PAE | (cr4 & (PGE | OSFXSR | OSXMMEXCPT)) | if plan::LEVELS == 5 { switch::CR4_LA57 } else { 0 },
-        efer: 1 << 8 | if nx { 1 << 11 } else { 0 },
+        cr0: (bsp_cr0 & (cr0::MP | cr0::NE)) | cr0::PE | cr0::ET | cr0::WP | cr0::PG,
+        cr4: cr4::PAE
+            | (bsp_cr4 & (cr4::PGE | cr4::OSFXSR | cr4::OSXMMEXCPT))
+            | if plan::LEVELS == 5 { cr4::LA57 } else { 0 },
+        efer: efer::LME | if nx { efer::NXE } else { 0 },
         trampoline_va: place.slid(plan::TRAMPOLINE_VA),
         descriptors_va: place.direct(block.in_area(layout.desc_off)),
         slots_va: place.direct(block.in_area(layout.slots_off)),
@@ -432,11 +410,11 @@ pub unsafe fn start(
     };
     switch::prepare_ap_start(low, block.root, &start);
 
-    let base = rdmsr(IA32_APIC_BASE);
+    let base = cpu::rdmsr(msr::APIC_BASE);
     if census.switch_to_x2apic {
-        wrmsr(IA32_APIC_BASE, base | APIC_BASE_ENABLE | APIC_BASE_X2APIC);
+        cpu::wrmsr(msr::APIC_BASE, base | apic_base::ENABLE | apic_base::X2APIC);
     }
-    let apic = Apic { x2apic: census.x2apic, mmio: base & 0x000f_ffff_ffff_f000 };
+    let apic = Apic { x2apic: census.x2apic, mmio: base & apic_base::ADDRESS };
     let slots = core::slice::from_raw_parts_mut(block.in_area(layout.slots_off) as *mut ApSlot, census.to_start);
     let t0 = cpu::rdtsc();
     for s in slots.iter() {

@@ -11,9 +11,11 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use r_efi::efi;
 
+use crate::cpu::cr4;
+use crate::failure::{fail, Result};
 use crate::firmware::Pages;
-use crate::paging::{self, ADDR, PRESENT, WRITABLE};
-use crate::{abi, fail, Handoff, Result};
+use crate::paging::{self, ADDR, PAGE, PRESENT, WRITABLE};
+use crate::rendered::abi::{self, Handoff};
 
 extern "sysv64" {
     static highboot_trampoline_page: u8;
@@ -25,10 +27,9 @@ extern "sysv64" {
     static highboot_set_paging_done: u8;
     static highboot_switch_data: u8;
     fn highboot_set_paging(args: *const Handoff);
+    /// The jump to the kernel: CR3, the alias, the identity entry dropped, the entry (abi.py's Handoff).
+    pub fn highboot_handoff(args: *const Handoff) -> !;
 }
-
-const PAGE: u64 = 4096;
-pub const CR4_LA57: u64 = 1 << 12;
 
 /// The trampoline page's copy below 4 GiB (below 1 MiB when it is also the APs' startup page)
 /// and the transition root next to it.
@@ -125,7 +126,7 @@ pub unsafe fn prepare_ap_start(low: LowPages, kernel_root: u64, start: &abi::ApS
 /// # Safety
 /// As for highboot_handoff; `low` is the page the kernel's tables identity-map.
 pub unsafe fn handoff_from_copy(low: LowPages, args: &Handoff) -> ! {
-    let entry = low.page + (crate::highboot_handoff as *const () as u64 - trampoline_page());
+    let entry = low.page + (highboot_handoff as *const () as u64 - trampoline_page());
     let handoff: extern "sysv64" fn(*const Handoff) -> ! = core::mem::transmute(entry as usize);
     handoff(args)
 }
@@ -169,7 +170,7 @@ pub fn fault_firmware_paging(levels: u32) {
         return;
     }
     let low = LowPages { page, root: page + PAGE, switch: true };
-    let (cr3, la57) = if levels == 5 { (low.root, CR4_LA57) } else { (FAULT_ROOT4.load(Ordering::Relaxed), 0) };
+    let (cr3, la57) = if levels == 5 { (low.root, cr4::LA57) } else { (FAULT_ROOT4.load(Ordering::Relaxed), 0) };
     // SAFETY: the copy and both roots are kept, identity-mapped below 4 GiB in either mode; the
     // switch returns with the same mappings in the other mode.
     unsafe {

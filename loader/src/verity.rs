@@ -31,76 +31,32 @@ pub enum Engine {
     ShaNi,
 }
 
-/// The AVX register state, switched on for the hashing when the CPU has it but the firmware left
-/// it off (OVMF does): CR4.OSXSAVE and XCR0's SSE and AVX bits, as an OS would set them, and the
-/// firmware's values put back when this is dropped, before anything else runs.
-pub struct AvxState {
-    restore: Option<(u64, u64)>,
-}
-
-impl AvxState {
-    pub fn enable() -> AvxState {
-        let leaf1 = __cpuid(1).ecx;
-        let (xsave, osxsave, avx) = (leaf1 & 1 << 26 != 0, leaf1 & 1 << 27 != 0, leaf1 & 1 << 28 != 0);
-        // XCR0 may hold only what CPUID.(0Dh, 0).EAX says the CPU saves: x87, SSE and AVX here.
-        let savable = if __cpuid(0).eax >= 0xd { __cpuid_count(0xd, 0).eax } else { 0 };
-        if osxsave || !xsave || !avx || savable & 7 != 7 {
-            return AvxState { restore: None };
-        }
-        // SAFETY: CPL 0; CPUID says XSAVE exists and XCR0 may hold these bits.
-        unsafe {
-            let cr4 = read_cr4();
-            write_cr4(cr4 | CR4_OSXSAVE);
-            let xcr0 = xcr0();
-            xsetbv0(xcr0 | 7);
-            AvxState { restore: Some((cr4, xcr0)) }
-        }
-    }
-}
-
-impl Drop for AvxState {
-    fn drop(&mut self) {
-        if let Some((cr4, xcr0)) = self.restore {
-            // SAFETY: the values the firmware had, put back in the reverse order.
-            unsafe {
-                xsetbv0(xcr0);
-                write_cr4(cr4);
-            }
-        }
-    }
-}
-
-const CR4_OSXSAVE: u64 = 1 << 18;
-
-unsafe fn read_cr4() -> u64 {
-    let cr4: u64;
-    core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack));
-    cr4
-}
-
-unsafe fn write_cr4(cr4: u64) {
-    core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nostack));
-}
-
-unsafe fn xsetbv0(value: u64) {
-    core::arch::asm!("xsetbv", in("ecx") 0, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack));
-}
+/// The CPUID bits the engines need (CPUID.1:ECX, CPUID.(7, 0):EBX) and XCR0's SSE and AVX state
+/// bits. This file is also built on its own (tests/test_verity.py, tools/bench), so it names its
+/// own rather than cpu.rs's.
+const LEAF1_SSSE3: u32 = 1 << 9;
+const LEAF1_SSE41: u32 = 1 << 19;
+const LEAF1_OSXSAVE: u32 = 1 << 27;
+const LEAF1_AVX: u32 = 1 << 28;
+const LEAF7_AVX2: u32 = 1 << 5;
+const LEAF7_SHA: u32 = 1 << 29;
+const XCR0_SSE_AVX: u64 = 0b110;
 
 impl Engine {
     /// The fastest this CPU can run: SHA-NI (with SSSE3 and SSE4.1), else AVX2 when the AVX state
-    /// is enabled (CPUID.OSXSAVE and XCR0 bits 1 and 2: see AvxState), else SSE2 (every x86-64
+    /// is enabled (CPUID.OSXSAVE and XCR0 bits 1 and 2: see cpu::AvxState), else SSE2 (every x86-64
     /// CPU; UEFI runs with SSE enabled).
     pub fn detect() -> Engine {
         let max = __cpuid(0).eax;
         let leaf1 = __cpuid(1);
         let leaf7 = if max >= 7 { __cpuid_count(7, 0).ebx } else { 0 };
-        let (ssse3, sse41, osxsave, avx) =
-            (leaf1.ecx & 1 << 9 != 0, leaf1.ecx & 1 << 19 != 0, leaf1.ecx & 1 << 27 != 0, leaf1.ecx & 1 << 28 != 0);
-        if leaf7 & 1 << 29 != 0 && ssse3 && sse41 {
+        let has = |bit: u32| leaf1.ecx & bit != 0;
+        let (ssse3, sse41, osxsave, avx) = (has(LEAF1_SSSE3), has(LEAF1_SSE41), has(LEAF1_OSXSAVE), has(LEAF1_AVX));
+        if leaf7 & LEAF7_SHA != 0 && ssse3 && sse41 {
             return Engine::ShaNi;
         }
         // SAFETY: XGETBV exists when CPUID says the OS (here: the firmware) set CR4.OSXSAVE.
-        if osxsave && avx && leaf7 & 1 << 5 != 0 && unsafe { xcr0() } & 6 == 6 {
+        if osxsave && avx && leaf7 & LEAF7_AVX2 != 0 && unsafe { xcr0() } & XCR0_SSE_AVX == XCR0_SSE_AVX {
             return Engine::Avx2;
         }
         Engine::Sse2

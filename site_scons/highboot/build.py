@@ -20,6 +20,7 @@ from highboot.errors import HighbootError
 from highboot.framebuffer import parse_fb_mode
 from highboot.layout import load_layout
 from highboot.modules import module_esp_file, module_from_json, plan_modules
+from highboot.options import BY_NAME
 from highboot.pecheck import require_valid
 from highboot.plan import (
     DEFAULT_KERNEL_ESP_PATH,
@@ -46,8 +47,14 @@ def make_plan(kernel: str, layout: str, out: str, options: dict[str, Any]) -> No
     write_atomic(out, json.dumps(plan.to_json(), indent=1, sort_keys=True) + "\n")
 
 
+def fault_variants() -> dict[str, str]:
+    """The faults a test build can inject (the FAULT option's choices but "none") and their names
+    as variants of plan.rs's `enum Fault`: no_memory -> NoMemory."""
+    return {c: "".join(w.capitalize() for w in c.split("_")) for c in BY_NAME["FAULT"].choices if c != "none"}
+
+
 def render_context(plan_file: str | None, extra: dict[str, Any]) -> dict[str, Any]:
-    ctx: dict[str, Any] = {**bootinfo.context(), **abi.context(), **report.context()}
+    ctx: dict[str, Any] = {**bootinfo.context(), **abi.context(), **report.context(), "faults": fault_variants()}
     if plan_file:
         ctx["plan"] = BootPlan.from_json(plan_file)
     ctx.update(extra)

@@ -14,13 +14,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from highboot import report
 from highboot.errors import HighbootError
 
 MIB = 1 << 20
 OVMF_DIRS = ("/usr/share/OVMF", "/usr/share/ovmf", "/usr/share/edk2/ovmf", "/usr/share/qemu")
-# isa-debug-exit: a write of v to port 0xf4 ends QEMU with status (v << 1) | 1.
-EXIT_PASS = (0x10 << 1) | 1
-EXIT_FAIL = (0x11 << 1) | 1
+# isa-debug-exit: a write of v to its port ends QEMU with status (v << 1) | 1; a kernel writes the
+# report's codes.
+EXIT_PASS = (report.EXIT_PASS << 1) | 1
+EXIT_FAIL = (report.EXIT_FAIL << 1) | 1
 
 # QEMU's `fat:` directory disk (block/vvfat.c) is FAT16 on a disk of fixed geometry (1024
 # cylinders, 16 heads, 63 sectors: 504 MiB, "capacity 516.06 MB" in its refusal), 8 KiB clusters.
@@ -175,7 +177,7 @@ def command(media: str | Path, vars_copy: str | Path, *, cpu: str = "max", memor
            "-drive", f"if=pflash,format=raw,readonly=on,file={fw.code}",
            "-drive", f"if=pflash,format=raw,file={vars_copy}",
            "-drive", drive, "-device", "virtio-blk-pci,drive=esp",
-           "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
+           "-device", f"isa-debug-exit,iobase={report.EXIT_PORT:#x},iosize=0x04"]
     if fw.secure_boot:
         cmd += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
     if display:

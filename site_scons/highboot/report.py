@@ -1,4 +1,5 @@
-"""The serial report: the lines a sample kernel (Rust or C) prints on COM1 for the tests, described once.
+"""The serial report: the lines a sample kernel (Rust or C) prints on COM1 for the tests, and the
+code it ends the boot with, described once.
 
 A boot's report is lines of text. A line starts with a tag; the tags below are the protocol and
 every other line (the firmware's, the loader's, a kernel's prose) is not part of it and is ignored.
@@ -35,6 +36,10 @@ highboot.h (templates/include/highboot.h.j2) has ``HIGHBOOT_REPORT_<TAG>`` and
 ``HIGHBOOT_INFO_<KEY>`` (the text before the value: ``"key=0x"`` for a hex key) for C kernels.
 verify.parse_report reads a report with this description and refuses a malformed line of a known
 tag (wrong field count, a bad number, an unknown access text) naming the line.
+
+A kernel ends a test boot by writing EXIT_PASS or EXIT_FAIL (32 bits) to QEMU's isa-debug-exit
+device at EXIT_PORT; QEMU then exits with status (code << 1) | 1 (highboot.qemu). bootinfo.rs
+has them as ``report::EXIT_PORT`` and ``report::Exit``, highboot.h as ``HIGHBOOT_EXIT_*``.
 """
 
 from __future__ import annotations
@@ -220,8 +225,14 @@ INFO_KEYS = (
 INFO = {f.name: f for f in INFO_KEYS}
 assert len(INFO) == len(INFO_KEYS)
 
+#: The isa-debug-exit port and the codes a kernel writes to it: every check passed, or not.
+EXIT_PORT = 0xF4
+EXIT_PASS = 0x10
+EXIT_FAIL = 0x11
+
 
 def context() -> dict[str, object]:
     """What the report's rendered views (bootinfo.rs, highboot.h) render from."""
     return {"report_lines": LINES, "report_info_tag": INFO_TAG, "report_info_keys": INFO_KEYS,
-            "report_choices": (ACCESS, CACHE, PATTERN, CPU_STATE)}
+            "report_choices": (ACCESS, CACHE, PATTERN, CPU_STATE),
+            "report_exit": {"port": EXIT_PORT, "pass": EXIT_PASS, "fail": EXIT_FAIL}}
