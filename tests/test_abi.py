@@ -14,7 +14,7 @@ from elftools.elf.elffile import ELFFile
 from hostrust import assemble, rendered, run_rust
 
 from highboot import abi, bootinfo, report
-from highboot.verify import parse_report
+from highboot.bootcheck import parse_report
 
 
 def python_offsets(fields: tuple[bootinfo.Field, ...]) -> list[int]:

@@ -21,10 +21,10 @@ from test_matrix import config
 from test_smp import check_cpus
 
 from highboot import qemu
+from highboot.bootcheck import parse_report
 from highboot.layout import load_layout
 from highboot.plan import BootPlan
 from highboot.units import format_size
-from highboot.verify import parse_report
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = 4096

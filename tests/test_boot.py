@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from highboot import qemu
-from highboot.plan import BootPlan
-from highboot.verify import (
+from highboot.bootcheck import (
     DIRECT_MAPPED_TYPES,
     MEMORY_TYPE,
     diff,
@@ -17,6 +16,7 @@ from highboot.verify import (
     parse_report,
     predicted_mappings,
 )
+from highboot.plan import BootPlan
 
 GIB = 1 << 30
 

@@ -18,10 +18,10 @@ from test_boot import check_boot
 from test_matrix import config
 
 from highboot import qemu
+from highboot.bootcheck import parse_report
 from highboot.errors import HighbootError
 from highboot.framebuffer import MAX_SIDE, parse_fb_mode
 from highboot.project import read_project
-from highboot.verify import parse_report
 
 ROOT = Path(__file__).resolve().parents[1]
 EDID = ["-vga", "none", "-device"]  # + "VGA,xres=W,yres=H": a std VGA whose preferred mode is W x H

@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 from test_matrix import config
 
 from highboot import qemu
+from highboot.bootcheck import parse_report
 from highboot.build import render_context
 from highboot.errors import HighbootError
 from highboot.plan import BootPlan
 from highboot.project import read_project
 from highboot.render import comment_safe, render
-from highboot.verify import parse_report
 
 ROOT = Path(__file__).resolve().parents[1]
 

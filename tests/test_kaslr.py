@@ -17,6 +17,7 @@ from test_matrix import config
 
 from elfgen import KBASE, PF_R, PF_W, PF_X, Seg, sample, with_rela
 from highboot import qemu
+from highboot.bootcheck import FLAGS, parse_report
 from highboot.elfkernel import read_kernel
 from highboot.errors import HighbootError
 from highboot.layout import parse_layout
@@ -31,7 +32,6 @@ from highboot.paging import (
     walk,
 )
 from highboot.plan import SLIDE_ALIGN, BootPlan, plan_boot
-from highboot.verify import FLAGS, parse_report
 
 ROOT = Path(__file__).resolve().parents[1]
 ET_DYN = 3

@@ -14,8 +14,8 @@ from test_boot import check_boot
 from test_matrix import config
 
 from highboot import qemu
+from highboot.bootcheck import CPU_NX, parse_report
 from highboot.signing import enroll_vars
-from highboot.verify import CPU_NX, parse_report
 
 MACHINES = [
     # cpu, smp, memory, OVMF flavour

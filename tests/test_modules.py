@@ -18,12 +18,12 @@ from conftest import ROOT
 from test_boot import check_boot
 from test_matrix import config
 
-from highboot import image, qemu, verity
+from highboot import fsverity, image, qemu
 from highboot.addrmap import module_lines
+from highboot.bootcheck import parse_report
 from highboot.config import module_sets_for_tests
 from highboot.modules import Module, module_esp_file, write_pattern
 from highboot.units import text_bytes
-from highboot.verify import parse_report
 
 NOT_STARTED = "highboot: the kernel was not started"
 
@@ -52,7 +52,7 @@ def check_modules(result: qemu.BootResult, modules: tuple[Module, ...], *, big: 
     for m, r in zip(modules, reported, strict=True):
         data = Path(m.path).read_bytes()
         assert r.size == len(data), m.name
-        assert r.digest == verity.digest(data), m.name  # fs-verity, as `fsverity digest` prints it
+        assert r.digest == fsverity.digest(data), m.name  # fs-verity, as `fsverity digest` prints it
         assert r.name == text_bytes(m.name) and r.cmdline == text_bytes(m.cmdline), m.name
         if not big:
             assert r.fnv == fnv1a(data), f"module {m.name}: the kernel saw other bytes than the file's"
@@ -91,7 +91,7 @@ def test_scons_map_lists_the_modules(built: dict) -> None:
     text = "\n".join(module_lines(plan))
     assert "Kernel file: handed over" in text and "Modules: 4, " in text
     initrd = module_set("three")[0]
-    digest = verity.digest(Path(initrd.path).read_bytes()).hex()
+    digest = fsverity.digest(Path(initrd.path).read_bytes()).hex()
     assert "'initrd'" in text and "\\highboot\\modules\\0.bin" in text and digest in text
     _, plan = config(built, "modules-c")
     assert "Kernel file: not handed over" in "\n".join(module_lines(plan))

@@ -20,7 +20,7 @@ from conftest import ROOT, build_dir
 from elftools.elf.elffile import ELFFile
 from test_modules import check_modules
 
-from highboot import qemu, verity
+from highboot import fsverity, qemu
 from highboot.modules import Module, module_esp_file
 from highboot.records import IN_PROGRESS, OWNED
 
@@ -89,7 +89,7 @@ def test_a_changed_byte_is_seen_whatever_the_mtime(tmp_path: Path) -> None:
     loader = (esp / "EFI" / "BOOT" / "BOOTX64.EFI").read_bytes()
     assert loader != loader_before
     for path in (kernel, module):
-        assert verity.file_digest(str(path))[0] in loader, f"the loader does not carry {path.name}'s new digest"
+        assert fsverity.file_digest(str(path))[0] in loader, f"the loader does not carry {path.name}'s new digest"
 
     result = qemu.boot(esp, cpu="max", memory="256M")
     check_modules(result, (Module(path=str(module), name=module.name),))
@@ -212,10 +212,10 @@ def check_consistent(esp: Path) -> None:
     files = esp_files(esp)
     loader = files.pop("EFI/BOOT/BOOTX64.EFI")
     kernel = files.pop("highboot/kernel.elf")
-    assert verity.digest(kernel) in loader
+    assert fsverity.digest(kernel) in loader
     assert sorted(files) == sorted(module_esp_file(i) for i in range(len(files))), sorted(files)
     for data in files.values():
-        assert verity.digest(data) in loader
+        assert fsverity.digest(data) in loader
 
 
 def kill_at(out: Path, args: list[str], after: float) -> None:

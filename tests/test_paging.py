@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from elfgen import PF_R, PF_W, PF_X, Elf, Seg
+from highboot.bootcheck import FLAGS
 from highboot.elfkernel import read_kernel
 from highboot.layout import parse_layout
 from highboot.paging import (
@@ -26,7 +27,6 @@ from highboot.paging import (
     walk,
 )
 from highboot.plan import plan_boot
-from highboot.verify import FLAGS
 
 KREGION = 0xFFFFFFFF80000000
 

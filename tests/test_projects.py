@@ -14,12 +14,12 @@ from test_matrix import config
 
 from highboot import qemu
 from highboot.addrmap import format_map, svg_map
+from highboot.bootcheck import parse_report
 from highboot.errors import HighbootError
 from highboot.layout import load_layout
 from highboot.paging import minimum_tables
 from highboot.plan import BootPlan
 from highboot.project import read_project
-from highboot.verify import parse_report
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from highboot import report
+from highboot.bootcheck import parse_report
 from highboot.paging import RW_NX, RX
-from highboot.verify import parse_report
 
 GOOD = """\
 BdsDxe: loading Boot0001 "UEFI QEMU HARDDISK QM00001" from PciRoot(0x0)

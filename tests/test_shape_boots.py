@@ -21,7 +21,7 @@ from test_boot import check_boot
 from test_matrix import config
 
 from highboot import qemu
-from highboot.verify import FLAGS, BootReport, kernel_slide, parse_report
+from highboot.bootcheck import FLAGS, BootReport, kernel_slide, parse_report
 
 PAGE = 4096
 SHAPES = [f"shape-{kernel}{variant}" for kernel in ("gcc-rela", "gcc-relr", "lld-relr", "rust-spec")

@@ -18,12 +18,12 @@ from test_boot import check_boot
 from test_matrix import config
 
 from highboot import qemu
+from highboot.bootcheck import BootReport, kernel_slide, parse_report
 from highboot.bootinfo import CPU_FLAGS, MEMORY_TYPES
 from highboot.errors import HighbootError
 from highboot.options import BY_NAME, parse
 from highboot.plan import BootPlan
 from highboot.project import load_project
-from highboot.verify import BootReport, kernel_slide, parse_report
 
 PAGE = 4096
 SMP_FLAG = next(c.value for c in CPU_FLAGS if c.name == "SMP")

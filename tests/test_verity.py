@@ -1,6 +1,6 @@
 """The digest the build bakes in and the loader checks (fs-verity's, loader/src/verity.rs): every
 hashing engine (scalar, SSE2 4 lanes, AVX2 8 lanes, SHA-NI) compiled for this machine and run on
-edge sizes, against `fsverity digest` (fsverity-utils) and highboot.verity. The engines the boots
+edge sizes, against `fsverity digest` (fsverity-utils) and highboot.fsverity. The engines the boots
 use are checked in real boots too (test_boot: SSE2 on -cpu qemu64, AVX2 on -cpu max)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from highboot import verity
+from highboot import fsverity
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES = ("scalar", "sse2", "avx2", "sha_ni")
@@ -56,7 +56,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     return out
 
 
-def fsverity(path: Path) -> str:
+def fsverity_utils(path: Path) -> str:
     tool = shutil.which("fsverity")
     assert tool, "fsverity not found: `tools/setup --test` installs it (Debian package fsverity)"
     out = subprocess.run([tool, "digest", str(path)], capture_output=True, text=True, check=True, timeout=600)
@@ -80,8 +80,8 @@ def digests(hasher: Path, path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_every_engine_matches_fsverity(hasher: Path, files: dict[int, Path], size: int) -> None:
-    expected = fsverity(files[size])
-    assert verity.file_digest(str(files[size])) == (bytes.fromhex(expected), size)
+    expected = fsverity_utils(files[size])
+    assert fsverity.file_digest(str(files[size])) == (bytes.fromhex(expected), size)
     assert digests(hasher, files[size]) == dict.fromkeys(ENGINES, expected)
 
 
@@ -94,13 +94,13 @@ def test_a_flipped_byte_changes_every_engines_digest(hasher: Path, files: dict[i
     data[offset] ^= 0x80
     bad = tmp_path / "bad.bin"
     bad.write_bytes(bytes(data))
-    expected = fsverity(bad)
-    assert expected != fsverity(original)
+    expected = fsverity_utils(bad)
+    assert expected != fsverity_utils(original)
     assert digests(hasher, bad) == dict.fromkeys(ENGINES, expected)
 
 
 def test_the_python_digest_streams_a_file(tmp_path: Path) -> None:
-    """highboot.verity reads a file in pieces; the same as the in-memory digest."""
+    """highboot.fsverity reads a file in pieces; the same as the in-memory digest."""
     data = os.urandom(3 * 4096 + 5)
     (tmp_path / "f").write_bytes(data)
-    assert verity.file_digest(str(tmp_path / "f"))[0] == verity.digest(data)
+    assert fsverity.file_digest(str(tmp_path / "f"))[0] == fsverity.digest(data)

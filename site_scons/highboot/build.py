@@ -18,6 +18,7 @@ from highboot import abi, bootinfo, report
 from highboot.elfkernel import read_kernel
 from highboot.errors import HighbootError
 from highboot.framebuffer import parse_fb_mode
+from highboot.fsverity import file_digest
 from highboot.layout import load_layout
 from highboot.modules import module_esp_file, module_from_json, plan_modules
 from highboot.options import BY_NAME
@@ -31,7 +32,6 @@ from highboot.plan import (
 )
 from highboot.render import render, write_atomic
 from highboot.toolchain import RustToolchain, target_name
-from highboot.verity import file_digest
 
 
 def make_plan(kernel: str, layout: str, out: str, options: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from elftools.common.exceptions import ELFError, ELFParseError, ELFRelocationError
 from elftools.elf.elffile import ELFFile
 
-from highboot import verity
+from highboot import fsverity
 from highboot.dynamic import LoadedSegment, Relocation, read_relocations
 from highboot.errors import HighbootError
 from highboot.inputs import KERNEL, read_file
@@ -77,7 +77,7 @@ class TlsTemplate:
 class KernelImage:
     path: str
     size: int
-    digest: str  # fs-verity digest (highboot.verity): what the loader checks
+    digest: str  # fs-verity digest (highboot.fsverity): what the loader checks
     entry: int
     segments: tuple[Segment, ...]
     position_independent: bool
@@ -232,7 +232,7 @@ def _parse(path: Path, data: bytes) -> KernelImage:
             tls = TlsTemplate(header["p_vaddr"], header["p_filesz"], header["p_memsz"], max(header["p_align"], 1))
 
     return KernelImage(
-        path=str(path), size=len(data), digest=verity.digest(data).hex(), entry=entry,
+        path=str(path), size=len(data), digest=fsverity.digest(data).hex(), entry=entry,
         segments=tuple(ordered), position_independent=etype == "ET_DYN", relocations=relocations,
         relro=relro, eh_frame_hdr=eh_frame_hdr, tls=tls, align=align,
     )

@@ -7,7 +7,7 @@
     cmdline = "root=/dev/ram0"  # default: ""
 
 or ``MODULES=a.img,b.bin`` on the command line (names from the file names). Each is copied to the
-ESP as ``highboot/modules/<index>.bin``; its size and fs-verity digest (highboot.verity) are baked
+ESP as ``highboot/modules/<index>.bin``; its size and fs-verity digest (highboot.fsverity) are baked
 into the loader like the kernel's, so a signed loader vouches for every module.
 """
 
@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from highboot.errors import HighbootError
+from highboot.fsverity import stream_digest
 from highboot.inputs import MODULE, check_file, open_file
 from highboot.plan import PlannedModule, check_cmdline
 from highboot.units import text_bytes
-from highboot.verity import stream_digest
 
 #: Where module number N goes on the ESP (the build copies it there; the loader reads it there).
 MODULE_ESP_DIR = "highboot/modules"

@@ -86,7 +86,7 @@ class PlannedModule:
     cmdline: str
     esp_path: str  # \\highboot\\modules\\<index>.bin, as the loader opens it (MODULE_ESP_DIR)
     size: int
-    digest: str  # fs-verity digest (highboot.verity), hex
+    digest: str  # fs-verity digest (highboot.fsverity), hex
     source: str  # the file it was built from
 
 
@@ -98,7 +98,7 @@ class BootPlan:
     kernel_path: str
     kernel_esp_path: str
     kernel_size: int
-    kernel_digest: str  # fs-verity digest (highboot.verity), hex
+    kernel_digest: str  # fs-verity digest (highboot.fsverity), hex
     entry: int
     image_va: int
     image_size: int

@@ -34,7 +34,7 @@ macros ``report_format!(MEM)`` (a line's format string) and ``info_format!(key, 
 INFO line of these keys), so a kernel cannot print a key or a format this file does not describe;
 highboot.h (templates/include/highboot.h.j2) has ``HIGHBOOT_REPORT_<TAG>`` and
 ``HIGHBOOT_INFO_<KEY>`` (the text before the value: ``"key=0x"`` for a hex key) for C kernels.
-verify.parse_report reads a report with this description and refuses a malformed line of a known
+bootcheck.parse_report reads a report with this description and refuses a malformed line of a known
 tag (wrong field count, a bad number, an unknown access text) naming the line.
 
 A kernel ends a test boot by writing EXIT_PASS or EXIT_FAIL (32 bits) to QEMU's isa-debug-exit

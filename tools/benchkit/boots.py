@@ -13,7 +13,7 @@ from typing import Any
 
 from benchkit.common import say
 from highboot import qemu
-from highboot.verify import parse_report
+from highboot.bootcheck import parse_report
 
 # Deterministic instruction counting: one instruction per virtual ns (the TSC follows), and idle
 # (hlt) time skipped rather than waited in real time, so that no host timing leaks in.

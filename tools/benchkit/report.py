@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from benchkit.common import KIB, run, say
 from highboot import qemu
+from highboot.bootcheck import BootReport
 from highboot.units import GIB, MIB, format_size
-from highboot.verify import BootReport
 
 if TYPE_CHECKING:
     from benchkit.sections import Bench

@@ -38,10 +38,10 @@ from benchkit.boots import (
 )
 from benchkit.builds import BuildFailed, git_head, head_snapshot, scons_command, timed_builds
 from benchkit.common import PAGE, ROOT, TIB, WORK, child_env, median, python_module, say
+from highboot.bootcheck import BootReport, minimum_table_pages
 from highboot.modules import write_pattern
 from highboot.plan import BootPlan
 from highboot.units import GIB, MIB
-from highboot.verify import BootReport, minimum_table_pages
 
 # The largest page each -cpu model offers (CPUID pdpe1gb: see TOOLCHAIN.md's table).
 CPU_MAX_PAGE = {"qemu64": 2 * MIB, "max": GIB}

@@ -2,7 +2,7 @@
 //!
 //! Everything goes straight to the ports, not through the firmware, so the floor app costs
 //! nothing but its own few instructions and a report looks like the sample kernel's
-//! (`INFO tsc_kernel=<n>`, read by highboot.verify.parse_report).
+//! (`INFO tsc_kernel=<n>`, read by highboot.bootcheck.parse_report).
 #![no_std]
 
 use core::arch::asm;
