@@ -30,6 +30,7 @@ from highboot.plan import (
     BootPlan,
     plan_boot,
 )
+from highboot.records import remove
 from highboot.render import render, write_atomic
 from highboot.toolchain import RustToolchain, target_name
 
@@ -141,7 +142,7 @@ def install_esp(esp_dir: str, files: list[tuple[str, str]], plan_file: str) -> N
     making an ESP whose loader refuses it."""
     esp = Path(esp_dir)
     staging = esp.with_name(f".{esp.name}.new")
-    _remove_tree(staging)  # a killed build's
+    remove(staging)  # a killed build's
     plan = BootPlan.from_json(plan_file)
     planned = {KERNEL_ESP_FILE: (plan.kernel_size, plan.kernel_digest),
                **{module_esp_file(i): (m.size, m.digest) for i, m in enumerate(plan.modules)}}
@@ -163,13 +164,13 @@ def install_esp(esp_dir: str, files: list[tuple[str, str]], plan_file: str) -> N
         if esp.is_dir() and not esp.is_symlink():
             _swap_dirs(staging, esp)
         else:
-            _remove_tree(esp)  # not a directory of ours (a file, a link): what is ours goes in its place
+            remove(esp)  # not a directory of ours (a file, a link): what is ours goes in its place
             os.rename(staging, esp)
     except BaseException:
         _prune_empty_dirs(esp)  # SCons made its targets' directories before this step ran
         raise
     finally:
-        _remove_tree(staging)  # after the swap: the old ESP
+        remove(staging)  # after the swap: the old ESP
 
 
 def _prune_empty_dirs(top: Path) -> None:
@@ -181,13 +182,6 @@ def _prune_empty_dirs(top: Path) -> None:
                 os.rmdir(d)
             except OSError:
                 pass  # not empty after all (os.walk listed it before its children went)
-
-
-def _remove_tree(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
 
 
 _RENAME_EXCHANGE = 2
@@ -207,7 +201,7 @@ def _swap_dirs(a: Path, b: Path) -> None:
         if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
             raise OSError(err, os.strerror(err), str(b))
     aside = b.with_name(f".{b.name}.old")
-    _remove_tree(aside)
+    remove(aside)
     os.rename(b, aside)
     os.rename(a, b)
     os.rename(aside, a)

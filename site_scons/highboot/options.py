@@ -184,8 +184,16 @@ def from_project(option: Option, value: Any, base: Path, *, file: str, key: str)
 
 def parse(option: Option, text: str, *, file: str | None = None, field: str | None = None) -> Any:
     """The option's value from its text, checked: bool for a switch, int for a size or a count, the
-    text otherwise. HighbootError naming file and field (default: the option's name) if it is bad."""
+    text otherwise; then the option's own check. HighbootError naming file and field (default: the
+    option's name) if it is bad."""
     field = field or option.name
+    value = _value(option, text, file=file, field=field)
+    if option.check is not None:
+        option.check(value, file=file, field=field)
+    return value
+
+
+def _value(option: Option, text: str, *, file: str | None, field: str) -> Any:
     kind = option.kind
     if kind is Kind.SWITCH:
         word = text.lower()
@@ -195,34 +203,26 @@ def parse(option: Option, text: str, *, file: str | None = None, field: str | No
         return word in TRUE_WORDS
     if kind is Kind.SIZE:
         try:
-            size = parse_int(text)
+            return parse_int(text)
         except ValueError as exc:
             raise HighbootError(str(exc), file=file, field=field) from None
-        if option.check is not None:
-            option.check(size, file=file, field=field)
-        return size
     if kind is Kind.COUNT:
         digits = text.strip().replace("_", "")
         if not digits.isascii() or not digits.isdigit():
             raise HighbootError(f"expected {option.what} such as {option.default}, got {text!r}", file=file,
                                 field=field)
-        value = int(digits) if len(digits) < 10 else 1 << 40  # (int() refuses thousands of digits)
-        if option.check is not None:
-            option.check(value, file=file, field=field)
-        return value
+        return int(digits) if len(digits) < 10 else 1 << 40  # (int() refuses thousands of digits)
     if kind is Kind.ADDRESS and text:
         try:
-            value = -1 if text.lstrip().startswith("-") else parse_int(text)
+            address = -1 if text.lstrip().startswith("-") else parse_int(text)
         except ValueError as exc:
             raise HighbootError(str(exc), file=file, field=field) from None
-        if not 0 <= value < 1 << 64:
+        if not 0 <= address < 1 << 64:
             hint = (f'; write a higher-half one as a string, {field} = "0xffffffff80200000" (TOML integers are '
                     "signed 64-bit)" if file else "")
             raise HighbootError(f"{text} is not a 64-bit address{hint}", file=file, field=field)
     if kind is Kind.CHOICE and text not in option.choices:
         raise HighbootError(f"expected one of {', '.join(option.choices)}, got {text!r}", file=file, field=field)
-    if option.check is not None:
-        option.check(text, file=file, field=field)
     return text
 
 

@@ -118,10 +118,16 @@ def _clear_the_way(build_dir: str) -> None:
     for name, directory in _MADE.items():
         path = Path(build_dir, name)
         if path.is_symlink() or (path.exists() and path.is_dir() != directory):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+            remove(path)
+
+
+def remove(path: Path) -> None:
+    """Whatever is at path, gone: a directory with its contents; a file, link or special file itself
+    (a link's target stays)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
 
 
 def _lock(build_dir: str) -> None:
