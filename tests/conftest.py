@@ -22,7 +22,7 @@ def build_dir() -> Path:
 @pytest.fixture(scope="session")
 def built() -> dict[str, Any]:
     """The default build (`scons`): its ESP and plan. Missing artifacts fail, never skip."""
-    from highboot.plan import BootPlan
+    from highboot.planning.planner import BootPlan
 
     d = build_dir()
     esp, plan = d / "esp", d / "plan.json"

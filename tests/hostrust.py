@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from highboot.build import render_context
-from highboot.plan import BootPlan
-from highboot.render import render
+from highboot.build.steps import render_context
+from highboot.planning.planner import BootPlan
+from highboot.rendering.templates import render
 
 
 def rendered(template: str, plan: BootPlan | None = None, extra: dict | None = None) -> str:

@@ -1,4 +1,4 @@
-"""One ABI, three views: what site_scons/highboot/abi.py and bootinfo.py describe, rendered to Rust
+"""One ABI, three views: what site_scons/highboot/rendering/loader_abi.py and bootinfo.py describe, rendered to Rust
 (compiled for this machine and asked with offset_of!), C (gcc, offsetof) and assembly (assembled,
 its symbols and bytes read back), must agree field by field. The serial report (report.py) too:
 what its Rust macros print, parse_report reads back; highboot.h's macros are its words."""
@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 from hostrust import assemble, rendered, run_rust
+from testkit import report
+from testkit.bootcheck import parse_report
 
-from highboot import abi, bootinfo, report
-from highboot.bootcheck import parse_report
+from highboot.protocols import bootinfo
+from highboot.rendering import loader_abi as abi
 
 
 def python_offsets(fields: tuple[bootinfo.Field, ...]) -> list[int]:
@@ -95,7 +97,7 @@ def test_boot_info_rust_and_c_agree(tmp_path: Path, struct_name: str, rust_name:
 
 def test_pte_bits_rust_and_c_agree_with_the_planner(tmp_path: Path) -> None:
     """The page-table bits the planner encodes are the ones loader, kernels and C see."""
-    from highboot.paging import ADDR_MASK, PageFlags
+    from highboot.planning.paging import ADDR_MASK, PageFlags
 
     expected = [int(PageFlags[c.name]) if c.name in PageFlags.__members__ else ADDR_MASK for c in bootinfo.PTE_BITS]
     names = [c.name for c in bootinfo.PTE_BITS]

@@ -19,11 +19,11 @@ import pytest
 from test_boot import check_boot
 from test_matrix import config
 from test_smp import check_cpus
+from testkit.bootcheck import parse_report
 
-from highboot import qemu
-from highboot.bootcheck import parse_report
-from highboot.layout import load_layout
-from highboot.plan import BootPlan
+from highboot.booting import qemu
+from highboot.inputs.layout import load_layout
+from highboot.planning.planner import BootPlan
 from highboot.units import format_size
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,7 +151,7 @@ def test_scons_map_shows_the_ap_stack_window(built: dict, tmp_path: Path) -> Non
 
 def test_map_without_ap_stacks_has_no_window(built: dict) -> None:
     """SMP off (or MAX_CPUS=1): no window, no row."""
-    from highboot.addrmap import format_map, svg_map
+    from highboot.planning.addrmap import format_map, svg_map
 
     _, plan = config(built, "smp-off")
     layout = load_layout(ROOT / "templates" / "layouts" / "linux-x86_64.toml")

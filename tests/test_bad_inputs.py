@@ -53,13 +53,13 @@ from elfgen import (
     relr,
     sample,
 )
-from highboot.build import render_context
-from highboot.elfkernel import read_kernel
+from highboot.build.steps import render_context
 from highboot.errors import HighbootError
-from highboot.layout import load_layout
-from highboot.plan import plan_boot
-from highboot.project import read_project
-from highboot.render import render, template_files
+from highboot.inputs.kernel import read_kernel
+from highboot.inputs.layout import load_layout
+from highboot.options.project import read_project
+from highboot.planning.planner import plan_boot
+from highboot.rendering.templates import render, template_files
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LAYOUT = ROOT / "templates" / "layouts" / "linux-x86_64.toml"

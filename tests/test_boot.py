@@ -4,9 +4,7 @@ walks its page tables from CR3, and the test compares that walk with the plan's 
 from __future__ import annotations
 
 import pytest
-
-from highboot import qemu
-from highboot.bootcheck import (
+from testkit.bootcheck import (
     DIRECT_MAPPED_TYPES,
     MEMORY_TYPE,
     diff,
@@ -16,7 +14,9 @@ from highboot.bootcheck import (
     parse_report,
     predicted_mappings,
 )
-from highboot.plan import BootPlan
+
+from highboot.booting import qemu
+from highboot.planning.planner import BootPlan
 
 GIB = 1 << 30
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pefile
 import pytest
 
-from highboot import toolchain
+from highboot.build import toolchain
 from highboot.errors import HighbootError
-from highboot.pecheck import IMAGE_SCN_MEM_EXECUTE, IMAGE_SCN_MEM_WRITE, check_pe, require_valid
+from highboot.packaging.pecheck import IMAGE_SCN_MEM_EXECUTE, IMAGE_SCN_MEM_WRITE, check_pe, require_valid
 
 
 def loader(built: dict) -> Path:

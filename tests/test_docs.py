@@ -8,7 +8,7 @@ import sys
 
 from conftest import ROOT
 
-from highboot.options import OPTIONS, reference
+from highboot.options.schema import OPTIONS, reference
 
 
 def test_the_options_reference_is_up_to_date() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from elfgen import KBASE, PF_R, PF_W, PF_X, Elf, Seg, sample
-from highboot.elfkernel import read_kernel
 from highboot.errors import HighbootError
+from highboot.inputs.kernel import read_kernel
 
 
 def write(tmp_path: Path, elf: Elf | bytes, name: str = "k.elf") -> Path:

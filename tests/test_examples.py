@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from test_boot import check_boot
 
-from highboot import qemu
-from highboot.plan import BootPlan
+from highboot.booting import qemu
+from highboot.planning.planner import BootPlan
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECTS = sorted(p.parent.name for p in (ROOT / "examples").glob("*/highboot.toml"))
@@ -74,5 +74,5 @@ def test_a_c_kernel_of_your_own_linked_with_the_rendered_script(built: dict, tmp
 
 
 def layout_kernel_base(path: Path) -> int:
-    from highboot.layout import load_layout
+    from highboot.inputs.layout import load_layout
     return load_layout(str(path)).require("kernel").start

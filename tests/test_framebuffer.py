@@ -16,12 +16,12 @@ import pytest
 from hostrust import run_rust
 from test_boot import check_boot
 from test_matrix import config
+from testkit.bootcheck import parse_report
 
-from highboot import qemu
-from highboot.bootcheck import parse_report
+from highboot.booting import qemu
 from highboot.errors import HighbootError
-from highboot.framebuffer import MAX_SIDE, parse_fb_mode
-from highboot.project import read_project
+from highboot.options.framebuffer import MAX_SIDE, parse_fb_mode
+from highboot.options.project import read_project
 
 ROOT = Path(__file__).resolve().parents[1]
 EDID = ["-vga", "none", "-device"]  # + "VGA,xres=W,yres=H": a std VGA whose preferred mode is W x H

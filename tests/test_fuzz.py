@@ -44,11 +44,11 @@ from elfgen import (
     sample,
     with_rela,
 )
-from highboot.elfkernel import KernelImage, read_kernel
 from highboot.errors import HighbootError
-from highboot.layout import ROLES, Layout, load_layout, parse_layout
-from highboot.paging import PAGE, PageFlags, SparseMemory, minimum_tables, paging_levels, walk
-from highboot.plan import BootPlan, plan_boot
+from highboot.inputs.kernel import KernelImage, read_kernel
+from highboot.inputs.layout import ROLES, Layout, load_layout, parse_layout
+from highboot.planning.paging import PAGE, PageFlags, SparseMemory, minimum_tables, paging_levels, walk
+from highboot.planning.planner import BootPlan, plan_boot
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = int(os.environ.get("HIGHBOOT_FUZZ_EXAMPLES", "300"))

@@ -16,14 +16,14 @@ from hostrust import assemble, rendered, run_rust
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_matrix import config
+from testkit.bootcheck import parse_report
 
-from highboot import qemu
-from highboot.bootcheck import parse_report
-from highboot.build import render_context
+from highboot.booting import qemu
+from highboot.build.steps import render_context
 from highboot.errors import HighbootError
-from highboot.plan import BootPlan
-from highboot.project import read_project
-from highboot.render import comment_safe, render
+from highboot.options.project import read_project
+from highboot.planning.planner import BootPlan
+from highboot.rendering.templates import comment_safe, render
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -222,7 +222,7 @@ def test_non_utf8_command_line_in_a_real_boot(built: dict) -> None:
 
 
 def test_debug_script_quotes_the_kernel_path() -> None:
-    from highboot.qemu import gdb_script
+    from highboot.booting.qemu import gdb_script
 
     assert gdb_script('/k dir/"x"\\.elf', 0x1000).splitlines()[0] == 'file "/k dir/\\"x\\"\\\\.elf"'
     with pytest.raises(HighbootError) as err:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from highboot import image, qemu
+from highboot.booting import qemu
 from highboot.errors import HighbootError
+from highboot.packaging import image
 
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 

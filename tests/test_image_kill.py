@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from highboot import image
-from highboot.modules import write_pattern
-from highboot.records import IN_PROGRESS
+from highboot.build.records import IN_PROGRESS
+from highboot.inputs.modules import write_pattern
+from highboot.packaging import image
 
 ROOT = Path(__file__).resolve().parents[1]
 IMG = "highboot.img"

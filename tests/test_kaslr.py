@@ -14,14 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_boot import check_boot
 from test_matrix import config
+from testkit.bootcheck import FLAGS, parse_report
 
 from elfgen import KBASE, PF_R, PF_W, PF_X, Seg, sample, with_rela
-from highboot import qemu
-from highboot.bootcheck import FLAGS, parse_report
-from highboot.elfkernel import read_kernel
+from highboot.booting import qemu
 from highboot.errors import HighbootError
-from highboot.layout import parse_layout
-from highboot.paging import (
+from highboot.inputs.kernel import read_kernel
+from highboot.inputs.layout import parse_layout
+from highboot.planning.paging import (
     ADDR_MASK,
     ENTRIES,
     PAGE,
@@ -31,7 +31,7 @@ from highboot.paging import (
     paging_levels,
     walk,
 )
-from highboot.plan import SLIDE_ALIGN, BootPlan, plan_boot
+from highboot.planning.planner import SLIDE_ALIGN, BootPlan, plan_boot
 
 ROOT = Path(__file__).resolve().parents[1]
 ET_DYN = 3

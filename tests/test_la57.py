@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from test_boot import check_boot
 from test_matrix import config
+from testkit.bootcheck import parse_report
 
-from highboot import qemu
-from highboot.bootcheck import parse_report
+from highboot.booting import qemu
 
 DIRECT_MAP_5 = 0xFF11000000000000  # mm.rst, 5-level paging: page_offset_base
 SWITCH_4_TO_5 = "highboot: the firmware runs 4-level paging; the kernel gets 5-level paging"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from highboot.errors import HighbootError
-from highboot.layout import is_canonical, load_layout
+from highboot.inputs.layout import is_canonical, load_layout
 
 LAYOUTS = Path(__file__).resolve().parents[1] / "templates" / "layouts"
 

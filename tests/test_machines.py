@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from test_boot import check_boot
 from test_matrix import config
+from testkit.bootcheck import CPU_NX, parse_report
 
-from highboot import qemu
-from highboot.bootcheck import CPU_NX, parse_report
-from highboot.signing import enroll_vars
+from highboot.booting import qemu
+from highboot.packaging.signing import enroll_vars
 
 MACHINES = [
     # cpu, smp, memory, OVMF flavour

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from test_boot import check_boot
 
-from highboot import qemu
-from highboot.plan import BootPlan
+from highboot.booting import qemu
+from highboot.planning.planner import BootPlan
 
 
 def config(build: dict, name: str) -> tuple[Path, BootPlan]:
@@ -93,7 +93,7 @@ def test_c_kernel_boots_through_the_same_checks(built: dict, name: str, cpu: str
 
 
 def test_pie_kernel_has_relocations_the_loader_applies(built: dict) -> None:
-    from highboot.elfkernel import read_kernel
+    from highboot.inputs.kernel import read_kernel
 
     _, plan = config(built, "c-kernel-pie")
     kernel = read_kernel(built["dir"] / "test" / "c-kernel-pie" / "kernel" / "kernel.elf")

@@ -10,8 +10,8 @@ import pytest
 from test_projects import scons
 
 from highboot.errors import HighbootError
-from highboot.modules import Module, modules_from_option
-from highboot.project import load_project
+from highboot.inputs.modules import Module, modules_from_option
+from highboot.options.project import load_project
 
 
 def project(tmp_path: Path, text: str) -> Path:

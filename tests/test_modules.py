@@ -1,5 +1,5 @@
-"""Modules and the kernel file: real boots of the test configurations in highboot/config.py. The
-kernels report each module (MODULE lines, see highboot/report.py: index, phys, virt, size, FNV-1a
+"""Modules and the kernel file: real boots of the test configurations in site_scons/testkit/matrix.py. The
+kernels report each module (MODULE lines, see testkit/report.py: index, phys, virt, size, FNV-1a
 of its bytes, name, command line, digest, pattern check) and check it against the pattern this
 build generated, its place in KERNEL memory, its zeroed tail and that it overlaps nothing else
 handed over; here every reported fact is compared with the module files themselves. A tampered,
@@ -17,12 +17,14 @@ import pytest
 from conftest import ROOT
 from test_boot import check_boot
 from test_matrix import config
+from testkit.bootcheck import parse_report
+from testkit.matrix import module_sets_for_tests
 
-from highboot import fsverity, image, qemu
-from highboot.addrmap import module_lines
-from highboot.bootcheck import parse_report
-from highboot.config import module_sets_for_tests
-from highboot.modules import Module, module_esp_file, write_pattern
+from highboot.booting import qemu
+from highboot.inputs import fsverity
+from highboot.inputs.modules import Module, module_esp_file, write_pattern
+from highboot.packaging import image
+from highboot.planning.addrmap import module_lines
 from highboot.units import text_bytes
 
 NOT_STARTED = "highboot: the kernel was not started"

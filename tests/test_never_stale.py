@@ -20,9 +20,10 @@ from conftest import ROOT, build_dir
 from elftools.elf.elffile import ELFFile
 from test_modules import check_modules
 
-from highboot import fsverity, qemu
-from highboot.modules import Module, module_esp_file
-from highboot.records import IN_PROGRESS, OWNED
+from highboot.booting import qemu
+from highboot.build.records import IN_PROGRESS, OWNED
+from highboot.inputs import fsverity
+from highboot.inputs.modules import Module, module_esp_file
 
 OLD = 946_684_800  # 2000-01-01: an mtime years old, as `cp -p`, `rsync -a` or `tar x` keep one
 
@@ -124,7 +125,7 @@ def test_the_esp_holds_exactly_this_build(tmp_path: Path) -> None:
 def test_a_file_changed_while_the_build_ran_is_refused(tmp_path: Path) -> None:
     """The ESP step checks each copy against the plan the loader was built from: a module that
     changed after planning stops the build, naming it, and leaves the ESP as it was."""
-    from highboot.build import install_esp
+    from highboot.build.steps import install_esp
     from highboot.errors import HighbootError
 
     module = tmp_path / "m.bin"
@@ -150,7 +151,7 @@ def test_a_file_changed_while_the_build_ran_is_refused(tmp_path: Path) -> None:
 def test_new_signing_keys_are_seen_whatever_the_mtime(tmp_path: Path) -> None:
     """SIGN=1 with a project's own db key: another key pair put in place with the old pair's mtime
     signs the next build (sbverify checks the signature against the new certificate)."""
-    from highboot.signing import ensure_keys
+    from highboot.packaging.signing import ensure_keys
 
     keys, other = tmp_path / "keys", tmp_path / "other"
     args = [f"KERNEL={sample_kernel()}", "SIGN=1", f"SIGN_KEY={keys / 'db.key'}", f"SIGN_CERT={keys / 'db.crt'}"]
@@ -455,7 +456,7 @@ def test_max_drift_cannot_bring_stale_builds_back(tmp_path: Path) -> None:
 def test_a_failed_install_leaves_no_new_directories(tmp_path: Path) -> None:
     """SCons makes its targets' directories before the ESP step; a failed step takes them away again
     (the old ESP stays as it was, empty module directory and all gone)."""
-    from highboot.build import install_esp
+    from highboot.build.steps import install_esp
     from highboot.errors import HighbootError
 
     module = tmp_path / "m.bin"
@@ -476,7 +477,7 @@ def test_a_key_pair_left_half_in_place_is_finished(tmp_path: Path) -> None:
     renames leaves the certificate and the new key beside it, and the next build finishes the job.
     One half missing otherwise is refused naming it; the same file for both is refused."""
     from highboot.errors import HighbootError
-    from highboot.signing import check_key_pair, ensure_keys
+    from highboot.packaging.signing import check_key_pair, ensure_keys
 
     made = tmp_path / "made"
     ensure_keys(made / "db.key", made / "db.crt")
@@ -503,7 +504,7 @@ def test_templates_are_tracked_whatever_their_names(tmp_path: Path) -> None:
     """An include whose name is computed cannot be tracked: refused. An optional include (ignore
     missing) is tracked when it appears and when it changes."""
     from highboot.errors import HighbootError
-    from highboot.render import template_files
+    from highboot.rendering.templates import template_files
 
     dirs = tmp_path / "t"
     (dirs / "include").mkdir(parents=True)

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from testkit.bootcheck import FLAGS
 
 from elfgen import PF_R, PF_W, PF_X, Elf, Seg
-from highboot.bootcheck import FLAGS
-from highboot.elfkernel import read_kernel
-from highboot.layout import parse_layout
-from highboot.paging import (
+from highboot.inputs.kernel import read_kernel
+from highboot.inputs.layout import parse_layout
+from highboot.planning.paging import (
     LEVELS_4,
     PAGE,
     PageFlags,
@@ -26,7 +26,7 @@ from highboot.paging import (
     translate,
     walk,
 )
-from highboot.plan import plan_boot
+from highboot.planning.planner import plan_boot
 
 KREGION = 0xFFFFFFFF80000000
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from highboot.build import fault_variants
+from highboot.build.steps import fault_variants
 from highboot.errors import HighbootError
-from highboot.plan import PLAN_FORMAT, STACK_RANGE, BootPlan
+from highboot.planning.planner import PLAN_FORMAT, STACK_RANGE, BootPlan
 
 
 def built_plans(built: dict) -> list[Path]:
@@ -109,7 +109,7 @@ def test_an_unreadable_plan_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_malformed_plan_stops_the_render_step(built: dict, good: dict, tmp_path: Path) -> None:
-    from highboot.build import render_file
+    from highboot.build.steps import render_file
 
     path = tmp_path / "plan.json"
     path.write_text(json.dumps({**good, "table_count": "many"}))

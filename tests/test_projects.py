@@ -11,15 +11,15 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from test_boot import check_boot
 from test_matrix import config
+from testkit.bootcheck import parse_report
 
-from highboot import qemu
-from highboot.addrmap import format_map, svg_map
-from highboot.bootcheck import parse_report
+from highboot.booting import qemu
 from highboot.errors import HighbootError
-from highboot.layout import load_layout
-from highboot.paging import minimum_tables
-from highboot.plan import BootPlan
-from highboot.project import read_project
+from highboot.inputs.layout import load_layout
+from highboot.options.project import read_project
+from highboot.planning.addrmap import format_map, svg_map
+from highboot.planning.paging import minimum_tables
+from highboot.planning.planner import BootPlan
 
 ROOT = Path(__file__).resolve().parents[1]
 

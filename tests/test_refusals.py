@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from highboot import qemu
+from highboot.booting import qemu
 
 NOT_STARTED = "highboot: the kernel was not started"
 

@@ -1,13 +1,13 @@
-"""The serial report protocol (site_scons/highboot/report.py) as parse_report reads it: every line
+"""The serial report protocol (site_scons/testkit/report.py) as parse_report reads it: every line
 of a known tag follows its description or is refused naming the line; other lines are skipped."""
 
 from __future__ import annotations
 
 import pytest
+from testkit import report
+from testkit.bootcheck import parse_report
 
-from highboot import report
-from highboot.bootcheck import parse_report
-from highboot.paging import RW_NX, RX
+from highboot.planning.paging import RW_NX, RX
 
 GOOD = """\
 BdsDxe: loading Boot0001 "UEFI QEMU HARDDISK QM00001" from PciRoot(0x0)

@@ -1,4 +1,4 @@
-"""How an ESP directory boots (highboot.qemu.boot_medium): as QEMU's `fat:` directory disk when it
+"""How an ESP directory boots (highboot.booting.qemu.boot_medium): as QEMU's `fat:` directory disk when it
 fits one, else packed into a GPT disk image, for `scons run` / `debug` and the tests alike.
 
 The FAT16 directory disk's capacity is checked against QEMU itself (a `-machine none` QEMU opens
@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from highboot import image, qemu
-from highboot.modules import module_esp_file, write_pattern
+from highboot.booting import qemu
+from highboot.inputs.modules import module_esp_file, write_pattern
+from highboot.packaging import image
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = qemu.VVFAT_CLUSTER
@@ -180,7 +181,7 @@ def run_qemu(built: dict, out_dir: Path, memory: str = "256M", **options: object
     args = {"esp_dir": str(options.pop("esp", built["esp"])), "kernel": str(built["kernel"]),
             "plan_file": str(built["dir"] / "plan.json"), "out_dir": str(out_dir), "gdb": False, "kaslr": False,
             "cpu": "max", "memory": memory, "graphic": False, "secure_vars": None, **options}
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from highboot import build; "
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from highboot.build import steps as build; "
             "sys.exit(build.run_qemu(**json.loads(sys.argv[2])))")
     return subprocess.run([sys.executable, "-c", code, str(ROOT / "site_scons"), json.dumps(args)],
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)

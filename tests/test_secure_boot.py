@@ -10,7 +10,7 @@ from pathlib import Path
 from test_boot import check_boot
 from test_matrix import config
 
-from highboot import qemu
+from highboot.booting import qemu
 
 REFUSED = "Access Denied"
 

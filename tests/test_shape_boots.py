@@ -19,9 +19,9 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 from test_boot import check_boot
 from test_matrix import config
+from testkit.bootcheck import FLAGS, BootReport, kernel_slide, parse_report
 
-from highboot import qemu
-from highboot.bootcheck import FLAGS, BootReport, kernel_slide, parse_report
+from highboot.booting import qemu
 
 PAGE = 4096
 SHAPES = [f"shape-{kernel}{variant}" for kernel in ("gcc-rela", "gcc-relr", "lld-relr", "rust-spec")

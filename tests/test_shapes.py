@@ -38,10 +38,10 @@ from elfgen import (
     relr,
     sample,
 )
-from highboot.elfkernel import read_kernel
 from highboot.errors import HighbootError
-from highboot.layout import load_layout
-from highboot.plan import SLIDE_ALIGN, PlannedRange, plan_boot
+from highboot.inputs.kernel import read_kernel
+from highboot.inputs.layout import load_layout
+from highboot.planning.planner import SLIDE_ALIGN, PlannedRange, plan_boot
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYOUT = ROOT / "templates" / "layouts" / "linux-x86_64.toml"

@@ -16,14 +16,14 @@ import pytest
 from hostrust import run_rust
 from test_boot import check_boot
 from test_matrix import config
+from testkit.bootcheck import BootReport, kernel_slide, parse_report
 
-from highboot import qemu
-from highboot.bootcheck import BootReport, kernel_slide, parse_report
-from highboot.bootinfo import CPU_FLAGS, MEMORY_TYPES
+from highboot.booting import qemu
 from highboot.errors import HighbootError
-from highboot.options import BY_NAME, parse
-from highboot.plan import BootPlan
-from highboot.project import load_project
+from highboot.options.project import load_project
+from highboot.options.schema import BY_NAME, parse
+from highboot.planning.planner import BootPlan
+from highboot.protocols.bootinfo import CPU_FLAGS, MEMORY_TYPES
 
 PAGE = 4096
 SMP_FLAG = next(c.value for c in CPU_FLAGS if c.name == "SMP")

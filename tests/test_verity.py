@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from highboot import fsverity
+from highboot.inputs import fsverity
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES = ("scalar", "sse2", "avx2", "sha_ni")

@@ -43,7 +43,7 @@ static __attribute__((noreturn)) void debug_exit(uint32_t code) {
     for (;;) __asm__ volatile("cli; hlt");
 }
 
-/* The report's words (highboot.h renders them from site_scons/highboot/report.py). */
+/* The report's words (highboot.h renders them from site_scons/testkit/report.py). */
 static const char *const access_text[] = HIGHBOOT_REPORT_ACCESS; /* [writable | executable << 1] */
 static const char *const cache_text[] = HIGHBOOT_REPORT_CACHE;   /* [uncached] */
 #define SP " "

@@ -146,7 +146,7 @@ fn pattern_seed(cmdline: &[u8]) -> Option<u64> {
     core::str::from_utf8(word).ok()?.parse().ok()
 }
 
-/// The test pattern (highboot.modules.pattern_bytes): little-endian u64 words, word j = (seed <<
+/// The test pattern (highboot.inputs.modules.pattern_bytes): little-endian u64 words, word j = (seed <<
 /// 40) + j, the last one cut to the module's size.
 fn check_pattern(c: &mut Checks, n: usize, data: &[u8], seed: u64) -> bool {
     let mut bad = None;

@@ -9,12 +9,12 @@ pub mod plan {
 }
 
 /// The Handoff record, switch-data offsets and GDT shared with the trampoline (one description:
-/// site_scons/highboot/abi.py).
+/// site_scons/highboot/rendering/loader_abi.py).
 pub mod abi {
     include!(concat!(env!("HIGHBOOT_GEN"), "/abi.rs"));
 }
 
-/// The boot info the loader hands the kernel (site_scons/highboot/bootinfo.py).
+/// The boot info the loader hands the kernel (site_scons/highboot/protocols/bootinfo.py).
 pub mod bootinfo {
     include!(concat!(env!("HIGHBOOT_GEN"), "/bootinfo.rs"));
 }

@@ -14,17 +14,18 @@ import SCons.Builder
 import SCons.Errors
 import SCons.Script
 
-from highboot import build
-from highboot.config import C_KERNEL, SHARED_RUST, BuildConfig, plan_inputs
+from highboot.build import steps as build
 from highboot.errors import HighbootError
-from highboot.layout import load_layout
-from highboot.modules import module_esp_file, write_pattern
-from highboot.plan import KERNEL_ESP_FILE, LOADER_ESP_FILE
-from highboot.render import template_files, template_search
-from highboot.signing import ensure_keys
+from highboot.inputs.layout import load_layout
+from highboot.inputs.modules import module_esp_file, write_pattern
+from highboot.options.config import C_KERNEL, SHARED_RUST, BuildConfig, plan_inputs
+from highboot.packaging.signing import ensure_keys
+from highboot.planning.planner import KERNEL_ESP_FILE, LOADER_ESP_FILE
+from highboot.rendering.templates import template_files, template_search
 from highboot.units import parse_int
 
-PACKAGE_DIR = Path(build.__file__).resolve().parent
+#: The generator's packages: highboot, and testkit while test kernels' report format is rendered with it.
+PACKAGE_DIRS = [Path(build.__file__).resolve().parents[1], Path(build.__file__).resolve().parents[2] / "testkit"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def _fail(target: Any, exc: HighbootError) -> SCons.Errors.BuildError:
 
 def _package_deps(env: Any) -> list[Any]:
     """Generated files depend on the generator (SCons only fingerprints an action's own bytecode)."""
-    return sorted(env.Glob(str(PACKAGE_DIR / "*.py")), key=str)
+    return [env.File(str(p)) for d in PACKAGE_DIRS for p in sorted(d.rglob("*.py"))]
 
 
 def _plan_action(target: Any, source: Any, env: Any) -> None:
@@ -148,7 +149,7 @@ def _sign_action(target: Any, source: Any, env: Any) -> None:
 
 
 def _image_action(target: Any, source: Any, env: Any) -> None:
-    from highboot.image import build_image
+    from highboot.packaging.image import build_image
 
     try:
         build_image(env["ESP_DIR"], str(target[0]), seed=env["IMAGE_SEED"] or None)

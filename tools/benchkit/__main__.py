@@ -40,7 +40,7 @@ from benchkit.builds import ensure_built, git_head
 from benchkit.common import ROOT, WORK, fail, run, say
 from benchkit.sections import Bench
 from highboot.errors import HighbootError
-from highboot.plan import BootPlan
+from highboot.planning.planner import BootPlan
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchkit.common import ASSETS, WORK, child_env, run, say
+from highboot.build.toolchain import find_rust
 from highboot.errors import HighbootError
-from highboot.toolchain import find_rust
 
 GRUB_MODULES = "normal multiboot2 search search_fs_file fat part_msdos part_gpt"
 BOOT_PATH = "EFI/BOOT/BOOTX64.EFI"

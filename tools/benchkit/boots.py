@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from testkit.bootcheck import parse_report
+
 from benchkit.common import say
-from highboot import qemu
-from highboot.bootcheck import parse_report
+from highboot.booting import qemu
 
 # Deterministic instruction counting: one instruction per virtual ns (the TSC follows), and idle
 # (hlt) time skipped rather than waited in real time, so that no host timing leaks in.

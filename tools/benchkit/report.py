@@ -9,9 +9,10 @@ import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from testkit.bootcheck import BootReport
+
 from benchkit.common import KIB, run, say
-from highboot import qemu
-from highboot.bootcheck import BootReport
+from highboot.booting import qemu
 from highboot.units import GIB, MIB, format_size
 
 if TYPE_CHECKING:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testkit.bootcheck import BootReport, minimum_table_pages
+
 from benchkit.assets import Assets, build_assets, build_multiboot2_kernel, grub_with_module
 from benchkit.boots import (
     BENCH_CPU,
@@ -38,9 +40,8 @@ from benchkit.boots import (
 )
 from benchkit.builds import BuildFailed, git_head, head_snapshot, scons_command, timed_builds
 from benchkit.common import PAGE, ROOT, TIB, WORK, child_env, median, python_module, say
-from highboot.bootcheck import BootReport, minimum_table_pages
-from highboot.modules import write_pattern
-from highboot.plan import BootPlan
+from highboot.inputs.modules import write_pattern
+from highboot.planning.planner import BootPlan
 from highboot.units import GIB, MIB
 
 # The largest page each -cpu model offers (CPUID pdpe1gb: see TOOLCHAIN.md's table).

@@ -10,7 +10,7 @@ use core::arch::asm;
 const COM1: u16 = 0x3f8;
 const COM1_LINE_STATUS: u16 = COM1 + 5;
 const TRANSMIT_EMPTY: u8 = 0x20;
-/// isa-debug-exit as highboot's QEMU command line places it (site_scons/highboot/qemu.py).
+/// isa-debug-exit as highboot's QEMU command line places it (site_scons/highboot/booting/qemu.py).
 const DEBUG_EXIT: u16 = 0xf4;
 /// QEMU then exits with (v << 1) | 1: 33 is highboot.qemu.EXIT_PASS, 35 EXIT_FAIL.
 pub const EXIT_PASS: u32 = 0x10;

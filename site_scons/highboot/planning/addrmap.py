@@ -6,9 +6,9 @@ from __future__ import annotations
 import html
 import math
 
-from highboot.layout import Layout
-from highboot.paging import PAGE, minimum_tables, paging_levels
-from highboot.plan import BootPlan
+from highboot.inputs.layout import Layout
+from highboot.planning.paging import PAGE, minimum_tables, paging_levels
+from highboot.planning.planner import BootPlan
 from highboot.units import GIB, MIB, format_size, hex_addr
 
 

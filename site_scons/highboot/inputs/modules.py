@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from highboot.errors import HighbootError
-from highboot.fsverity import stream_digest
-from highboot.inputs import MODULE, check_file, open_file
-from highboot.plan import PlannedModule, check_cmdline
+from highboot.inputs.fsverity import stream_digest
+from highboot.inputs.paths import MODULE, check_file, open_file
+from highboot.planning.planner import PlannedModule, check_cmdline
 from highboot.units import text_bytes
 
 #: Where module number N goes on the ESP (the build copies it there; the loader reads it there).

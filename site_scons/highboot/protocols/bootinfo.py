@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from highboot.paging import ADDR_MASK, PageFlags
+from highboot.planning.paging import ADDR_MASK, PageFlags
 
 MAGIC = int.from_bytes(b"HIGHBOOT", "little")
 VERSION = 5

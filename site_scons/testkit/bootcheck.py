@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from highboot import report
-from highboot.bootinfo import CPU_FEATURES, MEMORY_TYPES
-from highboot.paging import PAGE, R_NX, RW_NX, RX, Mapping, PageFlags, coalesce, minimum_tables, paging_levels
-from highboot.plan import BootPlan, PlannedRange
+from highboot.planning.paging import PAGE, R_NX, RW_NX, RX, Mapping, PageFlags, coalesce, minimum_tables, paging_levels
+from highboot.planning.planner import BootPlan, PlannedRange
+from highboot.protocols.bootinfo import CPU_FEATURES, MEMORY_TYPES
 from highboot.units import GIB
+from testkit import report
 
 FLAGS = {"RX": int(RX), "R": int(R_NX), "RW": int(RW_NX)}
 # The walk's access text as entry flags (RWX only ever appears in a failure message).

@@ -17,10 +17,10 @@ from typing import Any
 from elftools.common.exceptions import ELFError, ELFParseError, ELFRelocationError
 from elftools.elf.elffile import ELFFile
 
-from highboot import fsverity
-from highboot.dynamic import LoadedSegment, Relocation, read_relocations
 from highboot.errors import HighbootError
-from highboot.inputs import KERNEL, read_file
+from highboot.inputs import fsverity
+from highboot.inputs.paths import KERNEL, read_file
+from highboot.inputs.relocations import LoadedSegment, Relocation, read_relocations
 from highboot.units import align_down, align_up, hex_addr
 
 PF_X = 0x1

@@ -38,10 +38,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
-from highboot.elfkernel import PF_W, PF_X, KernelImage
 from highboot.errors import HighbootError
-from highboot.layout import Layout, Region
-from highboot.paging import ENTRIES, PAGE, R_NX, RW_NX, RX, Slot, TableBuilder, flags_text, paging_levels
+from highboot.inputs.kernel import PF_W, PF_X, KernelImage
+from highboot.inputs.layout import Layout, Region
+from highboot.planning.paging import ENTRIES, PAGE, R_NX, RW_NX, RX, Slot, TableBuilder, flags_text, paging_levels
 from highboot.units import MIB, align_down, align_up, format_size, hex_addr, text_bytes
 
 #: Where the loader finds the kernel on the ESP (the build copies it there): the one spelling.

@@ -4,7 +4,7 @@ and the check its value must pass.
 
 From this table come SConstruct's Variables and so `scons -h`, the project-file reader
 (highboot.project), the typed build configuration (highboot.config.BuildConfig: one field per
-option that shapes the build, named name.lower()), the planner's inputs (highboot.config.plan_inputs)
+option that shapes the build, named name.lower()), the planner's inputs (highboot.options.config.plan_inputs)
 and the options reference docs/options.md (`.venv/bin/python tools/options-reference` writes it; a
 test fails when it is out of date). Adding an option is one entry here, plus the code that uses
 its value.
@@ -22,8 +22,8 @@ from typing import Any
 from SCons.Variables.BoolVariable import FALSE_STRINGS, TRUE_STRINGS
 
 from highboot.errors import HighbootError
-from highboot.framebuffer import parse_fb_mode
-from highboot.plan import (
+from highboot.options.framebuffer import parse_fb_mode
+from highboot.planning.planner import (
     DEFAULT_AP_STACK_SIZE,
     DEFAULT_MAX_CPUS,
     check_ap_stack_size,
@@ -231,7 +231,7 @@ def _value(option: Option, text: str, *, file: str | None, field: str) -> Any:
 def reference() -> str:
     """docs/options.md: every option, its project-file key, kind, default and help."""
     lines = ["# Options", "",
-             "<!-- Generated from site_scons/highboot/options.py by tools/options-reference; "
+             "<!-- Generated from site_scons/highboot/options/schema.py by tools/options-reference; "
              "a test fails when this file is out of date. -->", "",
              "Give an option on the command line (`scons NAME=value`) or, where it has a key, in the project file "
              "(`highboot.toml` or `PROJECT=file`, `key = value`); the command line wins. `scons -h` lists them too.",

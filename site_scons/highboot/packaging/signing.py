@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from highboot.errors import HighbootError
-from highboot.inputs import KEY, check_file, check_not_output
+from highboot.inputs.paths import KEY, check_file, check_not_output
 
 OWNER_GUID = str(uuid.uuid5(uuid.NAMESPACE_URL, "https://highboot.invalid/db-owner"))
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from highboot.errors import HighbootError
-from highboot.inputs import LAYOUT as LAYOUT_FILE
-from highboot.inputs import read_text
+from highboot.inputs.paths import LAYOUT as LAYOUT_FILE
+from highboot.inputs.paths import read_text
 from highboot.units import GIB, KIB, MIB, format_size, hex_addr, parse_int
 
 ROLES = {

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from highboot import report
+from testkit import report
+
 from highboot.errors import HighbootError
 
 MIB = 1 << 20
@@ -111,7 +112,7 @@ class BootMedium:
 def boot_medium(media: str | Path, image: str | Path, *, as_image: bool | None = None) -> BootMedium:
     """The way to boot `media`: a disk image as it is; an ESP directory as QEMU's FAT16 directory
     disk when it fits one (fat_directory_needs), else packed into the GPT disk image `image` (made
-    here, all or nothing, with highboot.image.build_image). as_image: True packs the directory
+    here, all or nothing, with highboot.packaging.image.build_image). as_image: True packs the directory
     whatever its size, False never packs it (QEMU then refuses a directory that does not fit)."""
     media = Path(media)
     if not media.is_dir():
@@ -129,7 +130,7 @@ def boot_medium(media: str | Path, image: str | Path, *, as_image: bool | None =
     else:
         return BootMedium(media, "fat", f"highboot: booting {media} as QEMU's FAT16 directory disk "
                                         f"(fat:, {used} of about {room})")
-    from highboot.image import build_image
+    from highboot.packaging.image import build_image
 
     print(f"highboot: packing {media} into {image} ...", flush=True)
     build_image(media, image)

@@ -13,7 +13,7 @@
     ap_stack_size = "32 KiB"           # each AP's stack (default: 16 KiB)
     max_cpus = 64                      # CPUs handed over at most, the BSP included (default: 256)
 
-    [[module]]                         # any number of modules, in order (see highboot/modules.py)
+    [[module]]                         # any number of modules, in order (see highboot/inputs/modules.py)
     path = "initrd.img"
     name = "initrd"                    # default: the file's name
     cmdline = "root=/dev/ram0"         # default: ""
@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from highboot.errors import HighbootError
-from highboot.inputs import PROJECT as PROJECT_FILE
-from highboot.inputs import read_text
-from highboot.modules import Module, modules_from_project
-from highboot.options import BY_KEY, BY_NAME, OPTIONS, Kind, from_project, parse
+from highboot.inputs.modules import Module, modules_from_project
+from highboot.inputs.paths import PROJECT as PROJECT_FILE
+from highboot.inputs.paths import read_text
+from highboot.options.schema import BY_KEY, BY_NAME, OPTIONS, Kind, from_project, parse
 
 
 @dataclass(frozen=True)

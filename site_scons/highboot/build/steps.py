@@ -14,29 +14,32 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from highboot import abi, bootinfo, report
-from highboot.elfkernel import read_kernel
+from testkit import report
+
+from highboot.build.records import remove
+from highboot.build.toolchain import RustToolchain, target_name
 from highboot.errors import HighbootError
-from highboot.framebuffer import parse_fb_mode
-from highboot.fsverity import file_digest
-from highboot.layout import load_layout
-from highboot.modules import module_esp_file, module_from_json, plan_modules
-from highboot.options import BY_NAME
-from highboot.pecheck import require_valid
-from highboot.plan import (
+from highboot.inputs.fsverity import file_digest
+from highboot.inputs.kernel import read_kernel
+from highboot.inputs.layout import load_layout
+from highboot.inputs.modules import module_esp_file, module_from_json, plan_modules
+from highboot.options.framebuffer import parse_fb_mode
+from highboot.options.schema import BY_NAME
+from highboot.packaging.pecheck import require_valid
+from highboot.planning.planner import (
     DEFAULT_KERNEL_ESP_PATH,
     KERNEL_ESP_FILE,
     LOADER_ESP_FILE,
     BootPlan,
     plan_boot,
 )
-from highboot.records import remove
-from highboot.render import render, write_atomic
-from highboot.toolchain import RustToolchain, target_name
+from highboot.protocols import bootinfo
+from highboot.rendering import loader_abi as abi
+from highboot.rendering.templates import render, write_atomic
 
 
 def make_plan(kernel: str, layout: str, out: str, options: dict[str, Any]) -> None:
-    """plan.json for kernel in layout, with the planner's options (highboot.config.plan_inputs)."""
+    """plan.json for kernel in layout, with the planner's options (highboot.options.config.plan_inputs)."""
     plan = plan_boot(read_kernel(kernel), load_layout(layout), cmdline=options["cmdline"],
                      kernel_esp_path=DEFAULT_KERNEL_ESP_PATH, kaslr=options["kaslr"],
                      kernel_base=options["kernel_base"], smp=options["smp"], ap_stack_size=options["ap_stack_size"],
@@ -245,8 +248,8 @@ def compile_c_kernel(source: str, out: str, include: str, *, linker_script: str 
 def sign_loader(source: str, out: str, vars_out: str, key: str, cert: str) -> None:
     """SIGN=1: sign the checked loader with the project's db key (made on first use) and write an
     OVMF VARS file with its certificate enrolled."""
-    from highboot.qemu import find_firmware
-    from highboot.signing import enroll_vars, ensure_keys, sign
+    from highboot.booting.qemu import find_firmware
+    from highboot.packaging.signing import enroll_vars, ensure_keys, sign
 
     key_path, cert_path = ensure_keys(key, cert)
     sign(source, out, key_path, cert_path)
@@ -255,7 +258,7 @@ def sign_loader(source: str, out: str, vars_out: str, key: str, cert: str) -> No
 
 def show_map(layout_path: str, plan_file: str, out_dir: str) -> None:
     """scons map: print the planned address space; write it as text and SVG beside."""
-    from highboot.addrmap import format_map, svg_map
+    from highboot.planning.addrmap import format_map, svg_map
 
     layout = load_layout(layout_path)
     plan = BootPlan.from_json(plan_file)
@@ -271,7 +274,7 @@ def run_qemu(esp_dir: str, *, kernel: str, plan_file: str, out_dir: str, gdb: bo
     """scons run / debug: boot the ESP; debug first writes debug.gdb (the kernel's symbols, a break
     at its entry) and QEMU waits for gdb. An ESP too large for QEMU's `fat:` directory disk (or
     as_image=True) boots packed into out_dir/run.img, a GPT disk image like `scons image` makes."""
-    from highboot.qemu import gdb_script, run_interactive
+    from highboot.booting.qemu import gdb_script, run_interactive
 
     if gdb:
         script = Path(out_dir, "debug.gdb")

@@ -18,7 +18,7 @@ import jinja2.meta
 from jinja2.loaders import split_template_path
 
 from highboot.errors import HighbootError
-from highboot.inputs import TEMPLATE, read_text
+from highboot.inputs.paths import TEMPLATE, read_text
 from highboot.units import text_bytes
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"

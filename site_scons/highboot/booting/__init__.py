@@ -1,0 +1,1 @@
+"""Booting under QEMU + OVMF: firmware lookup, boot media, headless and interactive boots (qemu)."""

@@ -1,0 +1,2 @@
+"""Turning plans into sources: the one Jinja environment and its template references (templates), and
+the loader's own binary contracts between Rust and assembly (loader_abi)."""
