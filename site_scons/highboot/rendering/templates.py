@@ -21,7 +21,7 @@ from highboot.errors import HighbootError
 from highboot.inputs.paths import TEMPLATE, read_text
 from highboot.units import text_bytes
 
-DEFAULT_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+DEFAULT_TEMPLATES = Path(__file__).resolve().parents[3] / "templates"
 
 
 class Code(str):
