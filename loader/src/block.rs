@@ -13,7 +13,8 @@ use r_efi::efi;
 
 use crate::failure::{fail, Result};
 use crate::paging::{self, PAGE};
-use crate::rendered::abi::{self, GDT};
+use crate::rendered::abi;
+use crate::rendered::protocol::GDT;
 use crate::rendered::{bootinfo, plan};
 use crate::{memmap, random, runtime};
 

@@ -18,12 +18,12 @@ mod cpu;
 mod failure;
 mod fbmode;
 mod firmware;
-mod info;
 mod machine;
 mod madt;
 mod memmap;
 mod modules;
 mod paging;
+mod protocols;
 mod random;
 mod rendered;
 mod runtime;
@@ -38,9 +38,11 @@ use failure::{fail, Result};
 use machine::Machine;
 use modules::{Handed, Modules};
 use paging::PAGE;
+use protocols::highboot as handover;
 use rendered::abi::Handoff;
 use rendered::bootinfo;
 use rendered::plan::{self, Fault};
+use rendered::protocol;
 
 const GIB: u64 = 1 << 30;
 const MIB2: u64 = 2 << 20;
@@ -116,7 +118,7 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     // SAFETY: the block is ours, identity-mapped by the firmware, layout.size bytes long.
     let mut block = unsafe { Block::load(block_pages.base, layout, kernel, &place, machine.nx_mask, trampoline) };
     // SAFETY: the block is loaded and its area laid out for this boot (and its APs).
-    let info = unsafe { info::fill(&block, &place, &machine, &handed) };
+    let info = unsafe { handover::fill(&block, &place, &machine, &handed) };
     // SAFETY: as above.
     unsafe { census.fill(&block, &place, info) };
 
@@ -126,7 +128,7 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     // No boot services from here on: no allocations, no console; errors go to COM1.
     // SAFETY: all of this writes into the block we own; the firmware's tables are never touched.
     unsafe {
-        info::complete(&mut block, &place, &machine, &map, &handed, info);
+        handover::complete(&mut block, &place, &machine, &map, &handed, info);
         smp::start(&census, &mut block, &place, low, machine.features.nx, machine.nx_mask, info);
     }
     hand_over(&block, &place, &machine, low, info)
@@ -164,7 +166,7 @@ fn hand_over(
         descriptors_va: place.direct(block.in_area(block.layout.desc_off)),
         stack_top: place.stack(plan::STACK_TOP),
         entry: place.slid(plan::ENTRY),
-        boot_info_va: place.direct(block.area()),
+        boot_info_va: if protocol::BOOT_INFO_IN_RDI { place.direct(block.area()) } else { 0 },
         cr4_la57: if plan::LEVELS == 5 { cpu::cr4::LA57 } else { 0 },
         ..Handoff::default()
     };

@@ -9,8 +9,9 @@ use crate::console::{self, println};
 use crate::failure::{fail, fatal, Result};
 use crate::firmware::Pages;
 use crate::paging::PAGE;
-use crate::rendered::bootinfo::{mem, MemoryRegion};
+use crate::rendered::bootinfo::MemoryRegion;
 use crate::rendered::plan::{self, Fault};
+use crate::rendered::protocol::{memory_type, MemoryKind};
 
 /// Room for memory-map descriptors the firmware adds between our first look and ExitBootServices.
 pub const SLACK: usize = 64;
@@ -114,25 +115,25 @@ impl FirmwareMap {
     }
 }
 
-/// The kernel's memory type for a UEFI memory type.
-fn kind(efi_type: u32) -> u32 {
+/// The kind of memory a UEFI memory type is (the protocol numbers each kind: `memory_type`).
+fn kind(efi_type: u32) -> MemoryKind {
     match efi_type {
-        efi::LOADER_CODE | efi::LOADER_DATA => mem::LOADER_RECLAIMABLE,
-        efi::BOOT_SERVICES_CODE | efi::BOOT_SERVICES_DATA | efi::CONVENTIONAL_MEMORY => mem::USABLE,
-        efi::RUNTIME_SERVICES_CODE | efi::RUNTIME_SERVICES_DATA => mem::EFI_RUNTIME,
-        efi::UNUSABLE_MEMORY => mem::BAD,
-        efi::ACPI_RECLAIM_MEMORY => mem::ACPI_RECLAIMABLE,
-        efi::ACPI_MEMORY_NVS => mem::ACPI_NVS,
-        efi::MEMORY_MAPPED_IO | efi::MEMORY_MAPPED_IO_PORT_SPACE => mem::MMIO,
-        efi::PERSISTENT_MEMORY => mem::PERSISTENT,
-        _ => mem::RESERVED,
+        efi::LOADER_CODE | efi::LOADER_DATA => MemoryKind::LoaderReclaimable,
+        efi::BOOT_SERVICES_CODE | efi::BOOT_SERVICES_DATA | efi::CONVENTIONAL_MEMORY => MemoryKind::Usable,
+        efi::RUNTIME_SERVICES_CODE | efi::RUNTIME_SERVICES_DATA => MemoryKind::EfiRuntime,
+        efi::UNUSABLE_MEMORY => MemoryKind::Bad,
+        efi::ACPI_RECLAIM_MEMORY => MemoryKind::AcpiReclaimable,
+        efi::ACPI_MEMORY_NVS => MemoryKind::AcpiNvs,
+        efi::MEMORY_MAPPED_IO | efi::MEMORY_MAPPED_IO_PORT_SPACE => MemoryKind::Mmio,
+        efi::PERSISTENT_MEMORY => MemoryKind::Persistent,
+        _ => MemoryKind::Reserved,
     }
 }
 
 /// End of the highest range the direct map must cover: RAM of every kind, ACPI, runtime, persistent.
 pub fn physical_top(map: &FirmwareMap) -> u64 {
     map.iter()
-        .filter(|d| !matches!(kind(d.r#type), mem::MMIO | mem::RESERVED | mem::BAD))
+        .filter(|d| !matches!(kind(d.r#type), MemoryKind::Mmio | MemoryKind::Reserved | MemoryKind::Bad))
         .map(|d| d.physical_start + d.number_of_pages * PAGE)
         .max()
         .unwrap_or(0)
@@ -146,7 +147,8 @@ pub fn convert(map: &FirmwareMap, out: &mut [MemoryRegion], owned: impl Iterator
     for d in map.iter() {
         if d.number_of_pages > 0 {
             let length = d.number_of_pages * PAGE;
-            *out.get_mut(n)? = MemoryRegion { base: d.physical_start, length, r#type: kind(d.r#type), reserved: 0 };
+            *out.get_mut(n)? =
+                MemoryRegion { base: d.physical_start, length, r#type: memory_type(kind(d.r#type)), reserved: 0 };
             n += 1;
         }
     }
@@ -164,7 +166,7 @@ pub fn convert(map: &FirmwareMap, out: &mut [MemoryRegion], owned: impl Iterator
             let kernel = MemoryRegion {
                 base: r.base.max(start),
                 length: r_end.min(end) - r.base.max(start),
-                r#type: mem::KERNEL,
+                r#type: memory_type(MemoryKind::Kernel),
                 reserved: 0,
             };
             // The part before stays in slot i; the KERNEL part takes it when there is none.

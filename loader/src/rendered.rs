@@ -14,6 +14,12 @@ pub mod abi {
     include!(concat!(env!("HIGHBOOT_GEN"), "/abi.rs"));
 }
 
+/// What the boot protocol decides (site_scons/highboot/protocols): memory types, the GDT, which
+/// optional steps run.
+pub mod protocol {
+    include!(concat!(env!("HIGHBOOT_GEN"), "/protocol.rs"));
+}
+
 /// The boot info the loader hands the kernel (site_scons/highboot/protocols/bootinfo.py).
 pub mod bootinfo {
     include!(concat!(env!("HIGHBOOT_GEN"), "/bootinfo.rs"));

@@ -229,7 +229,7 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
     # Written atomically; kept when planning fails, so the ESP from before keeps the plan it was built from.
     tenv.Precious(plan)
     loader_src = [tenv.HighbootRender(f"{out}/gen/{name}", plan, TEMPLATE=f"loader/{name}.j2", RENDER_WITH_PLAN=True)
-                  for name in ("plan.rs", "trampoline.S")]
+                  for name in ("plan.rs", "trampoline.S", "protocol.rs")]
     loader_src += tenv.HighbootRender(f"{out}/gen/abi.rs", [], TEMPLATE="loader/abi.rs.j2")
     loader = tenv.Cargo(
         f"{out}/loader/highboot-loader.efi", loader_src + common,

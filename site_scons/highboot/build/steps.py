@@ -33,7 +33,7 @@ from highboot.planning.planner import (
     BootPlan,
     plan_boot,
 )
-from highboot.protocols import bootinfo
+from highboot.protocols import bootinfo, protocol_named
 from highboot.rendering import loader_abi as abi
 from highboot.rendering.templates import render, write_atomic
 
@@ -58,9 +58,12 @@ def fault_variants() -> dict[str, str]:
 
 
 def render_context(plan_file: str | None, extra: dict[str, Any]) -> dict[str, Any]:
-    ctx: dict[str, Any] = {**bootinfo.context(), **abi.context(), **report.context(), "faults": fault_variants()}
-    if plan_file:
-        ctx["plan"] = BootPlan.from_json(plan_file)
+    plan = BootPlan.from_json(plan_file) if plan_file else None
+    protocol = protocol_named("highboot")
+    ctx: dict[str, Any] = {**bootinfo.context(), **abi.context(), **report.context(), **protocol.context(),
+                           "faults": fault_variants()}
+    if plan:
+        ctx["plan"] = plan
     ctx.update(extra)
     return ctx
 

@@ -1,8 +1,8 @@
 """The loader's own binary contracts between Rust and assembly, described once: the Handoff record
-the trampoline reads, the switch data in the trampoline page, the GDT and its selectors, the
-descriptor-table registers.
+the trampoline reads, the switch data in the trampoline page, the descriptor-table registers (the
+kernel's GDT and selectors belong to the boot protocol: highboot/protocols).
 
-Rendered to templates/loader/abi.rs.j2 (Rust: the Handoff struct, offsets, the GDT) and
+Rendered to templates/loader/abi.rs.j2 (Rust: the Handoff struct, offsets) and
 templates/loader/abi.S.j2 (`.set` symbols the trampoline uses instead of numbers), so that a
 field moved here moves in both, and a test compares the two views field by field.
 """
@@ -84,11 +84,6 @@ AP_ARRIVED = 1
 AP_PARKED = 2
 AP_ABANDONED = 3
 
-#: The GDT the loader installs for the kernel (kernel-owned memory): null, 64-bit code, data.
-GDT_ENTRIES = (0, 0x00AF9A000000FFFF, 0x00CF92000000FFFF)
-CODE_SELECTOR = 0x08
-DATA_SELECTOR = 0x10
-
 #: The descriptor-table registers the trampoline loads (at Handoff.descriptors_va, kernel-owned):
 #: the GDTR (u16 limit, u64 base) at DESC_GDTR, the IDTR (limit 0, base 0: a null IDT) at
 #: DESC_IDTR; DESC_SIZE bytes in all.
@@ -113,6 +108,5 @@ def context() -> dict[str, object]:
                    "ap": SWITCH_AP, "offset": SWITCH_DATA_OFFSET},
         "ap_start": AP_START, "ap_start_size": 8 * len(AP_START), "ap_slot": AP_SLOT, "ap_slot_size": 8 * len(AP_SLOT),
         "ap_states": {"waiting": AP_WAITING, "arrived": AP_ARRIVED, "parked": AP_PARKED, "abandoned": AP_ABANDONED},
-        "gdt_entries": GDT_ENTRIES, "code_selector": CODE_SELECTOR, "data_selector": DATA_SELECTOR,
         "desc": {"gdtr": DESC_GDTR, "idtr": DESC_IDTR, "size": DESC_SIZE},
     }

@@ -1,4 +1,4 @@
-//! The boot info: filled in the block's area before ExitBootServices from what the build planned
+//! highboot's protocol: the boot info (`struct highboot_boot_info`), filled in the block's area before ExitBootServices from what the build planned
 //! and the boot found, and completed after it with what only then is final (the memory map, the
 //! runtime services' addresses, the table count).
 
@@ -9,9 +9,10 @@ use crate::console::println;
 use crate::failure::fatal;
 use crate::machine::Machine;
 use crate::modules::Handed;
-use crate::rendered::abi::{self, GDT};
+use crate::rendered::abi;
 use crate::rendered::bootinfo::{self, cpu, flags, BootInfo};
 use crate::rendered::plan;
+use crate::rendered::protocol::{self, GDT};
 use crate::{memmap, paging, random, runtime};
 
 /// Write the GDT, the descriptor registers, the command line and every boot-info field known
@@ -169,7 +170,7 @@ pub unsafe fn complete(
         fatal("the memory map grew past the room planned for it after ExitBootServices");
     };
     info.memory_map_count = count as u64;
-    if let Some((efi_base, efi_size)) = plan::EFI_REGION {
+    if let (true, Some((efi_base, efi_size))) = (protocol::SET_VIRTUAL_ADDRESS_MAP, plan::EFI_REGION) {
         let ranges = core::slice::from_raw_parts_mut(
             block.in_area(layout.ranges_off) as *mut bootinfo::EfiRange,
             layout.range_capacity,
