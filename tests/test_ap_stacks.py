@@ -46,7 +46,7 @@ def test_ap_stacks_that_do_not_fit_start_fewer_aps(built: dict) -> None:
     """-smp 4 with MAX_CPUS=3 in 256 MiB: of the two APs MAX_CPUS allows, one has a stack; the
     boot goes on with it, and the kernel is told of the other two (one beyond MAX_CPUS)."""
     esp, plan = config(built, "smp-big-stacks")
-    assert plan.max_cpus == 3 and plan.ap_stack_size == BIG_STACKS
+    assert plan.ranges.max_cpus == 3 and plan.ranges.ap_stack_size == BIG_STACKS
     result = qemu.boot(esp, cpu="max", memory="256M", smp=4, timeout=300)
     report = check_cpus(result, plan, cpus=2, expect_1g=True, not_started=2)
     assert "highboot: 2 application processor(s) to start (xAPIC)" in result.serial
@@ -58,7 +58,7 @@ def test_ap_stacks_that_do_not_fit_start_fewer_aps(built: dict) -> None:
     assert result.serial.index(warning(2, 1)) < result.serial.index("highboot: starting the kernel")
     # The kernel block holds one AP stack, not two.
     size = report.number("block_size")
-    assert plan.static_size + BIG_STACKS <= size < plan.static_size + 2 * BIG_STACKS
+    assert plan.block.static_size + BIG_STACKS <= size < plan.block.static_size + 2 * BIG_STACKS
 
 
 @pytest.mark.big
@@ -123,7 +123,7 @@ def test_scons_map_shows_the_ap_stack_window(built: dict, tmp_path: Path) -> Non
     plan = BootPlan.from_json(out / "plan.json")
     # The window, from the plan's trampoline alias and the options given: a guard page below each
     # of the 63 AP stacks, starting on the page after the trampoline alias.
-    trampoline = next(r for r in plan.ranges if r.name == "trampoline")
+    trampoline = next(r for r in plan.tables.mapped if r.name == "trampoline")
     start = trampoline.va + PAGE
     size = 63 * (2 * MIB + PAGE)
     text = (out / "map.txt").read_text()
@@ -140,9 +140,9 @@ def test_scons_map_shows_the_ap_stack_window(built: dict, tmp_path: Path) -> Non
     # KASLR: without the window, the kernel's last 2 MiB window (the trampoline's) could slide up
     # to the region's end; with it, the window's end must stay inside the region.
     last = trampoline.va // SLIDE * SLIDE
-    without = (region.end - (last + SLIDE) - plan.slide_min) // SLIDE + 1
-    with_window = ((region.end - (start + size)) // SLIDE * SLIDE - plan.slide_min) // SLIDE + 1
-    assert with_window == plan.kernel_slides and with_window < without
+    without = (region.end - (last + SLIDE) - plan.kaslr.slide_min) // SLIDE + 1
+    with_window = ((region.end - (start + size)) // SLIDE * SLIDE - plan.kaslr.slide_min) // SLIDE + 1
+    assert with_window == plan.kaslr.slides and with_window < without
     assert f"takes {without - with_window} of {without} slides" in text, text
     svg = (out / "map.svg").read_text()
     box = re.search(r'<rect [^>]*stroke-dasharray="4 2"><title>AP stack window: ([^<]*)</title>', svg)
@@ -156,4 +156,4 @@ def test_map_without_ap_stacks_has_no_window(built: dict) -> None:
     _, plan = config(built, "smp-off")
     layout = load_layout(ROOT / "templates" / "layouts" / "linux-x86_64.toml")
     assert "AP stack window" not in format_map(layout, plan) + svg_map(layout, plan)
-    assert not plan.smp and plan.max_cpus == 1
+    assert not plan.options.smp and plan.ranges.max_cpus == 1

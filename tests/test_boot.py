@@ -43,7 +43,7 @@ def check_boot(result: qemu.BootResult, plan: BootPlan, *, expect_1g: bool) -> N
     assert all(m.va >= 1 << 63 for m in observed)
     assert report.number("tables") == minimum_table_pages(plan, report)
     stack_slide = kernel_slide(report) if plan.stack.slides else 0
-    assert report.number("entry_rsp") == plan.stack_top_va + stack_slide - 8
+    assert report.number("entry_rsp") == plan.ranges.stack_top_va + stack_slide - 8
     check_runtime_services(report, plan)
     block, size = report.number("block"), report.number("block_size")
     kernel = MEMORY_TYPE["KERNEL"]
@@ -67,7 +67,7 @@ def test_boot_reports_loader_facts(built: dict) -> None:
     result = qemu.boot(built["esp"], cpu="max", memory="512M")
     assert result.passed, result.serial[-2000:]
     report = parse_report(result.serial)
-    assert report.facts["cmdline"] == built["plan"].cmdline
+    assert report.facts["cmdline"] == built["plan"].options.cmdline
     assert report.number("rsdp") != 0 and report.number("rsdp_revision") == 2
     assert report.number("framebuffer") != 0
     # The pixel layout as masks, for the format the firmware reported (QEMU's GOP: BGRX8, 2).
@@ -80,11 +80,11 @@ def test_boot_reports_loader_facts(built: dict) -> None:
 
 def check_runtime_services(report, plan: BootPlan) -> None:
     """Runtime ranges live in the EFI region, W^X, cover all runtime memory; GetTime worked."""
-    if plan.efi_region is None:
+    if plan.ranges.efi_region is None:
         assert report.facts.get("efi") == "none"
         assert not report.efi
         return
-    base, size = plan.efi_region
+    base, size = plan.ranges.efi_region
     assert report.efi, "no EFI runtime mappings reported"
     for m in report.efi:
         assert base <= m.va and m.va + m.size <= base + size, m.text()

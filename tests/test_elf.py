@@ -35,7 +35,7 @@ def test_reads_the_built_sample_kernel(built: dict) -> None:
     k = read_kernel(built["kernel"])
     assert any(s.flags & PF_X for s in k.segments)
     assert not any(s.flags & PF_X and s.flags & PF_W for s in k.segments)
-    assert built["plan"].entry == k.entry
+    assert built["plan"].placement.entry == k.entry
 
 
 @pytest.mark.parametrize("mutate, message", [

@@ -32,11 +32,11 @@ def test_example_builds_from_outside_and_boots(built: dict, name: str, tmp_path:
     proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     plan = BootPlan.from_json(out / "plan.json")
-    assert plan.layout_name == name
+    assert plan.ranges.layout == name
     assert (out / "esp" / "EFI" / "BOOT" / "BOOTX64.EFI").exists()
     for cpu in ("qemu64", "max"):
         result = qemu.boot(out / "esp", cpu=cpu, memory="1G")
-        check_boot(result, plan, expect_1g=cpu == "max" and plan.direct_map_page_size != "2M")
+        check_boot(result, plan, expect_1g=cpu == "max" and plan.ranges.direct_map_page_size != "2M")
         assert f"INFO cmdline=\"example={name}" in result.serial
 
 
@@ -69,8 +69,9 @@ def test_a_c_kernel_of_your_own_linked_with_the_rendered_script(built: dict, tmp
     proc = subprocess.run([*scons, f"KERNEL={kernel}"], capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     plan = BootPlan.from_json(out / "plan.json")
-    assert plan.image_va == base  # an ET_EXEC: where gcc linked it
-    check_boot(qemu.boot(out / "esp", cpu="max", memory="256M"), plan, expect_1g=plan.direct_map_page_size != "2M")
+    assert plan.placement.image_va == base  # an ET_EXEC: where gcc linked it
+    check_boot(qemu.boot(out / "esp", cpu="max", memory="256M"), plan,
+               expect_1g=plan.ranges.direct_map_page_size != "2M")
 
 
 def layout_kernel_base(path: Path) -> int:

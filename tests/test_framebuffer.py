@@ -78,10 +78,10 @@ def test_fb_mode_given_twice_in_a_project_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_plan_carries_the_request(built: dict) -> None:
-    assert built["plan"].framebuffer is None
+    assert built["plan"].options.framebuffer is None
     assert "pub const FRAMEBUFFER_REQUEST: Option<(u32, u32)> = None;" in (built["dir"] / "gen" / "plan.rs").read_text()
     _, plan = config(built, "fb-1100x800")
-    assert plan.framebuffer == (1100, 800)
+    assert plan.options.framebuffer == (1100, 800)
     rendered = (built["dir"] / "test" / "fb-1100x800" / "gen" / "plan.rs").read_text()
     assert "pub const FRAMEBUFFER_REQUEST: Option<(u32, u32)> = Some((1100, 800));" in rendered
 

@@ -115,29 +115,29 @@ def check_plan(plan: BootPlan, kernel: KernelImage, layout: Layout) -> None:
     region = layout.require("kernel")
     stack_region = layout.role("stack")
     allowed = [region] + ([stack_region] if stack_region else [])
-    assert plan.entry == (kernel.entry + plan.load_bias) % (1 << 64)
-    assert plan.load_bias == 0 or kernel.position_independent
-    ranges = sorted(plan.ranges, key=lambda r: r.va)
+    assert plan.placement.entry == (kernel.entry + plan.placement.load_bias) % (1 << 64)
+    assert plan.placement.load_bias == 0 or kernel.position_independent
+    ranges = sorted(plan.tables.mapped, key=lambda r: r.va)
     for r in ranges:
         assert r.flags in ("R", "RW", "RX"), r  # never W+X
         assert r.size > 0 and r.va % PAGE == 0 and r.size % PAGE == 0, r
         assert any(a.start <= r.va and r.va + r.size <= a.end for a in allowed), f"{r} outside the kernel's regions"
     for a, b in zip(ranges, ranges[1:], strict=False):
         assert a.va + a.size <= b.va, f"{a} overlaps {b}"
-    assert any(r.flags == "RX" and r.va <= plan.entry < r.va + r.size for r in ranges), "entry not executable"
-    assert not any(r.va <= plan.stack_guard_va < r.va + r.size for r in ranges), "stack guard page mapped"
-    assert plan.stack_top_va - plan.stack_bottom_va == plan.stack_size == layout.stack_size
-    for seg in plan.segments:
-        assert 0 <= seg.block_offset and seg.block_offset + seg.memsz <= plan.image_size
-    for offset, _ in plan.relocations + plan.absolute_relocations:
-        assert 0 <= offset and offset + 8 <= plan.image_size
-    levels = paging_levels(plan.levels)
-    assert plan.table_count == sum(minimum_tables([(r.va, r.size, PAGE) for r in ranges], levels).values())
-    assert plan.static_size == plan.switch_offset + plan.switch_count * PAGE
+    assert any(r.flags == "RX" and r.va <= plan.placement.entry < r.va + r.size for r in ranges), "entry not executable"
+    assert not any(r.va <= plan.ranges.stack_guard_va < r.va + r.size for r in ranges), "stack guard page mapped"
+    assert plan.ranges.stack_top_va - plan.ranges.stack_bottom_va == plan.ranges.stack_size == layout.stack_size
+    for seg in plan.rights.segments:
+        assert 0 <= seg.block_offset and seg.block_offset + seg.memsz <= plan.placement.image_size
+    for offset, _ in plan.placement.relocations + plan.placement.absolute_relocations:
+        assert 0 <= offset and offset + 8 <= plan.placement.image_size
+    levels = paging_levels(plan.tables.levels)
+    assert plan.block.table_count == sum(minimum_tables([(r.va, r.size, PAGE) for r in ranges], levels).values())
+    assert plan.block.static_size == plan.block.switch_offset + plan.block.switch_count * PAGE
     # The encoded tables, walked as the CPU would (block at physical 0): exactly the planned pages.
     mem = SparseMemory()
-    mem.place(plan.tables_offset, plan.table_entries)
-    mapped = {m.va: m for m in walk(mem.read_u64, plan.tables_offset, levels)}
+    mem.place(plan.block.tables_offset, plan.block.entries)
+    mapped = {m.va: m for m in walk(mem.read_u64, plan.block.tables_offset, levels)}
     for m in mapped.values():
         assert not (m.flags & PageFlags.WRITABLE and not m.flags & PageFlags.NO_EXECUTE), f"W+X page {m.va:#x}"
     planned = {r.va + off for r in ranges if r.block_offset is not None for off in range(0, r.size, PAGE)}
@@ -310,11 +310,11 @@ def test_reader_and_planner_survive_random_kernels(elf: Elf, kaslr: bool) -> Non
     # windows, every window inside the kernel region at both ends of the slide range.
     region = DEFAULT_LAYOUT.require("kernel")
     assert kernel.position_independent
-    assert plan.slide_min <= 0 <= plan.slide_max and plan.slide_align == 2 << 20
-    for _, window in plan.kaslr_tables:
-        assert window % plan.slide_align == 0
-        for slide in (plan.slide_min, plan.slide_max):
-            assert region.start <= window + slide and window + slide + plan.slide_align <= region.end
+    assert plan.kaslr.slide_min <= 0 <= plan.kaslr.slide_max and plan.kaslr.slide_align == 2 << 20
+    for _, window in plan.kaslr.tables:
+        assert window % plan.kaslr.slide_align == 0
+        for slide in (plan.kaslr.slide_min, plan.kaslr.slide_max):
+            assert region.start <= window + slide and window + slide + plan.kaslr.slide_align <= region.end
 
 
 # ------------------------------------------------------------------- (c) random layouts, planned

@@ -67,17 +67,26 @@ def plan(built: dict) -> BootPlan:
     return built["plan"]
 
 
+def with_text(plan: BootPlan, **texts: str) -> BootPlan:
+    """plan with its layout_name, kernel_path or cmdline replaced, each in its record."""
+    where = {"layout_name": ("ranges", "layout"), "kernel_path": ("kernel", "path"), "cmdline": ("options", "cmdline")}
+    for key, text in texts.items():
+        record, name = where[key]
+        plan = replace(plan, **{record: replace(getattr(plan, record), **{name: text})})
+    return plan
+
+
 @pytest.mark.parametrize("template", ["loader/plan.rs.j2", "loader/trampoline.S.j2"])
 def test_strings_in_comments_stay_in_comments(plan: BootPlan, template: str) -> None:
     for key in ("layout_name", "kernel_path"):
-        marked = rendered(template, replace(plan, **{key: MARK}))
+        marked = rendered(template, with_text(plan, **{key: MARK}))
         for text in CORPUS:
             if key == "layout_name" and any(0xD800 <= ord(c) < 0xE000 for c in text):
                 continue  # a layout name is TOML text: never surrogates (refused below)
-            nasty = rendered(template, replace(plan, **{key: text}))
+            nasty = rendered(template, with_text(plan, **{key: text}))
             if key == "layout_name" and template == "loader/plan.rs.j2":
                 # The one place the name is code: a Rust literal (compiled and run below).
-                code = "pub const LAYOUT_NAME: &str = "
+                code = "    pub const LAYOUT: &str = "
                 marked = "\n".join(x for x in marked.splitlines() if not x.startswith(code))
                 nasty = "\n".join(x for x in nasty.splitlines() if not x.startswith(code))
             only_in_comments(marked, nasty, text)
@@ -87,8 +96,8 @@ def test_strings_in_comments_stay_in_comments(plan: BootPlan, template: str) -> 
 @given(text=st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(list("*/\\\n\"{}#")), max_size=60))
 def test_any_text_in_comments_stays_in_comments(plan: BootPlan, text: str) -> None:
     for template in ("loader/plan.rs.j2", "loader/trampoline.S.j2"):
-        marked = rendered(template, replace(plan, kernel_path=MARK))
-        only_in_comments(marked, rendered(template, replace(plan, kernel_path=text)), text)
+        marked = rendered(template, with_text(plan, kernel_path=MARK))
+        only_in_comments(marked, rendered(template, with_text(plan, kernel_path=text)), text)
 
 
 def test_linker_script_comment_cannot_be_closed() -> None:
@@ -101,16 +110,16 @@ def test_linker_script_comment_cannot_be_closed() -> None:
 
 def test_rust_constants_carry_the_strings_exactly(plan: BootPlan, tmp_path: Path) -> None:
     """plan.rs rendered with each string as the layout name and the command line, compiled by rustc
-    for this machine and run: LAYOUT_NAME and CMDLINE hold exactly the string's bytes."""
+    for this machine and run: ranges::LAYOUT and options::CMDLINE hold exactly the string's bytes."""
     cases = [t for t in CORPUS if "\0" not in t]
     includes, expected = {}, []
     for n, text in enumerate(cases):
         layout_ok = not any(0xD800 <= ord(c) < 0xE000 for c in text)
         name = text if layout_ok else "plain"
-        includes[f"p{n}"] = rendered("loader/plan.rs.j2", replace(plan, cmdline=text, layout_name=name))
+        includes[f"p{n}"] = rendered("loader/plan.rs.j2", with_text(plan, cmdline=text, layout_name=name))
         expected.append(f"{n} {name.encode('utf-8').hex() or '-'} {text.encode('utf-8', 'surrogateescape').hex()}00")
-    body = "\n".join(f'    println!("{n} {{}} {{}}", hex(p{n}::LAYOUT_NAME.as_bytes()), hex(p{n}::CMDLINE));'
-                     for n in range(len(cases)))
+    body = "\n".join(f'    println!("{n} {{}} {{}}", hex(p{n}::ranges::LAYOUT.as_bytes()), '
+                     f'hex(p{n}::options::CMDLINE));' for n in range(len(cases)))
     items = """
 fn hex(b: &[u8]) -> String {
     if b.is_empty() { return "-".into(); }
@@ -121,17 +130,18 @@ fn hex(b: &[u8]) -> String {
 
 def test_trampoline_with_hostile_layout_name_assembles(plan: BootPlan, tmp_path: Path) -> None:
     name = "".join(t for t in NASTY if not any(0xD800 <= ord(c) < 0xE000 for c in t))
-    obj = assemble(tmp_path, rendered("loader/trampoline.S.j2", replace(plan, layout_name=name)))
+    obj = assemble(tmp_path, rendered("loader/trampoline.S.j2", with_text(plan, layout_name=name)))
     symbols = subprocess.run(["nm", str(obj)], capture_output=True, text=True, check=True).stdout
     assert "evil" not in symbols
 
 
 def test_a_layout_name_that_is_not_text_is_refused(plan: BootPlan) -> None:
-    p = replace(plan, layout_name="bad \udcff")
+    p = with_text(plan, layout_name="bad \udcff")
     with pytest.raises(HighbootError) as err:
         rendered("loader/plan.rs.j2", p)
     assert "is not valid UTF-8" in err.value.message and err.value.file.endswith("plan.rs.j2")
-    assert err.value.field == "line 5"
+    template = (ROOT / "templates" / "loader" / "plan.rs.j2").read_text().splitlines()
+    assert err.value.field == f"line {1 + next(i for i, x in enumerate(template) if 'pub const LAYOUT' in x)}"
 
 
 # ------------------------------------------------------------------ templates that fail at run time
@@ -140,10 +150,10 @@ def test_a_layout_name_that_is_not_text_is_refused(plan: BootPlan) -> None:
 @pytest.mark.parametrize("body, message", [
     ("{{ 1 // 0 }}", "template failed while rendering: ZeroDivisionError: integer division or modulo by zero"),
     ('{{ "abc" | rust_hex }}', "template failed while rendering: TypeError"),
-    ("{{ plan.segments[999] }}", "template uses an undefined variable"),
-    ("{{ plan.levels.no_such_method() }}", "template uses an undefined variable"),
-    ("{{ plan.shifts | sum(attribute='x') }}", "template uses an undefined variable"),
-    ("{{ plan.levels | join(', ') }}", "template failed while rendering: TypeError"),
+    ("{{ plan.rights.segments[999] }}", "template uses an undefined variable"),
+    ("{{ plan.tables.levels.no_such_method() }}", "template uses an undefined variable"),
+    ("{{ plan.tables.shifts | sum(attribute='x') }}", "template uses an undefined variable"),
+    ("{{ plan.tables.levels | join(', ') }}", "template failed while rendering: TypeError"),
 ])
 def test_template_runtime_errors_are_one_message(plan: BootPlan, tmp_path: Path, body: str, message: str) -> None:
     override = tmp_path / "loader" / "plan.rs.j2"

@@ -56,13 +56,13 @@ def pie(tmp_path: Path, segs: list[Seg], relocs: list[tuple[int, int]]) -> Path:
 def link(plan, block: int, slide: int, trampoline: int) -> tuple[SparseMemory, int, int]:
     """What the loader does (main.rs, paging.rs), replayed: relocate the planned tables, fill the
     trampoline PTE, hang each KASLR table at its slid window. Returns memory, root, tables used."""
-    levels = paging_levels(plan.levels)
+    levels = paging_levels(plan.tables.levels)
     mem = SparseMemory()
-    root = block + plan.tables_offset
-    mem.place(root, plan.table_entries, add=block)
-    mem.write(root + plan.trampoline_slot * 8, trampoline | 1)
+    root = block + plan.block.tables_offset
+    mem.place(root, plan.block.entries, add=block)
+    mem.write(root + plan.block.trampoline_slot * 8, trampoline | 1)
     pool = [block + (1 << 30)]  # pool pages, anywhere not in the block
-    used = plan.table_count
+    used = plan.block.table_count
 
     def entry(va: int, depth: int) -> int:
         nonlocal used
@@ -77,7 +77,7 @@ def link(plan, block: int, slide: int, trampoline: int) -> tuple[SparseMemory, i
             table = e & ADDR_MASK
         return table + levels[depth].index(va) * 8
 
-    for number, window in plan.kaslr_tables:
+    for number, window in plan.kaslr.tables:
         mem.write(entry(window + slide, len(levels) - 2), (root + number * PAGE) | int(TABLE_ENTRY_FLAGS))
     return mem, root, used
 
@@ -93,22 +93,25 @@ def test_every_slide_maps_exactly_the_slid_plan(tmp_path: Path, levels: int, sta
     path = pie(tmp_path, [Seg(text, text_pages * PAGE, PF_R | PF_X, b"\x90"),
                           Seg(data, data_pages * PAGE, PF_R | PF_W, b"\0" * 16)], [(data, text)])
     plan = plan_boot(read_kernel(path), layout(levels, stack_region=stack_region), kaslr=True)
-    assert plan.kaslr and plan.slide_align == SLIDE_ALIGN and plan.relocations == [(data - plan.image_va, text)]
-    assert plan.slide_min <= 0 <= plan.slide_max and plan.slide_min % SLIDE_ALIGN == plan.slide_max % SLIDE_ALIGN == 0
+    kaslr = plan.kaslr
+    assert kaslr.enabled and kaslr.slide_align == SLIDE_ALIGN
+    assert plan.placement.relocations == ((data - plan.placement.image_va, text),)
+    assert kaslr.slide_min <= 0 <= kaslr.slide_max
+    assert kaslr.slide_min % SLIDE_ALIGN == kaslr.slide_max % SLIDE_ALIGN == 0
     # The slide range is every 2 MiB step that keeps each window, and the AP stacks' window after
     # the trampoline alias (it slides too), inside the 512 MiB region.
     assert _contiguous(plan)
-    windows = [w for _, w in plan.kaslr_tables]
-    ap_end = plan.ap_stacks_va + (plan.max_cpus - 1) * (plan.ap_stack_size + PAGE)
+    windows = [w for _, w in plan.kaslr.tables]
+    ap_end = plan.ranges.ap_stacks_va + (plan.ranges.max_cpus - 1) * (plan.ranges.ap_stack_size + PAGE)
     top = max(windows[-1] + SLIDE_ALIGN, -(-ap_end // SLIDE_ALIGN) * SLIDE_ALIGN)
-    assert plan.kernel_slides == ((512 << 20) - (top - windows[0])) // SLIDE_ALIGN + 1
-    slide = plan.slide_min + round(pick * (plan.kernel_slides - 1)) * SLIDE_ALIGN
+    assert plan.kaslr.slides == ((512 << 20) - (top - windows[0])) // SLIDE_ALIGN + 1
+    slide = plan.kaslr.slide_min + round(pick * (plan.kaslr.slides - 1)) * SLIDE_ALIGN
     trampoline = 0x7000
     mem, root, used = link(plan, block, slide, trampoline)
 
     expected = {}
-    for r in plan.ranges:
-        moves = r.name != "kernel stack" or plan.stack_slides
+    for r in plan.tables.mapped:
+        moves = r.name != "kernel stack" or plan.stack.slides
         va = r.va + (slide if moves else 0)
         pa = trampoline if r.block_offset is None else block + r.block_offset
         for off in range(0, r.size, PAGE):
@@ -121,7 +124,7 @@ def test_every_slide_maps_exactly_the_slid_plan(tmp_path: Path, levels: int, sta
 
 
 def _contiguous(plan) -> bool:
-    windows = [w for _, w in plan.kaslr_tables]
+    windows = [w for _, w in plan.kaslr.tables]
     return windows == list(range(windows[0], windows[-1] + SLIDE_ALIGN, SLIDE_ALIGN))
 
 
@@ -138,12 +141,12 @@ def _ranges(pages: dict[int, object]) -> list[tuple[int, int]]:
 def test_kaslr_tables_are_whole_last_level_tables(tmp_path: Path) -> None:
     path = pie(tmp_path, [Seg(KBASE, 0x3000, PF_R | PF_X, b"\x90"), Seg(KBASE + 0x3000, PAGE, PF_R | PF_W)], [])
     plan = plan_boot(read_kernel(path), layout(), kaslr=True, smp=False)  # no AP stacks' window to keep
-    fixed = plan.table_count - len(plan.kaslr_tables)
+    fixed = plan.block.table_count - len(plan.kaslr.tables)
     assert fixed == 1  # only the root: everything the kernel region needs above its tables is made at boot
-    for number, window in plan.kaslr_tables:
-        assert window % SLIDE_ALIGN == 0 and fixed <= number < plan.table_count
-    assert all(word // ENTRIES >= fixed for word, _ in plan.table_entries)
-    assert plan.slide_min == 0 and plan.slide_max == (512 << 20) - SLIDE_ALIGN
+    for number, window in plan.kaslr.tables:
+        assert window % SLIDE_ALIGN == 0 and fixed <= number < plan.block.table_count
+    assert all(word // ENTRIES >= fixed for word, _ in plan.block.entries)
+    assert plan.kaslr.slide_min == 0 and plan.kaslr.slide_max == (512 << 20) - SLIDE_ALIGN
 
 
 def test_kaslr_refuses_a_kernel_linked_for_one_address(tmp_path: Path) -> None:
@@ -169,7 +172,7 @@ def test_map_prints_the_entropy(built: dict) -> None:
                           timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     plan = BootPlan.from_json(d / "plan.json")
-    slides = plan.kernel_slides
+    slides = plan.kaslr.slides
     assert f"kernel: {slides} slides of 2 MiB" in proc.stdout, proc.stdout[-3000:]
     assert "direct map:" in proc.stdout and "bits" in proc.stdout
 
@@ -233,4 +236,4 @@ def test_without_kaslr_nothing_moves(built: dict) -> None:
     check_boot(result, built["plan"], expect_1g=True)
     facts = parse_report(result.serial).facts
     assert int(facts["kernel_slide"], 0) == 0 and int(facts["flags"], 0) & FLAG_KASLR == 0
-    assert int(facts["direct_map_base"], 0) == built["plan"].direct_map_base
+    assert int(facts["direct_map_base"], 0) == built["plan"].ranges.direct_map_base

@@ -26,7 +26,7 @@ def levels(result: qemu.BootResult) -> int:
                                                     ("qemu64,+la57", "1G", False)])
 def test_five_level_kernel_from_four_level_firmware(built: dict, cpu: str, memory: str, expect_1g: bool) -> None:
     esp, plan = config(built, "la57")
-    assert plan.levels == 5 and len(plan.shifts) == 5
+    assert plan.tables.levels == 5 and len(plan.tables.shifts) == 5
     result = qemu.boot(esp, cpu=cpu, memory=memory)
     check_boot(result, plan, expect_1g=expect_1g)
     assert SWITCH_4_TO_5 in result.serial

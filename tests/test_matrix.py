@@ -36,9 +36,9 @@ def test_matrix(built: dict, layout: str, cpu: str, memory: str) -> None:
 
 def test_alt_layout_is_really_different(built: dict) -> None:
     _, plan = config(built, "alt-dmap")
-    assert plan.direct_map_base == 0xFFFFC00040000000
-    assert plan.image_va == 0xFFFFFFFF81000000
-    assert plan.direct_map_base != built["plan"].direct_map_base
+    assert plan.ranges.direct_map_base == 0xFFFFC00040000000
+    assert plan.placement.image_va == 0xFFFFFFFF81000000
+    assert plan.ranges.direct_map_base != built["plan"].ranges.direct_map_base
 
 
 def test_injected_stale_map_key_is_retried(built: dict) -> None:
@@ -98,5 +98,5 @@ def test_pie_kernel_has_relocations_the_loader_applies(built: dict) -> None:
     _, plan = config(built, "c-kernel-pie")
     kernel = read_kernel(built["dir"] / "test" / "c-kernel-pie" / "kernel" / "kernel.elf")
     assert kernel.position_independent and kernel.relocations
-    assert len(plan.relocations) == len(kernel.relocations)
+    assert len(plan.placement.relocations) == len(kernel.relocations)
     # lld leaves the relocated words zero in the file: the kernel only prints hex if they are applied.

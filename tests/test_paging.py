@@ -91,14 +91,14 @@ def test_plan_tables_are_exact(tmp_path: Path, levels: int, dmap: int, segs, off
     path.write_bytes(Elf(elf_segs, entry).build())
     plan = plan_boot(read_kernel(path), layout(stack=stack_pages * PAGE, dmap=dmap, levels=levels))
     lv = paging_levels(levels)
-    assert plan.levels == levels and plan.switch_count == levels - 1
+    assert plan.tables.levels == levels and plan.block.switch_count == levels - 1
 
     mem = SparseMemory()
-    root = block + plan.tables_offset
-    mem.place(root, plan.table_entries, add=block)
+    root = block + plan.block.tables_offset
+    mem.place(root, plan.block.entries, add=block)
 
     expected: dict[int, tuple[int, int]] = {}
-    for r in plan.ranges:
+    for r in plan.tables.mapped:
         if r.block_offset is None:
             continue  # the trampoline's frame is known only at boot; its PTE must still be empty
         for off in range(0, r.size, PAGE):
@@ -109,12 +109,12 @@ def test_plan_tables_are_exact(tmp_path: Path, levels: int, dmap: int, segs, off
     seen = {m.va: (m.pa, m.flags) for m in walk(mem.read_u64, root, lv)}
     assert seen == expected  # nothing unplanned is mapped
     assert not any(f & PageFlags.WRITABLE and not f & PageFlags.NO_EXECUTE for _, f in seen.values())
-    assert translate(mem.read_u64, root, plan.stack_guard_va, lv) is None
-    assert translate(mem.read_u64, root, plan.trampoline_va, lv) is None
-    needed = minimum_tables([(r.va, r.size, PAGE) for r in plan.ranges], lv)
-    assert plan.table_count == sum(needed.values())
+    assert translate(mem.read_u64, root, plan.ranges.stack_guard_va, lv) is None
+    assert translate(mem.read_u64, root, plan.ranges.trampoline_va, lv) is None
+    needed = minimum_tables([(r.va, r.size, PAGE) for r in plan.tables.mapped], lv)
+    assert plan.block.table_count == sum(needed.values())
     # The trampoline PTE the loader fills lies in the tables area, in a planned table.
-    assert 0 <= plan.trampoline_slot < plan.table_count * 512
+    assert 0 <= plan.block.trampoline_slot < plan.block.table_count * 512
     # Every entry is block-relative: inside the static part of the block.
-    for _, value in plan.table_entries:
-        assert (value & 0x000FFFFFFFFFF000) < plan.static_size
+    for _, value in plan.block.entries:
+        assert (value & 0x000FFFFFFFFFF000) < plan.block.static_size

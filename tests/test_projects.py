@@ -31,8 +31,8 @@ def test_example_project_builds_with_its_overrides_and_boots(built: dict) -> Non
     assert "pub const ENTRY" in (gen / "plan.rs").read_text()  # the default it extends is all there
     with open(esp / "highboot" / "kernel.elf", "rb") as f:
         assert ELFFile(f).get_section_by_name(".highboot_example") is not None
-    assert plan.image_va == 0xFFFFFFFFC0200000
-    assert plan.direct_map_base == 0xFFFFFE8000000000
+    assert plan.placement.image_va == 0xFFFFFFFFC0200000
+    assert plan.ranges.direct_map_base == 0xFFFFFE8000000000
     for cpu in ("qemu64", "max"):
         result = qemu.boot(esp, cpu=cpu, memory="2G")
         check_boot(result, plan, expect_1g=cpu == "max")
@@ -45,11 +45,11 @@ def test_map_table_and_svg(built: dict) -> None:
     assert "ffff888000000000 | -119.5 TB |   ffffc87fffffffff |    64 TiB | direct-map" in text
     assert "ffffffef00000000 |    -68 GB |   fffffffeffffffff |    64 GiB | efi" in text
     assert "stack guard page (unmapped)" in text
-    planned = minimum_tables([(r.va, r.size, 4096) for r in built["plan"].ranges])
+    planned = minimum_tables([(r.va, r.size, 4096) for r in built["plan"].tables.mapped])
     assert f"planned at build time: {sum(planned.values())} " in text
     svg = svg_map(layout, built["plan"])
     # A box per region and planned range, the stack guard page's and the AP stack window's.
-    assert svg.startswith("<svg") and svg.count("<rect") == len(layout.regions) + len(built["plan"].ranges) + 2
+    assert svg.startswith("<svg") and svg.count("<rect") == len(layout.regions) + len(built["plan"].tables.mapped) + 2
 
 
 def scons(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -103,8 +103,10 @@ def test_scons_help_lists_every_option() -> None:
 def test_plan_json_is_what_the_loader_was_rendered_from(built: dict) -> None:
     plan = BootPlan.from_json(built["dir"] / "plan.json")
     rendered = (built["dir"] / "gen" / "plan.rs").read_text()
-    assert f"pub const TABLE_COUNT: u64 = {plan.table_count};" in rendered
-    assert f"pub const KERNEL_SIZE: u64 = {plan.kernel_size};" in rendered
+    block = rendered[rendered.index("pub mod block {"):]
+    assert f"    pub const TABLE_COUNT: u64 = {plan.block.table_count};" in block[:block.index("\n}")]
+    kernel = rendered[rendered.index("pub mod kernel {"):]
+    assert f"    pub const SIZE: u64 = {plan.kernel.size};" in kernel[:kernel.index("\n}")]
 
 
 def test_project_templates_under_a_path_with_a_colon(built: dict, tmp_path: Path) -> None:

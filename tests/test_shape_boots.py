@@ -64,7 +64,7 @@ def test_toolchain_kernel_boots(built: dict, name: str) -> None:
     check_boot(result, plan, expect_1g=True)
     report = parse_report(result.serial)
     assert report.facts["shape"] == "toolchain", "the kernel did not run its own-image checks"
-    assert int(report.facts["levels"]) == plan.levels
+    assert int(report.facts["levels"]) == plan.tables.levels
 
     etype, phdrs, tags, types = headers(kernel_file(built, name))
     loads = phdrs["PT_LOAD"]
@@ -77,11 +77,11 @@ def test_toolchain_kernel_boots(built: dict, name: str) -> None:
 
     # Where the kernel's addresses went: the build's placement plus this boot's KASLR slide.
     bias = report.number("kernel_load_bias")
-    assert bias == (plan.load_bias + kernel_slide(report)) % (1 << 64)
+    assert bias == (plan.placement.load_bias + kernel_slide(report)) % (1 << 64)
     if name.endswith("-base"):
-        assert plan.image_va == 0xFFFFFFFF81000000
+        assert plan.placement.image_va == 0xFFFFFFFF81000000
     else:
-        assert plan.load_bias % (2 << 20) == 0 and plan.load_bias >= 0xFFFFFFFF80000000
+        assert plan.placement.load_bias % (2 << 20) == 0 and plan.placement.load_bias >= 0xFFFFFFFF80000000
 
     # RELRO is read-only and NX by ld.so's rule (the page it starts in to the page its end rounds
     # down to); executable segments are RX.

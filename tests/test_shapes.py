@@ -113,30 +113,31 @@ def test_pie_linked_at_zero_is_placed_at_the_region_start(tmp_path: Path) -> Non
                                                  (DATA_AT + 8, R_X86_64_GLOB_DAT, 1, 0)),
                                    syms=(Sym("weak", 0, shndx=0, bind=STB_WEAK),)).build())
     plan = plan_boot(read_kernel(path), load_layout(LAYOUT))
-    assert plan.position_independent and plan.load_bias == REGION
-    assert plan.image_va == REGION + TEXT_AT and plan.entry == REGION + TEXT_AT
+    assert plan.placement.position_independent and plan.placement.load_bias == REGION
+    assert plan.placement.image_va == REGION + TEXT_AT and plan.placement.entry == REGION + TEXT_AT
     # The loader stores value + slide at block offsets: the file's addresses moved by the bias.
-    assert plan.relocations == [(DATA_AT - TEXT_AT, REGION + TEXT_AT + 8)]
-    assert plan.absolute_relocations == [(DATA_AT + 8 - TEXT_AT, 0)]
-    assert [s.vaddr for s in plan.segments] == [REGION + TEXT_AT, REGION + TABLES_AT, REGION + DATA_AT]
+    assert plan.placement.relocations == ((DATA_AT - TEXT_AT, REGION + TEXT_AT + 8),)
+    assert plan.placement.absolute_relocations == ((DATA_AT + 8 - TEXT_AT, 0),)
+    assert [s.vaddr for s in plan.rights.segments] == [REGION + TEXT_AT, REGION + TABLES_AT, REGION + DATA_AT]
 
 
 def test_pie_goes_to_kernel_base(tmp_path: Path) -> None:
     path = write(tmp_path, dyn_pie().build())
     plan = plan_boot(read_kernel(path), load_layout(LAYOUT), kernel_base=REGION + 0x1000000)
-    assert plan.image_va == REGION + 0x1000000 and plan.load_bias == REGION + 0x1000000 - TEXT_AT
+    assert plan.placement.image_va == REGION + 0x1000000 and plan.placement.load_bias == REGION + 0x1000000 - TEXT_AT
 
 
 def test_pie_linked_inside_the_region_stays_where_it_is_linked(tmp_path: Path) -> None:
     path = write(tmp_path, dyn_pie(base=REGION + 0x400000).build())
     plan = plan_boot(read_kernel(path), load_layout(LAYOUT))
-    assert plan.load_bias == 0 and plan.image_va == REGION + 0x400000 + TEXT_AT
+    assert plan.placement.load_bias == 0 and plan.placement.image_va == REGION + 0x400000 + TEXT_AT
 
 
 def test_pie_linked_above_the_region_moves_down(tmp_path: Path) -> None:
     path = write(tmp_path, dyn_pie(base=0xFFFFFFFFF0000000).build())
     plan = plan_boot(read_kernel(path), load_layout(LAYOUT))
-    assert plan.image_va == REGION + TEXT_AT and plan.load_bias == (REGION - 0xFFFFFFFFF0000000) % (1 << 64)
+    placed = plan.placement
+    assert placed.image_va == REGION + TEXT_AT and placed.load_bias == (REGION - 0xFFFFFFFFF0000000) % (1 << 64)
 
 
 def test_large_p_align_is_kept(tmp_path: Path) -> None:
@@ -146,7 +147,7 @@ def test_large_p_align_is_kept(tmp_path: Path) -> None:
     path = write(tmp_path, elf.build())
     layout = load_layout(LAYOUT)
     plan = plan_boot(read_kernel(path), layout)
-    assert plan.load_bias % (4 << 20) == 0
+    assert plan.placement.load_bias % (4 << 20) == 0
     with pytest.raises(HighbootError) as err:
         plan_boot(read_kernel(path), layout, kernel_base=REGION + MIB2 + TEXT_AT)
     assert "ask for 4 MiB alignment" in err.value.message and err.value.field == "kernel_base"
@@ -169,14 +170,14 @@ def test_bad_kernel_base_is_refused(tmp_path: Path, base: int, message: str) -> 
 
 def test_et_exec_runs_only_at_its_link_address(tmp_path: Path) -> None:
     path = write(tmp_path, sample().build())
-    assert plan_boot(read_kernel(path), load_layout(LAYOUT), kernel_base=KBASE).load_bias == 0
+    assert plan_boot(read_kernel(path), load_layout(LAYOUT), kernel_base=KBASE).placement.load_bias == 0
     with pytest.raises(HighbootError) as err:
         plan_boot(read_kernel(path), load_layout(LAYOUT), kernel_base=KBASE + MIB2)
     assert "this kernel is ET_EXEC and runs only at its link address" in err.value.message
     assert err.value.field == "kernel_base"
 
 
-def page_flags(ranges: list[PlannedRange]) -> dict[int, str]:
+def page_flags(ranges: tuple[PlannedRange, ...]) -> dict[int, str]:
     """The planned permission of every kernel-image page (ranges are coalesced)."""
     return {r.va + off: r.flags for r in ranges if r.name == "kernel image" for off in range(0, r.size, 0x1000)}
 
@@ -189,9 +190,9 @@ def relro_kernel(tmp_path: Path, relro_size: int) -> Path:
 
 def test_relro_pages_are_read_only_and_a_page_shared_with_data_stays_writable(tmp_path: Path) -> None:
     plan = plan_boot(read_kernel(relro_kernel(tmp_path, 0x1800)), load_layout(LAYOUT))
-    pages = page_flags(plan.ranges)
+    pages = page_flags(plan.tables.mapped)
     assert (pages[REGION + DATA_AT], pages[REGION + DATA_AT + 0x1000]) == ("R", "RW")
-    assert plan.relro == (REGION + DATA_AT, 0x1800)
+    assert plan.placement.relro == (REGION + DATA_AT, 0x1800)
 
 
 def test_relro_rounded_to_a_page_past_the_segment_is_accepted(tmp_path: Path) -> None:
@@ -199,7 +200,7 @@ def test_relro_rounded_to_a_page_past_the_segment_is_accepted(tmp_path: Path) ->
     elf = dyn_pie(extra=(Seg(DATA_AT, 0x2000, PF_R, ptype=PT_GNU_RELRO, within=2, align=1),))
     elf.segments[2].memsz = 0x1800
     plan = plan_boot(read_kernel(write(tmp_path, elf.build())), load_layout(LAYOUT))
-    assert page_flags(plan.ranges)[REGION + DATA_AT + 0x1000] == "R"
+    assert page_flags(plan.tables.mapped)[REGION + DATA_AT + 0x1000] == "R"
 
 
 def test_eh_frame_hdr_and_tls_are_placed_with_the_kernel(tmp_path: Path) -> None:
@@ -209,10 +210,10 @@ def test_eh_frame_hdr_and_tls_are_placed_with_the_kernel(tmp_path: Path) -> None
     assert k.eh_frame_hdr == (TABLES_AT + 0x3800, 0x40)
     assert (k.tls.vaddr, k.tls.filesz, k.tls.memsz, k.tls.align) == (DATA_AT + 0x200, 0x10, 0x30, 16)
     plan = plan_boot(k, load_layout(LA57), kaslr=True)
-    bias = plan.load_bias
-    assert plan.eh_frame_hdr == (TABLES_AT + 0x3800 + bias, 0x40)
-    assert plan.tls == (DATA_AT + 0x200 + bias, 0x10, 0x30, 16)
-    assert bias % SLIDE_ALIGN == 0 and plan.levels == 5
+    bias = plan.placement.load_bias
+    assert plan.placement.eh_frame_hdr == (TABLES_AT + 0x3800 + bias, 0x40)
+    assert plan.placement.tls == (DATA_AT + 0x200 + bias, 0x10, 0x30, 16)
+    assert bias % SLIDE_ALIGN == 0 and plan.tables.levels == 5
 
 
 def test_stripped_pie_is_relocated_from_pt_dynamic(tmp_path: Path) -> None:
@@ -226,8 +227,8 @@ def test_sample_kernel_shape(built: dict) -> None:
     k = read_kernel(built["kernel"])
     assert k.position_independent and k.relocations and k.relro
     plan = built["plan"]
-    start, size = plan.relro
-    relro_pages = [flags for va, flags in page_flags(plan.ranges).items() if start <= va < start + size]
+    start, size = plan.placement.relro
+    relro_pages = [flags for va, flags in page_flags(plan.tables.mapped).items() if start <= va < start + size]
     assert relro_pages and set(relro_pages) == {"R"}
 
 

@@ -45,16 +45,16 @@ def check_cpus(result: qemu.BootResult, plan: BootPlan, *, cpus: int, expect_1g:
     assert report.number("cpus_failed") == 0
     assert report.number("cpus_not_started") == not_started
     assert report.number("cpu_flags") & SMP_FLAG
-    assert report.number("ap_stack_size") == plan.ap_stack_size
+    assert report.number("ap_stack_size") == plan.ranges.ap_stack_size
     assert [c.index for c in report.cpus] == list(range(cpus))
     assert [c.state for c in report.cpus] == ["bsp"] + ["ok"] * (cpus - 1), result.serial[-3000:]
     # QEMU numbers a plain -smp N topology's APIC IDs 0..N-1, the BSP 0.
     assert sorted(c.apic_id for c in report.cpus) == list(range(cpus)) and report.cpus[0].apic_id == 0
     assert report.number("aps_released") == cpus - 1
     slide = kernel_slide(report)
-    step = plan.ap_stack_size + PAGE
+    step = plan.ranges.ap_stack_size + PAGE
     for k, c in enumerate(report.cpus[1:]):
-        assert c.stack_top == plan.ap_stacks_va + slide + k * step + PAGE + plan.ap_stack_size
+        assert c.stack_top == plan.ranges.ap_stacks_va + slide + k * step + PAGE + plan.ranges.ap_stack_size
     if cpus > 1:
         assert parked_line(cpus - 1) in result.serial
         # The startup page is below 1 MiB and loader-reclaimable in the kernel's memory map.
@@ -85,7 +85,7 @@ def test_aps_on_other_layouts(built: dict, name: str, smp: int, memory: str) -> 
     esp, plan = config(built, name)
     result = qemu.boot(esp, cpu="max", memory=memory, smp=smp, timeout=300)
     report = check_cpus(result, plan, cpus=smp, expect_1g=True)
-    assert report.number("levels") == plan.levels
+    assert report.number("levels") == plan.tables.levels
 
 
 def test_disabled_madt_entries_are_not_started(built: dict) -> None:
@@ -97,7 +97,7 @@ def test_disabled_madt_entries_are_not_started(built: dict) -> None:
 
 def test_max_cpus_and_ap_stack_size(built: dict) -> None:
     esp, plan = config(built, "smp-max4-64k")
-    assert plan.max_cpus == 4 and plan.ap_stack_size == 64 * 1024
+    assert plan.ranges.max_cpus == 4 and plan.ranges.ap_stack_size == 64 * 1024
     result = qemu.boot(esp, cpu="qemu64", memory="256M", smp=6, timeout=300)
     check_cpus(result, plan, cpus=4, expect_1g=False, not_started=2)
 
@@ -106,7 +106,7 @@ def test_smp_off_leaves_the_aps_to_the_kernel(built: dict) -> None:
     """SMP=0: one CPU listed, the loader starts nothing, and the kernel starts the three APs itself
     (INIT-SIPI-SIPI into a real-mode stub of its own): they were left startable."""
     esp, plan = config(built, "smp-off")
-    assert not plan.smp and plan.ap_stack_size == 0
+    assert not plan.options.smp and plan.ranges.ap_stack_size == 0
     result = qemu.boot(esp, cpu="max", memory="256M", smp=4, timeout=300)
     check_boot(result, plan, expect_1g=True)
     report = parse_report(result.serial)
@@ -136,7 +136,7 @@ def test_no_startup_page_leaves_the_aps_to_the_kernel(built: dict) -> None:
     the boot info says it did not (cpu_flags without SMP, every AP counted in cpus_not_started),
     so the kernel starts the APs itself."""
     esp, plan = config(built, "smp-no-low-page")
-    assert plan.smp
+    assert plan.options.smp
     result = qemu.boot(esp, cpu="max", memory="256M", smp=3, timeout=300)
     check_boot(result, plan, expect_1g=True)
     assert ("highboot: warning: no free memory below 1 MiB for their startup page (0x8000000000000009); "

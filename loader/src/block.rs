@@ -1,11 +1,10 @@
 //! The one block the kernel owns: where this boot puts things (KASLR), the block's layout (its
 //! dynamic tail is sized at boot) and loading the kernel into it.
 //!
-//! The block is: the static part the build planned (the kernel's segments, its page tables, the
-//! switch tables, the stack; `plan::STATIC_SIZE` bytes), the APs' stacks, then the table pool
-//! (direct map, slid kernel tables, EFI runtime mappings, AP stacks), then one area for the boot
-//! info, the GDT and descriptor registers, the command line, the memory map, the runtime ranges,
-//! the modules' records and strings, the CPU records and the APs' check-in slots.
+//! The block's layout is described once, in the build: `Block` in
+//! site_scons/highboot/planning/planner.py. The build plans its static part (`plan::block`, up to
+//! `plan::block::STATIC_SIZE`); `BlockLayout::new` sizes the rest, in that description's order,
+//! from what only the boot knows.
 
 use core::ptr;
 
@@ -36,7 +35,7 @@ impl Placement {
 
     /// A planned stack address, in this boot (the stack moves with the kernel when the plan says so).
     pub fn stack(&self, va: u64) -> u64 {
-        if plan::STACK_SLIDES {
+        if plan::kaslr::STACK_SLIDES {
             self.slid(va)
         } else {
             va
@@ -49,8 +48,8 @@ impl Placement {
     }
 }
 
-/// The block's dynamic tail, sized at boot. Offsets are from the block's base, except the parts
-/// of the area, which are from the area's base.
+/// The block's dynamic tail, sized at boot (AP stacks, table pool, area: planner.py's `Block`).
+/// Offsets are from the block's base, except the parts of the area, which are from the area's base.
 pub struct BlockLayout {
     pub pool_pages: u64,
     pub map_capacity: usize,
@@ -91,16 +90,17 @@ impl BlockLayout {
     ) -> Result<Self> {
         let mut pool_pages = paging::tables_needed(place.dmap_base, place.dmap_size, place.dmap_page);
         if aps > 0 {
-            let window = aps as u64 * (plan::AP_STACK_SIZE + PAGE);
-            pool_pages += paging::tables_needed(place.slid(plan::AP_STACKS_VA), window, PAGE);
+            let window = aps as u64 * (plan::ranges::AP_STACK_SIZE + PAGE);
+            pool_pages += paging::tables_needed(place.slid(plan::ranges::AP_STACKS_VA), window, PAGE);
         }
-        if let (Some(first), Some(last)) = (plan::KASLR_TABLES.first(), plan::KASLR_TABLES.last()) {
+        if let (Some(first), Some(last)) = (plan::kaslr::TABLES.first(), plan::kaslr::TABLES.last()) {
             let start = place.slid(first.1);
-            pool_pages += paging::tables_needed(start, last.1 + plan::SLIDE_ALIGN - first.1, plan::SLIDE_ALIGN);
+            pool_pages +=
+                paging::tables_needed(start, last.1 + plan::kaslr::SLIDE_ALIGN - first.1, plan::kaslr::SLIDE_ALIGN);
         }
         // EFI runtime services: room in the layout's EFI region, tables for their mappings.
         let (rt_descriptors, rt_pages) = runtime::census(map);
-        if let Some((efi_base, efi_size)) = plan::EFI_REGION {
+        if let Some((efi_base, efi_size)) = plan::ranges::EFI_REGION {
             if rt_pages * PAGE > efi_size {
                 return fail!(
                     efi::Status::OUT_OF_RESOURCES,
@@ -120,17 +120,18 @@ impl BlockLayout {
         let gdt_off = align16(core::mem::size_of::<bootinfo::BootInfo>() as u64);
         let desc_off = gdt_off + align16(core::mem::size_of_val(&GDT) as u64);
         let cmdline_off = desc_off + abi::DESC_SIZE;
-        let memmap_off = align16(cmdline_off + plan::CMDLINE.len() as u64);
+        let memmap_off = align16(cmdline_off + plan::options::CMDLINE.len() as u64);
         let ranges_off = memmap_off + (map_capacity * core::mem::size_of::<bootinfo::MemoryRegion>()) as u64;
         let vmap_off = ranges_off + (range_capacity * core::mem::size_of::<bootinfo::EfiRange>()) as u64;
         let modules_off = align16(vmap_off + (vmap_capacity * map.descriptor_size()) as u64);
-        let strings_off = modules_off + (plan::MODULES.len() * core::mem::size_of::<bootinfo::Module>()) as u64;
-        let strings: usize = plan::MODULES.iter().map(|m| m.name.len() + m.cmdline.len()).sum();
+        let strings_off =
+            modules_off + (plan::options::MODULES.len() * core::mem::size_of::<bootinfo::Module>()) as u64;
+        let strings: usize = plan::options::MODULES.iter().map(|m| m.name.len() + m.cmdline.len()).sum();
         let cpus_off = align16(strings_off + strings as u64);
         let slots_off = cpus_off + ((aps + 1) * core::mem::size_of::<bootinfo::Cpu>()) as u64;
         let area_size = slots_off + (aps * core::mem::size_of::<abi::ApSlot>()) as u64;
-        let stacks_off = plan::STATIC_SIZE;
-        let pool_off = stacks_off + aps as u64 * plan::AP_STACK_SIZE;
+        let stacks_off = plan::block::STATIC_SIZE;
+        let pool_off = stacks_off + aps as u64 * plan::ranges::AP_STACK_SIZE;
         let area_off = pool_off + pool_pages * PAGE;
         Ok(BlockLayout {
             pool_pages,
@@ -184,10 +185,10 @@ impl Block {
         load_image(kernel, base, place.slide as u64);
         paging::install_planned_tables(base, nx_mask);
         paging::map_trampoline(base, trampoline);
-        let root = base + plan::TABLES_OFFSET;
+        let root = base + plan::block::TABLES_OFFSET;
         let mut pool = paging::Pool::new(base + layout.pool_off, layout.pool_pages);
-        for &(number, window) in plan::KASLR_TABLES.iter() {
-            paging::link_table(root, &mut pool, place.slid(window), base + plan::TABLES_OFFSET + number * PAGE);
+        for &(number, window) in plan::kaslr::TABLES.iter() {
+            paging::link_table(root, &mut pool, place.slid(window), base + plan::block::TABLES_OFFSET + number * PAGE);
         }
         Block { base, layout, root, trampoline, pool }
     }
@@ -207,14 +208,14 @@ impl Block {
 /// is already zero), in the block, before any table that maps the kernel is live: RELRO pages are
 /// read-only from the kernel's first instruction.
 unsafe fn load_image(kernel: &[u8], block: u64, slide: u64) {
-    for seg in plan::SEGMENTS.iter() {
+    for seg in plan::rights::SEGMENTS.iter() {
         let src = &kernel[seg.file_offset as usize..(seg.file_offset + seg.filesz) as usize];
         ptr::copy_nonoverlapping(src.as_ptr(), (block + seg.block_offset) as *mut u8, src.len());
     }
-    for &(offset, value) in plan::RELOCATIONS.iter() {
+    for &(offset, value) in plan::placement::RELOCATIONS.iter() {
         ptr::write_unaligned((block + offset) as *mut u64, value.wrapping_add(slide));
     }
-    for &(offset, value) in plan::ABSOLUTE_RELOCATIONS.iter() {
+    for &(offset, value) in plan::placement::ABSOLUTE_RELOCATIONS.iter() {
         ptr::write_unaligned((block + offset) as *mut u64, value);
     }
 }

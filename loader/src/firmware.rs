@@ -12,7 +12,7 @@ use crate::failure::{fail, Result};
 use crate::fbmode::{self, Candidate};
 use crate::paging::PAGE;
 use crate::rendered::bootinfo;
-use crate::rendered::plan::{self, Fault};
+use crate::rendered::plan::{self, faults::Fault};
 use crate::verity;
 
 /// A file the build put on the ESP, as named in messages: "kernel file \\highboot\\kernel.elf" or
@@ -258,7 +258,7 @@ impl Drop for Pages {
 /// tries smaller blocks (fewer AP stacks) before it refuses. LoaderData, as custom memory types
 /// have hung real machines; the boot info tells the kernel which range is its own.
 pub fn try_allocate_block(bs: &efi::BootServices, pages: u64) -> Result<Pages> {
-    if plan::FAULT == Some(Fault::NoMemory) {
+    if plan::faults::FAULT == Some(Fault::NoMemory) {
         return Err(efi::Status::OUT_OF_RESOURCES);
     }
     Pages::allocate(bs, efi::LOADER_DATA, None, pages)
@@ -312,7 +312,7 @@ impl Drop for DisplayMode {
 /// (fbmode::choose), before the framebuffer is read. No mode that fits, or a SetMode the firmware
 /// refuses, leaves the display in whatever mode is then current: a warning, not a failure.
 pub fn set_framebuffer_mode(bs: &efi::BootServices) -> Option<DisplayMode> {
-    let want = plan::FRAMEBUFFER_REQUEST?;
+    let want = plan::options::FRAMEBUFFER_REQUEST?;
     let Some(gop) = gop(bs) else {
         println!(
             "highboot: warning: no graphics output (GOP): the requested framebuffer {}x{} is not set",

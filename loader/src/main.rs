@@ -41,7 +41,7 @@ use paging::PAGE;
 use protocols::highboot as handover;
 use rendered::abi::Handoff;
 use rendered::bootinfo;
-use rendered::plan::{self, Fault};
+use rendered::plan::{self, faults::Fault};
 use rendered::protocol;
 
 const GIB: u64 = 1 << 30;
@@ -55,11 +55,11 @@ pub extern "efiapi" fn efi_main(image: efi::Handle, st: *mut efi::SystemTable) -
     failure::boot_services_up(unsafe { (*st).boot_services }, image);
     // SAFETY: as above.
     let bs = unsafe { &*(*st).boot_services };
-    let pages_at_entry = if plan::FAULT.is_none() { 0 } else { firmware::loader_pages(bs) };
+    let pages_at_entry = if plan::faults::FAULT.is_none() { 0 } else { firmware::loader_pages(bs) };
     match boot(image, st, tsc) {
         Ok(never) => match never {},
         Err(status) => {
-            if plan::FAULT.is_some() {
+            if plan::faults::FAULT.is_some() {
                 println!(
                     "highboot: test build: loader pages at entry {}, after the failure {}",
                     pages_at_entry,
@@ -79,16 +79,16 @@ enum Never {}
 fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result<Never> {
     // SAFETY: the firmware passes a valid system table and boot services until ExitBootServices.
     let bs = unsafe { &*(*st).boot_services };
-    println!("highboot: loading {} ({} bytes)", plan::KERNEL_PATH_TEXT, plan::KERNEL_SIZE);
-    if plan::FAULT == Some(Fault::Panic) {
+    println!("highboot: loading {} ({} bytes)", plan::kernel::PATH_TEXT, plan::kernel::SIZE);
+    if plan::faults::FAULT == Some(Fault::Panic) {
         panic!("injected panic before ExitBootServices [test build]");
     }
     // The paging mode first: a CPU that cannot run it is refused before any file is read.
-    if plan::LEVELS == 5 && !cpu::features().la57 {
+    if plan::tables::LEVELS == 5 && !cpu::features().la57 {
         return fail!(
             efi::Status::UNSUPPORTED,
             "layout \"{}\" asks for 5-level paging (57-bit addresses); this CPU has no LA57 (CPUID.7.0:ECX bit 16)",
-            plan::LAYOUT_NAME
+            plan::ranges::LAYOUT
         );
     }
     // The AVX state only while the files are verified (AvxState puts the firmware's back).
@@ -101,7 +101,7 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     drop(volume);
     drop(avx);
     let handed = Handed {
-        kernel_file: if plan::KEEP_KERNEL_FILE { Some((kernel_pages.base, kernel_pages.count)) } else { None },
+        kernel_file: if plan::options::KEEP_KERNEL_FILE { Some((kernel_pages.base, kernel_pages.count)) } else { None },
         modules: &modules,
     };
     let display = firmware::set_framebuffer_mode(bs);
@@ -122,7 +122,7 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     // SAFETY: as above.
     unsafe { census.fill(&block, &place, info) };
 
-    println!("highboot: starting the kernel at {:#x}", place.slid(plan::ENTRY));
+    println!("highboot: starting the kernel at {:#x}", place.slid(plan::placement::ENTRY));
     core::mem::forget(display); // the kernel gets the display in the mode it asked for
     exit_boot_services(bs, image, &mut map);
     // No boot services from here on: no allocations, no console; errors go to COM1.
@@ -157,17 +157,17 @@ fn hand_over(
 ) -> ! {
     cpu::enable_nx_and_wp(machine.features.nx);
     // Counted last: the APs' stacks took tables from the pool after the boot info was filled.
-    info.page_tables_pages = plan::TABLE_COUNT + block.pool.used();
+    info.page_tables_pages = plan::block::TABLE_COUNT + block.pool.used();
     info.tsc_handoff = cpu::rdtsc();
     let handoff = Handoff {
         cr3: block.root,
-        trampoline_va: place.slid(plan::TRAMPOLINE_VA),
+        trampoline_va: place.slid(plan::ranges::TRAMPOLINE_VA),
         identity_slot_va: place.direct(block.root + paging::index(block.trampoline, 0) * 8),
         descriptors_va: place.direct(block.in_area(block.layout.desc_off)),
-        stack_top: place.stack(plan::STACK_TOP),
-        entry: place.slid(plan::ENTRY),
+        stack_top: place.stack(plan::ranges::STACK_TOP),
+        entry: place.slid(plan::placement::ENTRY),
         boot_info_va: if protocol::BOOT_INFO_IN_RDI { place.direct(block.area()) } else { 0 },
-        cr4_la57: if plan::LEVELS == 5 { cpu::cr4::LA57 } else { 0 },
+        cr4_la57: if plan::tables::LEVELS == 5 { cpu::cr4::LA57 } else { 0 },
         ..Handoff::default()
     };
     // SAFETY: the kernel's tables are complete and map the trampoline, the stack and the entry.
@@ -189,10 +189,10 @@ fn read_verified_kernel(
     let what = firmware::EspFile {
         kind: "kernel",
         name: None,
-        path: plan::KERNEL_PATH,
-        path_text: plan::KERNEL_PATH_TEXT,
-        size: plan::KERNEL_SIZE,
-        digest: &plan::KERNEL_DIGEST,
+        path: plan::kernel::PATH,
+        path_text: plan::kernel::PATH_TEXT,
+        size: plan::kernel::SIZE,
+        digest: &plan::kernel::DIGEST,
     };
     match volume.read_verified(bs, what, engine)? {
         Some(read) => Ok(read),
@@ -207,21 +207,21 @@ fn low_pages(
     features: &cpu::Features,
     census: &mut smp::Census,
 ) -> Result<(Option<firmware::Pages>, Option<switch::LowPages>)> {
-    if plan::FAULT == Some(Fault::Firmware5level) && features.la57 && !cpu::la57_active() {
+    if plan::faults::FAULT == Some(Fault::Firmware5level) && features.la57 && !cpu::la57_active() {
         switch::firmware_to_5_level(bs)?;
         println!("highboot: test build: the firmware now runs 5-level paging");
     }
     let firmware_levels = if cpu::la57_active() { 5 } else { 4 };
-    let switch = firmware_levels != plan::LEVELS;
+    let switch = firmware_levels != plan::tables::LEVELS;
     if switch {
         println!(
             "highboot: the firmware runs {}-level paging; the kernel gets {}-level paging",
             firmware_levels,
-            plan::LEVELS
+            plan::tables::LEVELS
         );
     }
     if census.to_start > 0 {
-        let low = if plan::FAULT == Some(Fault::NoLowPage) {
+        let low = if plan::faults::FAULT == Some(Fault::NoLowPage) {
             Err(efi::Status::OUT_OF_RESOURCES)
         } else {
             switch::allocate_low(bs, switch::BELOW_1M, switch)
@@ -287,11 +287,12 @@ fn allocate_block(
     }
 }
 
-/// The direct map's size (all RAM-like memory, 4 GiB at least, the framebuffer, 1 GiB granular)
-/// and page size (as the layout asks, from what the CPU has).
+/// The direct map's size (all RAM-like memory, 4 GiB at least, the framebuffer, 1 GiB granular:
+/// the rule of `direct_map_size` in site_scons/highboot/planning/directmap.py, which the build
+/// uses) and page size (as the layout asks, from what the CPU has).
 fn size_direct_map(map: &memmap::FirmwareMap, machine: &Machine) -> Result<(u64, u64)> {
     let pdpe1gb = machine.features.pdpe1gb;
-    let page = match plan::DIRECT_MAP_PAGE {
+    let page = match plan::ranges::DIRECT_MAP_PAGE {
         None if pdpe1gb => GIB,
         None => MIB2,
         Some(GIB) if !pdpe1gb => {
@@ -307,12 +308,12 @@ fn size_direct_map(map: &memmap::FirmwareMap, machine: &Machine) -> Result<(u64,
         top = top.max(fb.base + fb.size);
     }
     let size = (top + GIB - 1) & !(GIB - 1);
-    if size > plan::DIRECT_MAP_LIMIT {
+    if size > plan::ranges::DIRECT_MAP_LIMIT {
         return fail!(
             efi::Status::OUT_OF_RESOURCES,
             "this machine's physical address space ({:#x} bytes) does not fit the layout's direct-map region ({:#x} bytes)",
             size,
-            plan::DIRECT_MAP_LIMIT
+            plan::ranges::DIRECT_MAP_LIMIT
         );
     }
     Ok((size, page))
@@ -321,13 +322,15 @@ fn size_direct_map(map: &memmap::FirmwareMap, machine: &Machine) -> Result<(u64,
 /// KASLR: the kernel's slide and the direct map's base, from the best randomness there is (slide 0
 /// and the layout's direct-map start without KASLR).
 fn choose_placement(bs: &efi::BootServices, (dmap_size, dmap_page): (u64, u64)) -> Placement {
-    let mut place = Placement { slide: 0, dmap_base: plan::DIRECT_MAP_BASE, dmap_size, dmap_page, source: None };
-    if plan::KASLR {
+    let mut place =
+        Placement { slide: 0, dmap_base: plan::ranges::DIRECT_MAP_BASE, dmap_size, dmap_page, source: None };
+    if plan::kaslr::ENABLED {
         let (words, source) = random::words(bs);
-        let slides = ((plan::SLIDE_MAX - plan::SLIDE_MIN) as u64) / plan::SLIDE_ALIGN + 1;
-        place.slide = plan::SLIDE_MIN + (random::below(words[0], slides) * plan::SLIDE_ALIGN) as i64;
-        let slots = (plan::DIRECT_MAP_LIMIT - dmap_size) / plan::DIRECT_MAP_ALIGN + 1;
-        place.dmap_base = plan::DIRECT_MAP_BASE + random::below(words[1], slots) * plan::DIRECT_MAP_ALIGN;
+        let slides = ((plan::kaslr::SLIDE_MAX - plan::kaslr::SLIDE_MIN) as u64) / plan::kaslr::SLIDE_ALIGN + 1;
+        place.slide = plan::kaslr::SLIDE_MIN + (random::below(words[0], slides) * plan::kaslr::SLIDE_ALIGN) as i64;
+        let slots = (plan::ranges::DIRECT_MAP_LIMIT - dmap_size) / plan::kaslr::DIRECT_MAP_ALIGN + 1;
+        place.dmap_base =
+            plan::ranges::DIRECT_MAP_BASE + random::below(words[1], slots) * plan::kaslr::DIRECT_MAP_ALIGN;
         place.source = Some(source);
         println!(
             "highboot: KASLR from {}: kernel slide {:#x} of {} choices, direct map at {:#x} of {} choices",

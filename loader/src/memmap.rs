@@ -10,7 +10,7 @@ use crate::failure::{fail, fatal, Result};
 use crate::firmware::Pages;
 use crate::paging::PAGE;
 use crate::rendered::bootinfo::MemoryRegion;
-use crate::rendered::plan::{self, Fault};
+use crate::rendered::plan::{self, faults::Fault};
 use crate::rendered::protocol::{memory_type, MemoryKind};
 
 /// Room for memory-map descriptors the firmware adds between our first look and ExitBootServices.
@@ -102,8 +102,11 @@ impl FirmwareMap {
                 console::firmware_gone();
                 fatal("GetMemoryMap failed between ExitBootServices attempts");
             }
-            let key =
-                if plan::FAULT == Some(Fault::StaleMapKey) && attempt == 0 { self.key ^ 0x5a5a } else { self.key };
+            let key = if plan::faults::FAULT == Some(Fault::StaleMapKey) && attempt == 0 {
+                self.key ^ 0x5a5a
+            } else {
+                self.key
+            };
             last = (bs.exit_boot_services)(image, key);
             if !last.is_error() {
                 return attempt;

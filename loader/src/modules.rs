@@ -1,4 +1,4 @@
-//! Modules: the files the build listed (plan::MODULES), each read into its own pages, verified
+//! Modules: the files the build listed (plan::options::MODULES), each read into its own pages, verified
 //! and handed to the kernel in kernel-owned memory. Before ExitBootServices a failure frees every
 //! module read so far: nothing is handed over half-loaded.
 
@@ -24,17 +24,19 @@ impl Modules {
     /// Read and verify every module, in order.
     pub fn load(bs: &efi::BootServices, volume: &Volume, engine: verity::Engine) -> Result<Modules> {
         let mut modules = Modules { bs, table: None, loaded: 0 };
-        if plan::MODULES.is_empty() {
+        if plan::options::MODULES.is_empty() {
             return Ok(modules);
         }
-        let total: u64 = plan::MODULES.iter().map(|m| m.size).sum();
-        println!("highboot: loading {} module(s), {} bytes", plan::MODULES.len(), total);
-        let bytes = plan::MODULES.len() * core::mem::size_of::<(u64, u64)>();
+        let total: u64 = plan::options::MODULES.iter().map(|m| m.size).sum();
+        println!("highboot: loading {} module(s), {} bytes", plan::options::MODULES.len(), total);
+        let bytes = plan::options::MODULES.len() * core::mem::size_of::<(u64, u64)>();
         modules.table = match Pages::allocate(bs, efi::LOADER_DATA, None, (bytes as u64).div_ceil(PAGE)) {
             Ok(pages) => Some(pages),
-            Err(status) => return fail!(status, "not enough memory for the list of {} modules", plan::MODULES.len()),
+            Err(status) => {
+                return fail!(status, "not enough memory for the list of {} modules", plan::options::MODULES.len())
+            }
         };
-        for (i, m) in plan::MODULES.iter().enumerate() {
+        for (i, m) in plan::options::MODULES.iter().enumerate() {
             let what = EspFile {
                 kind: "module",
                 name: Some(m.name),
@@ -93,12 +95,12 @@ pub struct Handed<'a> {
 impl Handed<'_> {
     /// How many ranges `ranges` yields at most.
     pub fn count(&self) -> usize {
-        plan::MODULES.len() + 1
+        plan::options::MODULES.len() + 1
     }
 
     /// Each range: (physical base, bytes in whole pages); empty modules give (0, 0).
     pub fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let modules = (0..plan::MODULES.len()).map(|i| self.modules.get(i));
+        let modules = (0..plan::options::MODULES.len()).map(|i| self.modules.get(i));
         self.kernel_file.into_iter().chain(modules).map(|(base, pages)| (base, pages * PAGE))
     }
 }

@@ -14,7 +14,7 @@ pub const PAGE: u64 = 4096;
 const TABLE: u64 = PRESENT | WRITABLE;
 
 pub fn index(va: u64, depth: usize) -> u64 {
-    (va >> plan::SHIFTS[depth]) & 511
+    (va >> plan::tables::SHIFTS[depth]) & 511
 }
 
 fn windows(start: u64, size: u64, span_shift: u32) -> u64 {
@@ -23,14 +23,14 @@ fn windows(start: u64, size: u64, span_shift: u32) -> u64 {
 
 /// Table pages a direct map of `size` bytes at `base` can need (each level's windows).
 pub fn tables_needed(base: u64, size: u64, page: u64) -> u64 {
-    let leaf = plan::SHIFTS.iter().position(|&s| 1u64 << s == page).unwrap_or(plan::LEVELS - 1);
-    (1..=leaf).map(|depth| windows(base, size, plan::SHIFTS[depth - 1])).sum()
+    let leaf = plan::tables::SHIFTS.iter().position(|&s| 1u64 << s == page).unwrap_or(plan::tables::LEVELS - 1);
+    (1..=leaf).map(|depth| windows(base, size, plan::tables::SHIFTS[depth - 1])).sum()
 }
 
 /// Copy the planned entries into the zeroed tables area, adding the block's base to each address.
 pub unsafe fn install_planned_tables(block: u64, nx_mask: u64) {
-    let tables = (block + plan::TABLES_OFFSET) as *mut u64;
-    for &(word, entry) in plan::TABLE_ENTRIES.iter() {
+    let tables = (block + plan::block::TABLES_OFFSET) as *mut u64;
+    for &(word, entry) in plan::block::TABLE_ENTRIES.iter() {
         let relocated = (entry & !ADDR) | ((entry & ADDR) + block);
         ptr::write(tables.add(word as usize), relocated & nx_mask);
     }
@@ -39,15 +39,15 @@ pub unsafe fn install_planned_tables(block: u64, nx_mask: u64) {
 /// The trampoline page at its physical address (through the switch tables, lower half) and at
 /// its planned higher-half alias (the one PTE the plan left for it). Both read + execute.
 pub unsafe fn map_trampoline(block: u64, page: u64) {
-    let tables = (block + plan::TABLES_OFFSET) as *mut u64;
-    ptr::write(tables.add(plan::TRAMPOLINE_SLOT), page | PRESENT);
+    let tables = (block + plan::block::TABLES_OFFSET) as *mut u64;
+    ptr::write(tables.add(plan::block::TRAMPOLINE_SLOT), page | PRESENT);
     let mut table = tables;
-    for depth in 0..plan::LEVELS - 1 {
-        let next = block + plan::SWITCH_OFFSET + depth as u64 * PAGE;
+    for depth in 0..plan::tables::LEVELS - 1 {
+        let next = block + plan::block::SWITCH_OFFSET + depth as u64 * PAGE;
         ptr::write(table.add(index(page, depth) as usize), next | TABLE);
         table = next as *mut u64;
     }
-    ptr::write(table.add(index(page, plan::LEVELS - 1) as usize), page | PRESENT);
+    ptr::write(table.add(index(page, plan::tables::LEVELS - 1) as usize), page | PRESENT);
 }
 
 /// Zeroed table pages from the block, counted.
@@ -92,12 +92,12 @@ unsafe fn entry(root: u64, va: u64, depth: usize, pool: &mut Pool) -> *mut u64 {
 
 /// KASLR: hang a planned last-level table (at `table`) at the window `va`, creating what is above.
 pub unsafe fn link_table(root: u64, pool: &mut Pool, va: u64, table: u64) {
-    ptr::write(entry(root, va, plan::LEVELS - 2, pool), table | TABLE);
+    ptr::write(entry(root, va, plan::tables::LEVELS - 2, pool), table | TABLE);
 }
 
 /// Physical [0, size) at `base`, read/write, no-execute, with pages of `page` bytes.
 pub unsafe fn map_direct(root: u64, pool: &mut Pool, base: u64, size: u64, page: u64, nx_mask: u64) {
-    let depth = plan::SHIFTS.iter().position(|&s| 1u64 << s == page).unwrap_or(plan::LEVELS - 1);
+    let depth = plan::tables::SHIFTS.iter().position(|&s| 1u64 << s == page).unwrap_or(plan::tables::LEVELS - 1);
     let flags = (PRESENT | WRITABLE | HUGE | NO_EXECUTE) & nx_mask;
     let mut pa = 0;
     while pa < size {
@@ -110,7 +110,7 @@ pub unsafe fn map_direct(root: u64, pool: &mut Pool, base: u64, size: u64, page:
 pub unsafe fn map_4k(root: u64, pool: &mut Pool, va: u64, pa: u64, len: u64, flags: u64) {
     let mut off = 0;
     while off < len {
-        ptr::write(entry(root, va + off, plan::LEVELS - 1, pool), (pa + off) | flags);
+        ptr::write(entry(root, va + off, plan::tables::LEVELS - 1, pool), (pa + off) | flags);
         off += PAGE;
     }
 }

@@ -17,7 +17,7 @@ use crate::madt::{self, Processor};
 use crate::paging::{self, PAGE};
 use crate::rendered::abi::{self, ApSlot, ApStart};
 use crate::rendered::bootinfo::{self, cpu_flags, BootInfo};
-use crate::rendered::plan::{self, Fault};
+use crate::rendered::plan::{self, faults::Fault};
 use crate::switch::{self, LowPages};
 
 const XAPIC_ICR_LOW: u64 = 0x300;
@@ -145,7 +145,7 @@ impl Census {
             switch_to_x2apic: false,
             id_leaf: leaf,
             to_start: 0,
-            stack_room: plan::MAX_CPUS - 1,
+            stack_room: plan::ranges::MAX_CPUS - 1,
             left: [0; 5],
             gave_up: false,
             tsc_per_us: 0,
@@ -172,12 +172,12 @@ impl Census {
             c.madt = None;
             return c;
         }
-        if beyond_xapic && !c.x2apic && has_x2apic && plan::SMP {
+        if beyond_xapic && !c.x2apic && has_x2apic && plan::options::SMP {
             c.switch_to_x2apic = true;
             c.x2apic = true;
         }
-        let aps = listed.saturating_sub(1) + if plan::FAULT == Some(Fault::LostAp) { 1 } else { 0 };
-        if !plan::SMP {
+        let aps = listed.saturating_sub(1) + if plan::faults::FAULT == Some(Fault::LostAp) { 1 } else { 0 };
+        if !plan::options::SMP {
             c.left[SMP_OFF] = aps;
             return c;
         }
@@ -214,7 +214,7 @@ impl Census {
     /// than the block has stacks for.
     fn for_each_ap(&mut self, mut each: impl FnMut(Processor)) {
         let Some(madt) = self.madt else { return };
-        let (bsp, x2apic, room) = (self.bsp_apic_id, self.x2apic, self.stack_room.min(plan::MAX_CPUS - 1));
+        let (bsp, x2apic, room) = (self.bsp_apic_id, self.x2apic, self.stack_room.min(plan::ranges::MAX_CPUS - 1));
         let (mut reachable, mut started, mut unreachable) = (0u32, 0usize, 0u32);
         let mut take = |p: Processor| {
             if p.apic_id == bsp {
@@ -231,10 +231,10 @@ impl Census {
             }
         };
         let _ = madt::processors(madt, &mut take);
-        if plan::FAULT == Some(Fault::LostAp) {
+        if plan::faults::FAULT == Some(Fault::LostAp) {
             take(Processor { uid: 0xffff_fffe, apic_id: LOST_AP_ID });
         }
-        let allowed = reachable.min(plan::MAX_CPUS as u32 - 1);
+        let allowed = reachable.min(plan::ranges::MAX_CPUS as u32 - 1);
         self.to_start = started;
         self.left[UNREACHABLE] = unreachable;
         self.left[BEYOND_MAX_CPUS] = reachable - allowed;
@@ -259,7 +259,7 @@ impl Census {
         println!(
             "highboot: warning: no memory for {0} AP stack(s) of {1} (AP_STACK_SIZE): starting {2} of {0} application processor(s); the kernel may start the rest",
             wanted,
-            plan::AP_STACK_SIZE_TEXT,
+            plan::ranges::AP_STACK_SIZE_TEXT,
             self.to_start
         );
     }
@@ -294,16 +294,16 @@ impl Census {
             apic_id: self.bsp_apic_id,
             goto_address: 0,
             extra_argument: 0,
-            stack_top: place.stack(plan::STACK_TOP),
+            stack_top: place.stack(plan::ranges::STACK_TOP),
         });
         info.cpus = place.direct(cpus as u64);
         info.cpu_count = 1;
         info.bsp_apic_id = self.bsp_apic_id;
         // SMP: the loader started the APs (not when SMP is off or it had to give up: the kernel
         // may then start them itself).
-        let smp = plan::SMP && !self.gave_up;
+        let smp = plan::options::SMP && !self.gave_up;
         info.cpu_flags = if self.x2apic { cpu_flags::X2APIC } else { 0 } | if smp { cpu_flags::SMP } else { 0 };
-        info.ap_stack_size = if plan::SMP { plan::AP_STACK_SIZE } else { 0 };
+        info.ap_stack_size = if plan::options::SMP { plan::ranges::AP_STACK_SIZE } else { 0 };
         info.cpus_not_started = self.not_started();
         if self.gave_up {
             return; // no slots: every AP is counted in cpus_not_started
@@ -400,9 +400,9 @@ pub unsafe fn start(
         cr0: (bsp_cr0 & (cr0::MP | cr0::NE)) | cr0::PE | cr0::ET | cr0::WP | cr0::PG,
         cr4: cr4::PAE
             | (bsp_cr4 & (cr4::PGE | cr4::OSFXSR | cr4::OSXMMEXCPT))
-            | if plan::LEVELS == 5 { cr4::LA57 } else { 0 },
+            | if plan::tables::LEVELS == 5 { cr4::LA57 } else { 0 },
         efer: efer::LME | if nx { efer::NXE } else { 0 },
-        trampoline_va: place.slid(plan::TRAMPOLINE_VA),
+        trampoline_va: place.slid(plan::ranges::TRAMPOLINE_VA),
         descriptors_va: place.direct(block.in_area(layout.desc_off)),
         slots_va: place.direct(block.in_area(layout.slots_off)),
         slot_count: census.to_start as u64,
@@ -453,17 +453,17 @@ pub unsafe fn start(
             continue;
         }
         let k = count - 1;
-        let guard = place.slid(plan::AP_STACKS_VA) + k * (plan::AP_STACK_SIZE + PAGE);
-        let phys = block.base + layout.stacks_off + k * plan::AP_STACK_SIZE;
+        let guard = place.slid(plan::ranges::AP_STACKS_VA) + k * (plan::ranges::AP_STACK_SIZE + PAGE);
+        let phys = block.base + layout.stacks_off + k * plan::ranges::AP_STACK_SIZE;
         let flags = (paging::PRESENT | paging::WRITABLE | paging::NO_EXECUTE) & nx_mask;
-        paging::map_4k(block.root, &mut block.pool, guard + PAGE, phys, plan::AP_STACK_SIZE, flags);
+        paging::map_4k(block.root, &mut block.pool, guard + PAGE, phys, plan::ranges::AP_STACK_SIZE, flags);
         let record = cpus.add(count as usize);
         record.write(bootinfo::Cpu {
             processor_id: census.uid_of(s.apic_id as u32),
             apic_id: s.apic_id as u32,
             goto_address: 0,
             extra_argument: 0,
-            stack_top: guard + PAGE + plan::AP_STACK_SIZE,
+            stack_top: guard + PAGE + plan::ranges::AP_STACK_SIZE,
         });
         count += 1;
         (*(ptr::addr_of_mut!(s.record) as *const AtomicU64)).store(place.direct(record as u64), Ordering::Release);

@@ -145,7 +145,8 @@ def _info(line: str, rest: str) -> dict[str, str]:
 
 
 def expected_direct_map_size(report: BootReport) -> int:
-    """Independently of the loader: all RAM-like memory, 4 GiB at least, the framebuffer, 1 GiB granular."""
+    """Independently of the loader and of highboot.planning.directmap (on purpose: a copy of the rule
+    catches a change to it): all RAM-like memory, 4 GiB at least, the framebuffer, 1 GiB granular."""
     top = max([4 * GIB] + [base + length for base, length, kind in report.memory if kind in DIRECT_MAPPED_TYPES])
     fb = report.number("framebuffer")
     if fb:
@@ -163,10 +164,12 @@ def direct_map_base(plan: BootPlan, report: BootReport) -> int:
     """Where this boot's direct map is: the layout's start, or where KASLR put it (checked against
     the plan's alignment and region)."""
     base = report.number("direct_map_base")
-    if not plan.kaslr:
-        return plan.direct_map_base
-    offset = base - plan.direct_map_base
-    if offset % plan.direct_map_align or not 0 <= offset <= plan.direct_map_limit - report.number("direct_map_size"):
+    dmap = plan.ranges
+    if not plan.kaslr.enabled:
+        return dmap.direct_map_base
+    offset = base - dmap.direct_map_base
+    room = dmap.direct_map_limit - report.number("direct_map_size")
+    if offset % plan.kaslr.direct_map_align or not 0 <= offset <= room:
         raise AssertionError(f"direct map at {base:#x} is not an aligned place inside the layout's region")
     return base
 
@@ -174,7 +177,8 @@ def direct_map_base(plan: BootPlan, report: BootReport) -> int:
 def checked_slide(plan: BootPlan, report: BootReport) -> int:
     """The kernel slide of this boot, checked against the slides the plan allows."""
     slide = kernel_slide(report)
-    if slide and not (plan.kaslr and slide % plan.slide_align == 0 and plan.slide_min <= slide <= plan.slide_max):
+    kaslr = plan.kaslr
+    if slide and not (kaslr.enabled and slide % kaslr.slide_align == 0 and kaslr.slide_min <= slide <= kaslr.slide_max):
         raise AssertionError(f"kernel slide {slide:#x} is not one the plan allows")
     return slide
 
@@ -182,7 +186,7 @@ def checked_slide(plan: BootPlan, report: BootReport) -> int:
 def planned_vas(plan: BootPlan, report: BootReport) -> list[tuple[PlannedRange, int]]:
     """Every planned range with its virtual address in this boot (slid by KASLR where it moves)."""
     slide = checked_slide(plan, report)
-    return [(r, r.va + slide if r.slides else r.va) for r in plan.ranges]
+    return [(r, r.va + slide if r.slides else r.va) for r in plan.tables.mapped]
 
 
 def ap_stacks(plan: BootPlan, report: BootReport) -> list[Mapping]:
@@ -191,13 +195,13 @@ def ap_stacks(plan: BootPlan, report: BootReport) -> list[Mapping]:
     by the block right after its static part. None with SMP off (or when the boot info lists no
     CPUs: a kernel that does not report them)."""
     count = int(report.facts.get("cpu_count", "1"))
-    if not plan.smp or count <= 1:
+    if not plan.options.smp or count <= 1:
         return []
     slide = checked_slide(plan, report)
-    step = plan.ap_stack_size + PAGE
-    block = report.number("block")
-    return [Mapping(plan.ap_stacks_va + slide + k * step + PAGE, block + plan.static_size + k * plan.ap_stack_size,
-                    plan.ap_stack_size, int(RW_NX)) for k in range(count - 1)]
+    size = plan.ranges.ap_stack_size
+    block = report.number("block") + plan.block.static_size
+    return [Mapping(plan.ranges.ap_stacks_va + slide + k * (size + PAGE) + PAGE, block + k * size, size, int(RW_NX))
+            for k in range(count - 1)]
 
 
 def predicted_mappings(plan: BootPlan, report: BootReport) -> list[Mapping]:
@@ -220,7 +224,7 @@ def minimum_table_pages(plan: BootPlan, report: BootReport) -> int:
     ranges = [(va, r.size, PAGE) for r, va in planned_vas(plan, report)]
     ranges.append((direct_map_base(plan, report), report.number("direct_map_size"), page))
     ranges += [(m.va, m.size, PAGE) for m in report.efi + ap_stacks(plan, report)]
-    return sum(minimum_tables(ranges, paging_levels(plan.levels)).values())
+    return sum(minimum_tables(ranges, paging_levels(plan.tables.levels)).values())
 
 
 def diff(predicted: list[Mapping], observed: list[Mapping]) -> str:

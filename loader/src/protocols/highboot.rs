@@ -27,7 +27,11 @@ pub unsafe fn fill(block: &Block, place: &Placement, machine: &Machine, handed: 
     let gdtr = block.in_area(layout.desc_off + abi::DESC_GDTR) as *mut u8;
     ptr::write_unaligned(gdtr as *mut u16, (GDT.len() * 8 - 1) as u16);
     ptr::write_unaligned(gdtr.add(2) as *mut u64, place.direct(block.in_area(layout.gdt_off)));
-    ptr::copy_nonoverlapping(plan::CMDLINE.as_ptr(), block.in_area(layout.cmdline_off) as *mut u8, plan::CMDLINE.len());
+    ptr::copy_nonoverlapping(
+        plan::options::CMDLINE.as_ptr(),
+        block.in_area(layout.cmdline_off) as *mut u8,
+        plan::options::CMDLINE.len(),
+    );
 
     let i = &mut *(block.area() as *mut BootInfo);
     i.magic = bootinfo::MAGIC;
@@ -40,48 +44,48 @@ pub unsafe fn fill(block: &Block, place: &Placement, machine: &Machine, handed: 
     i.memory_map = place.direct(block.in_area(layout.memmap_off));
     i.memory_map_entry_size = core::mem::size_of::<bootinfo::MemoryRegion>() as u64;
     i.direct_map_base = place.dmap_base;
-    i.direct_map_slide = place.dmap_base - plan::DIRECT_MAP_BASE;
+    i.direct_map_slide = place.dmap_base - plan::ranges::DIRECT_MAP_BASE;
     i.direct_map_size = place.dmap_size;
     i.direct_map_page_size = place.dmap_page;
     i.kernel_slide = place.slide as u64;
-    i.kernel_load_bias = place.slid(plan::LOAD_BIAS);
+    i.kernel_load_bias = place.slid(plan::placement::LOAD_BIAS);
     i.kernel_phys_base = block.base;
     i.kernel_phys_size = layout.size;
-    i.kernel_virt_base = place.slid(plan::IMAGE_VA);
-    i.kernel_image_size = plan::IMAGE_SIZE;
-    i.kernel_entry = place.slid(plan::ENTRY);
-    i.stack_bottom = place.stack(plan::STACK_BOTTOM);
-    i.stack_top = place.stack(plan::STACK_TOP);
+    i.kernel_virt_base = place.slid(plan::placement::IMAGE_VA);
+    i.kernel_image_size = plan::placement::IMAGE_SIZE;
+    i.kernel_entry = place.slid(plan::placement::ENTRY);
+    i.stack_bottom = place.stack(plan::ranges::STACK_BOTTOM);
+    i.stack_top = place.stack(plan::ranges::STACK_TOP);
     i.page_table_root = block.root;
     i.page_tables_phys = block.root;
-    i.switch_phys = block.base + plan::SWITCH_OFFSET;
-    i.switch_pages = plan::SWITCH_COUNT;
+    i.switch_phys = block.base + plan::block::SWITCH_OFFSET;
+    i.switch_pages = plan::block::SWITCH_COUNT;
     i.trampoline_phys = block.trampoline;
-    i.trampoline_virt = place.slid(plan::TRAMPOLINE_VA);
+    i.trampoline_virt = place.slid(plan::ranges::TRAMPOLINE_VA);
     i.efi_system_table = machine.st as u64;
     i.efi_runtime_map = place.direct(block.in_area(layout.ranges_off));
     i.cmdline = place.direct(block.in_area(layout.cmdline_off));
-    i.cmdline_len = (plan::CMDLINE.len() - 1) as u64;
+    i.cmdline_len = (plan::options::CMDLINE.len() - 1) as u64;
     i.tsc_loader_entry = machine.tsc_entry;
-    if !plan::MODULES.is_empty() {
+    if !plan::options::MODULES.is_empty() {
         i.modules = place.direct(block.in_area(layout.modules_off));
-        i.module_count = plan::MODULES.len() as u64;
+        i.module_count = plan::options::MODULES.len() as u64;
         fill_modules(block, place, handed);
     }
     if let Some((phys, _)) = handed.kernel_file {
         i.kernel_file_phys = phys;
         i.kernel_file_virt = place.direct(phys);
-        i.kernel_file_size = plan::KERNEL_SIZE;
+        i.kernel_file_size = plan::kernel::SIZE;
     }
 
     let mut f = 0;
-    if plan::EH_FRAME_HDR.1 != 0 {
+    if plan::placement::EH_FRAME_HDR.1 != 0 {
         f |= flags::EH_FRAME_HDR;
-        i.eh_frame_hdr = place.slid(plan::EH_FRAME_HDR.0);
-        i.eh_frame_hdr_size = plan::EH_FRAME_HDR.1;
+        i.eh_frame_hdr = place.slid(plan::placement::EH_FRAME_HDR.0);
+        i.eh_frame_hdr_size = plan::placement::EH_FRAME_HDR.1;
     }
     i.tls_align = 1;
-    if let Some((template, file_size, mem_size, align)) = plan::TLS {
+    if let Some((template, file_size, mem_size, align)) = plan::placement::TLS {
         f |= flags::TLS;
         i.tls_template = place.slid(template);
         i.tls_file_size = file_size;
@@ -112,7 +116,7 @@ pub unsafe fn fill(block: &Block, place: &Placement, machine: &Machine, handed: 
         Some(random::Source::Rdrand) => flags::KASLR | flags::RANDOM_RDRAND,
         Some(random::Source::Tsc) => flags::KASLR | flags::RANDOM_WEAK,
     };
-    if plan::EFI_REGION.is_none() {
+    if plan::ranges::EFI_REGION.is_none() {
         f |= flags::NO_EFI_REGION;
     }
     if i.cmdline_len > 0 {
@@ -131,7 +135,7 @@ unsafe fn fill_modules(block: &Block, place: &Placement, handed: &Handed) {
         strings += text.len() as u64;
         place.direct(strings - text.len() as u64)
     };
-    for (n, m) in plan::MODULES.iter().enumerate() {
+    for (n, m) in plan::options::MODULES.iter().enumerate() {
         let (phys, _) = handed.modules.get(n);
         let record = bootinfo::Module {
             phys,
@@ -170,7 +174,7 @@ pub unsafe fn complete(
         fatal("the memory map grew past the room planned for it after ExitBootServices");
     };
     info.memory_map_count = count as u64;
-    if let (true, Some((efi_base, efi_size))) = (protocol::SET_VIRTUAL_ADDRESS_MAP, plan::EFI_REGION) {
+    if let (true, Some((efi_base, efi_size))) = (protocol::SET_VIRTUAL_ADDRESS_MAP, plan::ranges::EFI_REGION) {
         let ranges = core::slice::from_raw_parts_mut(
             block.in_area(layout.ranges_off) as *mut bootinfo::EfiRange,
             layout.range_capacity,

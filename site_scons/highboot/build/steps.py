@@ -43,11 +43,10 @@ def make_plan(kernel: str, layout: str, out: str, options: dict[str, Any]) -> No
     plan = plan_boot(read_kernel(kernel), load_layout(layout), cmdline=options["cmdline"],
                      kernel_esp_path=DEFAULT_KERNEL_ESP_PATH, kaslr=options["kaslr"],
                      kernel_base=options["kernel_base"], smp=options["smp"], ap_stack_size=options["ap_stack_size"],
-                     max_cpus=options["max_cpus"])
-    plan.fault = options["fault"]
-    plan.modules = plan_modules([module_from_json(m) for m in options["modules"]])
-    plan.keep_kernel_file = options["keep_kernel_file"]
-    plan.framebuffer = parse_fb_mode(options["fb_mode"])
+                     max_cpus=options["max_cpus"], keep_kernel_file=options["keep_kernel_file"],
+                     framebuffer=parse_fb_mode(options["fb_mode"]),
+                     modules=tuple(plan_modules([module_from_json(m) for m in options["modules"]])),
+                     fault=options["fault"])
     write_atomic(out, json.dumps(plan.to_json(), indent=1, sort_keys=True) + "\n")
 
 
@@ -150,8 +149,8 @@ def install_esp(esp_dir: str, files: list[tuple[str, str]], plan_file: str) -> N
     staging = esp.with_name(f".{esp.name}.new")
     remove(staging)  # a killed build's
     plan = BootPlan.from_json(plan_file)
-    planned = {KERNEL_ESP_FILE: (plan.kernel_size, plan.kernel_digest),
-               **{module_esp_file(i): (m.size, m.digest) for i, m in enumerate(plan.modules)}}
+    planned = {KERNEL_ESP_FILE: (plan.kernel.size, plan.kernel.digest),
+               **{module_esp_file(i): (m.size, m.digest) for i, m in enumerate(plan.options.modules)}}
     try:
         if {inside for _, inside in files} != {LOADER_ESP_FILE, *planned}:
             raise HighbootError(f"the ESP's files {sorted(inside for _, inside in files)} are not the ones the plan "
@@ -281,7 +280,7 @@ def run_qemu(esp_dir: str, *, kernel: str, plan_file: str, out_dir: str, gdb: bo
 
     if gdb:
         script = Path(out_dir, "debug.gdb")
-        entry = BootPlan.from_json(plan_file).entry
+        entry = BootPlan.from_json(plan_file).placement.entry
         write_atomic(script, gdb_script(str(Path(kernel).resolve()), entry))
         print(f"QEMU waits for gdb; in another terminal: gdb -x {script}  (then: continue)")
         if kaslr:

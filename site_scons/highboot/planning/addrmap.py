@@ -7,6 +7,7 @@ import html
 import math
 
 from highboot.inputs.layout import Layout
+from highboot.planning.directmap import direct_map_size
 from highboot.planning.paging import PAGE, minimum_tables, paging_levels
 from highboot.planning.planner import BootPlan
 from highboot.units import GIB, MIB, format_size, hex_addr
@@ -30,49 +31,46 @@ AP_STACKS = "AP stack window"
 def ap_stack_window(plan: BootPlan) -> tuple[int, int] | None:
     """(start, size) of the APs' stacks: MAX_CPUS - 1 of them after the trampoline alias, each
     with an unmapped guard page below it (at slide 0; it moves with the kernel). None without APs."""
-    if not plan.smp or plan.max_cpus < 2:
+    if not plan.options.smp or plan.ranges.max_cpus < 2:
         return None
-    return plan.ap_stacks_va, (plan.max_cpus - 1) * (plan.ap_stack_size + PAGE)
+    return plan.ranges.ap_stacks_va, plan.ranges.ap_window
 
 
 def rows(layout: Layout, plan: BootPlan) -> list[tuple[int, int, str]]:
     """(start, size, what) for every region and, inside the kernel region, every planned range and
     the AP stack window."""
     out = [(r.start, r.size, f"{r.name}: {r.description} [{r.role}]") for r in layout.regions]
-    for r in plan.ranges:
+    for r in plan.tables.mapped:
         out.append((r.va, r.size, f"  {r.name} ({r.flags})"))
-    out.append((plan.stack_guard_va, PAGE, "  stack guard page (unmapped)"))
-    window = ap_stack_window(plan)
+    out.append((plan.ranges.stack_guard_va, PAGE, "  stack guard page (unmapped)"))
+    window, aps = ap_stack_window(plan), plan.ranges
     if window:
-        out.append((*window, f"  {AP_STACKS}: {plan.max_cpus - 1} x (guard page + {format_size(plan.ap_stack_size)} "
+        out.append((*window, f"  {AP_STACKS}: {aps.max_cpus - 1} x (guard page + {format_size(aps.ap_stack_size)} "
                              "stack), mapped (RW) at boot for the APs started"))
     return sorted(out, key=lambda row: (row[0], -row[1]))
 
 
-def _direct_map_size(ram: int) -> int:
-    """What the loader maps for this much RAM: at least 4 GiB, 1 GiB granular."""
-    return max(4 * GIB, (ram + GIB - 1) // GIB * GIB)
-
-
-def table_cost(plan: BootPlan, ram: int, page: int) -> dict[str, int]:
-    levels = paging_levels(plan.levels)
-    ranges = [(r.va, r.size, PAGE) for r in plan.ranges]
-    ranges.append((plan.direct_map_base, _direct_map_size(ram), page))
+def table_cost(plan: BootPlan, ram: int, page: int, framebuffer: tuple[int, int] | None = None) -> dict[str, int]:
+    """The tables mapped at kernel entry for a machine with RAM up to `ram` (and a framebuffer
+    (base, size), which a build cannot know: the ones below 4 GiB change nothing)."""
+    levels = paging_levels(plan.tables.levels)
+    ranges = [(r.va, r.size, PAGE) for r in plan.tables.mapped]
+    ranges.append((plan.ranges.direct_map_base, direct_map_size(ram, framebuffer), page))
     return minimum_tables(ranges, levels)
 
 
 def format_map(layout: Layout, plan: BootPlan) -> str:
     lines = [f"Address space of layout {layout.name!r} ({layout.levels}-level paging, "
-             f"{layout.va_bits}-bit virtual addresses) for {plan.kernel_path}", ""]
+             f"{layout.va_bits}-bit virtual addresses) for {plan.kernel.path}", ""]
     lines.append(f"{'start address':>18} | {'offset':>9} | {'end address':>18} | {'size':>9} | what")
     lines.append("-" * 100)
     for start, size, what in rows(layout, plan):
         lines.append(f"{hex_addr(start)[2:]:>18} | {_offset(start):>9} | {hex_addr(start + size - 1)[2:]:>18} | "
                      f"{format_size(size):>9} | {what}")
     lines += ["", "Page tables (4 KiB each) at kernel entry:"]
-    planned = plan.table_count
+    planned = plan.block.table_count
     lines.append(f"  planned at build time: {planned} ({format_size(planned * PAGE)}), plus "
-                 f"{plan.switch_count} switch tables reclaimable after entry")
+                 f"{plan.block.switch_count} switch tables reclaimable after entry")
     for ram in (256 * MIB, 4 * GIB, 64 * GIB):
         for page, name in ((GIB, "1 GiB"), (2 * MIB, "2 MiB")):
             cost = table_cost(plan, ram, page)
@@ -88,11 +86,12 @@ def format_map(layout: Layout, plan: BootPlan) -> str:
 
 def module_lines(plan: BootPlan) -> list[str]:
     """What else the kernel is handed: its file, the modules (loaded at boot, in kernel memory)."""
-    out = [f"Kernel file: {'handed over' if plan.keep_kernel_file else 'not handed over'} "
-           f"({format_size(plan.kernel_size)})"]
-    total = sum(m.size for m in plan.modules)
-    out.append(f"Modules: {len(plan.modules)}" + (f", {format_size(total)} in all" if plan.modules else ""))
-    for i, m in enumerate(plan.modules):
+    modules = plan.options.modules
+    out = [f"Kernel file: {'handed over' if plan.options.keep_kernel_file else 'not handed over'} "
+           f"({format_size(plan.kernel.size)})"]
+    total = sum(m.size for m in modules)
+    out.append(f"Modules: {len(modules)}" + (f", {format_size(total)} in all" if modules else ""))
+    for i, m in enumerate(modules):
         out.append(f"  {i:>4} {m.name!r:<24} {format_size(m.size):>10}  {m.esp_path}  fs-verity {m.digest}"
                    + (f"  cmdline {m.cmdline!r}" if m.cmdline else ""))
     return out
@@ -100,19 +99,19 @@ def module_lines(plan: BootPlan) -> list[str]:
 
 def placement_lines(plan: BootPlan) -> list[str]:
     """Where the kernel file's addresses went: a PIE is placed by the build, an ET_EXEC is not."""
-    if not plan.position_independent:
-        return [f"Kernel: ET_EXEC, runs at its link address {hex_addr(plan.image_va)}"]
-    bias = plan.load_bias
-    out = [f"Kernel: position-independent (ET_DYN), linked at {hex_addr(plan.link_va)}, placed at "
-           f"{hex_addr(plan.image_va)} (load bias {hex_addr(bias)}); "
-           f"{len(plan.relocations) + len(plan.absolute_relocations)} relocations applied by the loader"]
-    if plan.relro:
-        start, size = plan.relro
+    placed = plan.placement
+    if not placed.position_independent:
+        return [f"Kernel: ET_EXEC, runs at its link address {hex_addr(placed.image_va)}"]
+    out = [f"Kernel: position-independent (ET_DYN), linked at {hex_addr(placed.link_va)}, placed at "
+           f"{hex_addr(placed.image_va)} (load bias {hex_addr(placed.load_bias)}); "
+           f"{len(placed.relocations) + len(placed.absolute_relocations)} relocations applied by the loader"]
+    if placed.relro:
+        start, size = placed.relro
         out.append(f"  RELRO {hex_addr(start)}..{hex_addr(start + size)}: read-only once relocated")
-    if plan.eh_frame_hdr:
-        out.append(f"  .eh_frame_hdr at {hex_addr(plan.eh_frame_hdr[0])} ({plan.eh_frame_hdr[1]} bytes)")
-    if plan.tls:
-        va, filesz, memsz, align = plan.tls
+    if placed.eh_frame_hdr:
+        out.append(f"  .eh_frame_hdr at {hex_addr(placed.eh_frame_hdr[0])} ({placed.eh_frame_hdr[1]} bytes)")
+    if placed.tls:
+        va, filesz, memsz, align = placed.tls
         out.append(f"  TLS template at {hex_addr(va)}: {filesz} bytes initialized, {memsz} in all, align {align}")
     return out
 
@@ -121,35 +120,36 @@ def slides_taken_by_ap_stacks(layout: Layout, plan: BootPlan) -> int:
     """The kernel slides the AP stack window costs: it follows the kernel and must stay in its
     region, so the kernel slides less far."""
     window = ap_stack_window(plan)
-    if not plan.kaslr or window is None:
+    if not plan.kaslr.enabled or window is None:
         return 0
-    align = plan.slide_align
+    align = plan.kaslr.slide_align
     # The last 2 MiB window a sliding range touches; without the AP stacks the kernel could slide
     # until that window reaches the region's end.
-    last = max(r.va + r.size - PAGE for r in plan.ranges if r.slides) // align * align
+    last = max(r.va + r.size - PAGE for r in plan.tables.mapped if r.slides) // align * align
     region = layout.require("kernel")
     slide_max = region.end - (last + align)
-    return max(0, (slide_max - plan.slide_max) // align)
+    return max(0, (slide_max - plan.kaslr.slide_max) // align)
 
 
 def kaslr_lines(plan: BootPlan, layout: Layout) -> list[str]:
     """What KASLR can choose from: slides of the kernel, places of the direct map (by RAM size)."""
-    if not plan.kaslr:
+    kaslr = plan.kaslr
+    if not kaslr.enabled:
         return ["KASLR: off (KASLR=1 places a position-independent kernel and the direct map at random)"]
-    align = plan.slide_align
-    slides = plan.kernel_slides
+    align = kaslr.slide_align
+    slides = kaslr.slides
     out = ["KASLR: on (the loader draws from EFI_RNG_PROTOCOL, else RDRAND, else the TSC)",
            f"  kernel: {slides} slides of {format_size(align)} ({math.log2(slides):.1f} bits), from "
-           f"{plan.slide_min:#x} to {plan.slide_max:#x} bytes"]
+           f"{kaslr.slide_min:#x} to {kaslr.slide_max:#x} bytes"]
     taken, window = slides_taken_by_ap_stacks(layout, plan), ap_stack_window(plan)
     if taken and window:
         out.append(f"  the {AP_STACKS} after the kernel ({format_size(window[1])}: MAX_CPUS - 1 stacks of "
                    f"AP_STACK_SIZE and their guard pages) takes {taken} of {slides + taken} slides")
     for ram in (256 * MIB, 4 * GIB, 64 * GIB):
-        places = (plan.direct_map_limit - _direct_map_size(ram)) // plan.direct_map_align + 1
+        places = (plan.ranges.direct_map_limit - direct_map_size(ram)) // kaslr.direct_map_align + 1
         if places < 1:
             continue
-        out.append(f"  direct map: {places} places {format_size(plan.direct_map_align)} apart with RAM "
+        out.append(f"  direct map: {places} places {format_size(kaslr.direct_map_align)} apart with RAM "
                    f"{format_size(ram)} ({math.log2(places):.1f} bits)")
     return out
 

@@ -1,32 +1,31 @@
 """The boot plan: everything about the kernel's address space that is known before boot, made in
-phases, each a small function with a typed result (Placement, Ranges, Rights, Mappings,
-KaslrWindows, Block), from which ``plan_boot`` assembles the BootPlan.
+phases, each a small function with a typed result, and the BootPlan made of those results:
 
-The block (one AllocatePages block the kernel owns; offsets from its physical base, 4 KiB aligned).
-The build plans its static part:
-
-    image     kernel segments at (vaddr - image_va); bss zeroed
-    stack     stack_size bytes (the guard page below it is virtual only: never mapped)
-    tables    the planned page tables, block-relative (table 0 is the root), then with KASLR the
-              kernel region's last-level tables
-    switch    levels-1 zeroed tables the loader fills to identity-map the trampoline page
-    ---- static_size: the rest is sized at boot (loader/src/block.rs) ----
-    AP stacks (AP_STACK_SIZE each, for the APs this boot starts), the table pool (direct map, slid
-    kernel tables, EFI runtime mappings, AP stacks), and one area for the boot info, the GDT and
-    descriptor registers, the command line, the memory map, the runtime ranges, the modules'
-    records and strings, the CPU records and the APs' check-in slots
+    kernel     KernelFile    the file the loader reads and checks
+    placement  Placement     phase 1: where the kernel runs at slide 0, the relocations to apply
+    ranges     Ranges        phase 2: the stack, the trampoline alias, the AP stack window, and the
+                             layout's direct map and EFI region
+    rights     Rights        phase 3: each segment's copy into the block, with its rights
+    tables     Tables        phase 4: the paging levels and what the planned tables map
+    kaslr      KaslrWindows  phase 5: the kernel region's windows and the slides KASLR may take
+    block      Block         phase 6: the block's layout (its docstring is the one description)
+    options    Options       what the build's options ask of the loader
+    faults     Faults        the fault a test build injects
 
 The loader adds the block's base to every table entry, fills the direct map and the trampoline's
-two mappings (identity and its higher-half alias at ``trampoline_va``), and jumps.
+two mappings (identity and its higher-half alias at ``ranges.trampoline_va``), and jumps.
 
-The plan crosses plan.json typed: ``BootPlan.to_json()`` is the file's content (with
-``format``, PLAN_FORMAT) and ``BootPlan.from_json(path or dict)`` reads it back, equal to the plan
-that was written, or refuses the file with one HighbootError naming it and the field.
+The plan crosses plan.json typed, one JSON object per record under the record's name:
+``BootPlan.to_json()`` is the file's content (with ``format``, PLAN_FORMAT) and
+``BootPlan.from_json(path or dict)`` reads it back, equal to the plan that was written, or refuses
+the file with one HighbootError naming it and the field (a dotted path: ``block.tables_offset``).
+templates/loader/plan.rs.j2 renders a Rust module per record (``plan::block::TABLES_OFFSET``).
 
 KASLR: the plan is made for slide 0. The kernel region's last-level tables (one per 2 MiB window,
-``kaslr_tables``) are planned complete but hung nowhere: the loader picks a slide that is a
-multiple of 2 MiB within [``slide_min``, ``slide_max``] and links each table in at its window plus
-the slide, creating the levels above from the boot-time pool. Nothing inside a table changes.
+``kaslr.tables``) are planned complete but hung nowhere: the loader picks a slide that is a
+multiple of 2 MiB within [``kaslr.slide_min``, ``kaslr.slide_max``] and links each table in at its
+window plus the slide, creating the levels above from the boot-time pool. Nothing inside a table
+changes.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from __future__ import annotations
 import json
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -51,7 +50,7 @@ LOADER_ESP_FILE = "EFI/BOOT/BOOTX64.EFI"
 DEFAULT_KERNEL_ESP_PATH = "\\" + KERNEL_ESP_FILE.replace("/", "\\")
 #: plan.json's format: raised whenever a field is added, removed or changes meaning, so a plan.json
 #: of another version is refused rather than misread.
-PLAN_FORMAT = 5
+PLAN_FORMAT = 6
 
 
 @dataclass(frozen=True)
@@ -90,76 +89,178 @@ class PlannedModule:
     source: str  # the file it was built from
 
 
-@dataclass
-class BootPlan:
-    layout_name: str
-    levels: int
-    shifts: list[int]
-    kernel_path: str
-    kernel_esp_path: str
-    kernel_size: int
-    kernel_digest: str  # fs-verity digest (highboot.fsverity), hex
-    entry: int
+@dataclass(frozen=True)
+class KernelFile:
+    """The kernel file: where it was built, where the loader reads it on the ESP, and what the loader
+    checks it against."""
+
+    path: str
+    esp_path: str
+    size: int
+    digest: str  # fs-verity digest (highboot.fsverity), hex
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Phase 1, place the kernel: where it runs at slide 0 (an ET_EXEC at its link address, a PIE
+    moved by the build), and the relocations the loader applies as it copies it."""
+
+    position_independent: bool
+    link_va: int  # where the file's image starts (its lowest page); image_va - link_va is load_bias
+    load_bias: int  # added by the build to every address of a PIE (two's complement)
     image_va: int
     image_size: int
-    segments: list[SegmentLoad]
-    relocations: list[tuple[int, int]]  # (block offset, value at slide 0): the loader adds the slide
+    entry: int
+    relocations: tuple[tuple[int, int], ...]  # (block offset, value at slide 0): the loader adds the slide
+    absolute_relocations: tuple[tuple[int, int], ...]  # (block offset, value): as is
+    relro: tuple[int, int] | None  # (va, size) of PT_GNU_RELRO, placed
+    eh_frame_hdr: tuple[int, int] | None  # (va, size) of PT_GNU_EH_FRAME, placed
+    tls: tuple[int, int, int, int] | None  # PT_TLS (va, filesz, memsz, align), placed
+
+    @property
+    def image_end(self) -> int:
+        return self.image_va + self.image_size
+
+
+@dataclass(frozen=True)
+class Ranges:
+    """Phase 2, the address space around the image: the boot stack with its guard page (after the
+    image, or at the start of a stack region of its own), the trampoline alias one unmapped page
+    above the stack, the window of AP stacks after it; and the layout's regions the loader maps at
+    boot, the direct map and the EFI runtime region."""
+
+    layout: str  # the layout's name
+    stack_region: str | None  # the stack's own region; None: it follows the image
     stack_guard_va: int
     stack_bottom_va: int
     stack_top_va: int
-    stack_offset: int
     stack_size: int
     trampoline_va: int
-    trampoline_slot: int  # u64 index into the tables area of the PTE mapping trampoline_va
+    ap_stacks_va: int  # the AP stack window (at slide 0): [guard page, stack] per AP
+    ap_stack_size: int  # each AP's stack (0 with SMP off)
+    max_cpus: int  # CPUs the AP stack window has room for, the BSP included (1 with SMP off)
+    direct_map_base: int
+    direct_map_limit: int
+    direct_map_page_size: str  # the layout's page_size: "auto", "1G" or "2M"
+    efi_region: tuple[int, int] | None  # (base, size)
+
+    @property
+    def ap_window(self) -> int:
+        """The AP stack window's size: MAX_CPUS - 1 of (guard page + AP stack)."""
+        return (self.max_cpus - 1) * (self.ap_stack_size + PAGE)
+
+
+@dataclass(frozen=True)
+class Rights:
+    """Phase 3, each PT_LOAD's copy into the block with its rights (the rights of each image page are
+    page_rights')."""
+
+    segments: tuple[SegmentLoad, ...]
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Phase 4, the tables: paging levels, and what the planned tables map (the image pages by rights,
+    the stack, the trampoline's slot), coalesced; the encoded tables are in the block."""
+
+    levels: int
+    shifts: tuple[int, ...]  # each level's shift, root first
+    mapped: tuple[PlannedRange, ...]  # in address order
+
+
+@dataclass(frozen=True)
+class KaslrWindows:
+    """Phase 5, KASLR: the kernel tree's last-level tables, one per 2 MiB window, numbered after the
+    fixed tables, and the slides that keep everything that moves inside the region; the direct map
+    moves by a multiple of direct_map_align inside its region."""
+
+    enabled: bool
+    slide_align: int  # 0 without KASLR
+    slide_min: int
+    slide_max: int
+    tables: tuple[tuple[int, int], ...]  # (table number, window VA at slide 0)
+    direct_map_align: int
+
+    @property
+    def slides(self) -> int:
+        """How many places KASLR can put the kernel (1 without KASLR)."""
+        return (self.slide_max - self.slide_min) // self.slide_align + 1 if self.enabled else 1
+
+
+@dataclass(frozen=True)
+class Block:
+    """Phase 6, the block: the one AllocatePages block the kernel owns, offsets from its physical
+    base, in this order. This is its one description; the loader (loader/src/block.rs) sizes the
+    part after static_size at boot, in this order.
+
+    Planned by the build (the static part):
+        image        the kernel's segments at (vaddr - image_va); bss zeroed (at 0)
+        stack        stack_size bytes at stack_offset (the guard page below it is virtual only)
+        tables       table_count tables at tables_offset, block-relative (table 0 is the root; with
+                     KASLR the kernel region's last-level tables after the fixed ones)
+        switch       switch_count zeroed tables at switch_offset the loader fills to identity-map
+                     the trampoline page
+        ------------ static_size: the rest is sized at boot ------------
+    Sized by the loader (known only at boot):
+        AP stacks    AP_STACK_SIZE each, for the APs this boot starts
+        table pool   tables for the direct map, the slid kernel windows' upper levels, the EFI
+                     runtime mappings and the AP stacks
+        area         the boot info, the GDT, the descriptor registers, the command line, the memory
+                     map, the runtime ranges, the virtual-address map handed to
+                     SetVirtualAddressMap, the modules' records, their names and command lines, the
+                     CPU records and the APs' check-in slots
+    """
+
+    stack_offset: int
     tables_offset: int
     table_count: int
-    table_entries: list[tuple[int, int]]
+    entries: tuple[tuple[int, int], ...]  # (u64 index into the tables area, block-relative entry)
+    trampoline_slot: int  # u64 index into the tables area of the PTE mapping ranges.trampoline_va
     switch_offset: int
     switch_count: int
     static_size: int
-    direct_map_base: int
-    direct_map_limit: int
-    direct_map_page_size: str
-    efi_region: tuple[int, int] | None
-    ranges: list[PlannedRange] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the build's options ask of the loader."""
+
     cmdline: str = ""
-    fault: str = ""
-    kaslr: bool = False
-    slide_align: int = 0
-    slide_min: int = 0
-    slide_max: int = 0
-    kaslr_tables: list[tuple[int, int]] = field(default_factory=list)  # (table number, window VA at slide 0)
-    direct_map_align: int = 1 << 30
-    absolute_relocations: list[tuple[int, int]] = field(default_factory=list)  # (block offset, value): as is
-    position_independent: bool = False
-    link_va: int = 0  # where the file's image starts (its lowest page); image_va - link_va is load_bias
-    load_bias: int = 0  # added by the build to every address of a PIE (two's complement)
-    relro: tuple[int, int] | None = None  # (va, size) of PT_GNU_RELRO, placed
-    eh_frame_hdr: tuple[int, int] | None = None  # (va, size) of PT_GNU_EH_FRAME, placed
-    tls: tuple[int, int, int, int] | None = None  # PT_TLS (va, filesz, memsz, align), placed
-    modules: list[PlannedModule] = field(default_factory=list)
+    smp: bool = True  # start the APs and park them (SMP option)
     keep_kernel_file: bool = True  # hand the kernel its own ELF file (boot info kernel_file_*)
     framebuffer: tuple[int, int] | None = None  # FB_MODE (width, height): the loader picks the nearest mode
-    smp: bool = True  # start the APs and park them (SMP option)
-    ap_stack_size: int = 0  # each AP's stack (0 with SMP off)
-    max_cpus: int = 1  # CPUs the AP stack window has room for, the BSP included
-    ap_stacks_va: int = 0  # the AP stack window (at slide 0): [guard page, stack] per AP, after the trampoline
+    modules: tuple[PlannedModule, ...] = ()
 
-    @property
-    def kernel_slides(self) -> int:
-        return (self.slide_max - self.slide_min) // self.slide_align + 1 if self.kaslr else 1
+
+@dataclass(frozen=True)
+class Faults:
+    """The fault a test build injects (the FAULT option), to test the loader's error paths; "" in
+    every normal build."""
+
+    inject: str = ""
+
+
+@dataclass(frozen=True)
+class BootPlan:
+    """The plan, made of the phases' records (module docstring); immutable. A record more is a field
+    more here: plan.json and from_json follow the fields."""
+
+    kernel: KernelFile
+    placement: Placement
+    ranges: Ranges
+    rights: Rights
+    tables: Tables
+    kaslr: KaslrWindows
+    block: Block
+    options: Options
+    faults: Faults
 
     @property
     def stack(self) -> PlannedRange:
-        return next(r for r in self.ranges if r.name == STACK_RANGE)
-
-    @property
-    def stack_slides(self) -> bool:
-        """KASLR moves the stack too (it is in the kernel region): what the loader's STACK_SLIDES says."""
-        return self.stack.slides
+        return next(r for r in self.tables.mapped if r.name == STACK_RANGE)
 
     def to_json(self) -> dict[str, Any]:
-        """plan.json's content: every field, tuples as lists, and the format version."""
+        """plan.json's content: a JSON object per record, tuples as arrays, and the format version."""
         return {"format": PLAN_FORMAT, **asdict(self)}
 
     @classmethod
@@ -201,6 +302,9 @@ MAX_MAX_CPUS = 65536
 #: The name of the stack's PlannedRange.
 STACK_RANGE = "kernel stack"
 
+#: The direct map moves with KASLR by whole 1 GiB pages.
+DIRECT_MAP_ALIGN = 1 << 30
+
 
 def _json_kind(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "an integer",
@@ -225,8 +329,8 @@ def _decode(kind: Any, value: Any, file: str, where: str) -> Any:
     if origin in (list, tuple):
         if not isinstance(value, list):
             raise HighbootError(f"expected an array, found {_json_kind(value)}", file=file, field=where)
-        if origin is list:
-            return [_decode(args[0], v, file, f"{where}[{i}]") for i, v in enumerate(value)]
+        if origin is list or args[-1:] == (Ellipsis,):
+            return origin(_decode(args[0], v, file, f"{where}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise HighbootError(f"expected an array of {len(args)}, found {len(value)} items", file=file,
                                 field=where)
@@ -272,83 +376,24 @@ def check_max_cpus(cpus: int, *, file: str | None = None, field: str = "max_cpus
 
 
 @dataclass(frozen=True)
-class Placement:
-    """Phase 1, place the kernel: where it runs (before KASLR), in which region."""
-
-    kernel: KernelImage  # placed: a PIE moved by its load bias
-    region: Region
-    link_va: int  # where the file's image starts as linked
-    image_va: int
-    image_end: int
-
-
-@dataclass(frozen=True)
-class Ranges:
-    """Phase 2, what follows the image: the boot stack with its guard page (after the image, or at
-    the start of a stack region of its own), the trampoline alias one unmapped page above the
-    stack, and the window of AP stacks after it."""
-
-    stack_region: Region | None
-    guard: int
-    stack_bottom: int
-    stack_top: int
-    stack_size: int
-    trampoline_va: int
-    ap_stacks_va: int
-    ap_window: int  # its size: MAX_CPUS - 1 of (guard page + AP stack), 0 with SMP off
-
-
-@dataclass(frozen=True)
-class Rights:
-    """Phase 3, each segment's load and each image page's rights: the union of the segments that
-    share the page (W^X was checked when the kernel was read), less W where RELRO covers every
-    writable byte of the page."""
-
-    segments: list[SegmentLoad]
-    pages: dict[int, int]  # page VA -> PF_W | PF_X
-
-
-@dataclass(frozen=True)
 class Mappings:
-    """Phase 4, the tables: the image pages, the stack and the trampoline's slot, in one tree; with
-    KASLR, what is in the kernel region in a tree of its own (only its last level is kept)."""
+    """Phase 4's working state, beside its record (Tables): the image pages, the stack and the
+    trampoline's slot in one tree; with KASLR, what is in the kernel region in a tree of its own
+    (only its last level is kept)."""
 
     levels: tuple[Any, ...]
     tables: TableBuilder
     kernel_tables: TableBuilder  # `tables` itself without KASLR
-    ranges: list[PlannedRange]
     trampoline_slot: Slot
-
-
-@dataclass(frozen=True)
-class KaslrWindows:
-    """Phase 5, KASLR: the kernel tree's last-level tables, one per 2 MiB window, numbered after the
-    fixed tables, and the slides that keep everything that moves inside the region."""
-
-    numbers: dict[int, int]  # kernel-tree table -> its number in the plan
-    tables: list[tuple[int, int]]  # (table number, window VA at slide 0)
-    slide_min: int = 0
-    slide_max: int = 0
-
-
-@dataclass(frozen=True)
-class Block:
-    """Phase 6, the block's static part (offsets from its physical base; see the module docstring)."""
-
-    stack_offset: int
-    tables_offset: int
-    table_count: int
-    entries: list[tuple[int, int]]  # (u64 index into the tables area, block-relative entry)
-    trampoline_slot: int
-    switch_offset: int
-    switch_count: int
-    static_size: int
+    record: Tables
 
 
 def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
               kernel_esp_path: str = DEFAULT_KERNEL_ESP_PATH, kaslr: bool = False,
               kernel_base: int | None = None, smp: bool = True, ap_stack_size: int = DEFAULT_AP_STACK_SIZE,
-              max_cpus: int = DEFAULT_MAX_CPUS) -> BootPlan:
+              max_cpus: int = DEFAULT_MAX_CPUS, keep_kernel_file: bool = True,
+              framebuffer: tuple[int, int] | None = None, modules: tuple[PlannedModule, ...] = (),
+              fault: str = "") -> BootPlan:
     """Plan the load and the page tables of kernel in layout, phase by phase; HighbootError if it
     does not fit.
 
@@ -358,44 +403,23 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     check_cmdline(cmdline)
     check_ap_stack_size(ap_stack_size)
     check_max_cpus(max_cpus)
-    placement = place(kernel, layout, kernel_base, kaslr=kaslr)
-    ranges = follow_image(placement, layout, smp=smp, ap_stack_size=ap_stack_size, max_cpus=max_cpus)
-    rights = segment_rights(placement)
-    mappings = map_kernel(placement, ranges, rights, layout, kaslr=kaslr)
-    windows = kaslr_windows(placement, ranges, mappings) if kaslr else KaslrWindows({}, [])
+    kernel, placement = place(kernel, layout, kernel_base, kaslr=kaslr)
+    ranges = follow_image(kernel, placement, layout, smp=smp, ap_stack_size=ap_stack_size, max_cpus=max_cpus)
+    rights = segment_rights(kernel, placement)
+    mappings = map_kernel(kernel, placement, ranges, layout, kaslr=kaslr)
+    windows = kaslr_windows(layout, ranges, mappings, kaslr=kaslr)
     block = block_layout(placement, ranges, mappings, windows)
-
-    kernel = placement.kernel
-    dmap = layout.require("direct_map")
-    efi = layout.role("efi_runtime")
-    # The reader checked every target is inside a writable segment, so inside the image.
-    relocations = [(r.vaddr - placement.image_va, r.value) for r in kernel.relocations if r.relative]
-    absolute = [(r.vaddr - placement.image_va, r.value) for r in kernel.relocations if not r.relative]
-    tls = kernel.tls
     return BootPlan(
-        layout_name=layout.name, levels=layout.levels, shifts=[lv.shift for lv in mappings.levels],
-        kernel_path=kernel.path, kernel_esp_path=kernel_esp_path, kernel_size=kernel.size,
-        kernel_digest=kernel.digest, entry=kernel.entry, image_va=placement.image_va,
-        image_size=placement.image_end - placement.image_va, segments=rights.segments, relocations=relocations,
-        stack_guard_va=ranges.guard, stack_bottom_va=ranges.stack_bottom, stack_top_va=ranges.stack_top,
-        stack_offset=block.stack_offset, stack_size=ranges.stack_size, trampoline_va=ranges.trampoline_va,
-        trampoline_slot=block.trampoline_slot, tables_offset=block.tables_offset, table_count=block.table_count,
-        table_entries=block.entries, switch_offset=block.switch_offset, switch_count=block.switch_count,
-        static_size=block.static_size, direct_map_base=dmap.start, direct_map_limit=dmap.size,
-        direct_map_page_size=dmap.page_size, efi_region=(efi.start, efi.size) if efi else None,
-        ranges=mappings.ranges, cmdline=cmdline, kaslr=kaslr, slide_align=SLIDE_ALIGN if kaslr else 0,
-        slide_min=windows.slide_min, slide_max=windows.slide_max, kaslr_tables=windows.tables,
-        absolute_relocations=absolute, position_independent=kernel.position_independent,
-        link_va=placement.link_va, load_bias=kernel.load_bias, relro=kernel.relro,
-        eh_frame_hdr=kernel.eh_frame_hdr, tls=(tls.vaddr, tls.filesz, tls.memsz, tls.align) if tls else None,
-        smp=smp, ap_stack_size=ap_stack_size if smp else 0, max_cpus=max_cpus if smp else 1,
-        ap_stacks_va=ranges.ap_stacks_va,
+        kernel=KernelFile(kernel.path, kernel_esp_path, kernel.size, kernel.digest),
+        placement=placement, ranges=ranges, rights=rights, tables=mappings.record, kaslr=windows, block=block,
+        options=Options(cmdline, smp, keep_kernel_file, framebuffer, tuple(modules)), faults=Faults(fault),
     )
 
 
-def place(kernel: KernelImage, layout: Layout, kernel_base: int | None, *, kaslr: bool) -> Placement:
+def place(kernel: KernelImage, layout: Layout, kernel_base: int | None, *,
+          kaslr: bool) -> tuple[KernelImage, Placement]:
     """Phase 1: the kernel placed in the layout's kernel region, checked to fit there (and to be
-    movable, with KASLR)."""
+    movable, with KASLR); the kernel as placed, and the record."""
     region = layout.require("kernel")
     link_va = align_down(kernel.start, PAGE)
     kernel = place_kernel(kernel, region, kernel_base)
@@ -404,14 +428,22 @@ def place(kernel: KernelImage, layout: Layout, kernel_base: int | None, *, kaslr
     image_va = align_down(kernel.start, PAGE)
     image_end = align_up(kernel.end, PAGE)
     _check_inside(kernel, layout, region, image_va, image_end)
-    return Placement(kernel, region, link_va, image_va, image_end)
+    # The reader checked every target is inside a writable segment, so inside the image.
+    relocations = tuple((r.vaddr - image_va, r.value) for r in kernel.relocations if r.relative)
+    absolute = tuple((r.vaddr - image_va, r.value) for r in kernel.relocations if not r.relative)
+    tls = kernel.tls
+    return kernel, Placement(
+        position_independent=kernel.position_independent, link_va=link_va, load_bias=kernel.load_bias,
+        image_va=image_va, image_size=image_end - image_va, entry=kernel.entry, relocations=relocations,
+        absolute_relocations=absolute, relro=kernel.relro, eh_frame_hdr=kernel.eh_frame_hdr,
+        tls=(tls.vaddr, tls.filesz, tls.memsz, tls.align) if tls else None)
 
 
-def follow_image(placement: Placement, layout: Layout, *, smp: bool, ap_stack_size: int,
+def follow_image(kernel: KernelImage, placement: Placement, layout: Layout, *, smp: bool, ap_stack_size: int,
                  max_cpus: int) -> Ranges:
     """Phase 2: the stack, the trampoline alias and the AP stack window, refused when they do not fit
     the region (naming the kernel when it could start lower, else the region or the options)."""
-    kernel, region, image_end = placement.kernel, placement.region, placement.image_end
+    region, image_end = layout.require("kernel"), placement.image_end
     stack_size = layout.stack_size
     stack_region = layout.role("stack")
     if stack_region is not None:
@@ -445,17 +477,28 @@ def follow_image(placement: Placement, layout: Layout, *, smp: bool, ap_stack_si
                  f"ends at {hex_addr(region.end)}: no room after the trampoline alias for "
                  f"{max_cpus - 1} AP stacks of {format_size(ap_stack_size)} and their guard pages "
                  f"({format_size(ap_window)}); lower max_cpus or ap_stack_size, or turn SMP off")
-    return Ranges(stack_region, guard, stack_bottom, stack_top, stack_size, trampoline_va, ap_stacks_va, ap_window)
+    dmap = layout.require("direct_map")
+    efi = layout.role("efi_runtime")
+    return Ranges(layout=layout.name, stack_region=stack_region.name if stack_region else None, stack_guard_va=guard,
+                  stack_bottom_va=stack_bottom, stack_top_va=stack_top, stack_size=stack_size,
+                  trampoline_va=trampoline_va, ap_stacks_va=ap_stacks_va, ap_stack_size=ap_stack_size if smp else 0,
+                  max_cpus=max_cpus if smp else 1, direct_map_base=dmap.start, direct_map_limit=dmap.size,
+                  direct_map_page_size=dmap.page_size, efi_region=(efi.start, efi.size) if efi else None)
 
 
-def segment_rights(placement: Placement) -> Rights:
-    """Phase 3: each PT_LOAD's copy into the block, and the rights of every page of the image."""
-    kernel, image_va = placement.kernel, placement.image_va
-    segments: list[SegmentLoad] = []
+def segment_rights(kernel: KernelImage, placement: Placement) -> Rights:
+    """Phase 3: each PT_LOAD's copy into the block, with its rights."""
+    return Rights(tuple(SegmentLoad(seg.vaddr, seg.memsz, seg.offset, seg.filesz, seg.vaddr - placement.image_va,
+                                    "RX" if seg.flags & PF_X else "RW" if seg.flags & PF_W else "R")
+                        for seg in kernel.segments))
+
+
+def page_rights(kernel: KernelImage) -> dict[int, int]:
+    """Each image page's rights (page VA -> PF_W | PF_X): the union of the segments that share the
+    page (W^X was checked when the kernel was read), less W where RELRO covers every writable byte
+    of the page."""
     pages: dict[int, int] = {}
     for seg in kernel.segments:
-        flags = "RX" if seg.flags & PF_X else "RW" if seg.flags & PF_W else "R"
-        segments.append(SegmentLoad(seg.vaddr, seg.memsz, seg.offset, seg.filesz, seg.vaddr - image_va, flags))
         for page in range(align_down(seg.vaddr, PAGE), align_up(seg.end, PAGE), PAGE):
             pages[page] = pages.get(page, 0) | (seg.flags & (PF_W | PF_X))
     if kernel.relro:
@@ -467,23 +510,25 @@ def segment_rights(placement: Placement) -> Rights:
             if all(start <= max(lo, page) and min(hi, page + PAGE) <= start + size
                    for lo, hi in writable if lo < page + PAGE and page < hi):
                 pages[page] &= ~PF_W
-    return Rights(segments, pages)
+    return pages
 
 
-def map_kernel(placement: Placement, ranges: Ranges, rights: Rights, layout: Layout, *, kaslr: bool) -> Mappings:
-    """Phase 4: the image pages and the stack mapped to their block offsets (the stack right after
-    the image), the trampoline's slot made; the plan's ranges, coalesced by rights."""
+def map_kernel(kernel: KernelImage, placement: Placement, ranges: Ranges, layout: Layout, *,
+               kaslr: bool) -> Mappings:
+    """Phase 4: the image pages (by page_rights) and the stack mapped to their block offsets (the
+    stack right after the image), the trampoline's slot made; the plan's ranges, coalesced by rights."""
     image_va = placement.image_va
     levels = paging_levels(layout.levels)
     tables = TableBuilder(levels)
     # With KASLR the kernel region's pages go in their own tree, of which only the last level is kept.
     ktables = TableBuilder(levels) if kaslr else tables
-    stack_offset = placement.image_end - image_va
+    stack_offset = placement.image_size
     planned: list[PlannedRange] = []
     # With KASLR everything in the kernel region moves; a stack in its own region stays.
     stack_slides = kaslr and ranges.stack_region is None
-    for page in sorted(rights.pages):
-        f = rights.pages[page]
+    pages = page_rights(kernel)
+    for page in sorted(pages):
+        f = pages[page]
         perm = RX if f & PF_X else RW_NX if f & PF_W else R_NX
         ktables.map(page, page - image_va, PAGE, perm)
         text = flags_text(perm)
@@ -492,49 +537,54 @@ def map_kernel(placement: Placement, ranges: Ranges, rights: Rights, layout: Lay
             planned[-1] = PlannedRange("kernel image", last.va, last.size + PAGE, last.block_offset, text, kaslr)
         else:
             planned.append(PlannedRange("kernel image", page, PAGE, page - image_va, text, kaslr))
-    (ktables if ranges.stack_region is None else tables).map(ranges.stack_bottom, stack_offset, ranges.stack_size,
+    (ktables if ranges.stack_region is None else tables).map(ranges.stack_bottom_va, stack_offset, ranges.stack_size,
                                                               RW_NX)
-    planned.append(PlannedRange(STACK_RANGE, ranges.stack_bottom, ranges.stack_size, stack_offset, "RW",
+    planned.append(PlannedRange(STACK_RANGE, ranges.stack_bottom_va, ranges.stack_size, stack_offset, "RW",
                                 stack_slides))
     slot = ktables.slot(ranges.trampoline_va)
     planned.append(PlannedRange("trampoline", ranges.trampoline_va, PAGE, None, "RX", kaslr))
     planned.sort(key=lambda r: r.va)
-    return Mappings(levels, tables, ktables, planned, slot)
+    record = Tables(layout.levels, tuple(lv.shift for lv in levels), tuple(planned))
+    return Mappings(levels, tables, ktables, slot, record)
 
 
-def kaslr_windows(placement: Placement, ranges: Ranges, mappings: Mappings) -> KaslrWindows:
+def kaslr_windows(layout: Layout, ranges: Ranges, mappings: Mappings, *, kaslr: bool) -> KaslrWindows:
     """Phase 5: a last-level table per 2 MiB window of what slides, numbered after the fixed tables;
     the slides keep the windows and the AP stack window inside the region."""
-    region = placement.region
+    if not kaslr:
+        return KaslrWindows(False, 0, 0, 0, (), DIRECT_MAP_ALIGN)
+    region = layout.require("kernel")
     fixed = len(mappings.tables.tables)
-    windows = sorted({align_down(r.va + off, SLIDE_ALIGN) for r in mappings.ranges if r.slides
+    windows = sorted({align_down(r.va + off, SLIDE_ALIGN) for r in mappings.record.mapped if r.slides
                       for off in range(0, r.size, PAGE)})
-    numbers = {mappings.kernel_tables.slot(w).table: fixed + i for i, w in enumerate(windows)}
     # Both ends of the region and every window are 2 MiB aligned: so are the slides.
     slide_min = region.start - windows[0]
     slide_max = region.end - (windows[-1] + SLIDE_ALIGN)
     # The AP stack window moves with the kernel and stays inside the region.
     slide_max = min(slide_max, align_down(region.end - (ranges.ap_stacks_va + ranges.ap_window), SLIDE_ALIGN))
-    return KaslrWindows(numbers, [(fixed + i, w) for i, w in enumerate(windows)], slide_min, slide_max)
+    return KaslrWindows(True, SLIDE_ALIGN, slide_min, slide_max, tuple((fixed + i, w) for i, w in enumerate(windows)),
+                        DIRECT_MAP_ALIGN)
 
 
 def block_layout(placement: Placement, ranges: Ranges, mappings: Mappings, windows: KaslrWindows) -> Block:
     """Phase 6: image, stack, tables (the fixed ones encoded block-relative, then the KASLR windows'),
     and the switch tables the loader fills for the trampoline's identity mapping."""
-    stack_offset = placement.image_end - placement.image_va
+    stack_offset = placement.image_size
     tables_offset = stack_offset + ranges.stack_size
     entries = mappings.tables.encode(lambda n: tables_offset + n * PAGE)
-    for old, new in windows.numbers.items():
+    # Each window's table of the kernel tree, by its number in the plan.
+    numbers = {mappings.kernel_tables.slot(window).table: number for number, window in windows.tables}
+    for old, new in numbers.items():
         for index, (kind, value, flags) in sorted(mappings.kernel_tables.tables[old].items()):
             assert kind == "page"
             entries.append((new * ENTRIES + index, value | flags))
     slot = mappings.trampoline_slot
-    if windows.numbers:
-        slot = Slot(windows.numbers[slot.table], slot.index)
+    if numbers:
+        slot = Slot(numbers[slot.table], slot.index)
     table_count = len(mappings.tables.tables) + len(windows.tables)
     switch_offset = tables_offset + table_count * PAGE
     switch_count = len(mappings.levels) - 1
-    return Block(stack_offset, tables_offset, table_count, entries, slot.word, switch_offset, switch_count,
+    return Block(stack_offset, tables_offset, table_count, tuple(entries), slot.word, switch_offset, switch_count,
                  switch_offset + switch_count * PAGE)
 
 
