@@ -15,6 +15,7 @@ from highboot.inputs.kernel import read_kernel
 from highboot.protocols import AUTO, protocol_for
 from highboot.protocols.highboot import HIGHBOOT
 from highboot.protocols.limine import LIMINE
+from highboot.protocols.limine.handover import LimineHandover, plan_handover
 from highboot.protocols.limine.scan import carries_marks, scan
 
 # The protocol's numbers, written out here from the specification (not taken from spec.py).
@@ -130,3 +131,72 @@ def test_requests_in_the_zero_fill_are_not_there(tmp_path: Path) -> None:
     path = tmp_path / "k.elf"
     path.write_bytes(elf.build())
     assert scan(read_kernel(path)).requests == ()
+
+
+# ----------------------------------------------------------------------------- the handover, planned
+
+BOOTLOADER_INFO = (0xF55038D8E2A1202F, 0x279426FCF5F59740)
+FIRMWARE = (0x8C2F75D90BEF28A8, 0x7045A4688EAC00C3)
+ENTRY = (0x13D86C035A1CD3E1, 0x2B0CAA89D8F3026A)
+DTB = (0xB40DDB48FB54BAC7, 0x545081493F81FFB7)
+FILE = (0xAD97E90E83F1ED67, 0x31EB5D1C5FF23B69)
+
+
+def handover(tmp_path: Path, data: bytes, levels: int = 4, **kw: object) -> LimineHandover:
+    kernel = read_kernel(kernel_with(tmp_path, data))
+    args = {"levels": levels, "cmdline": "console=ttyS0", "kernel_esp_path": "highboot/kernel.elf", "modules": ()}
+    args.update(kw)
+    return plan_handover(kernel, scan(kernel), **args)  # type: ignore[arg-type]
+
+
+def test_build_time_responses_are_in_the_blob(tmp_path: Path) -> None:
+    h = handover(tmp_path, words(*TAG, 2) + request(BOOTLOADER_INFO) + request(FIRMWARE) + request(STACK, 0, 100)
+                 + request(ENTRY, 0, KBASE + 0x10) + request(DTB) + request(FILE))
+    assert (h.base_revision, h.revision, h.supported) == (2, 2, True)
+    rw = KBASE + 0x4000
+    assert [(a.request, a.request_va - rw) for a in h.answers] == [
+        ("bootloader_info", 24), ("firmware_type", 72), ("stack_size", 120), ("entry_point", 176),
+        ("executable_file", 280)]
+    assert dict(h.unanswered)["dtb"].startswith("not on x86-64 UEFI")
+    blob = h.blob
+
+    def string(at: int) -> bytes:
+        return blob[at:blob.index(b"\0", at)]
+
+    info = next(a.response for a in h.answers if a.request == "bootloader_info")
+    name, version = struct.unpack_from("<QQ", blob, info + 8)
+    assert string(name) == b"highboot" and string(version)
+    assert {info + 8, info + 16} <= set(h.fixups)  # pointers the loader moves to the area's address
+    firmware = next(a.response for a in h.answers if a.request == "firmware_type")
+    assert struct.unpack_from("<QQ", blob, firmware) == (0, 2)  # revision 0, 64-bit UEFI
+    assert h.stack_size == 64 << 10  # at least the protocol's 64 KiB
+    assert h.entry == KBASE + 0x10
+    file = struct.unpack_from("<Q", blob, next(a.response for a in h.answers if a.request == "executable_file") + 8)[0]
+    path, cmdline = struct.unpack_from("<QQ", blob, file + 24)
+    assert string(path) == b"/highboot/kernel.elf" and string(cmdline) == b"console=ttyS0"
+    assert h.fill("executable_file.address") == file + 8
+
+
+def test_a_stack_size_above_the_minimum_is_kept(tmp_path: Path) -> None:
+    assert handover(tmp_path, request(STACK, 0, 0x40001)).stack_size == 0x40010
+
+
+@pytest.mark.parametrize("data, levels, message", [
+    (request(PAGING, 1, 1, 1, 1), 4, "the kernel asks for 5-level to 5-level paging; the layout gives 4-level"),
+    (request(PAGING, 1, 0, 0, 0), 5, "the kernel asks for 4-level to 4-level paging; the layout gives 5-level"),
+    (request(ENTRY, 0, KBASE + 0x4000), 4, "entry 0xffffffff80004000 is not in an executable segment"),
+    (words(*TAG, 9), 4, "base revision 9; revisions up to 6 are defined; highboot keeps the promises of "
+                        "revisions 0 to 3"),
+])
+def test_what_the_build_cannot_give_is_refused(tmp_path: Path, data: bytes, levels: int, message: str) -> None:
+    with pytest.raises(HighbootError) as err:
+        handover(tmp_path, data, levels)
+    assert message in str(err.value)
+
+
+def test_the_paging_mode_is_the_layouts(tmp_path: Path) -> None:
+    h = handover(tmp_path, request(PAGING, 1, 1, 1, 0), levels=4)
+    assert h.paging_mode == 0
+    response = h.answers[0].response
+    assert struct.unpack_from("<QQ", h.blob, response) == (0, 0)
+    assert handover(tmp_path, request(PAGING, 0, 1), levels=5).paging_mode == 1
