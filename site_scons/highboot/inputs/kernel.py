@@ -87,6 +87,23 @@ class KernelImage:
     tls: TlsTemplate | None = None
     align: int = PAGE  # the largest p_align of PT_LOAD and PT_TLS: a PIE moves by multiples of it
     load_bias: int = 0  # added to every address of the file by placed()
+    #: The file's bytes as read (the ones digest describes): a protocol looks for its marks in them.
+    data: bytes = field(default=b"", repr=False, compare=False)
+
+    def initialised_image(self) -> tuple[int, bytes]:
+        """The loaded image at its link address from its lowest address up to the end of the last
+        segment's file bytes (the trailing zero-fill left out), with every relocation applied:
+        (start address, bytes). Where a loader looks for a boot protocol's requests."""
+        start, last = self.start, max(self.segments, key=lambda s: s.end)
+        image = bytearray(last.vaddr + last.filesz - start)
+        for s in self.segments:
+            at = s.vaddr - start
+            part = self.data[s.offset:s.offset + s.filesz][:max(0, len(image) - at)]
+            image[at:at + len(part)] = part
+        for r in self.relocations:
+            if 0 <= r.vaddr - start <= len(image) - 8:
+                image[r.vaddr - start:r.vaddr - start + 8] = r.value.to_bytes(8, "little")
+        return start, bytes(image)
 
     @property
     def start(self) -> int:
@@ -234,7 +251,7 @@ def _parse(path: Path, data: bytes) -> KernelImage:
     return KernelImage(
         path=str(path), size=len(data), digest=fsverity.digest(data).hex(), entry=entry,
         segments=tuple(ordered), position_independent=etype == "ET_DYN", relocations=relocations,
-        relro=relro, eh_frame_hdr=eh_frame_hdr, tls=tls, align=align,
+        relro=relro, eh_frame_hdr=eh_frame_hdr, tls=tls, align=align, data=data,
     )
 
 

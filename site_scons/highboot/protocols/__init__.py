@@ -1,6 +1,7 @@
 """What the kernel is handed at entry and how: one Protocol per build (base: what a protocol
-decides), highboot's own boot info ABI (bootinfo, described once and rendered to Rust and C) as the
-first protocol (highboot). Planning the address space does not depend on the protocol."""
+decides): highboot's own (highboot, with its boot info ABI in bootinfo, described once and rendered
+to Rust and C) and the Limine boot protocol (limine). Planning the address space does not depend
+on the protocol."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from typing import TYPE_CHECKING
 from highboot.errors import HighbootError
 from highboot.protocols.base import Protocol
 from highboot.protocols.highboot import HIGHBOOT
+from highboot.protocols.limine import LIMINE
 
 if TYPE_CHECKING:
     from highboot.inputs.kernel import KernelImage
 
 #: Every protocol a build can speak, by the PROTOCOL option's value.
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (HIGHBOOT,)}
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (HIGHBOOT, LIMINE)}
 #: The PROTOCOL option's value that reads the protocol from the kernel.
 AUTO = "auto"
 
