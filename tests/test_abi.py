@@ -1,7 +1,8 @@
 """One ABI, three views: what site_scons/highboot/rendering/loader_abi.py and bootinfo.py describe, rendered to Rust
 (compiled for this machine and asked with offset_of!), C (gcc, offsetof) and assembly (assembled,
-its symbols and bytes read back), must agree field by field. The serial report (report.py) too:
-what its Rust macros print, parse_report reads back; highboot.h's macros are its words."""
+its symbols and bytes read back), must agree field by field. The tests' serial report (testkit/report.py)
+too, in its own files: what report.rs's macros print, parse_report reads back; highboot_report.h's
+macros are its words; the protocol's files (bootinfo.rs, highboot.h) carry none of it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,22 @@ from testkit.bootcheck import parse_report
 
 from highboot.protocols import bootinfo
 from highboot.rendering import loader_abi as abi
+
+#: The tests' report, rendered for test kernels only.
+REPORT_RS, REPORT_H = "test/report.rs.j2", "test/highboot_report.h.j2"
+
+
+def test_the_protocol_files_carry_no_test_report() -> None:
+    """bootinfo.rs and highboot.h hold the boot info ABI and nothing else (as limine.h holds its
+    protocol): the report's macros, words and exit codes are only in the test kernels' files."""
+    rust, header = rendered("common/bootinfo.rs.j2"), rendered("include/highboot.h.j2")
+    for word in ("macro_rules!", "mod report", "EXIT_PORT", "enum Exit", "isa-debug-exit"):
+        assert word not in rust, word
+    for word in ("HIGHBOOT_REPORT", "HIGHBOOT_INFO_", "HIGHBOOT_EXIT", "isa-debug-exit"):
+        assert word not in header, word
+    test_rust, test_header = rendered(REPORT_RS, extra=report.context()), rendered(REPORT_H, extra=report.context())
+    assert "macro_rules! info_format" in test_rust and "pub enum Exit" in test_rust
+    assert "#define HIGHBOOT_EXIT_PASS" in test_header and "#define HIGHBOOT_INFO_BLOCK " in test_header
 
 
 def python_offsets(fields: tuple[bootinfo.Field, ...]) -> list[int]:
@@ -140,8 +157,8 @@ def test_report_rust_view_prints_what_parse_report_reads(tmp_path: Path) -> None
         args = ", ".join(_sample(k)[0] for k in group)
         body.append(f"    println!(info_format!({', '.join(k.name for k in group)}), {args});")
     for words in report.context()["report_choices"]:
-        body.append(f'    println!("WORDS {words.name} {{}}", bootinfo::report::{words.name.upper()}.join(" "));')
-    out = run_rust(tmp_path, {"bootinfo": rendered("common/bootinfo.rs.j2")}, "\n".join(body))
+        body.append(f'    println!("WORDS {words.name} {{}}", report::{words.name.upper()}.join(" "));')
+    out = run_rust(tmp_path, {"report": rendered(REPORT_RS, extra=report.context())}, "\n".join(body))
     parsed = parse_report(out)
     assert parsed.facts == {k.name: _sample(k)[1] for k in keys}
     assert parsed.memory == [(0x1234ABCD, 0x1234ABCD, 42)]
@@ -157,8 +174,8 @@ def test_report_rust_view_prints_what_parse_report_reads(tmp_path: Path) -> None
 
 
 def test_report_rust_view_refuses_an_undescribed_key(tmp_path: Path) -> None:
-    (tmp_path / "bootinfo.rs").write_text(rendered("common/bootinfo.rs.j2"))
-    (tmp_path / "main.rs").write_text('#[macro_use] #[allow(dead_code)] mod bootinfo { include!("bootinfo.rs"); }\n'
+    (tmp_path / "report.rs").write_text(rendered(REPORT_RS, extra=report.context()))
+    (tmp_path / "main.rs").write_text('#[macro_use] #[allow(dead_code)] mod report { include!("report.rs"); }\n'
                                       'fn main() { println!(info_format!(block, no_such_key), 1u64, 2u64); }\n')
     out = subprocess.run(["rustc", "--edition", "2021", "-o", str(tmp_path / "main"), str(tmp_path / "main.rs")],
                          capture_output=True, text=True, timeout=300, check=False)
@@ -166,16 +183,16 @@ def test_report_rust_view_refuses_an_undescribed_key(tmp_path: Path) -> None:
 
 
 def test_report_c_view_is_the_description(tmp_path: Path) -> None:
-    """highboot.h's tags, INFO key prefixes and words, compiled by gcc and printed."""
-    (tmp_path / "highboot.h").write_text(rendered("include/highboot.h.j2"))
+    """highboot_report.h's tags, INFO key prefixes and words, compiled by gcc and printed."""
+    (tmp_path / "highboot_report.h").write_text(rendered(REPORT_H, extra=report.context()))
     lines = ['    puts(HIGHBOOT_REPORT_HEX);', f'    puts(HIGHBOOT_REPORT_{report.INFO_TAG});']
     lines += [f"    puts(HIGHBOOT_REPORT_{kind.tag});" for kind in report.LINES]
     lines += [f"    puts(HIGHBOOT_INFO_{k.name.upper()});" for k in report.INFO_KEYS]
     for words in (report.ACCESS, report.CACHE):
         lines.append(f"    {{ static const char *const w[] = HIGHBOOT_REPORT_{words.name.upper()};\n"
                      f"      for (unsigned i = 0; i < sizeof w / sizeof *w; i++) puts(w[i]); }}")
-    (tmp_path / "c.c").write_text('#include <stdio.h>\n#include "highboot.h"\nint main(void) {\n' + "\n".join(lines)
-                                  + "\n    return 0;\n}\n")
+    (tmp_path / "c.c").write_text('#include <stdio.h>\n#include "highboot_report.h"\nint main(void) {\n'
+                                  + "\n".join(lines) + "\n    return 0;\n}\n")
     subprocess.run(["gcc", "-Wall", "-Werror", "-o", str(tmp_path / "c"), str(tmp_path / "c.c")], check=True,
                    timeout=120)
     c = subprocess.run([str(tmp_path / "c")], capture_output=True, text=True, check=True).stdout.splitlines()
@@ -227,9 +244,11 @@ DIALECTS = [("gcc", "c99"), ("gcc", "gnu99"), ("gcc", "c11"), ("gcc", "c17"),
 
 def _compile_header(tmp_path: Path, header: str, compiler: str, std: str) -> subprocess.CompletedProcess:
     (tmp_path / "highboot.h").write_text(header)
+    (tmp_path / "highboot_report.h").write_text(rendered(REPORT_H, extra=report.context()))
     source = tmp_path / ("k.cpp" if compiler == "g++" else "k.c")
-    # The structs and the constants (64-bit ones too) as a kernel uses them.
-    source.write_text('#include "highboot.h"\nint highboot_usable(const struct highboot_boot_info *info);\n'
+    # The structs and the constants (64-bit ones too) as a kernel uses them; a test kernel's report too.
+    source.write_text('#include "highboot.h"\n#include "highboot_report.h"\n'
+                      "int highboot_usable(const struct highboot_boot_info *info);\n"
                       "int highboot_usable(const struct highboot_boot_info *info) {\n"
                       "    const struct highboot_cpu *cpu = (const struct highboot_cpu *)(uintptr_t)info->cpus;\n"
                       "    return info->magic == HIGHBOOT_MAGIC && info->version == HIGHBOOT_VERSION\n"
@@ -242,7 +261,8 @@ def _compile_header(tmp_path: Path, header: str, compiler: str, std: str) -> sub
 
 @pytest.mark.parametrize("compiler, std", DIALECTS, ids=[f"{c}-{s}" for c, s in DIALECTS])
 def test_header_compiles_cleanly_in_c_and_cpp(tmp_path: Path, compiler: str, std: str) -> None:
-    """highboot.h in C99 and later, C++11 and later, freestanding, pedantic, warnings as errors."""
+    """highboot.h (and highboot_report.h) in C99 and later, C++11 and later, freestanding, pedantic,
+    warnings as errors."""
     out = _compile_header(tmp_path, rendered("include/highboot.h.j2"), compiler, std)
     assert out.returncode == 0, out.stderr[-3000:]
 

@@ -14,8 +14,6 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from testkit import report
-
 from highboot.build.records import remove
 from highboot.build.toolchain import RustToolchain, target_name
 from highboot.errors import HighbootError
@@ -58,7 +56,7 @@ def fault_variants() -> dict[str, str]:
 
 
 def render_context(plan_file: str | None, extra: dict[str, Any]) -> dict[str, Any]:
-    ctx: dict[str, Any] = {**bootinfo.context(), **abi.context(), **report.context(), "faults": fault_variants()}
+    ctx: dict[str, Any] = {**bootinfo.context(), **abi.context(), "faults": fault_variants()}
     if plan_file:
         ctx["plan"] = BootPlan.from_json(plan_file)
     ctx.update(extra)
