@@ -54,16 +54,16 @@ def test_handoff_rust_and_assembly_agree(built: dict, tmp_path: Path) -> None:
     names = [w.name for w in abi.HANDOFF]
     rust = run_rust(tmp_path, {"abi": rendered("loader/abi.rs.j2")},
                     "\n".join(f'    println!("{{}}", core::mem::offset_of!(abi::Handoff, {n}));' for n in names)
-                    + '\n    println!("{} {} {} {} {}", core::mem::size_of::<abi::Handoff>(), abi::SWITCH_GDTR_BASE, '
-                    "abi::SWITCH_FAR32, abi::SWITCH_FAR64, abi::SWITCH_HANDOFF);"
+                    + '\n    println!("{} {} {} {} {}", core::mem::size_of::<abi::Handoff>(), abi::TDATA_GDTR_BASE, '
+                    "abi::TDATA_FAR32, abi::TDATA_FAR64, abi::TDATA_HANDOFF);"
                     + '\n    println!("{} {}", abi::DESC_GDTR, abi::DESC_SIZE);').split()
     assert [int(x) for x in rust] == [abi.handoff_offset(n) for n in names] + [
-        8 * len(names), abi.SWITCH_GDTR_BASE, abi.SWITCH_FAR32, abi.SWITCH_FAR64, abi.SWITCH_HANDOFF,
+        8 * len(names), abi.TDATA_GDTR_BASE, abi.TDATA_FAR32, abi.TDATA_FAR64, abi.TDATA_HANDOFF,
         abi.DESC_GDTR, abi.DESC_SIZE]
     # Each register is 10 bytes (u16 limit, u64 base); both fit in DESC_SIZE without overlapping.
     assert abi.DESC_GDTR + 10 <= abi.DESC_IDTR and abi.DESC_IDTR + 10 <= abi.DESC_SIZE
 
-    # The assembly: its symbols, and the switch data's bytes where the loader writes into them.
+    # The assembly: its symbols, and the trampoline data's bytes where the loader writes into them.
     with assemble(tmp_path, rendered("loader/trampoline.S.j2", built["plan"])).open("rb") as f:
         elf = ELFFile(f)
         symbols = {s.name: s for s in elf.get_section_by_name(".symtab").iter_symbols()}
@@ -71,18 +71,18 @@ def test_handoff_rust_and_assembly_agree(built: dict, tmp_path: Path) -> None:
             assert symbols[f"HANDOFF_{n.upper()}"]["st_value"] == abi.handoff_offset(n), n
         assert symbols["HANDOFF_SIZE"]["st_value"] == 8 * len(names)
         assert (symbols["DESC_GDTR"]["st_value"], symbols["DESC_IDTR"]["st_value"]) == (abi.DESC_GDTR, abi.DESC_IDTR)
-        data = symbols["highboot_switch_data"]
+        data = symbols["highboot_trampoline_data"]
         text = elf.get_section(data["st_shndx"]).data()
-        switch = text[data["st_value"]:data["st_value"] + abi.SWITCH_HANDOFF + 8 * len(names)]
-    gdt = struct.unpack_from(f"<{len(abi.SWITCH_GDT_ENTRIES)}Q", switch, abi.SWITCH_GDT)
-    assert gdt == abi.SWITCH_GDT_ENTRIES
-    assert struct.unpack_from("<H", switch, abi.SWITCH_GDTR)[0] == 8 * len(abi.SWITCH_GDT_ENTRIES) - 1
-    assert abi.SWITCH_GDTR_BASE == abi.SWITCH_GDTR + 2  # the base follows the limit
-    assert struct.unpack_from("<H", switch, abi.SWITCH_FAR32 + 4)[0] == abi.SWITCH_CODE32_SELECTOR
-    assert struct.unpack_from("<H", switch, abi.SWITCH_FAR64 + 4)[0] == abi.SWITCH_CODE64_SELECTOR
+        tdata = text[data["st_value"]:data["st_value"] + abi.TDATA_HANDOFF + 8 * len(names)]
+    gdt = struct.unpack_from(f"<{len(abi.TDATA_GDT_ENTRIES)}Q", tdata, abi.TDATA_GDT)
+    assert gdt == abi.TDATA_GDT_ENTRIES
+    assert struct.unpack_from("<H", tdata, abi.TDATA_GDTR)[0] == 8 * len(abi.TDATA_GDT_ENTRIES) - 1
+    assert abi.TDATA_GDTR_BASE == abi.TDATA_GDTR + 2  # the base follows the limit
+    assert struct.unpack_from("<H", tdata, abi.TDATA_FAR32 + 4)[0] == abi.TDATA_CODE32_SELECTOR
+    assert struct.unpack_from("<H", tdata, abi.TDATA_FAR64 + 4)[0] == abi.TDATA_CODE64_SELECTOR
     # The selectors name GDT entries of the right kind: 32-bit code (D=1, L=0), 64-bit code (L=1).
-    assert gdt[abi.SWITCH_CODE32_SELECTOR // 8] >> 53 & 3 == 0b10
-    assert gdt[abi.SWITCH_CODE64_SELECTOR // 8] >> 53 & 3 == 0b01
+    assert gdt[abi.TDATA_CODE32_SELECTOR // 8] >> 53 & 3 == 0b10
+    assert gdt[abi.TDATA_CODE64_SELECTOR // 8] >> 53 & 3 == 0b01
     assert abi.GDT_ENTRIES[abi.CODE_SELECTOR // 8] >> 53 & 3 == 0b01 and abi.GDT_ENTRIES[abi.DATA_SELECTOR // 8] \
         >> 43 & 1 == 0
 

@@ -119,8 +119,8 @@ fn report_info(i: &BootInfo, entry_rsp: u64) {
         i.direct_map_base, i.direct_map_size, i.direct_map_page_size
     );
     println!(
-        info_format!(trampoline_phys, trampoline_virt, switch_phys, switch_pages),
-        i.trampoline_phys, i.trampoline_virt, i.switch_phys, i.switch_pages
+        info_format!(trampoline_phys, trampoline_virt, identity_tables_phys, identity_tables_pages),
+        i.trampoline_phys, i.trampoline_virt, i.identity_tables_phys, i.identity_tables_pages
     );
     println!(
         info_format!(root, tables, features, flags),

@@ -2,7 +2,7 @@
 //! dynamic tail is sized at boot) and loading the kernel into it.
 //!
 //! The block is: the static part the build planned (the kernel's segments, its page tables, the
-//! switch tables, the stack; `plan::STATIC_SIZE` bytes), the APs' stacks, then the table pool
+//! identity tables, the stack; `plan::STATIC_SIZE` bytes), the APs' stacks, then the table pool
 //! (direct map, slid kernel tables, EFI runtime mappings, AP stacks), then one area for the boot
 //! info, the GDT and descriptor registers, the command line, the memory map, the runtime ranges,
 //! the modules' records and strings, the CPU records and the APs' check-in slots.

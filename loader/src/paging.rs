@@ -36,7 +36,7 @@ pub unsafe fn install_planned_tables(block: u64, nx_mask: u64) {
     }
 }
 
-/// The trampoline page at its physical address (through the switch tables, lower half) and at
+/// The trampoline page at its physical address (through the identity tables, lower half) and at
 /// its planned higher-half alias (the one PTE the plan left for it). Both read + execute.
 pub unsafe fn map_trampoline(block: u64, page: u64) {
     let tables = (block + plan::TABLES_OFFSET) as *mut u64;
