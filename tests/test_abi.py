@@ -17,6 +17,7 @@ from testkit import report
 from testkit.bootcheck import parse_report
 
 from highboot.protocols import bootinfo
+from highboot.rendering import cpu_bits
 from highboot.rendering import loader_abi as abi
 
 #: The tests' report, rendered for test kernels only.
@@ -281,3 +282,29 @@ def test_header_checks_its_layout_at_compile_time(tmp_path: Path, compiler: str,
         out = _compile_header(tmp_path, header.replace(check, wrong), compiler, std)
         assert out.returncode != 0
         assert ("cpu_stack_top" if "stack_top" in check else "sizeof_module") in out.stderr, out.stderr[-3000:]
+
+
+def test_cpu_bits_rust_and_assembly_agree(built: dict, tmp_path: Path) -> None:
+    """The control bits (cpu_bits.py) as the loader's Rust sees them (abi.rs, which cpu.rs re-exports)
+    and as the trampoline's assembly does (abi.S's symbols, assembled and read back): the same values,
+    and the trampoline spells no control-register mask as a bare number."""
+    rust_bits = [(r, b) for r in cpu_bits.REGISTERS for b in r.rust_bits]
+    out = run_rust(tmp_path, {"abi": rendered("loader/abi.rs.j2")},
+                   "\n".join(f'    println!("{{}}", abi::{r.name}::{b.name} as u64);' for r, b in rust_bits)).split()
+    assert [int(x) for x in out] == [b.value for _, b in rust_bits]
+    trampoline = rendered("loader/trampoline.S.j2", built["plan"])
+    with assemble(tmp_path, trampoline).open("rb") as f:
+        symbols = {s.name: s["st_value"] for s in ELFFile(f).get_section_by_name(".symtab").iter_symbols()}
+    for r in cpu_bits.REGISTERS:
+        for b in r.bits:
+            name = f"{r.name.upper()}_{b.name}"
+            assert symbols[name] == b.value, name
+            if b.shift is not None:
+                assert symbols[f"{name}_BIT"] == b.shift and 1 << b.shift == b.value, name
+    code = "\n".join(line.split("//")[0] for line in trampoline.splitlines() if not line.strip().startswith(".set"))
+    for bare in ("1 <<", "0x80000000", "0x7fffffff", "0xffffefff", "0xc0000080"):
+        assert bare not in code, bare
+    # cpu.rs spells none of them itself: it re-exports the rendered modules.
+    cpu_rs = (Path(__file__).parents[1] / "loader" / "src" / "cpu.rs").read_text()
+    assert "pub const" not in cpu_rs
+    assert f"pub use crate::rendered::abi::{{{', '.join(sorted(r.name for r in cpu_bits.REGISTERS))}}};" in cpu_rs

@@ -32,6 +32,7 @@ from highboot.planning.planner import (
     plan_boot,
 )
 from highboot.protocols import bootinfo
+from highboot.rendering import cpu_bits
 from highboot.rendering import loader_abi as abi
 from highboot.rendering.templates import render, write_atomic
 
@@ -56,7 +57,7 @@ def fault_variants() -> dict[str, str]:
 
 
 def render_context(plan_file: str | None, extra: dict[str, Any]) -> dict[str, Any]:
-    ctx: dict[str, Any] = {**bootinfo.context(), **abi.context(), "faults": fault_variants()}
+    ctx: dict[str, Any] = {**bootinfo.context(), **abi.context(), **cpu_bits.context(), "faults": fault_variants()}
     if plan_file:
         ctx["plan"] = BootPlan.from_json(plan_file)
     ctx.update(extra)
