@@ -243,7 +243,7 @@ def test_wx_union_is_checked_over_every_segment_on_a_page(tmp_path: Path) -> Non
 
 def test_an_implausible_number_of_relocations_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A corrupted table cannot make the build bake millions of relocations into the loader."""
-    monkeypatch.setattr("highboot.dynamic.MAX_RELOCATIONS", 100)
+    monkeypatch.setattr("highboot.inputs.relocations.MAX_RELOCATIONS", 100)
     many = relr(DATA_AT, *[(1 << 64) - 1] * 2)  # 1 + 2 * 63 words
     with pytest.raises(HighbootError) as err:
         read_kernel(write(tmp_path, dyn_pie(relr=many).build()))
