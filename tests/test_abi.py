@@ -1,7 +1,8 @@
 """One ABI, three views: what site_scons/highboot/rendering/loader_abi.py and bootinfo.py describe, rendered to Rust
 (compiled for this machine and asked with offset_of!), C (gcc, offsetof) and assembly (assembled,
-its symbols and bytes read back), must agree field by field. The serial report (report.py) too:
-what its Rust macros print, parse_report reads back; highboot.h's macros are its words."""
+its symbols and bytes read back), must agree field by field. The tests' serial report (testkit/report.py)
+too, in its own files: what report.rs's macros print, parse_report reads back; highboot_report.h's
+macros are its words; the protocol's files (bootinfo.rs, highboot.h) carry none of it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,24 @@ from testkit import report
 from testkit.bootcheck import parse_report
 
 from highboot.protocols import bootinfo
+from highboot.rendering import cpu_bits
 from highboot.rendering import loader_abi as abi
+
+#: The tests' report, rendered for test kernels only.
+REPORT_RS, REPORT_H = "test/report.rs.j2", "test/highboot_report.h.j2"
+
+
+def test_the_protocol_files_carry_no_test_report() -> None:
+    """bootinfo.rs and highboot.h hold the boot info ABI and nothing else (as limine.h holds its
+    protocol): the report's macros, words and exit codes are only in the test kernels' files."""
+    rust, header = rendered("common/bootinfo.rs.j2"), rendered("include/highboot.h.j2")
+    for word in ("macro_rules!", "mod report", "EXIT_PORT", "enum Exit", "isa-debug-exit"):
+        assert word not in rust, word
+    for word in ("HIGHBOOT_REPORT", "HIGHBOOT_INFO_", "HIGHBOOT_EXIT", "isa-debug-exit"):
+        assert word not in header, word
+    test_rust, test_header = rendered(REPORT_RS, extra=report.context()), rendered(REPORT_H, extra=report.context())
+    assert "macro_rules! info_format" in test_rust and "pub enum Exit" in test_rust
+    assert "#define HIGHBOOT_EXIT_PASS" in test_header and "#define HIGHBOOT_INFO_BLOCK " in test_header
 
 
 def python_offsets(fields: tuple[bootinfo.Field, ...]) -> list[int]:
@@ -37,16 +55,16 @@ def test_handoff_rust_and_assembly_agree(built: dict, tmp_path: Path) -> None:
     names = [w.name for w in abi.HANDOFF]
     rust = run_rust(tmp_path, {"abi": rendered("loader/abi.rs.j2")},
                     "\n".join(f'    println!("{{}}", core::mem::offset_of!(abi::Handoff, {n}));' for n in names)
-                    + '\n    println!("{} {} {} {} {}", core::mem::size_of::<abi::Handoff>(), abi::SWITCH_GDTR_BASE, '
-                    "abi::SWITCH_FAR32, abi::SWITCH_FAR64, abi::SWITCH_HANDOFF);"
+                    + '\n    println!("{} {} {} {} {}", core::mem::size_of::<abi::Handoff>(), abi::TDATA_GDTR_BASE, '
+                    "abi::TDATA_FAR32, abi::TDATA_FAR64, abi::TDATA_HANDOFF);"
                     + '\n    println!("{} {}", abi::DESC_GDTR, abi::DESC_SIZE);').split()
     assert [int(x) for x in rust] == [abi.handoff_offset(n) for n in names] + [
-        8 * len(names), abi.SWITCH_GDTR_BASE, abi.SWITCH_FAR32, abi.SWITCH_FAR64, abi.SWITCH_HANDOFF,
+        8 * len(names), abi.TDATA_GDTR_BASE, abi.TDATA_FAR32, abi.TDATA_FAR64, abi.TDATA_HANDOFF,
         abi.DESC_GDTR, abi.DESC_SIZE]
     # Each register is 10 bytes (u16 limit, u64 base); both fit in DESC_SIZE without overlapping.
     assert abi.DESC_GDTR + 10 <= abi.DESC_IDTR and abi.DESC_IDTR + 10 <= abi.DESC_SIZE
 
-    # The assembly: its symbols, and the switch data's bytes where the loader writes into them.
+    # The assembly: its symbols, and the trampoline data's bytes where the loader writes into them.
     with assemble(tmp_path, rendered("loader/trampoline.S.j2", built["plan"])).open("rb") as f:
         elf = ELFFile(f)
         symbols = {s.name: s for s in elf.get_section_by_name(".symtab").iter_symbols()}
@@ -54,18 +72,18 @@ def test_handoff_rust_and_assembly_agree(built: dict, tmp_path: Path) -> None:
             assert symbols[f"HANDOFF_{n.upper()}"]["st_value"] == abi.handoff_offset(n), n
         assert symbols["HANDOFF_SIZE"]["st_value"] == 8 * len(names)
         assert (symbols["DESC_GDTR"]["st_value"], symbols["DESC_IDTR"]["st_value"]) == (abi.DESC_GDTR, abi.DESC_IDTR)
-        data = symbols["highboot_switch_data"]
+        data = symbols["highboot_trampoline_data"]
         text = elf.get_section(data["st_shndx"]).data()
-        switch = text[data["st_value"]:data["st_value"] + abi.SWITCH_HANDOFF + 8 * len(names)]
-    gdt = struct.unpack_from(f"<{len(abi.SWITCH_GDT_ENTRIES)}Q", switch, abi.SWITCH_GDT)
-    assert gdt == abi.SWITCH_GDT_ENTRIES
-    assert struct.unpack_from("<H", switch, abi.SWITCH_GDTR)[0] == 8 * len(abi.SWITCH_GDT_ENTRIES) - 1
-    assert abi.SWITCH_GDTR_BASE == abi.SWITCH_GDTR + 2  # the base follows the limit
-    assert struct.unpack_from("<H", switch, abi.SWITCH_FAR32 + 4)[0] == abi.SWITCH_CODE32_SELECTOR
-    assert struct.unpack_from("<H", switch, abi.SWITCH_FAR64 + 4)[0] == abi.SWITCH_CODE64_SELECTOR
+        tdata = text[data["st_value"]:data["st_value"] + abi.TDATA_HANDOFF + 8 * len(names)]
+    gdt = struct.unpack_from(f"<{len(abi.TDATA_GDT_ENTRIES)}Q", tdata, abi.TDATA_GDT)
+    assert gdt == abi.TDATA_GDT_ENTRIES
+    assert struct.unpack_from("<H", tdata, abi.TDATA_GDTR)[0] == 8 * len(abi.TDATA_GDT_ENTRIES) - 1
+    assert abi.TDATA_GDTR_BASE == abi.TDATA_GDTR + 2  # the base follows the limit
+    assert struct.unpack_from("<H", tdata, abi.TDATA_FAR32 + 4)[0] == abi.TDATA_CODE32_SELECTOR
+    assert struct.unpack_from("<H", tdata, abi.TDATA_FAR64 + 4)[0] == abi.TDATA_CODE64_SELECTOR
     # The selectors name GDT entries of the right kind: 32-bit code (D=1, L=0), 64-bit code (L=1).
-    assert gdt[abi.SWITCH_CODE32_SELECTOR // 8] >> 53 & 3 == 0b10
-    assert gdt[abi.SWITCH_CODE64_SELECTOR // 8] >> 53 & 3 == 0b01
+    assert gdt[abi.TDATA_CODE32_SELECTOR // 8] >> 53 & 3 == 0b10
+    assert gdt[abi.TDATA_CODE64_SELECTOR // 8] >> 53 & 3 == 0b01
 
 
 @pytest.mark.parametrize("struct_name, rust_name, fields", [
@@ -138,8 +156,8 @@ def test_report_rust_view_prints_what_parse_report_reads(tmp_path: Path) -> None
         args = ", ".join(_sample(k)[0] for k in group)
         body.append(f"    println!(info_format!({', '.join(k.name for k in group)}), {args});")
     for words in report.context()["report_choices"]:
-        body.append(f'    println!("WORDS {words.name} {{}}", bootinfo::report::{words.name.upper()}.join(" "));')
-    out = run_rust(tmp_path, {"bootinfo": rendered("common/bootinfo.rs.j2")}, "\n".join(body))
+        body.append(f'    println!("WORDS {words.name} {{}}", report::{words.name.upper()}.join(" "));')
+    out = run_rust(tmp_path, {"report": rendered(REPORT_RS, extra=report.context())}, "\n".join(body))
     parsed = parse_report(out)
     assert parsed.facts == {k.name: _sample(k)[1] for k in keys}
     assert parsed.memory == [(0x1234ABCD, 0x1234ABCD, 42)]
@@ -155,8 +173,8 @@ def test_report_rust_view_prints_what_parse_report_reads(tmp_path: Path) -> None
 
 
 def test_report_rust_view_refuses_an_undescribed_key(tmp_path: Path) -> None:
-    (tmp_path / "bootinfo.rs").write_text(rendered("common/bootinfo.rs.j2"))
-    (tmp_path / "main.rs").write_text('#[macro_use] #[allow(dead_code)] mod bootinfo { include!("bootinfo.rs"); }\n'
+    (tmp_path / "report.rs").write_text(rendered(REPORT_RS, extra=report.context()))
+    (tmp_path / "main.rs").write_text('#[macro_use] #[allow(dead_code)] mod report { include!("report.rs"); }\n'
                                       'fn main() { println!(info_format!(block, no_such_key), 1u64, 2u64); }\n')
     out = subprocess.run(["rustc", "--edition", "2021", "-o", str(tmp_path / "main"), str(tmp_path / "main.rs")],
                          capture_output=True, text=True, timeout=300, check=False)
@@ -164,16 +182,16 @@ def test_report_rust_view_refuses_an_undescribed_key(tmp_path: Path) -> None:
 
 
 def test_report_c_view_is_the_description(tmp_path: Path) -> None:
-    """highboot.h's tags, INFO key prefixes and words, compiled by gcc and printed."""
-    (tmp_path / "highboot.h").write_text(rendered("include/highboot.h.j2"))
+    """highboot_report.h's tags, INFO key prefixes and words, compiled by gcc and printed."""
+    (tmp_path / "highboot_report.h").write_text(rendered(REPORT_H, extra=report.context()))
     lines = ['    puts(HIGHBOOT_REPORT_HEX);', f'    puts(HIGHBOOT_REPORT_{report.INFO_TAG});']
     lines += [f"    puts(HIGHBOOT_REPORT_{kind.tag});" for kind in report.LINES]
     lines += [f"    puts(HIGHBOOT_INFO_{k.name.upper()});" for k in report.INFO_KEYS]
     for words in (report.ACCESS, report.CACHE):
         lines.append(f"    {{ static const char *const w[] = HIGHBOOT_REPORT_{words.name.upper()};\n"
                      f"      for (unsigned i = 0; i < sizeof w / sizeof *w; i++) puts(w[i]); }}")
-    (tmp_path / "c.c").write_text('#include <stdio.h>\n#include "highboot.h"\nint main(void) {\n' + "\n".join(lines)
-                                  + "\n    return 0;\n}\n")
+    (tmp_path / "c.c").write_text('#include <stdio.h>\n#include "highboot_report.h"\nint main(void) {\n'
+                                  + "\n".join(lines) + "\n    return 0;\n}\n")
     subprocess.run(["gcc", "-Wall", "-Werror", "-o", str(tmp_path / "c"), str(tmp_path / "c.c")], check=True,
                    timeout=120)
     c = subprocess.run([str(tmp_path / "c")], capture_output=True, text=True, check=True).stdout.splitlines()
@@ -225,9 +243,11 @@ DIALECTS = [("gcc", "c99"), ("gcc", "gnu99"), ("gcc", "c11"), ("gcc", "c17"),
 
 def _compile_header(tmp_path: Path, header: str, compiler: str, std: str) -> subprocess.CompletedProcess:
     (tmp_path / "highboot.h").write_text(header)
+    (tmp_path / "highboot_report.h").write_text(rendered(REPORT_H, extra=report.context()))
     source = tmp_path / ("k.cpp" if compiler == "g++" else "k.c")
-    # The structs and the constants (64-bit ones too) as a kernel uses them.
-    source.write_text('#include "highboot.h"\nint highboot_usable(const struct highboot_boot_info *info);\n'
+    # The structs and the constants (64-bit ones too) as a kernel uses them; a test kernel's report too.
+    source.write_text('#include "highboot.h"\n#include "highboot_report.h"\n'
+                      "int highboot_usable(const struct highboot_boot_info *info);\n"
                       "int highboot_usable(const struct highboot_boot_info *info) {\n"
                       "    const struct highboot_cpu *cpu = (const struct highboot_cpu *)(uintptr_t)info->cpus;\n"
                       "    return info->magic == HIGHBOOT_MAGIC && info->version == HIGHBOOT_VERSION\n"
@@ -240,7 +260,8 @@ def _compile_header(tmp_path: Path, header: str, compiler: str, std: str) -> sub
 
 @pytest.mark.parametrize("compiler, std", DIALECTS, ids=[f"{c}-{s}" for c, s in DIALECTS])
 def test_header_compiles_cleanly_in_c_and_cpp(tmp_path: Path, compiler: str, std: str) -> None:
-    """highboot.h in C99 and later, C++11 and later, freestanding, pedantic, warnings as errors."""
+    """highboot.h (and highboot_report.h) in C99 and later, C++11 and later, freestanding, pedantic,
+    warnings as errors."""
     out = _compile_header(tmp_path, rendered("include/highboot.h.j2"), compiler, std)
     assert out.returncode == 0, out.stderr[-3000:]
 
@@ -259,3 +280,29 @@ def test_header_checks_its_layout_at_compile_time(tmp_path: Path, compiler: str,
         out = _compile_header(tmp_path, header.replace(check, wrong), compiler, std)
         assert out.returncode != 0
         assert ("cpu_stack_top" if "stack_top" in check else "sizeof_module") in out.stderr, out.stderr[-3000:]
+
+
+def test_cpu_bits_rust_and_assembly_agree(built: dict, tmp_path: Path) -> None:
+    """The control bits (cpu_bits.py) as the loader's Rust sees them (abi.rs, which cpu.rs re-exports)
+    and as the trampoline's assembly does (abi.S's symbols, assembled and read back): the same values,
+    and the trampoline spells no control-register mask as a bare number."""
+    rust_bits = [(r, b) for r in cpu_bits.REGISTERS for b in r.rust_bits]
+    out = run_rust(tmp_path, {"abi": rendered("loader/abi.rs.j2")},
+                   "\n".join(f'    println!("{{}}", abi::{r.name}::{b.name} as u64);' for r, b in rust_bits)).split()
+    assert [int(x) for x in out] == [b.value for _, b in rust_bits]
+    trampoline = rendered("loader/trampoline.S.j2", built["plan"])
+    with assemble(tmp_path, trampoline).open("rb") as f:
+        symbols = {s.name: s["st_value"] for s in ELFFile(f).get_section_by_name(".symtab").iter_symbols()}
+    for r in cpu_bits.REGISTERS:
+        for b in r.bits:
+            name = f"{r.name.upper()}_{b.name}"
+            assert symbols[name] == b.value, name
+            if b.shift is not None:
+                assert symbols[f"{name}_BIT"] == b.shift and 1 << b.shift == b.value, name
+    code = "\n".join(line.split("//")[0] for line in trampoline.splitlines() if not line.strip().startswith(".set"))
+    for bare in ("1 <<", "0x80000000", "0x7fffffff", "0xffffefff", "0xc0000080"):
+        assert bare not in code, bare
+    # cpu.rs spells none of them itself: it re-exports the rendered modules.
+    cpu_rs = (Path(__file__).parents[1] / "loader" / "src" / "cpu.rs").read_text()
+    assert "pub const" not in cpu_rs
+    assert f"pub use crate::rendered::abi::{{{', '.join(sorted(r.name for r in cpu_bits.REGISTERS))}}};" in cpu_rs

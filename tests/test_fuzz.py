@@ -133,7 +133,7 @@ def check_plan(plan: BootPlan, kernel: KernelImage, layout: Layout) -> None:
         assert 0 <= offset and offset + 8 <= plan.placement.image_size
     levels = paging_levels(plan.tables.levels)
     assert plan.block.table_count == sum(minimum_tables([(r.va, r.size, PAGE) for r in ranges], levels).values())
-    assert plan.block.static_size == plan.block.switch_offset + plan.block.switch_count * PAGE
+    assert plan.block.static_size == plan.block.identity_tables_offset + plan.block.identity_tables_count * PAGE
     # The encoded tables, walked as the CPU would (block at physical 0): exactly the planned pages.
     mem = SparseMemory()
     mem.place(plan.block.tables_offset, plan.block.entries)

@@ -16,7 +16,7 @@ from hostrust import assemble, rendered, run_rust
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_matrix import config
-from testkit.bootcheck import parse_report
+from testkit.bootcheck import parse_report, passed
 
 from highboot.booting import qemu
 from highboot.build.steps import render_context
@@ -225,7 +225,7 @@ def test_non_utf8_command_line_in_a_real_boot(built: dict) -> None:
     """The minimal test build's command line is not UTF-8; the kernel sees exactly its bytes."""
     esp, _ = config(built, "minimal")
     result = qemu.boot(esp, cpu="max", memory="256M")
-    assert result.passed, result.serial[-2000:]
+    assert passed(result), result.serial[-2000:]
     report = parse_report(result.serial)
     assert report.facts["cmdline_hex"] == b"bytes \xff\xfe\x80 pass".hex()
     assert report.facts["cmdline"] == "<not UTF-8>"

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from testkit.bootcheck import passed
 
 from highboot.booting import qemu
 from highboot.errors import HighbootError
@@ -135,5 +136,5 @@ def test_failed_build_leaves_the_old_image(tmp_path: Path) -> None:
 def test_image_boots_under_qemu(built: dict, disk: Path) -> None:
     result = qemu.boot(disk, cpu="max", memory="256M")
     tail = "\n".join(result.serial.splitlines()[-40:])
-    assert result.passed, f"exit {result.status} after {result.seconds:.0f} s:\n{tail}"
+    assert passed(result), f"exit {result.status} after {result.seconds:.0f} s:\n{tail}"
     assert "highboot: loading \\highboot\\kernel.elf" in result.serial

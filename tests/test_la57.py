@@ -1,5 +1,5 @@
 """5-level paging (LA57): the Linux 5-level layout boots with a 57-bit address space the kernel's
-own walk proves, from a firmware in 4-level paging (the loader switches at the handoff) and from
+own walk proves, from a firmware in 4-level paging (the loader changes the paging mode at the handoff) and from
 one in 5-level paging; a 4-level kernel boots from a 5-level firmware; a CPU without LA57 gets a
 clear refusal. QEMU's TCG emulates LA57 (`-cpu max`, or any CPU model with `+la57`)."""
 
@@ -13,8 +13,8 @@ from testkit.bootcheck import parse_report
 from highboot.booting import qemu
 
 DIRECT_MAP_5 = 0xFF11000000000000  # mm.rst, 5-level paging: page_offset_base
-SWITCH_4_TO_5 = "highboot: the firmware runs 4-level paging; the kernel gets 5-level paging"
-SWITCH_5_TO_4 = "highboot: the firmware runs 5-level paging; the kernel gets 4-level paging"
+MODE_CHANGE_4_TO_5 = "highboot: the firmware runs 4-level paging; the kernel gets 5-level paging"
+MODE_CHANGE_5_TO_4 = "highboot: the firmware runs 5-level paging; the kernel gets 4-level paging"
 FIRMWARE_NOW_5 = "highboot: test build: the firmware now runs 5-level paging"
 
 
@@ -29,7 +29,7 @@ def test_five_level_kernel_from_four_level_firmware(built: dict, cpu: str, memor
     assert plan.tables.levels == 5 and len(plan.tables.shifts) == 5
     result = qemu.boot(esp, cpu=cpu, memory=memory)
     check_boot(result, plan, expect_1g=expect_1g)
-    assert SWITCH_4_TO_5 in result.serial
+    assert MODE_CHANGE_4_TO_5 in result.serial
     assert levels(result) == 5
     # The direct map sits where only 57-bit addresses reach (bits 56..48 not all ones).
     report = parse_report(result.serial)
@@ -41,7 +41,7 @@ def test_four_level_kernel_from_five_level_firmware(built: dict) -> None:
     esp, plan = config(built, "fw5-4level")
     result = qemu.boot(esp, cpu="max", memory="1G")
     check_boot(result, plan, expect_1g=True)
-    assert FIRMWARE_NOW_5 in result.serial and SWITCH_5_TO_4 in result.serial
+    assert FIRMWARE_NOW_5 in result.serial and MODE_CHANGE_5_TO_4 in result.serial
     assert levels(result) == 4
 
 
@@ -50,7 +50,7 @@ def test_five_level_kernel_from_five_level_firmware(built: dict) -> None:
     result = qemu.boot(esp, cpu="max", memory="1G")
     check_boot(result, plan, expect_1g=True)
     assert FIRMWARE_NOW_5 in result.serial
-    assert "highboot: the firmware runs" not in result.serial  # no switch needed
+    assert "highboot: the firmware runs" not in result.serial  # no mode change needed
     assert levels(result) == 5
 
 

@@ -19,6 +19,7 @@ from test_boot import check_boot
 from test_matrix import config
 from testkit.bootcheck import parse_report
 from testkit.matrix import module_sets_for_tests
+from testkit.report import PASS_STATUS
 
 from highboot.booting import qemu
 from highboot.inputs import fsverity
@@ -45,7 +46,7 @@ def check_modules(result: qemu.BootResult, modules: tuple[Module, ...], *, big: 
     """Every module reported as the build was given it: the file's bytes, name, command line and
     digest, in order; those with a test pattern checked byte by byte by the kernel."""
     tail = "\n".join(result.serial.splitlines()[-40:])
-    assert result.status == qemu.EXIT_PASS, f"kernel reported failure (exit {result.status}):\n{tail}"
+    assert result.status == PASS_STATUS, f"kernel reported failure (exit {result.status}):\n{tail}"
     reported = parse_report(result.serial).modules
     assert [r.index for r in reported] == list(range(len(modules)))
     info = facts(result.serial)
@@ -117,7 +118,7 @@ def test_c_kernel_without_the_kernel_file(built: dict) -> None:
 
 def test_default_build_has_no_modules_and_its_kernel_file(built: dict) -> None:
     result = qemu.boot(built["esp"], cpu="max", memory="256M")
-    assert result.status == qemu.EXIT_PASS, result.serial[-2000:]
+    assert result.status == PASS_STATUS, result.serial[-2000:]
     info = facts(result.serial)
     assert info["modules"] == "0" and parse_report(result.serial).modules == []
     assert int(info["kernel_file_size"], 16) == built["kernel"].stat().st_size

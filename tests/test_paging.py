@@ -91,7 +91,7 @@ def test_plan_tables_are_exact(tmp_path: Path, levels: int, dmap: int, segs, off
     path.write_bytes(Elf(elf_segs, entry).build())
     plan = plan_boot(read_kernel(path), layout(stack=stack_pages * PAGE, dmap=dmap, levels=levels))
     lv = paging_levels(levels)
-    assert plan.tables.levels == levels and plan.block.switch_count == levels - 1
+    assert plan.tables.levels == levels and plan.block.identity_tables_count == levels - 1
 
     mem = SparseMemory()
     root = block + plan.block.tables_offset

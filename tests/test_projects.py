@@ -78,7 +78,7 @@ def test_project_file_unknown_key(tmp_path: Path) -> None:
     assert not (tmp_path / "b" / "plan.json").exists()
 
 
-def test_project_file_switches(tmp_path: Path) -> None:
+def test_project_file_on_off_options(tmp_path: Path) -> None:
     """kaslr / sign are true or false in the project file, and become the KASLR / SIGN options."""
     project = tmp_path / "highboot.toml"
     project.write_text("kaslr = true\nsign = false\n")

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from testkit.bootcheck import passed
+from testkit.report import PASS_LINE, PASS_STATUS
 
 from highboot.booting import qemu
 from highboot.inputs.modules import module_esp_file, write_pattern
@@ -189,7 +191,7 @@ def run_qemu(built: dict, out_dir: Path, memory: str = "256M", **options: object
 
 def test_run_boots_the_esp_as_a_directory(built: dict, tmp_path: Path) -> None:
     proc = run_qemu(built, tmp_path)
-    assert proc.returncode == qemu.EXIT_PASS and "HIGHBOOT-KERNEL: PASS" in proc.stdout, proc.stdout[-2000:]
+    assert proc.returncode == PASS_STATUS and PASS_LINE in proc.stdout, proc.stdout[-2000:]
     assert f"highboot: booting {built['esp']} as QEMU's FAT16 directory disk (fat:" in proc.stdout
     assert not (tmp_path / "run.img").exists()
 
@@ -197,7 +199,7 @@ def test_run_boots_the_esp_as_a_directory(built: dict, tmp_path: Path) -> None:
 def test_run_boots_the_esp_packed_into_an_image(built: dict, tmp_path: Path) -> None:
     """The path a large ESP takes, forced with a small one: packed into out_dir/run.img, booted."""
     proc = run_qemu(built, tmp_path, as_image=True)
-    assert proc.returncode == qemu.EXIT_PASS and "HIGHBOOT-KERNEL: PASS" in proc.stdout, proc.stdout[-2000:]
+    assert proc.returncode == PASS_STATUS and PASS_LINE in proc.stdout, proc.stdout[-2000:]
     run_img = tmp_path / "run.img"
     assert f"highboot: booting {built['esp']} packed into the disk image {run_img} (GPT, FAT32; packed as asked)" \
         in proc.stdout
@@ -208,7 +210,7 @@ def test_run_boots_the_esp_packed_into_an_image(built: dict, tmp_path: Path) -> 
 
 def test_boot_packs_the_esp_when_asked(built: dict) -> None:
     result = qemu.boot(built["esp"], as_image=True)
-    assert result.passed, result.serial[-2000:]
+    assert passed(result), result.serial[-2000:]
     assert result.medium is not None and result.medium.how == "image"
     assert qemu.boot(built["esp"]).medium.how == "fat"  # type: ignore[union-attr]
 
@@ -242,7 +244,7 @@ def test_scons_run_boots_an_esp_larger_than_fat16(tmp_path: Path) -> None:
     size = 600 << 20
     project, out = module_project(tmp_path, size), tmp_path / "b"
     proc = scons(f"PROJECT={project}", f"BUILD_DIR={out}", "QEMU_MEMORY=2G", "run")
-    assert "HIGHBOOT-KERNEL: PASS" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert PASS_LINE in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert f"highboot: booting {out}/esp packed into the disk image {out}/run.img (GPT, FAT32; needs 601." \
         in proc.stdout, proc.stdout[:3000]
     assert module_checked(proc.stdout, size), proc.stdout[-3000:]
@@ -250,7 +252,7 @@ def test_scons_run_boots_an_esp_larger_than_fat16(tmp_path: Path) -> None:
     image.check_gpt(out / "run.img")
     # The tests' own boots take the same way.
     result = qemu.boot(out / "esp", memory="2G", timeout=1800)
-    assert result.passed and module_checked(result.serial, size), result.serial[-2000:]
+    assert passed(result) and module_checked(result.serial, size), result.serial[-2000:]
     assert result.medium is not None and result.medium.how == "image"
 
 
@@ -271,4 +273,4 @@ def test_the_largest_directory_boot(tmp_path: Path) -> None:
     assert needs.fits and needs.clusters == target
     result = qemu.boot(out / "esp", memory="2G", timeout=1800)
     assert result.medium is not None and result.medium.how == "fat"
-    assert result.passed and module_checked(result.serial, size), result.serial[-2000:]
+    assert passed(result) and module_checked(result.serial, size), result.serial[-2000:]

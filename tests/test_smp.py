@@ -81,7 +81,7 @@ def test_more_cpus_than_the_host_has_cores(built: dict) -> None:
                                                ("fw5-la57", 2, "1G")])
 def test_aps_on_other_layouts(built: dict, name: str, smp: int, memory: str) -> None:
     """5-level paging (CR4.LA57 set before paging in the AP's 32-bit step), KASLR (the stack window
-    slides with the kernel), and a firmware in the other paging mode (the BSP switches modes too)."""
+    slides with the kernel), and a firmware in the other paging mode (the BSP changes the paging mode too)."""
     esp, plan = config(built, name)
     result = qemu.boot(esp, cpu="max", memory=memory, smp=smp, timeout=300)
     report = check_cpus(result, plan, cpus=smp, expect_1g=True)

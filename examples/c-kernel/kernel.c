@@ -1,5 +1,7 @@
 /* A C kernel for highboot: the same checks as the Rust sample kernel, through highboot.h.
- * It checks the boot info, the memory map and the CPU state, walks its own page tables from CR3
+ * highboot.h is the boot protocol, all a kernel of your own needs; highboot_report.h is the serial
+ * report highboot's tests read (HIGHBOOT_REPORT_*, HIGHBOOT_INFO_*, HIGHBOOT_EXIT_*), which this
+ * kernel prints because the test suite boots it. It checks the boot info, the memory map and the CPU state, walks its own page tables from CR3
  * and prints them (the tests compare them with the plan), calls EFI GetTime through the virtual
  * runtime services, and exits QEMU through isa-debug-exit (HIGHBOOT_EXIT_PASS or _FAIL).
  * Build: gcc -ffreestanding -nostdlib -static -mcmodel=kernel -mno-red-zone -mgeneral-regs-only
@@ -12,6 +14,7 @@
 #include <stddef.h>
 
 #include "highboot.h"
+#include "highboot_report.h" /* the tests' report, not the protocol */
 
 static unsigned failed;
 

@@ -1,7 +1,8 @@
 //! Proof that EFI runtime services work from the kernel's own page tables: list the runtime
 //! mappings the loader made, then call GetTime through the virtual system table.
 
-use crate::bootinfo::{access, flags, report, BootInfo, EfiRange};
+use crate::bootinfo::{access, flags, BootInfo, EfiRange};
+use crate::report;
 use crate::{println, Checks};
 
 #[repr(C)]

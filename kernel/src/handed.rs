@@ -4,7 +4,8 @@
 //! compare with the file, and checked word by word when its command line names a test pattern;
 //! the kernel file must be the running kernel's (its entry point, its read-only segments).
 
-use crate::bootinfo::{mem, report, BootInfo, MemoryRegion, Module};
+use crate::bootinfo::{mem, BootInfo, MemoryRegion, Module};
+use crate::report;
 use crate::{println, Checks, Hex};
 
 const PAGE: u64 = 4096;

@@ -6,10 +6,14 @@
 #![no_main]
 #![cfg_attr(toolchain_layout, feature(thread_local))]
 
-// First: its report macros (report_format!, info_format!) are in scope by text order.
-#[macro_use]
 mod bootinfo {
     include!(concat!(env!("HIGHBOOT_GEN"), "/bootinfo.rs"));
+}
+// The tests' serial report (rendered by the test builds only), before the modules that print:
+// its macros (report_format!, info_format!) are in scope by text order.
+#[macro_use]
+mod report {
+    include!(concat!(env!("HIGHBOOT_GEN"), "/report.rs"));
 }
 
 mod efi;
@@ -20,8 +24,8 @@ mod serial;
 mod smp;
 mod walk;
 
-use bootinfo::report::Exit;
 use bootinfo::{mem, BootInfo, MemoryRegion};
+use report::Exit;
 
 // The entry point: keep the RSP the loader gave us so the ABI check can see it.
 core::arch::global_asm!(
@@ -115,8 +119,8 @@ fn report_info(i: &BootInfo, entry_rsp: u64) {
         i.direct_map_base, i.direct_map_size, i.direct_map_page_size
     );
     println!(
-        info_format!(trampoline_phys, trampoline_virt, switch_phys, switch_pages),
-        i.trampoline_phys, i.trampoline_virt, i.switch_phys, i.switch_pages
+        info_format!(trampoline_phys, trampoline_virt, identity_tables_phys, identity_tables_pages),
+        i.trampoline_phys, i.trampoline_virt, i.identity_tables_phys, i.identity_tables_pages
     );
     println!(
         info_format!(root, tables, features, flags),

@@ -2,7 +2,7 @@
 
 use core::fmt::{self, Write};
 
-use crate::bootinfo::report::{Exit, EXIT_PORT};
+use crate::report::{Exit, EXIT_PORT};
 
 /// The loader's COM1 driver, the one copy of it.
 mod com1 {

@@ -4,7 +4,8 @@
 
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
-use crate::bootinfo::{cpu, cpu_flags, mem, pte, report, BootInfo, Cpu, MemoryRegion};
+use crate::bootinfo::{cpu, cpu_flags, mem, pte, BootInfo, Cpu, MemoryRegion};
+use crate::report;
 use crate::{println, walk, Checks};
 
 /// extra_argument as the BSP sets it (| the record's index), and as the AP answers (| failure bits).

@@ -39,7 +39,7 @@ impl Walker {
 
     fn flush(&mut self) {
         if let Some(r) = self.current.take() {
-            let flags = crate::bootinfo::report::ACCESS[r.writable as usize | (r.exec as usize) << 1];
+            let flags = crate::report::ACCESS[r.writable as usize | (r.exec as usize) << 1];
             if r.writable && r.exec {
                 self.wx += 1;
             }

@@ -1,95 +1,15 @@
 //! What the CPU can do, and the control bits the loader reads and sets: every CPUID feature, CR0,
-//! CR4, XCR0 and MSR bit it names is named here (Intel SDM vol. 2A CPUID; vol. 3A 2.5 control
-//! registers, 2.2.1 EFER, 10.4.4 IA32_APIC_BASE; vol. 1 13.3 XCR0). verity.rs, which the tests and
+//! CR4, XCR0 and MSR bit it names is named here, rendered from site_scons/highboot/rendering/cpu_bits.py
+//! (Intel SDM vol. 2A CPUID; vol. 3A 2.5 control registers, 2.2.1 EFER, 10.4.4 IA32_APIC_BASE;
+//! vol. 1 13.3 XCR0), the description the trampoline's assembly has its bits from too. verity.rs, which the tests and
 //! tools/bench also build on their own, tests the CPUID bits of its hashing engines itself.
 
 use core::arch::asm;
 use core::arch::x86_64::{__cpuid, __cpuid_count};
 
-/// CPUID feature bits: leaf 8000_0001h EDX, leaf 7 ECX, leaf 1 ECX.
-pub mod cpuid {
-    /// 8000_0001h EDX: 1 GiB pages.
-    pub const PDPE1GB: u32 = 1 << 26;
-    /// 8000_0001h EDX: no-execute pages (EFER.NXE).
-    pub const NX: u32 = 1 << 20;
-    /// 7.0 ECX: 5-level paging (CR4.LA57).
-    pub const LA57: u32 = 1 << 16;
-    /// 1 ECX: x2APIC mode.
-    pub const X2APIC: u32 = 1 << 21;
-    /// 1 ECX: XSAVE/XRSTOR and XCR0.
-    pub const XSAVE: u32 = 1 << 26;
-    /// 1 ECX: the OS set CR4.OSXSAVE.
-    pub const OSXSAVE: u32 = 1 << 27;
-    /// 1 ECX: AVX.
-    pub const AVX: u32 = 1 << 28;
-    /// 1 ECX: RDRAND.
-    pub const RDRAND: u32 = 1 << 30;
-}
-
-/// CR0 bits.
-pub mod cr0 {
-    /// Protected mode.
-    pub const PE: u64 = 1 << 0;
-    /// WAIT/FWAIT honour TS.
-    pub const MP: u64 = 1 << 1;
-    /// Extension type (always 1).
-    pub const ET: u64 = 1 << 4;
-    /// Native x87 error reporting.
-    pub const NE: u64 = 1 << 5;
-    /// Write protection at CPL 0: read-only pages stay read-only for the kernel too.
-    pub const WP: u64 = 1 << 16;
-    /// Paging.
-    pub const PG: u64 = 1 << 31;
-}
-
-/// CR4 bits.
-pub mod cr4 {
-    /// Physical address extension (long mode needs it).
-    pub const PAE: u64 = 1 << 5;
-    /// Global pages.
-    pub const PGE: u64 = 1 << 7;
-    /// FXSAVE/FXRSTOR and SSE.
-    pub const OSFXSR: u64 = 1 << 9;
-    /// SIMD floating-point exceptions.
-    pub const OSXMMEXCPT: u64 = 1 << 10;
-    /// 5-level paging (57-bit addresses).
-    pub const LA57: u64 = 1 << 12;
-    /// XSAVE and XCR0.
-    pub const OSXSAVE: u64 = 1 << 18;
-}
-
-/// XCR0 bits: the register state XSAVE manages and AVX instructions need enabled.
-pub mod xcr0 {
-    pub const X87: u64 = 1 << 0;
-    pub const SSE: u64 = 1 << 1;
-    pub const AVX: u64 = 1 << 2;
-}
-
-/// Model-specific registers.
-pub mod msr {
-    pub const APIC_BASE: u32 = 0x1b;
-    /// The x2APIC's interrupt command register (one 64-bit write sends an IPI).
-    pub const X2APIC_ICR: u32 = 0x830;
-    pub const EFER: u32 = 0xc000_0080;
-}
-
-/// IA32_EFER bits.
-pub mod efer {
-    /// Long mode.
-    pub const LME: u64 = 1 << 8;
-    /// No-execute pages: bit 63 of an entry is NX (else reserved).
-    pub const NXE: u64 = 1 << 11;
-}
-
-/// IA32_APIC_BASE bits.
-pub mod apic_base {
-    /// x2APIC mode (with ENABLE).
-    pub const X2APIC: u64 = 1 << 10;
-    /// The local APIC is enabled.
-    pub const ENABLE: u64 = 1 << 11;
-    /// The xAPIC's registers: a 4 KiB page at this physical address.
-    pub const ADDRESS: u64 = 0x000f_ffff_ffff_f000;
-}
+// The bits, rendered into abi.rs from their one description (site_scons/highboot/rendering/cpu_bits.py),
+// from which the trampoline's assembly has them too.
+pub use crate::rendered::abi::{apic_base, cpuid, cr0, cr4, efer, msr, xcr0};
 
 pub struct Features {
     pub pdpe1gb: bool,

@@ -23,13 +23,13 @@ mod madt;
 mod memmap;
 mod modules;
 mod paging;
+mod paging_mode;
 mod protocols;
 mod random;
 mod rendered;
 mod runtime;
 mod sha256;
 mod smp;
-mod switch;
 mod verity;
 
 use block::{Block, BlockLayout, Placement};
@@ -114,7 +114,7 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     let place = choose_placement(bs, size_direct_map(&map, &machine)?);
     let (layout, block_pages) = allocate_block(bs, &map, &machine, &place, handed.count(), &mut census)?;
     census.say_left_alone();
-    let trampoline = low.map_or(switch::trampoline_page(), |l| l.page);
+    let trampoline = low.map_or(paging_mode::trampoline_page(), |l| l.page);
     // SAFETY: the block is ours, identity-mapped by the firmware, layout.size bytes long.
     let mut block = unsafe { Block::load(block_pages.base, layout, kernel, &place, machine.nx_mask, trampoline) };
     // SAFETY: the block is loaded and its area laid out for this boot (and its APs).
@@ -136,9 +136,9 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
 
 /// ExitBootServices, with a fresh map for each stale key; the console forgets the firmware.
 fn exit_boot_services(bs: &efi::BootServices, image: efi::Handle, map: &mut memmap::FirmwareMap) {
-    switch::fault_firmware_paging(4);
+    paging_mode::fault_firmware_paging(4);
     let refused = map.exit_boot_services(bs, image);
-    switch::fault_firmware_paging(5);
+    paging_mode::fault_firmware_paging(5);
     console::firmware_gone();
     failure::boot_services_gone();
     if refused > 0 {
@@ -152,7 +152,7 @@ fn hand_over(
     block: &Block,
     place: &Placement,
     machine: &Machine,
-    low: Option<switch::LowPages>,
+    low: Option<paging_mode::LowPages>,
     info: &mut bootinfo::BootInfo,
 ) -> ! {
     cpu::enable_nx_and_wp(machine.features.nx);
@@ -173,9 +173,11 @@ fn hand_over(
     // SAFETY: the kernel's tables are complete and map the trampoline, the stack and the entry.
     unsafe {
         match low {
-            Some(l) if l.switch => switch::highboot_handoff(switch::handoff_args(l, block.root, &handoff)),
-            Some(l) => switch::handoff_from_copy(l, &handoff),
-            None => switch::highboot_handoff(&handoff),
+            Some(l) if l.changes_mode => {
+                paging_mode::highboot_handoff(paging_mode::handoff_args(l, block.root, &handoff))
+            }
+            Some(l) => paging_mode::handoff_from_copy(l, &handoff),
+            None => paging_mode::highboot_handoff(&handoff),
         }
     }
 }
@@ -200,20 +202,20 @@ fn read_verified_kernel(
     }
 }
 
-/// The pages below 4 GiB for the 4 <-> 5-level switch when the kernel's paging mode is not the
-/// firmware's (see switch.rs), below 1 MiB when they are also the APs' startup page.
+/// The pages below 4 GiB for the 4 <-> 5-level paging-mode change when the kernel's paging mode is not the
+/// firmware's (see paging_mode.rs), below 1 MiB when they are also the APs' startup page.
 fn low_pages(
     bs: &efi::BootServices,
     features: &cpu::Features,
     census: &mut smp::Census,
-) -> Result<(Option<firmware::Pages>, Option<switch::LowPages>)> {
+) -> Result<(Option<firmware::Pages>, Option<paging_mode::LowPages>)> {
     if plan::faults::FAULT == Some(Fault::Firmware5level) && features.la57 && !cpu::la57_active() {
-        switch::firmware_to_5_level(bs)?;
+        paging_mode::firmware_to_5_level(bs)?;
         println!("highboot: test build: the firmware now runs 5-level paging");
     }
     let firmware_levels = if cpu::la57_active() { 5 } else { 4 };
-    let switch = firmware_levels != plan::tables::LEVELS;
-    if switch {
+    let mode_change = firmware_levels != plan::tables::LEVELS;
+    if mode_change {
         println!(
             "highboot: the firmware runs {}-level paging; the kernel gets {}-level paging",
             firmware_levels,
@@ -224,20 +226,20 @@ fn low_pages(
         let low = if plan::faults::FAULT == Some(Fault::NoLowPage) {
             Err(efi::Status::OUT_OF_RESOURCES)
         } else {
-            switch::allocate_low(bs, switch::BELOW_1M, switch)
+            paging_mode::allocate_low(bs, paging_mode::BELOW_1M, mode_change)
         };
         match low {
             Ok((pages, low)) => return Ok((Some(pages), Some(low))),
             Err(status) => census.give_up("no free memory below 1 MiB for their startup page", status),
         }
     }
-    if !switch {
+    if !mode_change {
         return Ok((None, None));
     }
-    match switch::allocate_low(bs, switch::BELOW_4G, true) {
+    match paging_mode::allocate_low(bs, paging_mode::BELOW_4G, true) {
         Ok((pages, low)) => Ok((Some(pages), Some(low))),
         Err(status) => {
-            fail!(status, "no memory below 4 GiB for the paging-mode switch (2 pages): {:#x}", status.as_usize())
+            fail!(status, "no memory below 4 GiB for the paging-mode change (2 pages): {:#x}", status.as_usize())
         }
     }
 }

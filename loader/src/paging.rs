@@ -36,14 +36,14 @@ pub unsafe fn install_planned_tables(block: u64, nx_mask: u64) {
     }
 }
 
-/// The trampoline page at its physical address (through the switch tables, lower half) and at
+/// The trampoline page at its physical address (through the identity tables, lower half) and at
 /// its planned higher-half alias (the one PTE the plan left for it). Both read + execute.
 pub unsafe fn map_trampoline(block: u64, page: u64) {
     let tables = (block + plan::block::TABLES_OFFSET) as *mut u64;
     ptr::write(tables.add(plan::block::TRAMPOLINE_SLOT), page | PRESENT);
     let mut table = tables;
     for depth in 0..plan::tables::LEVELS - 1 {
-        let next = block + plan::block::SWITCH_OFFSET + depth as u64 * PAGE;
+        let next = block + plan::block::IDENTITY_TABLES_OFFSET + depth as u64 * PAGE;
         ptr::write(table.add(index(page, depth) as usize), next | TABLE);
         table = next as *mut u64;
     }

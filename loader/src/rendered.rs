@@ -8,7 +8,7 @@ pub mod plan {
     include!(concat!(env!("HIGHBOOT_GEN"), "/plan.rs"));
 }
 
-/// The Handoff record, switch-data offsets and GDT shared with the trampoline (one description:
+/// The Handoff record, trampoline-data offsets and GDT shared with the trampoline (one description:
 /// site_scons/highboot/rendering/loader_abi.py).
 pub mod abi {
     include!(concat!(env!("HIGHBOOT_GEN"), "/abi.rs"));
@@ -25,5 +25,5 @@ pub mod bootinfo {
     include!(concat!(env!("HIGHBOOT_GEN"), "/bootinfo.rs"));
 }
 
-// The trampoline page (templates/loader/trampoline.S.j2); switch.rs declares its symbols.
+// The trampoline page (templates/loader/trampoline.S.j2); paging_mode.rs declares its symbols.
 core::arch::global_asm!(include_str!(concat!(env!("HIGHBOOT_GEN"), "/trampoline.S")));

@@ -15,10 +15,10 @@ use crate::console::{self, println};
 use crate::cpu::{self, apic_base, cpuid, cr0, cr4, efer, msr};
 use crate::madt::{self, Processor};
 use crate::paging::{self, PAGE};
+use crate::paging_mode::{self, LowPages};
 use crate::rendered::abi::{self, ApSlot, ApStart};
 use crate::rendered::bootinfo::{self, cpu_flags, BootInfo};
 use crate::rendered::plan::{self, faults::Fault};
-use crate::switch::{self, LowPages};
 
 const XAPIC_ICR_LOW: u64 = 0x300;
 const XAPIC_ICR_HIGH: u64 = 0x310;
@@ -408,7 +408,7 @@ pub unsafe fn start(
         slot_count: census.to_start as u64,
         id_leaf: census.id_leaf as u64,
     };
-    switch::prepare_ap_start(low, block.root, &start);
+    paging_mode::prepare_ap_start(low, block.root, &start);
 
     let base = cpu::rdmsr(msr::APIC_BASE);
     if census.switch_to_x2apic {

@@ -24,8 +24,8 @@ from highboot.planning.planner import KERNEL_ESP_FILE, LOADER_ESP_FILE
 from highboot.rendering.templates import template_files, template_search
 from highboot.units import parse_int
 
-#: The generator's packages: highboot, and testkit while test kernels' report format is rendered with it.
-PACKAGE_DIRS = [Path(build.__file__).resolve().parents[1], Path(build.__file__).resolve().parents[2] / "testkit"]
+#: The generator's package: highboot. (A test render names its own generator's files in RENDER_DEPS.)
+PACKAGE_DIRS = [Path(build.__file__).resolve().parents[1]]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class BootBuild:
     """What one configuration's graph ends in (SCons nodes)."""
 
     nodes: list[Any]  # everything to build: the ESP's files, the signed loader's VARS file, highboot.h, link scripts
+    # (and a test kernel's report files)
     esp: list[Any]  # the ESP's files, installed together
     plan: list[Any]  # plan.json
     kernel: Any  # the kernel ELF
@@ -63,8 +64,11 @@ def _plan_emitter(target: Any, source: Any, env: Any) -> tuple[Any, Any]:
 
 def _render_action(target: Any, source: Any, env: Any) -> None:
     plan = str(source[0]) if env.get("RENDER_WITH_PLAN") else None
+    # RENDER_CONTEXT: a function giving more of the context (a test render's description), whose
+    # module's files are in RENDER_DEPS.
+    extra = {**env.get("RENDER_EXTRA", {}), **(env["RENDER_CONTEXT"]() if env.get("RENDER_CONTEXT") else {})}
     try:
-        build.render_file(env["TEMPLATE_DIRS"], env["TEMPLATE"], str(target[0]), plan, env.get("RENDER_EXTRA", {}))
+        build.render_file(env["TEMPLATE_DIRS"], env["TEMPLATE"], str(target[0]), plan, extra)
     except HighbootError as exc:
         raise _fail(target, exc) from None
 
@@ -78,7 +82,8 @@ def _render_emitter(target: Any, source: Any, env: Any) -> tuple[Any, Any]:
         print(f"highboot: error: {exc.format()}", file=sys.stderr)
         SCons.Script.Exit(2)
     # Files as named (SCons's File() would expand a $ in a project's path).
-    env.Depends(target, [env.fs.File(os.path.abspath(f)) for f in files] + _package_deps(env))
+    env.Depends(target, [env.fs.File(os.path.abspath(f)) for f in files] + _package_deps(env)
+                + list(env.get("RENDER_DEPS", [])))
     key = {"template": env["TEMPLATE"], "dirs": list(env["TEMPLATE_DIRS"]), "extra": env.get("RENDER_EXTRA", {}),
            "found": template_search(env["TEMPLATE_DIRS"], env["TEMPLATE"])}
     return target, source + [env.Value(json.dumps(key, sort_keys=True, default=str))]
@@ -180,6 +185,17 @@ def _stop(exc: HighbootError) -> NoReturn:
     SCons.Script.Exit(2)
 
 
+def _test_report(env: Any, out: str) -> list[Any]:
+    """The tests' report files a test kernel is built with (gen/report.rs, include/highboot_report.h).
+    testkit's own SCons tool renders them; SConstruct loads it only for builds that make a test
+    kernel, and the product never imports testkit."""
+    report_files = getattr(env, "HighbootTestReport", None)
+    if report_files is None:
+        _stop(HighbootError("building a test kernel (the sample kernel, a C test kernel) needs the tests' report "
+                            "files: load testkit's SCons tool (site_scons/testkit/testkit_tool.py)", field="KERNEL"))
+    return report_files(out)
+
+
 def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, Any] | None = None) -> BootBuild:
     """Every step from kernel + layout to an ESP under `out`, for one configuration."""
     try:
@@ -202,6 +218,7 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
                                         RENDER_EXTRA={"layout": {"name": layout.name}, "entry_symbol": "_start",
                                                       "link_base": link_base, "pie": pie})
                for pie, name in ((True, "link.ld"), (False, "link-fixed.ld"))}
+    test_report: list[Any] = []
     if cfg.shape_kernel:
         kernel = (shape_kernels or {})[cfg.shape_kernel]
     elif cfg.kernel:
@@ -209,12 +226,14 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
     else:
         base = link_base
         lds = scripts[not cfg.c_source or cfg.c_pie]
+        # A test kernel (Rust or C): both report files, so a C kernel built by hand finds its header too.
+        test_report = _test_report(tenv, out)
         if cfg.c_source:
-            kernel = tenv.CKernel(f"{out}/kernel/kernel.elf", [cfg.c_source] + lds + header,
+            kernel = tenv.CKernel(f"{out}/kernel/kernel.elf", [cfg.c_source] + lds + header + test_report,
                                   C_INCLUDE=f"{out}/include", C_PIE=cfg.c_pie)[0]
         else:
             kernel = tenv.Cargo(
-                f"{out}/kernel/kernel.elf", lds + common + [SHARED_RUST],
+                f"{out}/kernel/kernel.elf", lds + common + test_report + [SHARED_RUST],
                 CARGO_CRATE="kernel", CARGO_TARGET="x86_64-unknown-none",
                 CARGO_TARGET_DIR=f"{cargo_dir}/kernel", CARGO_ARTIFACT="highboot-sample-kernel",
                 # Position-independent (static-pie): the same kernel boots with and without KASLR.
@@ -254,8 +273,8 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
                           + [f"{esp_dir}/{module_esp_file(i)}" for i in range(len(modules))],
                           [bootx64[0], kernel] + modules + plan, ESP_DIR=esp_dir)
     tenv.Precious(esp)
-    return BootBuild(nodes=esp + bootx64[1:] + header + scripts[True] + scripts[False], esp=esp, plan=plan,
-                     kernel=kernel, esp_dir=esp_dir)
+    return BootBuild(nodes=esp + bootx64[1:] + header + test_report + scripts[True] + scripts[False], esp=esp,
+                     plan=plan, kernel=kernel, esp_dir=esp_dir)
 
 
 def _shape_kernels(env: Any, out: str) -> dict[str, Any]:
@@ -263,13 +282,14 @@ def _shape_kernels(env: Any, out: str) -> dict[str, Any]:
     senv = env.Clone(TEMPLATE_DIRS=[])
     common = senv.HighbootRender(f"{out}/gen/bootinfo.rs", [], TEMPLATE="common/bootinfo.rs.j2")
     header = senv.HighbootRender(f"{out}/include/highboot.h", [], TEMPLATE="include/highboot.h.j2")
-    kernels = {shape: senv.CKernel(f"{out}/{shape}/kernel.elf", [C_KERNEL] + header, C_INCLUDE=f"{out}/include",
-                                   C_SHAPE=shape)[0] for shape in build.C_SHAPES}
+    test_report = _test_report(senv, out)
+    kernels = {shape: senv.CKernel(f"{out}/{shape}/kernel.elf", [C_KERNEL] + header + test_report,
+                                   C_INCLUDE=f"{out}/include", C_SHAPE=shape)[0] for shape in build.C_SHAPES}
     # The Rust kernel from a JSON target spec like real Rust kernels use (ld.lld, PIE, full RELRO);
     # unwind tables on, as with "panic-strategy": "unwind", so it has PT_GNU_EH_FRAME.
     spec = senv.File("kernel/x86_64-highboot-pie.json")
     kernels["rust-spec"] = senv.Cargo(
-        f"{out}/rust-spec/kernel.elf", common + [spec, SHARED_RUST],
+        f"{out}/rust-spec/kernel.elf", common + test_report + [spec, SHARED_RUST],
         CARGO_CRATE="kernel", CARGO_TARGET=spec.abspath, CARGO_TARGET_DIR=f"{env['HIGHBOOT_CARGO_DIR']}/kernel-spec",
         CARGO_ARTIFACT="highboot-sample-kernel", CARGO_RUSTFLAGS=["-Cforce-unwind-tables=yes"],
         CARGO_ENV={"HIGHBOOT_GEN": senv.Dir(f"{out}/gen").abspath})[0]

@@ -1,6 +1,6 @@
 """What a boot should look like: the plan's prediction for one boot, and the kernel's report of it.
 
-The sample kernels print their report (highboot.report describes its lines): ``INFO key=value``
+The sample kernels print their report (testkit.report describes its lines): ``INFO key=value``
 facts, ``MEM base length type`` memory-map entries, ``MAP va pa size access`` coalesced mappings from
 their own walk of CR3 and ``EFI phys virt length access cache`` runtime mappings. The prediction is computed
 from the plan and the boot's facts (block base, direct-map size and page size, trampoline frame).
@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from highboot.booting.qemu import BootResult
 from highboot.planning.paging import PAGE, R_NX, RW_NX, RX, Mapping, PageFlags, coalesce, minimum_tables, paging_levels
 from highboot.planning.planner import BootPlan, PlannedRange
 from highboot.protocols.bootinfo import CPU_FEATURES, MEMORY_TYPES
@@ -71,8 +72,13 @@ class BootReport:
         return int(self.facts[key], 0)
 
 
+def passed(result: BootResult) -> bool:
+    """A test kernel's boot passed: it wrote EXIT_PASS to the isa-debug-exit port after its PASS line."""
+    return result.status == report.PASS_STATUS and report.PASS_LINE in result.serial
+
+
 def parse_report(serial: str) -> BootReport:
-    """The facts of a boot's serial output, read by the report protocol (highboot.report). A line of
+    """The facts of a boot's serial output, read by the report protocol (testkit.report). A line of
     a known tag that does not follow it is an AssertionError naming the line; other lines are not
     the report's and are skipped."""
     facts: dict[str, str] = {}

@@ -29,23 +29,28 @@ Field formats:
 - ``choice``: one word of a fixed set (access text R, RW, RX, RWX; cache text WB, UC);
 - ``quoted``: ``"`` text without ``"`` ``"`` (a kernel prints ``<not UTF-8>`` for bytes that are not text).
 
-Rendered from this description: the Rust module (templates/common/bootinfo.rs.j2) has the
-macros ``report_format!(MEM)`` (a line's format string) and ``info_format!(key, key, ...)`` (an
-INFO line of these keys), so a kernel cannot print a key or a format this file does not describe;
-highboot.h (templates/include/highboot.h.j2) has ``HIGHBOOT_REPORT_<TAG>`` and
+Rendered from this description, for test kernels only (testkit.tool wires the renders; the
+product's protocol files, bootinfo.rs and highboot.h, carry none of it): report.rs
+(templates/test/report.rs.j2), which the sample kernel includes, has the macros
+``report_format!(MEM)`` (a line's format string) and ``info_format!(key, key, ...)`` (an INFO line
+of these keys), so a kernel cannot print a key or a format this file does not describe;
+highboot_report.h (templates/test/highboot_report.h.j2) has ``HIGHBOOT_REPORT_<TAG>`` and
 ``HIGHBOOT_INFO_<KEY>`` (the text before the value: ``"key=0x"`` for a hex key) for C kernels.
 bootcheck.parse_report reads a report with this description and refuses a malformed line of a known
 tag (wrong field count, a bad number, an unknown access text) naming the line.
 
-A kernel ends a test boot by writing EXIT_PASS or EXIT_FAIL (32 bits) to QEMU's isa-debug-exit
-device at EXIT_PORT; QEMU then exits with status (code << 1) | 1 (highboot.qemu). bootinfo.rs
-has them as ``report::EXIT_PORT`` and ``report::Exit``, highboot.h as ``HIGHBOOT_EXIT_*``.
+A test kernel ends its boot by printing PASS_LINE (or a failure) and writing EXIT_PASS or EXIT_FAIL
+(32 bits) to QEMU's isa-debug-exit device, whose port is the product's
+(highboot.booting.qemu.DEBUG_EXIT_PORT); QEMU then exits with PASS_STATUS or FAIL_STATUS. report.rs
+has them as ``report::EXIT_PORT`` and ``report::Exit``, highboot_report.h as ``HIGHBOOT_EXIT_*``.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from highboot.booting.qemu import DEBUG_EXIT_PORT, debug_exit_status
 
 #: Each format: the Rust format spec, the text a C kernel prints before the value, the pattern.
 FORMATS = {
@@ -165,8 +170,8 @@ INFO_KEYS = (
     _hex("direct_map_page", "direct_map_page_size"),
     _hex("trampoline_phys", "trampoline_phys"),
     _hex("trampoline_virt", "trampoline_virt"),
-    _hex("switch_phys", "switch_phys"),
-    _dec("switch_pages", "switch_pages"),
+    _hex("identity_tables_phys", "identity_tables_phys"),
+    _dec("identity_tables_pages", "identity_tables_pages"),
     _hex("root", "CR3 (page_table_root)"),
     _dec("tables", "page_tables_pages"),
     _hex("features", "cpu_features"),
@@ -225,14 +230,18 @@ INFO_KEYS = (
 INFO = {f.name: f for f in INFO_KEYS}
 assert len(INFO) == len(INFO_KEYS)
 
-#: The isa-debug-exit port and the codes a kernel writes to it: every check passed, or not.
-EXIT_PORT = 0xF4
+#: The codes a test kernel writes to the isa-debug-exit port (the product's): every check passed, or
+#: not; QEMU's exit status after each; the line a kernel prints when every check passed.
+EXIT_PORT = DEBUG_EXIT_PORT
 EXIT_PASS = 0x10
 EXIT_FAIL = 0x11
+PASS_STATUS = debug_exit_status(EXIT_PASS)
+FAIL_STATUS = debug_exit_status(EXIT_FAIL)
+PASS_LINE = "HIGHBOOT-KERNEL: PASS"
 
 
 def context() -> dict[str, object]:
-    """What the report's rendered views (bootinfo.rs, highboot.h) render from."""
+    """What the report's rendered views (report.rs, highboot_report.h) render from."""
     return {"report_lines": LINES, "report_info_tag": INFO_TAG, "report_info_keys": INFO_KEYS,
             "report_choices": (ACCESS, CACHE, PATTERN, CPU_STATE),
             "report_exit": {"port": EXIT_PORT, "pass": EXIT_PASS, "fail": EXIT_FAIL}}

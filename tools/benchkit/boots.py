@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from testkit.bootcheck import parse_report
+from testkit.bootcheck import parse_report, passed
+from testkit.report import PASS_STATUS
 
 from benchkit.common import say
 from highboot.booting import qemu
@@ -66,7 +67,7 @@ def boot_once(b: Boot, timeout: float) -> dict[str, Any]:
     highboot booted, the fragmenter's figures; the serial tail when it failed."""
     r = qemu.boot(b.media, cpu=b.cpu, memory=b.ram.size, smp=b.smp, timeout=timeout, extra=[*b.ram.extra, *b.extra])
     report = parse_report(r.serial)
-    ok = r.passed if b.highboot_kernel else (r.status == qemu.EXIT_PASS and "tsc_kernel" in report.facts)
+    ok = passed(r) if b.highboot_kernel else (r.status == PASS_STATUS and "tsc_kernel" in report.facts)
     out: dict[str, Any] = {"label": b.label, "ram": b.ram.size, "cpu": b.cpu, "ok": ok, "status": r.status,
                            "wall_s": round(r.seconds, 1)}
     if not ok:

@@ -58,8 +58,8 @@ pub unsafe fn fill(block: &Block, place: &Placement, machine: &Machine, handed: 
     i.stack_top = place.stack(plan::ranges::STACK_TOP);
     i.page_table_root = block.root;
     i.page_tables_phys = block.root;
-    i.switch_phys = block.base + plan::block::SWITCH_OFFSET;
-    i.switch_pages = plan::block::SWITCH_COUNT;
+    i.identity_tables_phys = block.base + plan::block::IDENTITY_TABLES_OFFSET;
+    i.identity_tables_pages = plan::block::IDENTITY_TABLES_COUNT;
     i.trampoline_phys = block.trampoline;
     i.trampoline_virt = place.slid(plan::ranges::TRAMPOLINE_VA);
     i.efi_system_table = machine.st as u64;

@@ -14,8 +14,6 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from testkit import report
-
 from highboot.build.records import remove
 from highboot.build.toolchain import RustToolchain, target_name
 from highboot.errors import HighbootError
@@ -34,6 +32,7 @@ from highboot.planning.planner import (
     plan_boot,
 )
 from highboot.protocols import bootinfo, protocol_named
+from highboot.rendering import cpu_bits
 from highboot.rendering import loader_abi as abi
 from highboot.rendering.templates import render, write_atomic
 
@@ -59,7 +58,7 @@ def fault_variants() -> dict[str, str]:
 def render_context(plan_file: str | None, extra: dict[str, Any]) -> dict[str, Any]:
     plan = BootPlan.from_json(plan_file) if plan_file else None
     protocol = protocol_named("highboot")
-    ctx: dict[str, Any] = {**bootinfo.context(), **abi.context(), **report.context(), **protocol.context(),
+    ctx: dict[str, Any] = {**bootinfo.context(), **abi.context(), **cpu_bits.context(), **protocol.context(),
                            "faults": fault_variants()}
     if plan:
         ctx["plan"] = plan

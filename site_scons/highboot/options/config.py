@@ -20,7 +20,7 @@ SHARED_RUST = "loader/src/com1.rs"
 
 
 def _field_type(option: Option) -> Any:
-    return {Kind.SWITCH: bool, Kind.SIZE: int, Kind.COUNT: int, Kind.PATHS: tuple[str, ...],
+    return {Kind.BOOL: bool, Kind.SIZE: int, Kind.COUNT: int, Kind.PATHS: tuple[str, ...],
             Kind.MODULES: tuple[Module, ...]}.get(option.kind, str)
 
 

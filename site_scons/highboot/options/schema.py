@@ -32,7 +32,7 @@ from highboot.planning.planner import (
 )
 from highboot.units import format_size, parse_int
 
-#: What SCons's BoolVariable takes as on and off: a switch accepts the same words.
+#: What SCons's BoolVariable takes as on and off: an on/off option accepts the same words.
 TRUE_WORDS, FALSE_WORDS = TRUE_STRINGS, FALSE_STRINGS
 
 
@@ -43,7 +43,7 @@ class Kind(Enum):
     DIRECTORY = "a directory"
     PATHS = "directories"  # ':'-separated on the command line; a list in a project file
     TEXT = "text"
-    SWITCH = "on or off"  # 1/0, yes/no, true/false, on/off; true/false in a project file
+    BOOL = "on or off"  # 1/0, yes/no, true/false, on/off; true/false in a project file
     SIZE = "a size"  # "16 KiB", 0x4000, 16384
     COUNT = "a whole number"
     ADDRESS = "an address"  # a 64-bit address; a string in a project file (TOML integers are signed)
@@ -96,11 +96,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("KERNEL_BASE", Kind.ADDRESS, "", "where a position-independent kernel goes (empty: where it is linked if "
            "that is in the kernel region, else the region's first 2 MiB-aligned address); the sample kernel is "
            "linked there", plan=True),
-    Option("KASLR", Kind.SWITCH, "0", "place the kernel (PIE) and the direct map at random addresses at boot",
+    Option("KASLR", Kind.BOOL, "0", "place the kernel (PIE) and the direct map at random addresses at boot",
            plan=True),
-    Option("KEEP_KERNEL_FILE", Kind.SWITCH, "1", "hand the kernel its own ELF file (boot info kernel_file_*)",
+    Option("KEEP_KERNEL_FILE", Kind.BOOL, "1", "hand the kernel its own ELF file (boot info kernel_file_*)",
            plan=True),
-    Option("SMP", Kind.SWITCH, "1", "start every enabled processor of the ACPI MADT and park it in the higher half "
+    Option("SMP", Kind.BOOL, "1", "start every enabled processor of the ACPI MADT and park it in the higher half "
            "for the kernel to release (boot info cpus); 0: leave the APs as the firmware left them", plan=True),
     Option("AP_STACK_SIZE", Kind.SIZE, format_size(DEFAULT_AP_STACK_SIZE), "each AP's stack (a guard page is added "
            "below it; MAX_CPUS - 1 of them follow the kernel in its region)", check=check_ap_stack_size, plan=True),
@@ -111,7 +111,7 @@ OPTIONS: tuple[Option, ...] = (
            "larger than it (empty: keep the firmware's mode)", aliases=("framebuffer",), check=_check_resolution,
            form='"WIDTHxHEIGHT" (e.g. "1024x768")',
            plan=True),
-    Option("SIGN", Kind.SWITCH, "0", "sign BOOTX64.EFI for Secure Boot and write an OVMF VARS file with the key "
+    Option("SIGN", Kind.BOOL, "0", "sign BOOTX64.EFI for Secure Boot and write an OVMF VARS file with the key "
            "enrolled"),
     Option("SIGN_KEY", Kind.PATH, ".highboot-keys/db.key", "db private key for SIGN=1 (generated on first use)",
            build=False),
@@ -131,14 +131,14 @@ OPTIONS: tuple[Option, ...] = (
            "$BUILD_DIR/cargo)", key=None, build=False, why="a cache of this machine's, like BUILD_DIR"),
     Option("RUSTC", Kind.TEXT, "", "rustc to use (empty: found automatically, see docs/design.md)", key=None,
            build=False, why="this machine's toolchain"),
-    Option("VERBOSE", Kind.SWITCH, "0", "show full commands instead of one line per step", key=None, build=False,
+    Option("VERBOSE", Kind.BOOL, "0", "show full commands instead of one line per step", key=None, build=False,
            why="how this run talks, not what it builds"),
     Option("IMAGE_SEED", Kind.TEXT, "", "scons image: seed for the disk and partition GUIDs and volume id (empty: "
            "from the contents)", build=False),
     # Running it.
     Option("QEMU_CPU", Kind.TEXT, "max", "CPU model for scons run / debug", build=False),
     Option("QEMU_MEMORY", Kind.TEXT, "256M", "RAM for scons run / debug", build=False),
-    Option("GRAPHIC", Kind.SWITCH, "0", "scons run / debug: open a QEMU window (default: -nographic, serial here)",
+    Option("GRAPHIC", Kind.BOOL, "0", "scons run / debug: open a QEMU window (default: -nographic, serial here)",
            key=None, build=False, why="how this run shows the machine, not what it boots"),
     Option("PYTEST_ARGS", Kind.TEXT, "", "extra arguments for pytest in scons test", key=None, build=False,
            why="for highboot's own test suite"),
@@ -156,7 +156,7 @@ def from_project(option: Option, value: Any, base: Path, *, file: str, key: str)
     """A project file's TOML value as the option's command-line text (paths made absolute against the
     project file's directory; PATHS as a tuple, since a path may hold the ':' that separates them)."""
     kind = option.kind
-    if kind is Kind.SWITCH:
+    if kind is Kind.BOOL:
         if not isinstance(value, bool):
             raise HighbootError(f"expected true or false, got {value!r}", file=file, field=key)
         return "1" if value else "0"
@@ -183,7 +183,7 @@ def from_project(option: Option, value: Any, base: Path, *, file: str, key: str)
 # ------------------------------------------------------------------------------------ values
 
 def parse(option: Option, text: str, *, file: str | None = None, field: str | None = None) -> Any:
-    """The option's value from its text, checked: bool for a switch, int for a size or a count, the
+    """The option's value from its text, checked: bool for an on/off option, int for a size or a count, the
     text otherwise; then the option's own check. HighbootError naming file and field (default: the
     option's name) if it is bad."""
     field = field or option.name
@@ -195,7 +195,7 @@ def parse(option: Option, text: str, *, file: str | None = None, field: str | No
 
 def _value(option: Option, text: str, *, file: str | None, field: str) -> Any:
     kind = option.kind
-    if kind is Kind.SWITCH:
+    if kind is Kind.BOOL:
         word = text.lower()
         if word not in TRUE_WORDS + FALSE_WORDS:
             raise HighbootError(f"expected 1 or 0 (or yes/no, true/false, on/off), got {text!r}", file=file,
@@ -247,7 +247,7 @@ def reference() -> str:
         text = o.help + (f" — {'not in a project file' if o.key is None else 'in a project file'}: {o.why}"
                          if o.why else "")
         lines.append(f"| `{o.name}` | {key} | {kind} | {default} | {_cell(text)} |")
-    lines += ["", "In a project file, paths are relative to the file; switches are `true` or `false`; sizes and "
+    lines += ["", "In a project file, paths are relative to the file; on/off options are `true` or `false`; sizes and "
               "counts may be TOML integers or strings (`\"16 KiB\"`); an address is a string "
               "(`\"0xffffffff80200000\"`: TOML integers stop at 2^63 - 1).", ""]
     return "\n".join(lines)

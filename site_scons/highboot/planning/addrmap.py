@@ -70,7 +70,7 @@ def format_map(layout: Layout, plan: BootPlan) -> str:
     lines += ["", "Page tables (4 KiB each) at kernel entry:"]
     planned = plan.block.table_count
     lines.append(f"  planned at build time: {planned} ({format_size(planned * PAGE)}), plus "
-                 f"{plan.block.switch_count} switch tables reclaimable after entry")
+                 f"{plan.block.identity_tables_count} identity tables (the trampoline's) reclaimable after entry")
     for ram in (256 * MIB, 4 * GIB, 64 * GIB):
         for page, name in ((GIB, "1 GiB"), (2 * MIB, "2 MiB")):
             cost = table_cost(plan, ram, page)

@@ -198,8 +198,8 @@ class Block:
         stack        stack_size bytes at stack_offset (the guard page below it is virtual only)
         tables       table_count tables at tables_offset, block-relative (table 0 is the root; with
                      KASLR the kernel region's last-level tables after the fixed ones)
-        switch       switch_count zeroed tables at switch_offset the loader fills to identity-map
-                     the trampoline page
+        identity     identity_tables_count zeroed tables at identity_tables_offset the loader fills
+                     to identity-map the trampoline page
         ------------ static_size: the rest is sized at boot ------------
     Sized by the loader (known only at boot):
         AP stacks    AP_STACK_SIZE each, for the APs this boot starts
@@ -216,8 +216,8 @@ class Block:
     table_count: int
     entries: tuple[tuple[int, int], ...]  # (u64 index into the tables area, block-relative entry)
     trampoline_slot: int  # u64 index into the tables area of the PTE mapping ranges.trampoline_va
-    switch_offset: int
-    switch_count: int
+    identity_tables_offset: int
+    identity_tables_count: int
     static_size: int
 
 
@@ -568,7 +568,7 @@ def kaslr_windows(layout: Layout, ranges: Ranges, mappings: Mappings, *, kaslr: 
 
 def block_layout(placement: Placement, ranges: Ranges, mappings: Mappings, windows: KaslrWindows) -> Block:
     """Phase 6: image, stack, tables (the fixed ones encoded block-relative, then the KASLR windows'),
-    and the switch tables the loader fills for the trampoline's identity mapping."""
+    and the identity tables the loader fills for the trampoline's identity mapping."""
     stack_offset = placement.image_size
     tables_offset = stack_offset + ranges.stack_size
     entries = mappings.tables.encode(lambda n: tables_offset + n * PAGE)
@@ -582,10 +582,10 @@ def block_layout(placement: Placement, ranges: Ranges, mappings: Mappings, windo
     if numbers:
         slot = Slot(numbers[slot.table], slot.index)
     table_count = len(mappings.tables.tables) + len(windows.tables)
-    switch_offset = tables_offset + table_count * PAGE
-    switch_count = len(mappings.levels) - 1
-    return Block(stack_offset, tables_offset, table_count, tuple(entries), slot.word, switch_offset, switch_count,
-                 switch_offset + switch_count * PAGE)
+    identity_tables_offset = tables_offset + table_count * PAGE
+    identity_tables_count = len(mappings.levels) - 1
+    return Block(stack_offset, tables_offset, table_count, tuple(entries), slot.word, identity_tables_offset,
+                 identity_tables_count, identity_tables_offset + identity_tables_count * PAGE)
 
 
 def _no_room(kernel: KernelImage, layout: Layout, region: Region, needed_end: int, what: str) -> NoReturn:

@@ -70,8 +70,9 @@ BOOT_INFO = (
     Field("page_table_root", "u64", "physical address of the root table (CR3 at entry)"),
     Field("page_tables_phys", "u64", "physical address of the kernel's page tables (static part)"),
     Field("page_tables_pages", "u64", "number of 4 KiB table pages in use at entry, direct map included"),
-    Field("switch_phys", "u64", "physical address of the identity-map tables used for the switch (reclaimable)"),
-    Field("switch_pages", "u64", "number of those 4 KiB pages"),
+    Field("identity_tables_phys", "u64", "physical address of the tables that identity-map the trampoline page for the "
+          "jump to the higher half (reclaimable)"),
+    Field("identity_tables_pages", "u64", "number of those 4 KiB pages"),
     Field("trampoline_phys", "u64", "physical address of the trampoline page (in loader code, reclaimable)"),
     Field("trampoline_virt", "u64", "higher-half alias of the trampoline page, still mapped RX at entry"),
     Field("framebuffer_phys", "u64", "GOP framebuffer physical base (0 if none)"),

@@ -1,5 +1,5 @@
 """The loader's own binary contracts between Rust and assembly, described once: the Handoff record
-the trampoline reads, the switch data in the trampoline page, the descriptor-table registers (the
+the trampoline reads, the trampoline data in the trampoline page, the descriptor-table registers (the
 kernel's GDT and selectors belong to the boot protocol: highboot/protocols).
 
 Rendered to templates/loader/abi.rs.j2 (Rust: the Handoff struct, offsets) and
@@ -29,31 +29,31 @@ HANDOFF = (
     Word("stack_top", "the kernel's stack top"),
     Word("entry", "the kernel's entry point"),
     Word("boot_info_va", "the boot info (RDI at entry)"),
-    Word("switch_cr3", "0, or the transition root below 4 GiB when the paging mode changes (switch.rs)"),
+    Word("transition_root", "0, or the transition root below 4 GiB when the paging mode changes (tdata.rs)"),
     Word("cr4_la57", "CR4.LA57 as the kernel wants it (0 or 1 << 12)"),
     Word("saved_rsp", "highboot_set_paging only: the caller's RSP"),
     Word("saved_cs", "highboot_set_paging only: the caller's CS"),
 )
 
-#: The switch data at highboot_switch_data in the trampoline page (a copy below 4 GiB runs it):
+#: The trampoline data at highboot_trampoline_data in the trampoline page (a copy below 4 GiB runs it):
 #: byte offsets of its parts. The GDT is null, 32-bit code (0x08), 64-bit code (0x10), flat 32-bit
 #: data (0x18, for the APs' protected-mode step).
-SWITCH_DATA_OFFSET = 0xE00  # where the switch data starts in the trampoline page (16-bit code needs a number)
-SWITCH_GDT = 0
-SWITCH_GDT_ENTRIES = (0, 0x00CF9B000000FFFF, 0x00AF9B000000FFFF, 0x00CF93000000FFFF)
-SWITCH_GDTR = 32  # limit (u16), then the base (u64): the loader writes the base
-SWITCH_GDTR_BASE = SWITCH_GDTR + 2
-SWITCH_FAR32 = 48  # far pointer (u32 offset, u16 selector) to the 32-bit code; the loader writes the offset
-SWITCH_FAR64 = 56  # far pointer back to 64-bit code; the loader writes the offset
-SWITCH_HANDOFF = 64  # the Handoff copy the switched code reads
-SWITCH_CODE32_SELECTOR = 0x08
-SWITCH_CODE64_SELECTOR = 0x10
-SWITCH_DATA32_SELECTOR = 0x18
+TDATA_OFFSET = 0xE00  # where the trampoline data starts in the trampoline page (16-bit code needs a number)
+TDATA_GDT = 0
+TDATA_GDT_ENTRIES = (0, 0x00CF9B000000FFFF, 0x00AF9B000000FFFF, 0x00CF93000000FFFF)
+TDATA_GDTR = 32  # limit (u16), then the base (u64): the loader writes the base
+TDATA_GDTR_BASE = TDATA_GDTR + 2
+TDATA_FAR32 = 48  # far pointer (u32 offset, u16 selector) to the 32-bit code; the loader writes the offset
+TDATA_FAR64 = 56  # far pointer back to 64-bit code; the loader writes the offset
+TDATA_HANDOFF = 64  # the Handoff copy the mode-changing code reads
+TDATA_CODE32_SELECTOR = 0x08
+TDATA_CODE64_SELECTOR = 0x10
+TDATA_DATA32_SELECTOR = 0x18
 #: The APs' start (smp.rs): far pointers to their 32-bit and 64-bit code (the loader writes the
-#: offsets), then the ApStart record, all in the switch data of the startup page (below 1 MiB).
-SWITCH_AP_FAR32 = 160
-SWITCH_AP_FAR64 = 168
-SWITCH_AP = 176
+#: offsets), then the ApStart record, all in the trampoline data of the startup page (below 1 MiB).
+TDATA_AP_FAR32 = 160
+TDATA_AP_FAR64 = 168
+TDATA_AP = 176
 
 #: What an AP reads on its way from real mode to its parking place (the loader fills it in the
 #: startup page before the first SIPI).
@@ -98,14 +98,14 @@ def handoff_offset(name: str) -> int:
 
 def context() -> dict[str, object]:
     """What the loader's ABI templates render from."""
-    assert SWITCH_HANDOFF + 8 * len(HANDOFF) <= SWITCH_AP_FAR32 and SWITCH_AP_FAR64 + 8 <= SWITCH_AP
+    assert TDATA_HANDOFF + 8 * len(HANDOFF) <= TDATA_AP_FAR32 and TDATA_AP_FAR64 + 8 <= TDATA_AP
     return {
         "handoff": HANDOFF, "handoff_size": 8 * len(HANDOFF),
-        "switch": {"gdt": SWITCH_GDT, "gdt_entries": SWITCH_GDT_ENTRIES, "gdtr": SWITCH_GDTR,
-                   "gdtr_base": SWITCH_GDTR_BASE, "far32": SWITCH_FAR32, "far64": SWITCH_FAR64,
-                   "handoff": SWITCH_HANDOFF, "code32": SWITCH_CODE32_SELECTOR, "code64": SWITCH_CODE64_SELECTOR,
-                   "data32": SWITCH_DATA32_SELECTOR, "ap_far32": SWITCH_AP_FAR32, "ap_far64": SWITCH_AP_FAR64,
-                   "ap": SWITCH_AP, "offset": SWITCH_DATA_OFFSET},
+        "tdata": {"gdt": TDATA_GDT, "gdt_entries": TDATA_GDT_ENTRIES, "gdtr": TDATA_GDTR,
+                   "gdtr_base": TDATA_GDTR_BASE, "far32": TDATA_FAR32, "far64": TDATA_FAR64,
+                   "handoff": TDATA_HANDOFF, "code32": TDATA_CODE32_SELECTOR, "code64": TDATA_CODE64_SELECTOR,
+                   "data32": TDATA_DATA32_SELECTOR, "ap_far32": TDATA_AP_FAR32, "ap_far64": TDATA_AP_FAR64,
+                   "ap": TDATA_AP, "offset": TDATA_OFFSET},
         "ap_start": AP_START, "ap_start_size": 8 * len(AP_START), "ap_slot": AP_SLOT, "ap_slot_size": 8 * len(AP_SLOT),
         "ap_states": {"waiting": AP_WAITING, "arrived": AP_ARRIVED, "parked": AP_PARKED, "abandoned": AP_ABANDONED},
         "desc": {"gdtr": DESC_GDTR, "idtr": DESC_IDTR, "size": DESC_SIZE},

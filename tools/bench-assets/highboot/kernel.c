@@ -2,10 +2,12 @@
  * the TSC, which it prints on COM1 with the loader's own entry TSC from the boot info (`INFO
  * tsc_kernel=<n> tsc_loader_entry=<n>`, the sample kernel's keys) before ending QEMU through
  * isa-debug-exit. blob.S makes it as big as the section asks (the multiboot2 kernel GRUB boots
- * carries the same blob). Built with the rendered highboot.h and linker script. */
+ * carries the same blob). Built with the rendered highboot.h, the tests' highboot_report.h and the
+ * linker script. */
 #include <stdint.h>
 
 #include "highboot.h"
+#include "highboot_report.h"
 
 static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
 static inline uint8_t inb(uint16_t port) { uint8_t v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port)); return v; }

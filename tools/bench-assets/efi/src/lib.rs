@@ -12,7 +12,8 @@ const COM1_LINE_STATUS: u16 = COM1 + 5;
 const TRANSMIT_EMPTY: u8 = 0x20;
 /// isa-debug-exit as highboot's QEMU command line places it (site_scons/highboot/booting/qemu.py).
 const DEBUG_EXIT: u16 = 0xf4;
-/// QEMU then exits with (v << 1) | 1: 33 is highboot.qemu.EXIT_PASS, 35 EXIT_FAIL.
+/// QEMU then exits with (v << 1) | 1: 33 and 35, the tests' PASS_STATUS
+/// and FAIL_STATUS (site_scons/testkit/report.py).
 pub const EXIT_PASS: u32 = 0x10;
 pub const EXIT_FAIL: u32 = 0x11;
 const FW_CFG_SELECTOR: u16 = 0x510;

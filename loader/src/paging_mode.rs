@@ -1,10 +1,10 @@
 //! Changing the paging mode between 4 levels (48-bit addresses) and 5 levels (57-bit, CR4.LA57).
 //!
-//! CR4.LA57 cannot change while long mode is active, so the switch leaves it: compatibility mode,
+//! CR4.LA57 cannot change while long mode is active, so the change leaves it: compatibility mode,
 //! paging off, LA57 toggled, CR3 = a root in the new mode, paging on, far jump back to 64-bit
 //! code. That code must be identity-mapped below 4 GiB in both modes: the trampoline page is
 //! copied to a page below 4 GiB, next to a one-entry root that maps only that page in the new
-//! mode (through the planned tables' switch tables). See templates/loader/trampoline.S.j2.
+//! mode (through the planned tables' identity tables). See templates/loader/trampoline.S.j2.
 
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +25,7 @@ extern "sysv64" {
     static highboot_compat32: u8;
     static highboot_long64: u8;
     static highboot_set_paging_done: u8;
-    static highboot_switch_data: u8;
+    static highboot_trampoline_data: u8;
     fn highboot_set_paging(args: *const Handoff);
     /// The jump to the kernel: CR3, the alias, the identity entry dropped, the entry (abi.py's Handoff).
     pub fn highboot_handoff(args: *const Handoff) -> !;
@@ -38,7 +38,7 @@ pub struct LowPages {
     pub page: u64,
     pub root: u64,
     /// The BSP changes the paging mode on its way to the kernel (else the copy is for the APs).
-    pub switch: bool,
+    pub changes_mode: bool,
 }
 
 fn offset(symbol: &u8) -> u64 {
@@ -58,7 +58,7 @@ pub const BELOW_1M: u64 = 0x9_ffff;
 /// Two pages below `limit` (LoaderCode: the firmware keeps them executable), never page 0: a copy
 /// of the trampoline page with its GDTR and far pointer to the 32-bit code filled in, and a zeroed
 /// root. None when there is no room there.
-pub fn allocate_low(bs: &efi::BootServices, limit: u64, switch: bool) -> Result<(Pages, LowPages)> {
+pub fn allocate_low(bs: &efi::BootServices, limit: u64, changes_mode: bool) -> Result<(Pages, LowPages)> {
     // SAFETY: symbol addresses only; the trampoline is one page by construction (checked here).
     let size = unsafe { offset(&highboot_trampoline_end) };
     if size != PAGE {
@@ -75,25 +75,25 @@ pub fn allocate_low(bs: &efi::BootServices, limit: u64, switch: bool) -> Result<
         Ok(pages) => pages,
         Err(status) => return Err(status),
     };
-    let low = LowPages { page: pages.base, root: pages.base + PAGE, switch };
+    let low = LowPages { page: pages.base, root: pages.base + PAGE, changes_mode };
     // SAFETY: both pages are ours and identity-mapped by the firmware.
     unsafe {
         ptr::copy_nonoverlapping(trampoline_page() as *const u8, low.page as *mut u8, PAGE as usize);
         ptr::write_bytes(low.root as *mut u8, 0, PAGE as usize);
-        let data = low.page + offset(&highboot_switch_data);
-        // GDTR base (the GDT is at the start of the switch data), far pointer to the 32-bit code.
-        ptr::write_unaligned((data + abi::SWITCH_GDTR_BASE) as *mut u64, data);
-        ptr::write_unaligned((data + abi::SWITCH_FAR32) as *mut u32, (low.page + offset(&highboot_compat32)) as u32);
+        let data = low.page + offset(&highboot_trampoline_data);
+        // GDTR base (the GDT is at the start of the trampoline data), far pointer to the 32-bit code.
+        ptr::write_unaligned((data + abi::TDATA_GDTR_BASE) as *mut u64, data);
+        ptr::write_unaligned((data + abi::TDATA_FAR32) as *mut u32, (low.page + offset(&highboot_compat32)) as u32);
     }
     Ok((pages, low))
 }
 
-/// Put `args` into the copy's switch data, with the 64-bit continuation; returns the copy's args.
+/// Put `args` into the copy's trampoline data, with the 64-bit continuation; returns the copy's args.
 unsafe fn prepare(low: LowPages, continuation: &u8, args: &Handoff) -> *const Handoff {
-    let data = low.page + offset(&highboot_switch_data);
-    ptr::write_unaligned((data + abi::SWITCH_FAR64) as *mut u32, (low.page + offset(continuation)) as u32);
-    let copy = (data + abi::SWITCH_HANDOFF) as *mut Handoff;
-    ptr::write(copy, Handoff { switch_cr3: low.root, ..*args });
+    let data = low.page + offset(&highboot_trampoline_data);
+    ptr::write_unaligned((data + abi::TDATA_FAR64) as *mut u32, (low.page + offset(continuation)) as u32);
+    let copy = (data + abi::TDATA_HANDOFF) as *mut Handoff;
+    ptr::write(copy, Handoff { transition_root: low.root, ..*args });
     copy
 }
 
@@ -107,15 +107,15 @@ pub unsafe fn handoff_args(low: LowPages, kernel_root: u64, args: &Handoff) -> *
 
 /// The APs' start data in the copy (the startup page): far pointers to their 32-bit and 64-bit
 /// code, the ApStart record, and the transition root's one entry (the kernel root's, for this
-/// page: through the switch tables it maps only this page).
+/// page: through the identity tables it maps only this page).
 ///
 /// # Safety
 /// `low` is ours and identity-mapped; `kernel_root` maps the copy at its identity address.
 pub unsafe fn prepare_ap_start(low: LowPages, kernel_root: u64, start: &abi::ApStart) {
-    let data = low.page + offset(&highboot_switch_data);
-    ptr::write_unaligned((data + abi::SWITCH_AP_FAR32) as *mut u32, (low.page + offset(&highboot_ap32)) as u32);
-    ptr::write_unaligned((data + abi::SWITCH_AP_FAR64) as *mut u32, (low.page + offset(&highboot_ap64)) as u32);
-    ptr::write((data + abi::SWITCH_AP) as *mut abi::ApStart, *start);
+    let data = low.page + offset(&highboot_trampoline_data);
+    ptr::write_unaligned((data + abi::TDATA_AP_FAR32) as *mut u32, (low.page + offset(&highboot_ap32)) as u32);
+    ptr::write_unaligned((data + abi::TDATA_AP_FAR64) as *mut u32, (low.page + offset(&highboot_ap64)) as u32);
+    ptr::write((data + abi::TDATA_AP) as *mut abi::ApStart, *start);
     let slot = paging::index(low.page, 0);
     ptr::write((low.root as *mut u64).add(slot as usize), ptr::read((kernel_root as *const u64).add(slot as usize)));
 }
@@ -131,7 +131,7 @@ pub unsafe fn handoff_from_copy(low: LowPages, args: &Handoff) -> ! {
     handoff(args)
 }
 
-/// Test builds only: the copy page the fault switched the firmware with, and the firmware's own
+/// Test builds only: the copy page the fault moved the firmware to the other mode with, and the firmware's own
 /// 4-level root (0: the fault is not in effect).
 static FAULT_PAGE: AtomicU64 = AtomicU64::new(0);
 static FAULT_ROOT4: AtomicU64 = AtomicU64::new(0);
@@ -143,7 +143,7 @@ pub fn firmware_to_5_level(bs: &efi::BootServices) -> Result<()> {
     let (pages, low) = match allocate_low(bs, BELOW_4G, true) {
         Ok(x) => x,
         Err(status) => {
-            return fail!(status, "no memory below 4 GiB for the paging-mode switch: {:#x}", status.as_usize())
+            return fail!(status, "no memory below 4 GiB for the paging-mode change: {:#x}", status.as_usize())
         }
     };
     pages.keep(); // the firmware runs on the transition root from now on
@@ -169,13 +169,13 @@ pub fn fault_firmware_paging(levels: u32) {
     if page == 0 {
         return;
     }
-    let low = LowPages { page, root: page + PAGE, switch: true };
+    let low = LowPages { page, root: page + PAGE, changes_mode: true };
     let (cr3, la57) = if levels == 5 { (low.root, cr4::LA57) } else { (FAULT_ROOT4.load(Ordering::Relaxed), 0) };
     // SAFETY: the copy and both roots are kept, identity-mapped below 4 GiB in either mode; the
-    // switch returns with the same mappings in the other mode.
+    // change returns with the same mappings in the other mode.
     unsafe {
         let copy = prepare(low, &highboot_set_paging_done, &Handoff { cr4_la57: la57, ..Handoff::default() });
-        (*(copy as *mut Handoff)).switch_cr3 = cr3;
+        (*(copy as *mut Handoff)).transition_root = cr3;
         highboot_set_paging(copy);
     }
 }
