@@ -158,7 +158,7 @@ def test_build_time_responses_are_in_the_blob(tmp_path: Path) -> None:
         ("bootloader_info", 24), ("firmware_type", 72), ("stack_size", 120), ("entry_point", 176),
         ("executable_file", 280)]
     assert dict(h.unanswered)["dtb"].startswith("not on x86-64 UEFI")
-    blob = h.blob
+    blob = h.blob_bytes
 
     def string(at: int) -> bytes:
         return blob[at:blob.index(b"\0", at)]
@@ -172,9 +172,10 @@ def test_build_time_responses_are_in_the_blob(tmp_path: Path) -> None:
     assert h.stack_size == 64 << 10  # at least the protocol's 64 KiB
     assert h.entry == KBASE + 0x10
     file = struct.unpack_from("<Q", blob, next(a.response for a in h.answers if a.request == "executable_file") + 8)[0]
+    assert struct.unpack_from("<Q", blob, file + 16)[0] == 0x7000  # the file's size, known now
     path, cmdline = struct.unpack_from("<QQ", blob, file + 24)
     assert string(path) == b"/highboot/kernel.elf" and string(cmdline) == b"console=ttyS0"
-    assert h.fill("executable_file.address") == file + 8
+    assert h.fill("executable_file") == file
 
 
 def test_a_stack_size_above_the_minimum_is_kept(tmp_path: Path) -> None:
@@ -198,5 +199,5 @@ def test_the_paging_mode_is_the_layouts(tmp_path: Path) -> None:
     h = handover(tmp_path, request(PAGING, 1, 1, 1, 0), levels=4)
     assert h.paging_mode == 0
     response = h.answers[0].response
-    assert struct.unpack_from("<QQ", h.blob, response) == (0, 0)
+    assert struct.unpack_from("<QQ", h.blob_bytes, response) == (0, 0)
     assert handover(tmp_path, request(PAGING, 0, 1), levels=5).paging_mode == 1

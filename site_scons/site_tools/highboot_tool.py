@@ -93,14 +93,19 @@ def _cargo_action(target: Any, source: Any, env: Any) -> None:
     try:
         build.cargo_build(env["HIGHBOOT_RUST"], env["CARGO_CRATE"], env["CARGO_TARGET"], env["CARGO_TARGET_DIR"],
                           env["CARGO_ARTIFACT"], str(target[0]), env.get("CARGO_ENV", {}),
-                          env.get("CARGO_RUSTFLAGS", []), bool(env.get("VERBOSE")))
+                          env.get("CARGO_RUSTFLAGS", []), bool(env.get("VERBOSE")),
+                          build.loader_features(env["CARGO_PLAN"]) if env.get("CARGO_PLAN") else None)
     except HighbootError as exc:
         raise _fail(target, exc) from None
 
 
 def _cargo_emitter(target: Any, source: Any, env: Any) -> tuple[Any, Any]:
     crate = env.Dir(env["CARGO_CRATE"])
-    files = [crate.File("Cargo.toml")] + env.Glob(f"{crate}/src/*.rs") + env.Glob(f"{crate}/build.rs")
+    # Every source of the crate, in src/ and its folders (loader/src/protocols/...).
+    files = [crate.File("Cargo.toml")] + [env.File(str(p)) for p in sorted(Path(crate.abspath, "src").rglob("*.rs"))]
+    files += env.Glob(f"{crate}/build.rs")
+    if env.get("CARGO_PLAN"):
+        files.append(env.File(env["CARGO_PLAN"]))
     lock = crate.File("Cargo.lock")
     if lock.exists():
         files.append(lock)
@@ -210,6 +215,8 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
     gen = tenv.Dir(f"{out}/gen")
     common = tenv.HighbootRender(f"{out}/gen/bootinfo.rs", [], TEMPLATE="common/bootinfo.rs.j2")
     header = tenv.HighbootRender(f"{out}/include/highboot.h", [], TEMPLATE="include/highboot.h.j2")
+    # Every protocol's kernel sources (a kernel of this build is built before the build knows its protocol).
+    header += tenv.HighbootRender(f"{out}/include/highboot-limine.h", [], TEMPLATE="include/highboot-limine.h.j2")
     # Linker scripts for this layout, at the kernel base, for every build (a kernel of the user's
     # own is linked with one of them): link.ld for position-independent kernels (PT_DYNAMIC, RELRO),
     # link-fixed.ld for kernels linked to run at that address (-no-pie).
@@ -254,7 +261,7 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
         f"{out}/loader/highboot-loader.efi", loader_src + common,
         CARGO_CRATE="loader", CARGO_TARGET=tenv.File("loader/x86_64-highboot-uefi.json").abspath,
         CARGO_TARGET_DIR=f"{cargo_dir}/loader", CARGO_ARTIFACT="highboot-loader.efi",
-        CARGO_ENV={"HIGHBOOT_GEN": gen.abspath})
+        CARGO_ENV={"HIGHBOOT_GEN": gen.abspath}, CARGO_PLAN=tenv.File(plan[0]).abspath)
     esp_dir = f"{out}/esp"
     bootx64 = tenv.PECheck(f"{out}/loader/BOOTX64.EFI", loader)
     if cfg.sign:

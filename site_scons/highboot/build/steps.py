@@ -31,7 +31,7 @@ from highboot.planning.planner import (
     BootPlan,
     plan_boot,
 )
-from highboot.protocols import bootinfo, protocol_named
+from highboot.protocols import PROTOCOLS, bootinfo, protocol_named
 from highboot.rendering import cpu_bits
 from highboot.rendering import loader_abi as abi
 from highboot.rendering.templates import render, write_atomic
@@ -45,8 +45,15 @@ def make_plan(kernel: str, layout: str, out: str, options: dict[str, Any]) -> No
                      max_cpus=options["max_cpus"], keep_kernel_file=options["keep_kernel_file"],
                      framebuffer=parse_fb_mode(options["fb_mode"]),
                      modules=tuple(plan_modules([module_from_json(m) for m in options["modules"]])),
-                     fault=options["fault"])
+                     fault=options["fault"], protocol=options["protocol"])
     write_atomic(out, json.dumps(plan.to_json(), indent=1, sort_keys=True) + "\n")
+
+
+def loader_features(plan_file: str) -> list[str]:
+    """The loader crate's cargo features for a plan: the protocol the kernel speaks (the loader
+    carries only that protocol's handover)."""
+    protocol = BootPlan.from_json(plan_file).handover.protocol
+    return [] if protocol == "highboot" else [protocol]
 
 
 def fault_variants() -> dict[str, str]:
@@ -57,8 +64,10 @@ def fault_variants() -> dict[str, str]:
 
 def render_context(plan_file: str | None, extra: dict[str, Any]) -> dict[str, Any]:
     plan = BootPlan.from_json(plan_file) if plan_file else None
-    protocol = protocol_named("highboot")
-    ctx: dict[str, Any] = {**bootinfo.context(), **abi.context(), **cpu_bits.context(), **protocol.context(),
+    protocol = protocol_named(plan.handover.protocol if plan else "highboot")
+    kernels = {k: v for p in PROTOCOLS.values() for k, v in p.kernel_context().items()}
+    ctx: dict[str, Any] = {**bootinfo.context(), **abi.context(), **cpu_bits.context(), **kernels,
+                           **protocol.context(),
                            "faults": fault_variants()}
     if plan:
         ctx["plan"] = plan
@@ -76,13 +85,17 @@ def core_is_built(target_dir: str, target: str) -> bool:
 
 
 def cargo_build(rust: RustToolchain, crate_dir: str, target: str, target_dir: str, artifact: str, out: str,
-                env_extra: dict[str, str], rustflags: list[str], verbose: bool) -> None:
-    """Build crate_dir for target and copy artifact (relative to the profile dir) to out."""
+                env_extra: dict[str, str], rustflags: list[str], verbose: bool,
+                features: list[str] | None = None) -> None:
+    """Build crate_dir for target (with these cargo features) and copy artifact (relative to the
+    profile dir) to out."""
     if rust.builds_std(target) and rust.vendor is None:
         raise HighbootError(f"building for the target spec {target} needs core's sources: {rust.rustc} has no "
                             "rust-src (rustup component add rust-src, or Debian's rust-web-src with rustc-web)",
                             file=crate_dir, field="toolchain")
     cmd = rust.cargo_args(target) + ["--manifest-path", str(Path(crate_dir, "Cargo.toml"))]
+    if features:
+        cmd += ["--features", ",".join(features)]
     if rustflags:
         cmd += ["--config", f"target.{target_name(target)}.rustflags={json.dumps(rustflags)}"]
     env = {k: v for k, v in os.environ.items() if k not in ("RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS")}

@@ -91,6 +91,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("MODULES", Kind.MODULES, "", "module files to load and hand over, in order (','-separated; names from "
            "the file names); replaces the project file's [[module]] list", key="module", plan=True,
            why="[[module]] tables (path, name, cmdline), one per module"),
+    Option("PROTOCOL", Kind.CHOICE, "auto", "boot protocol the kernel speaks: auto reads it from the kernel (a "
+           "Limine base revision tag, requests markers or request IDs make it a Limine kernel; else highboot's boot "
+           "info), or highboot, or limine", choices=("auto", "highboot", "limine"), plan=True),
     Option("CMDLINE", Kind.TEXT, "", "kernel command line handed over in the boot info", check=check_cmdline,
            plan=True),
     Option("KERNEL_BASE", Kind.ADDRESS, "", "where a position-independent kernel goes (empty: where it is linked if "

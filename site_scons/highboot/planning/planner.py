@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import types
 import typing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -41,6 +41,8 @@ from highboot.errors import HighbootError
 from highboot.inputs.kernel import PF_W, PF_X, KernelImage
 from highboot.inputs.layout import Layout, Region
 from highboot.planning.paging import ENTRIES, PAGE, R_NX, RW_NX, RX, Slot, TableBuilder, flags_text, paging_levels
+from highboot.protocols import AUTO, protocol_for
+from highboot.protocols.handover import Handover
 from highboot.units import MIB, align_down, align_up, format_size, hex_addr, text_bytes
 
 #: Where the loader finds the kernel on the ESP (the build copies it there): the one spelling.
@@ -50,7 +52,7 @@ LOADER_ESP_FILE = "EFI/BOOT/BOOTX64.EFI"
 DEFAULT_KERNEL_ESP_PATH = "\\" + KERNEL_ESP_FILE.replace("/", "\\")
 #: plan.json's format: raised whenever a field is added, removed or changes meaning, so a plan.json
 #: of another version is refused rather than misread.
-PLAN_FORMAT = 6
+PLAN_FORMAT = 7
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,7 @@ class BootPlan:
     more here: plan.json and from_json follow the fields."""
 
     kernel: KernelFile
+    handover: Handover  # the boot protocol's part (highboot/protocols)
     placement: Placement
     ranges: Ranges
     rights: Rights
@@ -393,7 +396,7 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
               kernel_base: int | None = None, smp: bool = True, ap_stack_size: int = DEFAULT_AP_STACK_SIZE,
               max_cpus: int = DEFAULT_MAX_CPUS, keep_kernel_file: bool = True,
               framebuffer: tuple[int, int] | None = None, modules: tuple[PlannedModule, ...] = (),
-              fault: str = "") -> BootPlan:
+              fault: str = "", protocol: str = AUTO) -> BootPlan:
     """Plan the load and the page tables of kernel in layout, phase by phase; HighbootError if it
     does not fit.
 
@@ -403,14 +406,22 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     check_cmdline(cmdline)
     check_ap_stack_size(ap_stack_size)
     check_max_cpus(max_cpus)
+    speaks = protocol_for(kernel, protocol)
     kernel, placement = place(kernel, layout, kernel_base, kaslr=kaslr)
-    ranges = follow_image(kernel, placement, layout, smp=smp, ap_stack_size=ap_stack_size, max_cpus=max_cpus)
+    handover = speaks.plan_handover(kernel, layout, cmdline=cmdline, kernel_esp_path=kernel_esp_path,
+                                    modules=tuple((m.esp_path, m.cmdline, m.size) for m in modules))
+    if handover.entry is not None:
+        placement = replace(placement, entry=handover.entry)
+    smp = smp and handover.start_aps
+    keep_kernel_file = keep_kernel_file or handover.keep_kernel_file
+    ranges = follow_image(kernel, placement, layout, smp=smp, ap_stack_size=ap_stack_size, max_cpus=max_cpus,
+                          stack_size=max(layout.stack_size, handover.stack_size))
     rights = segment_rights(kernel, placement)
     mappings = map_kernel(kernel, placement, ranges, layout, kaslr=kaslr)
     windows = kaslr_windows(layout, ranges, mappings, kaslr=kaslr)
     block = block_layout(placement, ranges, mappings, windows)
     return BootPlan(
-        kernel=KernelFile(kernel.path, kernel_esp_path, kernel.size, kernel.digest),
+        kernel=KernelFile(kernel.path, kernel_esp_path, kernel.size, kernel.digest), handover=handover,
         placement=placement, ranges=ranges, rights=rights, tables=mappings.record, kaslr=windows, block=block,
         options=Options(cmdline, smp, keep_kernel_file, framebuffer, tuple(modules)), faults=Faults(fault),
     )
@@ -440,11 +451,11 @@ def place(kernel: KernelImage, layout: Layout, kernel_base: int | None, *,
 
 
 def follow_image(kernel: KernelImage, placement: Placement, layout: Layout, *, smp: bool, ap_stack_size: int,
-                 max_cpus: int) -> Ranges:
+                 max_cpus: int, stack_size: int) -> Ranges:
     """Phase 2: the stack, the trampoline alias and the AP stack window, refused when they do not fit
     the region (naming the kernel when it could start lower, else the region or the options)."""
     region, image_end = layout.require("kernel"), placement.image_end
-    stack_size = layout.stack_size
+    stack_size = align_up(stack_size, PAGE)
     stack_region = layout.role("stack")
     if stack_region is not None:
         if stack_region.size < stack_size + PAGE:

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from highboot.inputs.kernel import KernelImage
+    from highboot.inputs.layout import Layout
+    from highboot.protocols.handover import Handover
 
 
 class MemoryKind(Enum):
@@ -81,6 +83,20 @@ class Protocol:
     def recognises(self, kernel: KernelImage) -> bool:
         """Whether the kernel carries this protocol's marks (a kernel of no other protocol is highboot's)."""
         return False
+
+    def plan_handover(self, kernel: KernelImage, layout: Layout, *, cmdline: str, kernel_esp_path: str,
+                      modules: tuple[tuple[str, str, int], ...]) -> Handover:
+        """The handover of this kernel (placed where it runs at slide 0). `modules` are (ESP path,
+        command line, size) in order."""
+        from highboot.protocols.handover import Handover
+
+        return Handover(self.name)
+
+    def kernel_context(self) -> dict[str, object]:
+        """What the kernel sources of this protocol (kernel_sources) render from, beyond highboot's
+        boot info (every build renders every protocol's kernel sources: a kernel is built before
+        the build knows which protocol it speaks)."""
+        return {}
 
     def context(self) -> dict[str, object]:
         """What the loader's protocol template renders from (templates/loader/protocol.rs.j2)."""

@@ -6,10 +6,17 @@ kernel's requests at build time. LIMINE is the Protocol a build of such a kernel
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from highboot.inputs.kernel import KernelImage
 from highboot.protocols.base import Gdt, MemoryKind, Protocol
 from highboot.protocols.limine import spec
-from highboot.protocols.limine.scan import carries_marks
+from highboot.protocols.limine.handover import BOOT, IF_PRESENT, plan_handover
+from highboot.protocols.limine.scan import carries_marks, scan
+
+if TYPE_CHECKING:
+    from highboot.inputs.layout import Layout
+    from highboot.protocols.handover import Handover
 
 _T = spec.MEMMAP_TYPES
 
@@ -18,8 +25,29 @@ class LimineProtocol(Protocol):
     def recognises(self, kernel: KernelImage) -> bool:
         return carries_marks(kernel)
 
+    def plan_handover(self, kernel: KernelImage, layout: Layout, *, cmdline: str, kernel_esp_path: str,
+                      modules: tuple[tuple[str, str, int], ...]) -> Handover:
+        from highboot.protocols.handover import Handover
+
+        marks = scan(kernel)
+        planned = plan_handover(kernel, marks, levels=layout.levels, cmdline=cmdline,
+                                kernel_esp_path=kernel_esp_path, modules=modules)
+        # A Limine loader starts the APs only for a kernel that asks (the MP request), and reads the
+        # kernel file whatever it asks.
+        return Handover(self.name, stack_size=planned.stack_size, entry=planned.entry,
+                        start_aps=marks.request("mp") is not None,
+                        keep_kernel_file=marks.request("executable_file") is not None, limine=planned)
+
+    def kernel_context(self) -> dict[str, object]:
+        return header_context()
+
     def context(self) -> dict[str, object]:
-        return {**super().context(), **header_context()}
+        boot = [spec.BY_NAME[n].response for n in BOOT if spec.BY_NAME[n].response.fields[1:]]
+        return {**super().context(), **header_context(),
+                "limine_if_present": IF_PRESENT,
+                "limine_boot_fills": [n for n in BOOT if n not in ("module",)],
+                "limine_rust_structs": [*spec.STRUCTS, *boot],
+                "limine_rust_type": _rust_type}
 
 
 LIMINE = LimineProtocol(
@@ -40,6 +68,10 @@ LIMINE = LimineProtocol(
     set_virtual_address_map=False,
     kernel_sources=(("include/highboot-limine.h.j2", "include/highboot-limine.h"),),
 )
+
+
+def _rust_type(f: spec.Field) -> str:
+    return f"[u8; {f.count}]" if f.type.startswith("u8[") else {"ptr": "u64"}.get(f.type, f.type)
 
 
 def _c_type(f: spec.Field) -> str:

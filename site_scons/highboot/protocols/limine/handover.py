@@ -58,10 +58,11 @@ class LimineHandover:
     revision: int  # the revision highboot boots it with
     tag_va: int | None  # the base revision tag (link address)
     supported: bool  # the tag's last word is zeroed: the revision asked for is kept
-    blob: bytes
+    blob: str  # hex
     fixups: tuple[int, ...]
     answers: tuple[Answer, ...]
-    #: Offsets in the blob of what the loader fills at boot: "<request>.<field>" -> offset.
+    #: Offsets in the blob of what the loader fills at boot: a response ("hhdm", "memmap", ...), the
+    #: executable's struct limine_file ("executable_file") and each module's ("module.<n>").
     fills: tuple[tuple[str, int], ...]
     stack_size: int
     entry: int | None  # the entry point request's entry (link address), or None: the ELF's
@@ -70,6 +71,16 @@ class LimineHandover:
 
     def fill(self, name: str) -> int | None:
         return dict(self.fills).get(name)
+
+    @property
+    def module_files(self) -> tuple[int, ...]:
+        """Each module's struct limine_file in the blob, in order."""
+        fills = dict(self.fills)
+        return tuple(fills[f"module.{n}"] for n in range(len(fills)) if f"module.{n}" in fills)
+
+    @property
+    def blob_bytes(self) -> bytes:
+        return bytes.fromhex(self.blob)
 
 
 class _Blob:
@@ -104,9 +115,10 @@ class _Blob:
 
 
 def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdline: str, kernel_esp_path: str,
-                  modules: tuple[tuple[str, str], ...]) -> LimineHandover:
-    """The handover of a Limine kernel (at its link address): `modules` are (ESP path, string) in
-    the order the module response lists them; `levels` is the layout's paging depth."""
+                  modules: tuple[tuple[str, str, int], ...]) -> LimineHandover:
+    """The handover of a Limine kernel (placed where it runs at slide 0): `modules` are (ESP path,
+    string, size) in the order the module response lists them; `levels` is the layout's paging
+    depth."""
     if marks.base_revision > SUPPORTED_REVISION:
         known = f"; revisions up to {spec.REVISIONS[-1].number} are defined" if marks.base_revision > \
             spec.REVISIONS[-1].number else ""
@@ -165,10 +177,9 @@ def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdl
                 raise refuse(f"the entry point request's entry {hex_addr(entry)} is not in an executable segment",
                              req.vaddr)
         elif name == "executable_file":
-            file = _file(blob, kernel_esp_path, cmdline)
+            file = _file(blob, kernel_esp_path, cmdline, kernel.size)
             blob.pointer(response + r["executable_file"], file)
-            fills.append(("executable_file.address", file + spec.FILE.offsets()["address"]))
-            fills.append(("executable_file.size", file + spec.FILE.offsets()["size"]))
+            fills.append(("executable_file", file))
         elif name == "module":
             if not modules:
                 unanswered.append((name, "no modules: its response stays NULL"))
@@ -177,28 +188,27 @@ def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdl
             array = blob.add(8 * len(modules))
             blob.put(response, known.response, module_count=len(modules))
             blob.pointer(response + r["modules"], array)
-            for n, (path, string) in enumerate(modules):
-                file = _file(blob, path, string)
+            for n, (path, string, size) in enumerate(modules):
+                file = _file(blob, path, string, size)
                 blob.pointer(array + 8 * n, file)
-                fills.append((f"module.{n}.address", file + spec.FILE.offsets()["address"]))
+                fills.append((f"module.{n}", file))
         else:
-            for f in known.response.fields[1:]:
-                fills.append((f"{name}.{f.name}", response + r[f.name]))
+            fills.append((name, response))
         answers.append(Answer(name, req.vaddr, response, name if name in IF_PRESENT else ""))
     return LimineHandover(
         base_revision=marks.base_revision, revision=revision, tag_va=marks.tag_vaddr,
-        supported=marks.base_revision <= SUPPORTED_REVISION, blob=bytes(blob.data), fixups=tuple(blob.fixups),
+        supported=marks.base_revision <= SUPPORTED_REVISION, blob=blob.data.hex(), fixups=tuple(blob.fixups),
         answers=tuple(answers), fills=tuple(fills), stack_size=stack_size, entry=entry, paging_mode=mode,
         unanswered=tuple(unanswered))
 
 
-def _file(blob: _Blob, esp_path: str, string: str) -> int:
-    """A struct limine_file for a file on the ESP (its address and size filled at boot)."""
+def _file(blob: _Blob, esp_path: str, string: str, size: int) -> int:
+    """A struct limine_file for a file on the ESP (its address filled at boot)."""
     path = blob.string("/" + esp_path.replace("\\", "/").lstrip("/"))
     text = blob.string(string)
     at = blob.add(spec.FILE.size)
     o = spec.FILE.offsets()
-    blob.put(at, spec.FILE, media_type=spec.MEDIA_TYPE_GENERIC)
+    blob.put(at, spec.FILE, size=size, media_type=spec.MEDIA_TYPE_GENERIC)
     blob.pointer(at + o["path"], path)
     blob.pointer(at + o["string"], text)
     return at
