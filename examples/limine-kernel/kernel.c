@@ -1009,8 +1009,15 @@ static void check_mp(void) {
                 bsp_seen++;
                 continue;
             }
-            need(&c, info->reserved >= hhdm && in_reclaimable(info->reserved - STACK_SIZE, STACK_SIZE),
-                 "cpu %lu stack top %lx not in bootloader-reclaimable memory", i, info->reserved);
+            /* `reserved` is the loader's (Limine and highboot keep the AP's stack top there): checked
+             * as mapped memory the loader may reclaim, wherever it is mapped, not as an HHDM address. */
+            for (u64 v = info->reserved - STACK_SIZE; v < info->reserved && !c.bad; v += PAGE) {
+                struct translation t = translate(v);
+                need(&c, t.present && t.writable &&
+                         memmap_type_covers(t.pa & ~(PAGE - 1), PAGE, LIMINE_MEMMAP_BOOTLOADER_RECLAIMABLE),
+                     "cpu %lu stack page %lx (pa %lx) not mapped writable in bootloader-reclaimable memory", i, v,
+                     t.pa);
+            }
             info->extra_argument = i;
             aps++;
         }

@@ -13,7 +13,7 @@ use r_efi::efi;
 use crate::failure::{fail, Result};
 use crate::paging::{self, PAGE};
 use crate::rendered::abi;
-use crate::rendered::protocol::GDT;
+use crate::rendered::protocol::{self, GDT};
 use crate::rendered::{bootinfo, plan};
 use crate::{memmap, random, runtime};
 
@@ -53,20 +53,33 @@ impl Placement {
 pub struct BlockLayout {
     pub pool_pages: u64,
     pub map_capacity: usize,
+    /// The firmware's memory-map descriptor size.
+    #[cfg_attr(not(feature = "limine"), allow(dead_code))]
+    pub descriptor_size: usize,
+    #[cfg_attr(feature = "limine", allow(dead_code))] // highboot's boot info only
     pub range_capacity: usize,
+    #[cfg_attr(feature = "limine", allow(dead_code))] // highboot's boot info only
     pub vmap_capacity: usize,
     pub pool_off: u64,
     pub area_off: u64,
     pub gdt_off: u64,
     pub desc_off: u64,
+    #[cfg_attr(feature = "limine", allow(dead_code))] // highboot's boot info only
     pub cmdline_off: u64,
     pub memmap_off: u64,
+    #[cfg_attr(feature = "limine", allow(dead_code))] // highboot's boot info only
     pub ranges_off: u64,
+    #[cfg_attr(feature = "limine", allow(dead_code))] // highboot's boot info only
     pub vmap_off: u64,
+    #[cfg_attr(feature = "limine", allow(dead_code))] // highboot's boot info only
     pub modules_off: u64,
+    #[cfg_attr(feature = "limine", allow(dead_code))] // highboot's boot info only
     pub strings_off: u64,
     pub cpus_off: u64,
     pub slots_off: u64,
+    /// The protocol's own part (its `area_size`; highboot's protocol has none).
+    #[cfg_attr(not(feature = "limine"), allow(dead_code))]
+    pub handover_off: u64,
     /// The APs' stacks (block offset): right after the static part, AP_STACK_SIZE each.
     pub stacks_off: u64,
     pub size: u64,
@@ -100,7 +113,7 @@ impl BlockLayout {
         }
         // EFI runtime services: room in the layout's EFI region, tables for their mappings.
         let (rt_descriptors, rt_pages) = runtime::census(map);
-        if let Some((efi_base, efi_size)) = plan::ranges::EFI_REGION {
+        if let (true, Some((efi_base, efi_size))) = (protocol::SET_VIRTUAL_ADDRESS_MAP, plan::ranges::EFI_REGION) {
             if rt_pages * PAGE > efi_size {
                 return fail!(
                     efi::Status::OUT_OF_RESOURCES,
@@ -129,13 +142,15 @@ impl BlockLayout {
         let strings: usize = plan::options::MODULES.iter().map(|m| m.name.len() + m.cmdline.len()).sum();
         let cpus_off = align16(strings_off + strings as u64);
         let slots_off = cpus_off + ((aps + 1) * core::mem::size_of::<bootinfo::Cpu>()) as u64;
-        let area_size = slots_off + (aps * core::mem::size_of::<abi::ApSlot>()) as u64;
+        let handover_off = align16(slots_off + (aps * core::mem::size_of::<abi::ApSlot>()) as u64);
+        let area_size = handover_off + crate::handover::area_size(map_capacity, aps, map.descriptor_size());
         let stacks_off = plan::block::STATIC_SIZE;
         let pool_off = stacks_off + aps as u64 * plan::ranges::AP_STACK_SIZE;
         let area_off = pool_off + pool_pages * PAGE;
         Ok(BlockLayout {
             pool_pages,
             map_capacity,
+            descriptor_size: map.descriptor_size(),
             range_capacity,
             vmap_capacity,
             pool_off,
@@ -150,6 +165,7 @@ impl BlockLayout {
             strings_off,
             cpus_off,
             slots_off,
+            handover_off,
             stacks_off,
             size: (area_off + area_size + PAGE - 1) & !(PAGE - 1),
         })

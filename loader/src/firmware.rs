@@ -270,6 +270,7 @@ pub struct Framebuffer {
     pub width: u32,
     pub height: u32,
     pub stride: u32,
+    #[cfg_attr(feature = "limine", allow(dead_code))] // highboot's boot info only
     pub format: u32,
     /// Red, green, blue and reserved bits of a 32-bit pixel.
     pub masks: [u32; 4],

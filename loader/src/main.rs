@@ -38,9 +38,12 @@ use failure::{fail, Result};
 use machine::Machine;
 use modules::{Handed, Modules};
 use paging::PAGE;
+// The kernel's boot protocol: the build picks it (the crate's cargo feature, from the plan).
+#[cfg(not(feature = "limine"))]
 use protocols::highboot as handover;
+#[cfg(feature = "limine")]
+use protocols::limine as handover;
 use rendered::abi::Handoff;
-use rendered::bootinfo;
 use rendered::plan::{self, faults::Fault};
 use rendered::protocol;
 
@@ -118,9 +121,9 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     // SAFETY: the block is ours, identity-mapped by the firmware, layout.size bytes long.
     let mut block = unsafe { Block::load(block_pages.base, layout, kernel, &place, machine.nx_mask, trampoline) };
     // SAFETY: the block is loaded and its area laid out for this boot (and its APs).
-    let info = unsafe { handover::fill(&block, &place, &machine, &handed) };
+    let mut info = unsafe { handover::fill(&block, &place, &machine, &handed, &census) };
     // SAFETY: as above.
-    unsafe { census.fill(&block, &place, info) };
+    unsafe { census.fill(&block, &place) };
 
     println!("highboot: starting the kernel at {:#x}", place.slid(plan::placement::ENTRY));
     core::mem::forget(display); // the kernel gets the display in the mode it asked for
@@ -128,10 +131,11 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     // No boot services from here on: no allocations, no console; errors go to COM1.
     // SAFETY: all of this writes into the block we own; the firmware's tables are never touched.
     unsafe {
-        handover::complete(&mut block, &place, &machine, &map, &handed, info);
-        smp::start(&census, &mut block, &place, low, machine.features.nx, machine.nx_mask, info);
+        handover::complete(&mut block, &place, &machine, &map, &handed, &mut info);
+        let started = smp::start(&census, &mut block, &place, low, machine.features.nx, machine.nx_mask);
+        handover::cpus_started(&mut info, &started);
     }
-    hand_over(&block, &place, &machine, low, info)
+    hand_over(&block, &place, &machine, low, &mut info)
 }
 
 /// ExitBootServices, with a fresh map for each stale key; the console forgets the firmware.
@@ -153,12 +157,10 @@ fn hand_over(
     place: &Placement,
     machine: &Machine,
     low: Option<paging_mode::LowPages>,
-    info: &mut bootinfo::BootInfo,
+    info: &mut handover::Info,
 ) -> ! {
     cpu::enable_nx_and_wp(machine.features.nx);
-    // Counted last: the APs' stacks took tables from the pool after the boot info was filled.
-    info.page_tables_pages = plan::block::TABLE_COUNT + block.pool.used();
-    info.tsc_handoff = cpu::rdtsc();
+    handover::at_handoff(info, block);
     let handoff = Handoff {
         cr3: block.root,
         trampoline_va: place.slid(plan::ranges::TRAMPOLINE_VA),

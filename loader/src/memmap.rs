@@ -71,6 +71,13 @@ impl FirmwareMap {
         self.pages.base as *mut u8
     }
 
+    /// The map's descriptors as the firmware wrote them (what the Limine protocol hands over).
+    #[cfg_attr(not(feature = "limine"), allow(dead_code))]
+    pub fn raw(&self) -> &[u8] {
+        // SAFETY: the buffer holds `size` bytes of descriptors.
+        unsafe { core::slice::from_raw_parts(self.buffer(), self.size) }
+    }
+
     pub fn descriptor_size(&self) -> usize {
         self.descriptor_size
     }
@@ -143,9 +150,14 @@ pub fn physical_top(map: &FirmwareMap) -> u64 {
 }
 
 /// Fill `out` with the kernel's memory map: the firmware's, with every range in `owned` (the
-/// block, the modules, the kernel file: whole pages) made KERNEL. Returns the number of entries,
-/// or None when `out` is too small (nothing may be silently left out).
-pub fn convert(map: &FirmwareMap, out: &mut [MemoryRegion], owned: impl Iterator<Item = (u64, u64)>) -> Option<usize> {
+/// block, the modules, the kernel file: whole pages) given its type (the protocol's number).
+/// Returns the number of entries, or None when `out` is too small (nothing may be silently left
+/// out).
+pub fn convert(
+    map: &FirmwareMap,
+    out: &mut [MemoryRegion],
+    owned: impl Iterator<Item = (u64, u64, u32)>,
+) -> Option<usize> {
     let mut n = 0;
     for d in map.iter() {
         if d.number_of_pages > 0 {
@@ -155,9 +167,9 @@ pub fn convert(map: &FirmwareMap, out: &mut [MemoryRegion], owned: impl Iterator
             n += 1;
         }
     }
-    // Carve each owned range out of whatever covers it: the part before, KERNEL, the part after
+    // Carve each owned range out of whatever covers it: the part before, its own, the part after
     // (emptied entries are dropped below).
-    for (start, size) in owned.filter(|&(_, size)| size > 0) {
+    for (start, size, r#type) in owned.filter(|&(_, size, _)| size > 0) {
         let end = start + size;
         for i in 0..n {
             let r = out[i];
@@ -169,10 +181,10 @@ pub fn convert(map: &FirmwareMap, out: &mut [MemoryRegion], owned: impl Iterator
             let kernel = MemoryRegion {
                 base: r.base.max(start),
                 length: r_end.min(end) - r.base.max(start),
-                r#type: memory_type(MemoryKind::Kernel),
+                r#type,
                 reserved: 0,
             };
-            // The part before stays in slot i; the KERNEL part takes it when there is none.
+            // The part before stays in slot i; the owned part takes it when there is none.
             if before > 0 {
                 out[i].length = before;
                 *out.get_mut(n)? = kernel;
@@ -186,14 +198,18 @@ pub fn convert(map: &FirmwareMap, out: &mut [MemoryRegion], owned: impl Iterator
             }
         }
     }
-    let mut kept = 0;
-    for i in 0..n {
+    Some(tidy(&mut out[..n]))
+}
+
+/// Drop empty entries, sort by base, merge neighbours of one type; returns the entries kept.
+pub fn tidy(out: &mut [MemoryRegion]) -> usize {
+    let mut n = 0;
+    for i in 0..out.len() {
         if out[i].length > 0 {
-            out[kept] = out[i];
-            kept += 1;
+            out[n] = out[i];
+            n += 1;
         }
     }
-    n = kept;
     let regions = &mut out[..n];
     // Insertion sort: the map is short and usually sorted already.
     for i in 1..regions.len() {
@@ -216,5 +232,5 @@ pub fn convert(map: &FirmwareMap, out: &mut [MemoryRegion], owned: impl Iterator
         regions[merged] = r;
         merged += 1;
     }
-    Some(merged)
+    merged
 }

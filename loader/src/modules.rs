@@ -98,6 +98,7 @@ impl Handed<'_> {
         plan::options::MODULES.len() + 1
     }
 
+    #[cfg_attr(feature = "limine", allow(dead_code))] // highboot's boot info only
     /// Each range: (physical base, bytes in whole pages); empty modules give (0, 0).
     pub fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         let modules = (0..plan::options::MODULES.len()).map(|i| self.modules.get(i));

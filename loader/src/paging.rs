@@ -3,9 +3,9 @@
 
 use core::ptr;
 
-pub use crate::rendered::bootinfo::pte::{
-    ADDR_MASK as ADDR, HUGE_PAGE as HUGE, NO_CACHE, NO_EXECUTE, PRESENT, WRITABLE,
-};
+#[cfg(not(feature = "limine"))] // for the EFI runtime services' mappings
+pub use crate::rendered::bootinfo::pte::NO_CACHE;
+pub use crate::rendered::bootinfo::pte::{ADDR_MASK as ADDR, HUGE_PAGE as HUGE, NO_EXECUTE, PRESENT, WRITABLE};
 use crate::rendered::plan;
 
 /// The page: 4 KiB, the unit of every table, mapping and UEFI allocation.
@@ -62,6 +62,7 @@ impl Pool {
         Pool { next: base, end: base + pages * PAGE, used: 0 }
     }
 
+    #[cfg_attr(feature = "limine", allow(dead_code))] // highboot's boot info only
     pub fn used(&self) -> u64 {
         self.used
     }

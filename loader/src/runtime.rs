@@ -7,7 +7,10 @@ use core::ptr;
 use r_efi::efi;
 
 use crate::memmap::FirmwareMap;
-use crate::paging::{self, Pool, PAGE};
+use crate::paging::PAGE;
+#[cfg(not(feature = "limine"))]
+use crate::paging::{self, Pool};
+#[cfg(not(feature = "limine"))]
 use crate::rendered::bootinfo::{access, EfiRange};
 
 const MAX_ATTRIBUTES: usize = 256;
@@ -49,6 +52,7 @@ impl Attributes {
         self.count
     }
 
+    #[cfg(not(feature = "limine"))] // a Limine kernel maps the runtime services itself
     /// The attribute entry that starts at or covers `pa`, or the next one above it.
     fn at_or_after(&self, pa: u64) -> Option<(u64, u64, u64)> {
         self.entries[..self.count].iter().filter(|e| e.0 + e.1 > pa).min_by_key(|e| e.0).copied()
@@ -64,6 +68,7 @@ pub fn census(map: &FirmwareMap) -> (usize, u64) {
     map.iter().filter(is_runtime).fold((0, 0), |(n, p), d| (n + 1, p + d.number_of_pages))
 }
 
+#[cfg(not(feature = "limine"))] // a Limine kernel maps the runtime services itself
 /// Access rights of a piece of a runtime range: from the MAT when it describes it, else by type.
 /// W^X is kept either way: a piece that would be both loses W if it is code, X if it is data.
 fn rights(kind: u32, attribute: Option<u64>) -> u64 {
@@ -93,11 +98,13 @@ fn rights(kind: u32, attribute: Option<u64>) -> u64 {
     bits
 }
 
+#[cfg(not(feature = "limine"))] // a Limine kernel maps the runtime services itself
 pub struct Mapped {
     pub ranges: usize,
     pub descriptors: usize,
 }
 
+#[cfg(not(feature = "limine"))] // a Limine kernel maps the runtime services itself
 /// After ExitBootServices: choose virtual addresses (packed upwards from `base`), map the ranges,
 /// and write the runtime descriptors with their new addresses to `vmap` for SetVirtualAddressMap.
 /// Returns None when the runtime memory does not fit the region or the buffers (the caller stops).
@@ -148,6 +155,7 @@ pub unsafe fn map_all(
     Some(Mapped { ranges, descriptors })
 }
 
+#[cfg(not(feature = "limine"))] // a Limine kernel maps the runtime services itself
 fn entry_flags(bits: u64) -> u64 {
     let mut flags = paging::PRESENT;
     if bits & access::WRITE != 0 {
@@ -162,6 +170,7 @@ fn entry_flags(bits: u64) -> u64 {
     flags
 }
 
+#[cfg(not(feature = "limine"))] // a Limine kernel maps the runtime services itself
 /// SetVirtualAddressMap with the descriptors map_all() wrote; still in the firmware's identity map.
 pub unsafe fn set_virtual_address_map(
     st: *mut efi::SystemTable,
@@ -174,6 +183,7 @@ pub unsafe fn set_virtual_address_map(
     ((*rt).set_virtual_address_map)(count * dsize, dsize, map.descriptor_version(), vmap as *mut efi::MemoryDescriptor)
 }
 
+#[cfg(not(feature = "limine"))] // a Limine kernel maps the runtime services itself
 /// The virtual address of a physical address inside one of the mapped ranges.
 pub fn virtual_of(ranges: &[EfiRange], pa: u64) -> Option<u64> {
     ranges.iter().find(|r| r.phys <= pa && pa < r.phys + r.length).map(|r| r.virt + (pa - r.phys))

@@ -13,11 +13,11 @@ use r_efi::efi;
 use crate::block::{Block, Placement};
 use crate::console::{self, println};
 use crate::cpu::{self, apic_base, cpuid, cr0, cr4, efer, msr};
+use crate::handover;
 use crate::madt::{self, Processor};
 use crate::paging::{self, PAGE};
 use crate::paging_mode::{self, LowPages};
 use crate::rendered::abi::{self, ApSlot, ApStart};
-use crate::rendered::bootinfo::{self, cpu_flags, BootInfo};
 use crate::rendered::plan::{self, faults::Fault};
 
 const XAPIC_ICR_LOW: u64 = 0x300;
@@ -278,33 +278,37 @@ impl Census {
         println!();
     }
 
-    fn not_started(&self) -> u32 {
+    /// Enabled processors the loader does not start.
+    pub fn not_started(&self) -> u32 {
         self.left.iter().sum()
     }
 
-    /// The BSP's record (first) and one waiting slot per AP, in the block's area.
+    #[cfg_attr(feature = "limine", allow(dead_code))] // highboot's boot info only
+    /// Whether the loader starts the APs (SMP on and a startup page found): the kernel must not.
+    pub fn starts_aps(&self) -> bool {
+        plan::options::SMP && !self.gave_up
+    }
+
+    /// TSC ticks per microsecond (0 when the loader did not measure it: no AP to start).
+    #[cfg_attr(not(feature = "limine"), allow(dead_code))]
+    pub fn tsc_per_us(&self) -> u64 {
+        self.tsc_per_us
+    }
+
+    /// The BSP's record (first, in the protocol's layout) and one waiting slot per AP, in the
+    /// block's area.
     ///
     /// # Safety
     /// The block's area is laid out for `to_start` APs and zeroed.
-    pub unsafe fn fill(&mut self, block: &Block, place: &Placement, info: &mut BootInfo) {
+    pub unsafe fn fill(&mut self, block: &Block, place: &Placement) {
         let layout = &block.layout;
-        let cpus = block.in_area(layout.cpus_off) as *mut bootinfo::Cpu;
-        cpus.write(bootinfo::Cpu {
-            processor_id: self.bsp_uid,
-            apic_id: self.bsp_apic_id,
-            goto_address: 0,
-            extra_argument: 0,
-            stack_top: place.stack(plan::ranges::STACK_TOP),
-        });
-        info.cpus = place.direct(cpus as u64);
-        info.cpu_count = 1;
-        info.bsp_apic_id = self.bsp_apic_id;
-        // SMP: the loader started the APs (not when SMP is off or it had to give up: the kernel
-        // may then start them itself).
-        let smp = plan::options::SMP && !self.gave_up;
-        info.cpu_flags = if self.x2apic { cpu_flags::X2APIC } else { 0 } | if smp { cpu_flags::SMP } else { 0 };
-        info.ap_stack_size = if plan::options::SMP { plan::ranges::AP_STACK_SIZE } else { 0 };
-        info.cpus_not_started = self.not_started();
+        handover::cpu_record(
+            block.in_area(layout.cpus_off),
+            0,
+            self.bsp_uid,
+            self.bsp_apic_id,
+            place.stack(plan::ranges::STACK_TOP),
+        );
         if self.gave_up {
             return; // no slots: every AP is counted in cpus_not_started
         }
@@ -388,9 +392,8 @@ pub unsafe fn start(
     low: Option<LowPages>,
     nx: bool,
     nx_mask: u64,
-    info: &mut BootInfo,
-) {
-    let Some(low) = low.filter(|_| census.to_start > 0) else { return };
+) -> Started {
+    let Some(low) = low.filter(|_| census.to_start > 0) else { return Started { count: 1, failed: 0 } };
     let layout = &block.layout;
     // From the BSP: CR0.MP and NE, CR4.PGE, OSFXSR and OSXMMEXCPT; the rest as the entry ABI says.
     let (bsp_cr0, bsp_cr4) = (cpu::read_cr0(), cpu::read_cr4());
@@ -435,7 +438,7 @@ pub unsafe fn start(
     wait_until(census, CHECK_IN_US, || arrived(slots));
 
     // Records for the APs that arrived, in MADT order after the BSP's; the rest are shut out.
-    let cpus = block.in_area(layout.cpus_off) as *mut bootinfo::Cpu;
+    let cpus = block.in_area(layout.cpus_off);
     let mut count = 1u64;
     let mut failed = 0u32;
     for s in slots.iter_mut() {
@@ -457,16 +460,15 @@ pub unsafe fn start(
         let phys = block.base + layout.stacks_off + k * plan::ranges::AP_STACK_SIZE;
         let flags = (paging::PRESENT | paging::WRITABLE | paging::NO_EXECUTE) & nx_mask;
         paging::map_4k(block.root, &mut block.pool, guard + PAGE, phys, plan::ranges::AP_STACK_SIZE, flags);
-        let record = cpus.add(count as usize);
-        record.write(bootinfo::Cpu {
-            processor_id: census.uid_of(s.apic_id as u32),
-            apic_id: s.apic_id as u32,
-            goto_address: 0,
-            extra_argument: 0,
-            stack_top: guard + PAGE + plan::ranges::AP_STACK_SIZE,
-        });
+        let record = handover::cpu_record(
+            cpus,
+            count as usize,
+            census.uid_of(s.apic_id as u32),
+            s.apic_id as u32,
+            guard + PAGE + plan::ranges::AP_STACK_SIZE,
+        );
         count += 1;
-        (*(ptr::addr_of_mut!(s.record) as *const AtomicU64)).store(place.direct(record as u64), Ordering::Release);
+        (*(ptr::addr_of_mut!(s.record) as *const AtomicU64)).store(place.direct(record), Ordering::Release);
     }
     let parked = wait_until(census, CHECK_IN_US, || {
         slots.iter_mut().all(|s| {
@@ -477,12 +479,19 @@ pub unsafe fn start(
     if !parked {
         println!("highboot: warning: an AP checked in but did not reach its parking place in time");
     }
-    info.cpu_count = count;
-    info.cpus_failed = failed;
     println!(
         "highboot: {} of {} application processor(s) parked ({} TSC ticks)",
         count - 1,
         census.to_start,
         cpu::rdtsc() - t0
     );
+    Started { count, failed }
+}
+
+/// What `start` did: CPU records written (the BSP's included) and processors started that did not
+/// check in in time.
+pub struct Started {
+    pub count: u64,
+    #[cfg_attr(feature = "limine", allow(dead_code))] // highboot's boot info only
+    pub failed: u32,
 }

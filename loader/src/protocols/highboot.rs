@@ -1,6 +1,7 @@
-//! highboot's protocol: the boot info (`struct highboot_boot_info`), filled in the block's area before ExitBootServices from what the build planned
-//! and the boot found, and completed after it with what only then is final (the memory map, the
-//! runtime services' addresses, the table count).
+//! highboot's protocol: the boot info (`struct highboot_boot_info`), filled in the block's area
+//! before ExitBootServices from what the build planned and the boot found, and completed after it
+//! with what only then is final (the memory map, the runtime services' addresses, the CPUs, the
+//! table count).
 
 use core::ptr;
 
@@ -9,24 +10,28 @@ use crate::console::println;
 use crate::failure::fatal;
 use crate::machine::Machine;
 use crate::modules::Handed;
-use crate::rendered::abi;
-use crate::rendered::bootinfo::{self, cpu, flags, BootInfo};
+use crate::rendered::bootinfo::{self, cpu, cpu_flags, flags, BootInfo};
 use crate::rendered::plan;
-use crate::rendered::protocol::{self, GDT};
+use crate::rendered::protocol::{self, memory_type, MemoryKind};
+use crate::smp::{Census, Started};
 use crate::{memmap, paging, random, runtime};
+
+/// What the kernel is handed: the boot info in the block's area.
+pub type Info = &'static mut BootInfo;
+
+/// The protocol's part of the block's area beyond the boot info's (none).
+pub fn area_size(_map_capacity: usize, _aps: usize, _descriptor_size: usize) -> u64 {
+    0
+}
 
 /// Write the GDT, the descriptor registers, the command line and every boot-info field known
 /// before ExitBootServices; returns the boot info (in the block's area).
 ///
 /// # Safety
 /// The block is loaded (see `Block::load`) and its area is laid out for this boot.
-pub unsafe fn fill(block: &Block, place: &Placement, machine: &Machine, handed: &Handed) -> &'static mut BootInfo {
+pub unsafe fn fill(block: &Block, place: &Placement, machine: &Machine, handed: &Handed, census: &Census) -> Info {
     let layout = &block.layout;
-    ptr::copy_nonoverlapping(GDT.as_ptr(), block.in_area(layout.gdt_off) as *mut u64, GDT.len());
-    // The GDTR; the IDTR stays zero (limit 0, base 0: a null IDT).
-    let gdtr = block.in_area(layout.desc_off + abi::DESC_GDTR) as *mut u8;
-    ptr::write_unaligned(gdtr as *mut u16, (GDT.len() * 8 - 1) as u16);
-    ptr::write_unaligned(gdtr.add(2) as *mut u64, place.direct(block.in_area(layout.gdt_off)));
+    super::install_descriptors(block, place);
     ptr::copy_nonoverlapping(
         plan::options::CMDLINE.as_ptr(),
         block.in_area(layout.cmdline_off) as *mut u8,
@@ -77,6 +82,16 @@ pub unsafe fn fill(block: &Block, place: &Placement, machine: &Machine, handed: 
         i.kernel_file_virt = place.direct(phys);
         i.kernel_file_size = plan::kernel::SIZE;
     }
+
+    i.cpus = place.direct(block.in_area(layout.cpus_off));
+    i.cpu_count = 1;
+    i.bsp_apic_id = census.bsp_apic_id;
+    // SMP: the loader started the APs (not when SMP is off or it had to give up: the kernel may
+    // then start them itself).
+    i.cpu_flags =
+        if census.x2apic { cpu_flags::X2APIC } else { 0 } | if census.starts_aps() { cpu_flags::SMP } else { 0 };
+    i.ap_stack_size = if plan::options::SMP { plan::ranges::AP_STACK_SIZE } else { 0 };
+    i.cpus_not_started = census.not_started();
 
     let mut f = 0;
     if plan::placement::EH_FRAME_HDR.1 != 0 {
@@ -161,7 +176,7 @@ pub unsafe fn complete(
     machine: &Machine,
     map: &memmap::FirmwareMap,
     handed: &Handed,
-    info: &mut BootInfo,
+    info: &mut Info,
 ) {
     let layout = &block.layout;
     paging::map_direct(block.root, &mut block.pool, place.dmap_base, place.dmap_size, place.dmap_page, machine.nx_mask);
@@ -169,7 +184,8 @@ pub unsafe fn complete(
         block.in_area(layout.memmap_off) as *mut bootinfo::MemoryRegion,
         layout.map_capacity,
     );
-    let owned = core::iter::once((block.base, layout.size)).chain(handed.ranges());
+    let kernel = memory_type(MemoryKind::Kernel);
+    let owned = core::iter::once((block.base, layout.size)).chain(handed.ranges()).map(|(b, s)| (b, s, kernel));
     let Some(count) = memmap::convert(map, regions, owned) else {
         fatal("the memory map grew past the room planned for it after ExitBootServices");
     };
@@ -206,4 +222,28 @@ pub unsafe fn complete(
         }
         info.efi_runtime_count = mapped.ranges as u64;
     }
+}
+
+/// CPU record `index` (the BSP's first) of the records at `records` (physical): a
+/// `struct highboot_cpu`, its goto_address 0. Returns the record's physical address.
+///
+/// # Safety
+/// The records' area holds `index + 1` records.
+pub unsafe fn cpu_record(records: u64, index: usize, processor_id: u32, apic_id: u32, stack_top: u64) -> u64 {
+    let record = (records as *mut bootinfo::Cpu).add(index);
+    record.write(bootinfo::Cpu { processor_id, apic_id, goto_address: 0, extra_argument: 0, stack_top });
+    record as u64
+}
+
+/// After the APs were started: how many are listed, how many did not check in.
+pub fn cpus_started(info: &mut Info, started: &Started) {
+    info.cpu_count = started.count;
+    info.cpus_failed = started.failed;
+}
+
+/// Just before the jump: the table pages in use (the APs' stacks took some from the pool after
+/// the boot info was filled) and the TSC.
+pub fn at_handoff(info: &mut Info, block: &Block) {
+    info.page_tables_pages = plan::block::TABLE_COUNT + block.pool.used();
+    info.tsc_handoff = crate::cpu::rdtsc();
 }

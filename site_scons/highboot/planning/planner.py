@@ -413,6 +413,7 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     if handover.entry is not None:
         placement = replace(placement, entry=handover.entry)
     smp = smp and handover.start_aps
+    ap_stack_size = max(ap_stack_size, handover.ap_stack_size)
     keep_kernel_file = keep_kernel_file or handover.keep_kernel_file
     ranges = follow_image(kernel, placement, layout, smp=smp, ap_stack_size=ap_stack_size, max_cpus=max_cpus,
                           stack_size=max(layout.stack_size, handover.stack_size))

@@ -13,6 +13,7 @@ from highboot.protocols.limine.handover import LimineHandover
 class Handover:
     protocol: str  # a PROTOCOLS name
     stack_size: int = 0  # the stack the kernel asks for (the layout's when larger); 0: none asked
+    ap_stack_size: int = 0  # each AP's stack at least (AP_STACK_SIZE when larger); 0: none asked
     entry: int | None = None  # the entry point the kernel asks for, instead of the ELF's (placed address)
     start_aps: bool = True  # the protocol has the APs started (SMP still decides)
     keep_kernel_file: bool = False  # the protocol hands the kernel its file whatever KEEP_KERNEL_FILE says

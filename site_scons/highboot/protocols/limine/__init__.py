@@ -6,6 +6,7 @@ kernel's requests at build time. LIMINE is the Protocol a build of such a kernel
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from highboot.inputs.kernel import KernelImage
@@ -34,7 +35,9 @@ class LimineProtocol(Protocol):
                                 kernel_esp_path=kernel_esp_path, modules=modules)
         # A Limine loader starts the APs only for a kernel that asks (the MP request), and reads the
         # kernel file whatever it asks.
-        return Handover(self.name, stack_size=planned.stack_size, entry=planned.entry,
+        # Every processor's stack is the size the kernel asks for (the protocol's 64 KiB at least).
+        return Handover(self.name, stack_size=planned.stack_size, ap_stack_size=planned.stack_size,
+                        entry=planned.entry,
                         start_aps=marks.request("mp") is not None,
                         keep_kernel_file=marks.request("executable_file") is not None, limine=planned)
 
@@ -47,7 +50,12 @@ class LimineProtocol(Protocol):
                 "limine_if_present": IF_PRESENT,
                 "limine_boot_fills": [n for n in BOOT if n not in ("module",)],
                 "limine_rust_structs": [*spec.STRUCTS, *boot],
-                "limine_rust_type": _rust_type}
+                "limine_rust_type": _rust_type,
+                # A parked AP's record is a struct limine_mp_info: its stack top in `reserved`.
+                "cpu_offsets": [(_Named(name), offset) for name, offset in (
+                    ("processor_id", 0), ("apic_id", 4), ("stack_top", spec.MP_INFO.offsets()["reserved"]),
+                    ("goto_address", spec.MP_INFO.offsets()["goto_address"]),
+                    ("extra_argument", spec.MP_INFO.offsets()["extra_argument"]))]}
 
 
 LIMINE = LimineProtocol(
@@ -68,6 +76,11 @@ LIMINE = LimineProtocol(
     set_virtual_address_map=False,
     kernel_sources=(("include/highboot-limine.h.j2", "include/highboot-limine.h"),),
 )
+
+
+@dataclass(frozen=True)
+class _Named:
+    name: str
 
 
 def _rust_type(f: spec.Field) -> str:

@@ -34,7 +34,7 @@ MIN_STACK = 64 << 10
 BUILD = ("bootloader_info", "executable_cmdline", "firmware_type", "stack_size", "paging_mode", "entry_point",
          "keep_iommu")
 BOOT = ("hhdm", "framebuffer", "mp", "memmap", "executable_file", "module", "rsdp", "smbios", "efi_system_table",
-        "efi_memmap", "date_at_boot", "executable_address", "bootloader_performance", "tsc_frequency", "entropy")
+        "efi_memmap", "date_at_boot", "executable_address", "bootloader_performance", "tsc_frequency")
 #: Answered only when the machine has the thing (else the response stays NULL, as the protocol says).
 IF_PRESENT = ("framebuffer", "rsdp", "smbios", "mp", "tsc_frequency")
 

@@ -1,0 +1,423 @@
+//! The Limine boot protocol's handover. The build found the kernel's requests and laid out their
+//! responses in one blob (rendered::protocol::limine); here the blob is copied into the block's
+//! area, its pointers moved to the area's direct-map (HHDM) address, each response's address
+//! written into its request in the loaded kernel, and what only the boot knows filled in: the
+//! HHDM offset, where the kernel and its files are, the firmware's tables, the time, the memory
+//! map (after ExitBootServices) and the processors.
+
+use core::ptr;
+
+use r_efi::efi;
+
+use crate::block::{Block, Placement};
+use crate::cpu;
+use crate::failure::fatal;
+use crate::machine::Machine;
+use crate::memmap;
+use crate::modules::Handed;
+use crate::rendered::bootinfo::MemoryRegion;
+use crate::rendered::plan;
+use crate::rendered::protocol::limine::{self as lim, When};
+use crate::rendered::protocol::{memory_type, MemoryKind};
+use crate::smp::{Census, Started};
+
+const PAGE: u64 = 4096;
+/// The protocol's memory-map types for the kernel's image and modules, for what the loader left it
+/// (the rest of the block: stack, tables, responses; the kernel file), and for the first page.
+const EXECUTABLE_AND_MODULES: u32 = memory_type(MemoryKind::Kernel);
+const BOOTLOADER_RECLAIMABLE: u32 = memory_type(MemoryKind::LoaderReclaimable);
+const RESERVED: u32 = memory_type(MemoryKind::Reserved);
+/// The SMBIOS entry points' configuration-table GUIDs (SMBIOS 2.x "_SM_", SMBIOS 3.x "_SM3_").
+const SMBIOS_GUID: efi::Guid =
+    efi::Guid::from_fields(0xeb9d2d31, 0x2d88, 0x11d3, 0x9a, 0x16, &[0x00, 0x90, 0x27, 0x3f, 0xc1, 0x4d]);
+const SMBIOS3_GUID: efi::Guid =
+    efi::Guid::from_fields(0xf2fd1544, 0x9794, 0x4a2c, 0x99, 0x2e, &[0xe5, 0xbb, 0xcf, 0x20, 0xe3, 0x94]);
+
+/// Where the handover lives in this boot.
+pub struct Info {
+    /// Physical address of the blob (the responses) in the block's area.
+    blob: u64,
+    /// Its direct-map address: what the kernel reads.
+    blob_va: u64,
+    /// The arrays sized at boot, after the blob (physical): memory-map entry pointers, CPU record
+    /// pointers, the framebuffer and its mode, the EFI memory map.
+    memmap_pointers: u64,
+    cpu_pointers: u64,
+    framebuffer: u64,
+    efi_memmap: u64,
+    efi_memmap_capacity: u64,
+    /// The CPU records (physical).
+    cpu_records: u64,
+    /// The kernel's image in the block (physical): a request's place in the block.
+    image: u64,
+    /// The direct map's base (the HHDM offset).
+    hhdm: u64,
+    tsc_per_us: u64,
+    bsp_apic_id: u32,
+    x2apic: bool,
+    /// The responses handed over only when the machine has the thing.
+    have: [bool; 6],
+}
+
+const fn align16(n: u64) -> u64 {
+    (n + 15) & !15
+}
+
+/// The protocol's part of the block's area: the blob, then the arrays sized at boot.
+pub fn area_size(map_capacity: usize, aps: usize, descriptor_size: usize) -> u64 {
+    let (map, cpus) = (map_capacity as u64, aps as u64 + 1);
+    align16(lim::BLOB.len() as u64)
+        + 8 * map
+        + 8 * cpus
+        + align16(core::mem::size_of::<lim::Framebuffer>() as u64 + 8)
+        + align16(core::mem::size_of::<lim::VideoMode>() as u64 + 8)
+        + map * descriptor_size as u64
+}
+
+fn when_index(w: When) -> usize {
+    w as usize
+}
+
+impl Info {
+    /// A response in the blob, for writing.
+    unsafe fn response<T>(&self, offset: u64) -> &'static mut T {
+        &mut *((self.blob + offset) as *mut T)
+    }
+
+    /// A planned kernel address's place in the block (the image is copied at its start).
+    fn in_image(&self, va: u64) -> u64 {
+        self.image + (va - plan::placement::IMAGE_VA)
+    }
+
+    fn direct(&self, phys: u64) -> u64 {
+        self.hhdm + phys
+    }
+
+    /// Hand the response to its request: its address into the request's response field.
+    unsafe fn answer(&self, request_va: u64, response: u64) {
+        let field = self.in_image(request_va) + 40;
+        ptr::write_unaligned(field as *mut u64, self.blob_va + response);
+    }
+}
+
+/// Copy the blob, move its pointers, write the base revision tag's words and fill every response
+/// known before ExitBootServices.
+///
+/// # Safety
+/// The block is loaded (see `Block::load`) and its area is laid out for this boot; boot services
+/// are up.
+pub unsafe fn fill(block: &Block, place: &Placement, machine: &Machine, handed: &Handed, census: &Census) -> Info {
+    let layout = &block.layout;
+    super::install_descriptors(block, place);
+    let blob = block.in_area(layout.handover_off);
+    let memmap_pointers = blob + align16(lim::BLOB.len() as u64);
+    let cpu_pointers = memmap_pointers + 8 * layout.map_capacity as u64;
+    let framebuffer = cpu_pointers + 8 * (census.to_start as u64 + 1);
+    let mode = framebuffer + align16(core::mem::size_of::<lim::Framebuffer>() as u64 + 8);
+    let efi_memmap = mode + align16(core::mem::size_of::<lim::VideoMode>() as u64 + 8);
+    let mut info = Info {
+        blob,
+        blob_va: place.direct(blob),
+        memmap_pointers,
+        cpu_pointers,
+        framebuffer,
+        efi_memmap,
+        efi_memmap_capacity: (layout.map_capacity * layout.descriptor_size) as u64,
+        cpu_records: block.in_area(layout.cpus_off),
+        image: block.base,
+        hhdm: place.dmap_base,
+        tsc_per_us: census.tsc_per_us(),
+        bsp_apic_id: census.bsp_apic_id,
+        x2apic: census.x2apic,
+        have: [true; 6],
+    };
+    ptr::copy_nonoverlapping(lim::BLOB.as_ptr(), blob as *mut u8, lim::BLOB.len());
+    for &at in lim::FIXUPS.iter() {
+        let p = (blob + at as u64) as *mut u64;
+        ptr::write_unaligned(p, ptr::read_unaligned(p) + info.blob_va);
+    }
+    if let Some(tag) = lim::TAG {
+        let tag = info.in_image(tag) as *mut u64;
+        if lim::WRITE_LOADED_REVISION {
+            ptr::write_volatile(tag.add(1), lim::REVISION);
+        }
+        ptr::write_volatile(tag.add(2), 0);
+    }
+    if info.tsc_per_us == 0 && (lim::TSC_FREQUENCY.is_some() || lim::BOOTLOADER_PERFORMANCE.is_some()) {
+        info.tsc_per_us = measure_tsc(machine);
+    }
+    fill_known(&mut info, place, machine, handed);
+    info
+}
+
+/// TSC ticks per microsecond, against the firmware's Stall (1 ms).
+unsafe fn measure_tsc(machine: &Machine) -> u64 {
+    let bs = &*(*machine.st).boot_services;
+    let t0 = cpu::rdtsc();
+    (bs.stall)(1000);
+    ((cpu::rdtsc() - t0) / 1000).max(1)
+}
+
+unsafe fn fill_known(info: &mut Info, place: &Placement, machine: &Machine, handed: &Handed) {
+    if let Some(at) = lim::HHDM {
+        info.response::<lim::HhdmResponse>(at).offset = info.hhdm;
+    }
+    if let Some(at) = lim::EXECUTABLE_ADDRESS {
+        let r = info.response::<lim::ExecutableAddressResponse>(at);
+        r.physical_base = info.image;
+        r.virtual_base = place.slid(plan::placement::IMAGE_VA);
+    }
+    if let Some(at) = lim::EXECUTABLE_FILE {
+        let (phys, _) = handed.kernel_file.unwrap_or((0, 0));
+        info.response::<lim::File>(at).address = info.direct(phys);
+    }
+    for (n, &at) in lim::MODULE_FILES.iter().enumerate() {
+        let (phys, _) = handed.modules.get(n);
+        info.response::<lim::File>(at).address = if phys == 0 { 0 } else { info.direct(phys) };
+    }
+    let st = machine.st as u64;
+    if let Some(at) = lim::EFI_SYSTEM_TABLE {
+        info.response::<lim::EfiSystemTableResponse>(at).address =
+            if lim::EFI_SYSTEM_TABLE_PHYSICAL { st } else { info.direct(st) };
+    }
+    let (rsdp, _) = machine.rsdp;
+    info.have[when_index(When::Rsdp)] = rsdp != 0;
+    if let (Some(at), true) = (lim::RSDP, rsdp != 0) {
+        info.response::<lim::RsdpResponse>(at).address = if lim::RSDP_PHYSICAL { rsdp } else { info.direct(rsdp) };
+    }
+    let (entry_32, entry_64) = (config_table(machine, SMBIOS_GUID), config_table(machine, SMBIOS3_GUID));
+    info.have[when_index(When::Smbios)] = entry_32 != 0 || entry_64 != 0;
+    if let Some(at) = lim::SMBIOS {
+        let r = info.response::<lim::SmbiosResponse>(at);
+        let addr = |phys: u64| if phys == 0 || lim::SMBIOS_PHYSICAL { phys } else { info.direct(phys) };
+        r.entry_32 = addr(entry_32);
+        r.entry_64 = addr(entry_64);
+    }
+    if let Some(at) = lim::DATE_AT_BOOT {
+        info.response::<lim::DateAtBootResponse>(at).timestamp = unix_time(machine);
+    }
+    info.have[when_index(When::TscFrequency)] = info.tsc_per_us != 0;
+    if let Some(at) = lim::TSC_FREQUENCY {
+        info.response::<lim::TscFrequencyResponse>(at).frequency = info.tsc_per_us * 1_000_000;
+    }
+    if let Some(at) = lim::BOOTLOADER_PERFORMANCE {
+        info.response::<lim::BootloaderPerformanceResponse>(at).init_usec = machine.tsc_entry / info.tsc_per_us.max(1);
+    }
+    info.have[when_index(When::Framebuffer)] = machine.framebuffer.is_some();
+    if let (Some(at), Some(fb)) = (lim::FRAMEBUFFER, &machine.framebuffer) {
+        let pitch = fb.stride as u64 * 4;
+        let (r, g, b) = (mask(fb.masks[0]), mask(fb.masks[1]), mask(fb.masks[2]));
+        let mode = info.framebuffer + align16(core::mem::size_of::<lim::Framebuffer>() as u64 + 8);
+        (mode as *mut lim::VideoMode).write(lim::VideoMode {
+            pitch,
+            width: fb.width as u64,
+            height: fb.height as u64,
+            bpp: 32,
+            memory_model: 1,
+            red_mask_size: r.0,
+            red_mask_shift: r.1,
+            green_mask_size: g.0,
+            green_mask_shift: g.1,
+            blue_mask_size: b.0,
+            blue_mask_shift: b.1,
+        });
+        let mode_pointer = mode + core::mem::size_of::<lim::VideoMode>() as u64;
+        ptr::write_unaligned(mode_pointer as *mut u64, info.direct(mode));
+        (info.framebuffer as *mut lim::Framebuffer).write(lim::Framebuffer {
+            address: info.direct(fb.base),
+            width: fb.width as u64,
+            height: fb.height as u64,
+            pitch,
+            bpp: 32,
+            memory_model: 1,
+            red_mask_size: r.0,
+            red_mask_shift: r.1,
+            green_mask_size: g.0,
+            green_mask_shift: g.1,
+            blue_mask_size: b.0,
+            blue_mask_shift: b.1,
+            unused: [0; 7],
+            edid_size: 0,
+            edid: 0,
+            mode_count: 1,
+            modes: info.direct(mode_pointer),
+        });
+        let pointer = info.framebuffer + core::mem::size_of::<lim::Framebuffer>() as u64;
+        ptr::write_unaligned(pointer as *mut u64, info.direct(info.framebuffer));
+        let r = info.response::<lim::FramebufferResponse>(at);
+        r.framebuffer_count = 1;
+        r.framebuffers = info.direct(pointer);
+    }
+    // Every response known now is handed over; the memory map's, the EFI memory map's and the
+    // processors' are complete before the kernel runs, so they are handed over now too.
+    for &(request, response, when) in lim::ANSWERS.iter() {
+        if when == When::Always || (when != When::Mp && info.have[when_index(when)]) {
+            info.answer(request, response);
+        }
+    }
+}
+
+/// A colour mask's (size, shift).
+fn mask(m: u32) -> (u8, u8) {
+    if m == 0 {
+        (0, 0)
+    } else {
+        ((32 - m.leading_zeros() - m.trailing_zeros()) as u8, m.trailing_zeros() as u8)
+    }
+}
+
+/// A configuration table's address (0 when the firmware has none).
+unsafe fn config_table(machine: &Machine, guid: efi::Guid) -> u64 {
+    let st = machine.st;
+    let tables = core::slice::from_raw_parts((*st).configuration_table, (*st).number_of_table_entries);
+    tables.iter().find(|t| t.vendor_guid == guid).map_or(0, |t| t.vendor_table as u64)
+}
+
+/// The time at boot as UNIX seconds, from the runtime services' GetTime (0 if it fails).
+unsafe fn unix_time(machine: &Machine) -> i64 {
+    let rt = &*(*machine.st).runtime_services;
+    let mut t: efi::Time = core::mem::zeroed();
+    if (rt.get_time)(&mut t, ptr::null_mut()).is_error() {
+        return 0;
+    }
+    // Days from 1970-01-01 to the date (the proleptic Gregorian calendar).
+    let (y, m) =
+        if t.month <= 2 { (t.year as i64 - 1, t.month as i64 + 9) } else { (t.year as i64, t.month as i64 - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + t.day as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let mut seconds = days * 86_400 + t.hour as i64 * 3600 + t.minute as i64 * 60 + t.second as i64;
+    if t.timezone != efi::UNSPECIFIED_TIMEZONE {
+        seconds += t.timezone as i64 * 60; // local time = UTC - timezone minutes (UEFI 2.10, 8.3)
+    }
+    seconds
+}
+
+/// After ExitBootServices: the direct map, the memory map in the protocol's types and the EFI
+/// memory map the firmware accepted.
+///
+/// # Safety
+/// Boot services are gone; `map` is the map ExitBootServices accepted.
+pub unsafe fn complete(
+    block: &mut Block,
+    place: &Placement,
+    machine: &Machine,
+    map: &memmap::FirmwareMap,
+    handed: &Handed,
+    info: &mut Info,
+) {
+    let layout = &block.layout;
+    crate::paging::map_direct(
+        block.root,
+        &mut block.pool,
+        place.dmap_base,
+        place.dmap_size,
+        place.dmap_page,
+        machine.nx_mask,
+    );
+    if let Some(at) = lim::MEMMAP {
+        let regions =
+            core::slice::from_raw_parts_mut(block.in_area(layout.memmap_off) as *mut MemoryRegion, layout.map_capacity);
+        // The image is the kernel's; the rest of the block (stack, tables, this area) and the kernel
+        // file are the loader's, to reclaim once the kernel is done with them; the modules are the
+        // kernel's.
+        let image = plan::placement::IMAGE_SIZE;
+        let kernel_file = handed.kernel_file.map(|(base, pages)| (base, pages * PAGE, BOOTLOADER_RECLAIMABLE));
+        let modules = (0..plan::options::MODULES.len()).map(|i| {
+            let (base, pages) = handed.modules.get(i);
+            (base, pages * PAGE, EXECUTABLE_AND_MODULES)
+        });
+        let page_zero = lim::PAGE_ZERO_RESERVED.then_some((0, PAGE, RESERVED));
+        let owned = [
+            (block.base, image, EXECUTABLE_AND_MODULES),
+            (block.base + image, layout.size - image, BOOTLOADER_RECLAIMABLE),
+        ]
+        .into_iter()
+        .chain(kernel_file)
+        .chain(modules)
+        .chain(page_zero);
+        let Some(mut count) = memmap::convert(map, regions, owned) else {
+            fatal("the memory map grew past the room planned for it after ExitBootServices");
+        };
+        if let Some(fb) = &machine.framebuffer {
+            let (base, end) = (fb.base & !(PAGE - 1), (fb.base + fb.size + PAGE - 1) & !(PAGE - 1));
+            if count < regions.len() {
+                regions[count] =
+                    MemoryRegion { base, length: end - base, r#type: lim::MEMMAP_FRAMEBUFFER, reserved: 0 };
+                count = memmap::tidy(&mut regions[..count + 1]);
+            }
+        }
+        let pointers = info.memmap_pointers as *mut u64;
+        for (n, r) in regions[..count].iter().enumerate() {
+            pointers.add(n).write(info.direct(r as *const MemoryRegion as u64));
+        }
+        let r = info.response::<lim::MemmapResponse>(at);
+        r.entry_count = count as u64;
+        r.entries = info.direct(info.memmap_pointers);
+    }
+    if let Some(at) = lim::EFI_MEMMAP {
+        let raw = map.raw();
+        if raw.len() as u64 > info.efi_memmap_capacity {
+            fatal("the EFI memory map grew past the room planned for it after ExitBootServices");
+        }
+        ptr::copy_nonoverlapping(raw.as_ptr(), info.efi_memmap as *mut u8, raw.len());
+        let r = info.response::<lim::EfiMemmapResponse>(at);
+        r.memmap = info.direct(info.efi_memmap);
+        r.memmap_size = raw.len() as u64;
+        r.desc_size = map.descriptor_size() as u64;
+        r.desc_version = map.descriptor_version() as u64;
+    }
+}
+
+/// CPU record `index` (the BSP's first) of the records at `records` (physical): a
+/// `struct limine_mp_info`, the stack top in its `reserved` word. Returns its physical address.
+///
+/// # Safety
+/// The records' area holds `index + 1` records.
+pub unsafe fn cpu_record(records: u64, index: usize, processor_id: u32, apic_id: u32, stack_top: u64) -> u64 {
+    let record = (records as *mut lim::MpInfo).add(index);
+    record.write(lim::MpInfo {
+        processor_id,
+        lapic_id: apic_id,
+        reserved: stack_top,
+        goto_address: 0,
+        extra_argument: 0,
+    });
+    record as u64
+}
+
+/// After the APs were started: the MP response lists the BSP and every AP parked.
+pub fn cpus_started(info: &mut Info, started: &Started) {
+    let Some(at) = lim::MP else { return };
+    // SAFETY: the records and the pointer array are in the block's area, laid out for them.
+    unsafe {
+        let records = info.cpu_records;
+        let pointers = info.cpu_pointers as *mut u64;
+        for n in 0..started.count as usize {
+            pointers.add(n).write(info.direct(records + n as u64 * core::mem::size_of::<lim::MpInfo>() as u64));
+        }
+        let r = info.response::<lim::MpResponse>(at);
+        r.flags = if info.x2apic { 1 } else { 0 };
+        r.bsp_lapic_id = info.bsp_apic_id;
+        r.cpu_count = started.count;
+        r.cpus = info.direct(info.cpu_pointers);
+        if let Some(&(request, response, _)) = lim::ANSWERS.iter().find(|a| a.2 == When::Mp) {
+            info.answer(request, response);
+        }
+    }
+}
+
+/// Just before the jump: the loader's timings.
+pub fn at_handoff(info: &mut Info, _block: &Block) {
+    if let Some(at) = lim::BOOTLOADER_PERFORMANCE {
+        // SAFETY: the response is in the blob.
+        unsafe {
+            info.response::<lim::BootloaderPerformanceResponse>(at).exec_usec = cpu::rdtsc() / info.tsc_per_us.max(1)
+        };
+    }
+}
+
+// This protocol's kernel maps the EFI runtime services itself (the EFI memory map response).
+const _: () = assert!(!crate::rendered::protocol::SET_VIRTUAL_ADDRESS_MAP);
