@@ -97,23 +97,64 @@ def test_what_a_limine_loader_would_ignore_or_panic_on_is_refused(tmp_path: Path
     assert err.value.field.startswith("Limine request")
 
 
-def test_internal_modules_through_relocations(tmp_path: Path) -> None:
-    # A PIE linked at 0, as ld.lld leaves one: the module request's array pointer and the module's
-    # strings are 0 in the file, their values only in R_X86_64_RELATIVE addends.
+def internal_module_kernel(tmp_path: Path, flags: int = 1) -> Path:
+    """A PIE linked at 0, as ld.lld leaves one: the module request's array pointer and the module's
+    strings are 0 in the file, their values only in R_X86_64_RELATIVE addends."""
     data_at = 0x6000
     req = request(MODULE, 1, 1, 0)  # internal_module_count 1, internal_modules (relocated)
     array_at, record_at, path_at, string_at = data_at + 0x100, data_at + 0x180, data_at + 0x200, data_at + 0x220
     blob = bytearray(0x1000)
     blob[0:len(req)] = req
-    blob[0x200:0x200 + 11] = b"/initrd.img"
+    blob[0x200:0x200 + 13] = b"./initrd.img\0"
     blob[0x220:0x220 + 6] = b"quiet\0"
-    struct.pack_into("<Q", blob, 0x180 + 16, 1)  # flags: required
+    struct.pack_into("<Q", blob, 0x180 + 16, flags)
     relocs = rela((data_at + 56, R_X86_64_RELATIVE, array_at), (array_at, R_X86_64_RELATIVE, record_at),
                   (record_at, R_X86_64_RELATIVE, path_at), (record_at + 8, R_X86_64_RELATIVE, string_at))
     path = tmp_path / "pie.elf"
     path.write_bytes(dyn_pie(rela=relocs, data=bytes(blob)).build())
-    found = scan(read_kernel(path))
-    assert [(m.path, m.string, m.required) for m in found.internal_modules] == [("/initrd.img", "quiet", True)]
+    return path
+
+
+def test_internal_modules_through_relocations(tmp_path: Path) -> None:
+    found = scan(read_kernel(internal_module_kernel(tmp_path)))
+    assert [(m.path, m.string, m.required) for m in found.internal_modules] == [("./initrd.img", "quiet", True)]
+
+
+def plan_modules_of(path: Path, modules: tuple[tuple[str, str, int, str], ...]) -> LimineHandover:
+    kernel = read_kernel(path)
+    return plan_handover(kernel, scan(kernel), levels=4, cmdline="", kernel_esp_path="highboot/kernel.elf",
+                         modules=modules)
+
+
+def test_internal_modules_are_the_builds_modules_of_that_name_listed_first(tmp_path: Path) -> None:
+    h = plan_modules_of(internal_module_kernel(tmp_path), (("highboot/modules/0.bin", "font", 10, "font.psf"),
+                                                           ("highboot/modules/1.bin", "root=x", 20, "initrd.img")))
+    blob = h.blob_bytes
+    response = h.answers[0].response
+    revision, count, array = struct.unpack_from("<QQQ", blob, response)
+    assert (revision, count) == (1, 2)  # revision 1: internal modules honoured
+    files = struct.unpack_from("<2Q", blob, array)
+    # The internal module first, with the kernel's string; then the other module, with its own.
+    sizes_strings = []
+    for file in files:
+        size, path, string = struct.unpack_from("<QQQ", blob, file + 16)
+        sizes_strings.append((size, blob[string:blob.index(b"\0", string)]))
+    assert sizes_strings == [(20, b"quiet"), (10, b"font")]
+    # The loader fills each file's address from the module at its index in the build's list.
+    assert sorted(n for _, n in h.module_files) == [0, 1] and dict((o, n) for o, n in h.module_files)[files[0]] == 1
+
+
+def test_a_required_internal_module_the_build_lacks_stops_the_build(tmp_path: Path) -> None:
+    path = internal_module_kernel(tmp_path)
+    with pytest.raises(HighbootError) as err:
+        plan_modules_of(path, (("highboot/modules/0.bin", "", 10, "font.psf"),))
+    assert "requires the internal module './initrd.img'" in str(err.value) and "name = 'initrd.img'" in str(err.value)
+
+
+def test_an_optional_internal_module_the_build_lacks_is_left_out(tmp_path: Path) -> None:
+    h = plan_modules_of(internal_module_kernel(tmp_path, flags=0), (("highboot/modules/0.bin", "", 10, "font.psf"),))
+    assert dict(h.unanswered)["internal module ./initrd.img"].startswith("optional")
+    assert struct.unpack_from("<QQ", h.blob_bytes, h.answers[0].response) == (1, 1)
 
 
 def test_a_module_pointer_outside_the_image_is_refused(tmp_path: Path) -> None:

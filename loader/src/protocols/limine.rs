@@ -171,7 +171,7 @@ unsafe fn fill_known(info: &mut Info, place: &Placement, machine: &Machine, hand
         let (phys, _) = handed.kernel_file.unwrap_or((0, 0));
         info.response::<lim::File>(at).address = info.direct(phys);
     }
-    for (n, &at) in lim::MODULE_FILES.iter().enumerate() {
+    for &(at, n) in lim::MODULE_FILES.iter() {
         let (phys, _) = handed.modules.get(n);
         info.response::<lim::File>(at).address = if phys == 0 { 0 } else { info.direct(phys) };
     }

@@ -409,7 +409,7 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     speaks = protocol_for(kernel, protocol)
     kernel, placement = place(kernel, layout, kernel_base, kaslr=kaslr)
     handover = speaks.plan_handover(kernel, layout, cmdline=cmdline, kernel_esp_path=kernel_esp_path,
-                                    modules=tuple((m.esp_path, m.cmdline, m.size) for m in modules))
+                                    modules=tuple((m.esp_path, m.cmdline, m.size, m.name) for m in modules))
     if handover.entry is not None:
         placement = replace(placement, entry=handover.entry)
     smp = smp and handover.start_aps

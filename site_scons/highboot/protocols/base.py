@@ -85,9 +85,9 @@ class Protocol:
         return False
 
     def plan_handover(self, kernel: KernelImage, layout: Layout, *, cmdline: str, kernel_esp_path: str,
-                      modules: tuple[tuple[str, str, int], ...]) -> Handover:
+                      modules: tuple[tuple[str, str, int, str], ...]) -> Handover:
         """The handover of this kernel (placed where it runs at slide 0). `modules` are (ESP path,
-        command line, size) in order."""
+        command line, size, name) in order."""
         from highboot.protocols.handover import Handover
 
         return Handover(self.name)

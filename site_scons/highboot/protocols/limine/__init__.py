@@ -27,7 +27,7 @@ class LimineProtocol(Protocol):
         return carries_marks(kernel)
 
     def plan_handover(self, kernel: KernelImage, layout: Layout, *, cmdline: str, kernel_esp_path: str,
-                      modules: tuple[tuple[str, str, int], ...]) -> Handover:
+                      modules: tuple[tuple[str, str, int, str], ...]) -> Handover:
         from highboot.protocols.handover import Handover
 
         marks = scan(kernel)

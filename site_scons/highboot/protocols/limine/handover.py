@@ -62,7 +62,8 @@ class LimineHandover:
     fixups: tuple[int, ...]
     answers: tuple[Answer, ...]
     #: Offsets in the blob of what the loader fills at boot: a response ("hhdm", "memmap", ...), the
-    #: executable's struct limine_file ("executable_file") and each module's ("module.<n>").
+    #: executable's struct limine_file ("executable_file") and each module's ("module.<n>", n the
+    #: module's index in the build's module list; the response lists them in another order).
     fills: tuple[tuple[str, int], ...]
     stack_size: int
     entry: int | None  # the entry point request's entry (link address), or None: the ELF's
@@ -73,10 +74,9 @@ class LimineHandover:
         return dict(self.fills).get(name)
 
     @property
-    def module_files(self) -> tuple[int, ...]:
-        """Each module's struct limine_file in the blob, in order."""
-        fills = dict(self.fills)
-        return tuple(fills[f"module.{n}"] for n in range(len(fills)) if f"module.{n}" in fills)
+    def module_files(self) -> tuple[tuple[int, int], ...]:
+        """Each module's struct limine_file in the blob and the module's index in the build's list."""
+        return tuple((offset, int(name.split(".")[1])) for name, offset in self.fills if name.startswith("module."))
 
     @property
     def blob_bytes(self) -> bytes:
@@ -115,10 +115,15 @@ class _Blob:
 
 
 def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdline: str, kernel_esp_path: str,
-                  modules: tuple[tuple[str, str, int], ...]) -> LimineHandover:
-    """The handover of a Limine kernel (placed where it runs at slide 0): `modules` are (ESP path,
-    string, size) in the order the module response lists them; `levels` is the layout's paging
-    depth."""
+                  modules: tuple[tuple[str, str, int, str], ...]) -> LimineHandover:
+    """The handover of a Limine kernel (placed where it runs at slide 0): `modules` are the build's
+    modules, (ESP path, string, size, name) in order; `levels` is the layout's paging depth.
+
+    The kernel's internal modules (module request revision 1) are resolved against them by name: a
+    module of the build named as the internal module's path (a leading "./" or "/" aside) is that
+    module, listed first in the module response (as Limine lists internal modules first) with the
+    kernel's string for it when it gives one. A required internal module the build does not have
+    stops the build naming it; an optional one is left out (`scons map` says so)."""
     if marks.base_revision > SUPPORTED_REVISION:
         known = f"; revisions up to {spec.REVISIONS[-1].number} are defined" if marks.base_revision > \
             spec.REVISIONS[-1].number else ""
@@ -147,8 +152,8 @@ def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdl
             continue
         response = blob.add(known.response.size)
         # Every response starts with its revision; highboot gives the ones it fills completely.
-        # (The module response stays at revision 0 until the kernel's internal modules are loaded.)
-        response_revision = {"framebuffer": 1}.get(known.name, 0)
+        # Revision 1 of the module response: the kernel's internal modules are honoured.
+        response_revision = {"framebuffer": 1, "module": 1}.get(known.name, 0)
         blob.put(response, known.response, revision=response_revision)
         r = known.response.offsets()
         name = known.name
@@ -181,16 +186,18 @@ def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdl
             blob.pointer(response + r["executable_file"], file)
             fills.append(("executable_file", file))
         elif name == "module":
-            if not modules:
+            listed = _module_order(marks, modules, kernel.path, req.vaddr, unanswered)
+            if not listed:
                 unanswered.append((name, "no modules: its response stays NULL"))
                 blob.data = blob.data[:response]
                 continue
-            array = blob.add(8 * len(modules))
-            blob.put(response, known.response, module_count=len(modules))
+            array = blob.add(8 * len(listed))
+            blob.put(response, known.response, module_count=len(listed))
             blob.pointer(response + r["modules"], array)
-            for n, (path, string, size) in enumerate(modules):
+            for k, (n, string) in enumerate(listed):
+                path, _, size, _ = modules[n]
                 file = _file(blob, path, string, size)
-                blob.pointer(array + 8 * n, file)
+                blob.pointer(array + 8 * k, file)
                 fills.append((f"module.{n}", file))
         else:
             fills.append((name, response))
@@ -200,6 +207,33 @@ def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdl
         supported=marks.base_revision <= SUPPORTED_REVISION, blob=blob.data.hex(), fixups=tuple(blob.fixups),
         answers=tuple(answers), fills=tuple(fills), stack_size=stack_size, entry=entry, paging_mode=mode,
         unanswered=tuple(unanswered))
+
+
+def _module_order(marks: LimineKernel, modules: tuple[tuple[str, str, int, str], ...], kernel: str, request: int,
+                  unanswered: list[tuple[str, str]]) -> list[tuple[int, str]]:
+    """The module response's list: (index in the build's modules, string): the kernel's internal
+    modules the build has, first, then the build's other modules."""
+    def bare(name: str) -> str:
+        return name[2:] if name.startswith("./") else name.lstrip("/")
+
+    by_name = {}
+    for n, (_, _, _, name) in enumerate(modules):
+        by_name.setdefault(bare(name), n)
+    listed: list[tuple[int, str]] = []
+    for m in marks.internal_modules:
+        n = by_name.get(bare(m.path))
+        if n is None:
+            if m.required:
+                raise HighbootError(f"the kernel requires the internal module {m.path!r}; the build has no module "
+                                    f"named so (add a [[module]] with name = {bare(m.path)!r} to the project file, "
+                                    f"or MODULES=<file> with that file name)", file=kernel,
+                                    field=f"Limine request at {hex_addr(request)}")
+            unanswered.append((f"internal module {m.path}", "optional, and the build has no module named so: left "
+                                                             "out"))
+        elif all(n != k for k, _ in listed):
+            listed.append((n, m.string or modules[n][1]))
+    listed += [(n, module[1]) for n, module in enumerate(modules) if all(n != k for k, _ in listed)]
+    return listed
 
 
 def _file(blob: _Blob, esp_path: str, string: str, size: int) -> int:
