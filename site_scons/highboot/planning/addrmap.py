@@ -80,8 +80,27 @@ def format_map(layout: Layout, plan: BootPlan) -> str:
                          f"({format_size(total * PAGE)}): {per_level}")
     lines.append("  page sizes: 4 KiB for the kernel image, stack and trampoline; the direct map uses 1 GiB pages "
                  "where the CPU has them (pdpe1gb), else 2 MiB")
-    lines += ["", *placement_lines(plan), "", *kaslr_lines(plan, layout), "", *module_lines(plan)]
+    lines += ["", *protocol_lines(plan), "", *placement_lines(plan), "", *kaslr_lines(plan, layout), "",
+              *module_lines(plan)]
     return "\n".join(lines) + "\n"
+
+
+def protocol_lines(plan: BootPlan) -> list[str]:
+    """The boot protocol the kernel speaks, and for a Limine kernel each request and its answer."""
+    h = plan.handover
+    limine = h.limine
+    if limine is None:
+        return ["Boot protocol: highboot (struct highboot_boot_info in RDI)"]
+    asked = f"base revision {limine.base_revision}" if limine.tag_va is not None else "no base revision tag: revision 0"
+    out = [f"Boot protocol: Limine ({asked}; booted with revision {limine.revision}), {len(limine.requests)} "
+           f"request(s); stack {format_size(h.stack_size)}"
+           + (f"; entry point {hex_addr(h.entry)} (entry point request)" if h.entry is not None else "")]
+    for r in limine.requests:
+        out.append(f"  {r.id[0]:016x} {r.id[1]:016x}  rev {r.revision}  {hex_addr(r.va)}  {r.name:<24} {r.answer}")
+    for what, why in limine.unanswered:
+        if what.startswith("internal module"):
+            out.append(f"  {what}: {why}")
+    return out
 
 
 def module_lines(plan: BootPlan) -> list[str]:

@@ -51,6 +51,18 @@ class Answer:
 
 
 @dataclass(frozen=True)
+class ListedRequest:
+    """A request of the kernel as `scons map` lists it: its ID (the two words after the common
+    magic), revision, address and how highboot answers it."""
+
+    name: str
+    id: tuple[int, int]
+    revision: int
+    va: int
+    answer: str
+
+
+@dataclass(frozen=True)
 class LimineHandover:
     """The Limine protocol's part of a boot plan."""
 
@@ -69,6 +81,7 @@ class LimineHandover:
     entry: int | None  # the entry point request's entry (link address), or None: the ELF's
     paging_mode: int
     unanswered: tuple[tuple[str, str], ...] = field(default=())  # (request, why) for `scons map`
+    requests: tuple[ListedRequest, ...] = field(default=())
 
     def fill(self, name: str) -> int | None:
         return dict(self.fills).get(name)
@@ -202,11 +215,22 @@ def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdl
         else:
             fills.append((name, response))
         answers.append(Answer(name, req.vaddr, response, name if name in IF_PRESENT else ""))
+    whys = dict(unanswered)
+    listed = tuple(ListedRequest(r.name, r.id, r.revision, r.vaddr, _how(r.name, whys)) for r in marks.requests)
     return LimineHandover(
         base_revision=marks.base_revision, revision=revision, tag_va=marks.tag_vaddr,
         supported=marks.base_revision <= SUPPORTED_REVISION, blob=blob.data.hex(), fixups=tuple(blob.fixups),
         answers=tuple(answers), fills=tuple(fills), stack_size=stack_size, entry=entry, paging_mode=mode,
-        unanswered=tuple(unanswered))
+        unanswered=tuple(unanswered), requests=listed)
+
+
+def _how(name: str, unanswered: dict[str, str]) -> str:
+    """How highboot answers a request, in words."""
+    if name in unanswered:
+        return f"not answered: {unanswered[name]}"
+    if name in BUILD:
+        return "at build time"
+    return "at boot, when the machine has one" if name in IF_PRESENT else "at boot"
 
 
 def _module_order(marks: LimineKernel, modules: tuple[tuple[str, str, int, str], ...], kernel: str, request: int,
