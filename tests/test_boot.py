@@ -18,6 +18,7 @@ from testkit.bootcheck import (
 from testkit.report import PASS_LINE, PASS_STATUS
 
 from highboot.booting import qemu
+from highboot.planning.paging import PageFlags
 from highboot.planning.planner import BootPlan
 
 GIB = 1 << 30
@@ -63,6 +64,18 @@ def test_boot_default_build(built: dict, cpu: str, expect_1g: bool) -> None:
     check_boot(result, built["plan"], expect_1g=expect_1g)
     # The kernel was verified by that engine (a wrong digest would have stopped the boot).
     assert f"highboot: verifying with {ENGINE[cpu]}" in result.serial
+
+
+def test_direct_map_exec_maps_the_direct_map_executable(built: dict) -> None:
+    # The kernel's own walk sees the direct map RWX (no NX bit) where the default build keeps it RW
+    # and NX; everything else as planned (check_boot compares every mapping with the plan's).
+    d = built["dir"] / "test" / "direct-map-exec"
+    plan = BootPlan.from_json(d / "plan.json")
+    assert plan.options.direct_map_exec
+    result = qemu.boot(d / "esp", cpu="max", memory="256M")
+    check_boot(result, plan, expect_1g=True)
+    direct = [m for m in parse_report(result.serial).mappings if m.pa == 0 and m.va >= 1 << 63]
+    assert direct and direct[0].flags & PageFlags.WRITABLE and not direct[0].flags & PageFlags.NO_EXECUTE
 
 
 def test_boot_reports_loader_facts(built: dict) -> None:

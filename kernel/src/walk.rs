@@ -18,6 +18,9 @@ struct Range {
 
 struct Walker {
     dmap: u64,
+    /// The direct map's extent when the build made it executable (DIRECT_MAP_EXEC): RWX there is
+    /// what was asked for, not a W^X breach.
+    dmap_exec: Option<(u64, u64)>,
     levels: u32,
     current: Option<Range>,
     ranges: u32,
@@ -40,7 +43,8 @@ impl Walker {
     fn flush(&mut self) {
         if let Some(r) = self.current.take() {
             let flags = crate::report::ACCESS[r.writable as usize | (r.exec as usize) << 1];
-            if r.writable && r.exec {
+            let asked = self.dmap_exec.is_some_and(|(base, size)| r.va >= base && r.va + r.size <= base + size);
+            if r.writable && r.exec && !asked {
                 self.wx += 1;
             }
             if !r.exec {
@@ -140,7 +144,9 @@ pub fn check_tables(c: &mut Checks, info: &BootInfo) {
         }
     }
     c.check(lower == 0, format_args!("{} root entries map the lower half; it must be empty at entry", lower));
-    let mut w = Walker { dmap: info.direct_map_base, levels, current: None, ranges: 0, wx: 0, nx: 0 };
+    let dmap_exec = (info.flags & crate::bootinfo::flags::DIRECT_MAP_EXEC != 0)
+        .then_some((info.direct_map_base, info.direct_map_size));
+    let mut w = Walker { dmap: info.direct_map_base, dmap_exec, levels, current: None, ranges: 0, wx: 0, nx: 0 };
     w.visit(root, 0, 0, true, true);
     w.flush();
     println!(info_format!(map_ranges), w.ranges);

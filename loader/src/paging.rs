@@ -96,10 +96,12 @@ pub unsafe fn link_table(root: u64, pool: &mut Pool, va: u64, table: u64) {
     ptr::write(entry(root, va, plan::tables::LEVELS - 2, pool), table | TABLE);
 }
 
-/// Physical [0, size) at `base`, read/write, no-execute, with pages of `page` bytes.
+/// Physical [0, size) at `base`, read/write, no-execute (executable with DIRECT_MAP_EXEC), with pages
+/// of `page` bytes.
 pub unsafe fn map_direct(root: u64, pool: &mut Pool, base: u64, size: u64, page: u64, nx_mask: u64) {
     let depth = plan::tables::SHIFTS.iter().position(|&s| 1u64 << s == page).unwrap_or(plan::tables::LEVELS - 1);
-    let flags = (PRESENT | WRITABLE | HUGE | NO_EXECUTE) & nx_mask;
+    let nx = if plan::options::DIRECT_MAP_EXEC { 0 } else { NO_EXECUTE };
+    let flags = (PRESENT | WRITABLE | HUGE | nx) & nx_mask;
     let mut pa = 0;
     while pa < size {
         ptr::write(entry(root, base + pa, depth, pool), pa | flags);

@@ -213,7 +213,9 @@ def ap_stacks(plan: BootPlan, report: BootReport) -> list[Mapping]:
 def predicted_mappings(plan: BootPlan, report: BootReport) -> list[Mapping]:
     """The coalesced mappings the plan predicts for this boot."""
     block = report.number("block")
-    out = [Mapping(direct_map_base(plan, report), 0, report.number("direct_map_size"), int(RW_NX))]
+    # DIRECT_MAP_EXEC maps the direct map executable (as Limine maps its HHDM).
+    direct = int(RW_NX & ~PageFlags.NO_EXECUTE) if plan.options.direct_map_exec else int(RW_NX)
+    out = [Mapping(direct_map_base(plan, report), 0, report.number("direct_map_size"), direct)]
     for r, va in planned_vas(plan, report):
         pa = report.number("trampoline_phys") if r.block_offset is None else block + r.block_offset
         out.append(Mapping(va, pa, r.size, FLAGS[r.flags]))

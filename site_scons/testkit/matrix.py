@@ -93,6 +93,8 @@ def configs_for_tests(build_dir: str) -> dict[str, BuildConfig]:
         "smp-big-stacks": BuildConfig(max_cpus=3, ap_stack_size=120 << 20),
         "c-kernel-big-stacks": BuildConfig(c_source=C_KERNEL, max_cpus=3, ap_stack_size=120 << 20),
         "c-kernel-smp-off": BuildConfig(c_source=C_KERNEL, smp=False),
+        # DIRECT_MAP_EXEC: the direct map executable, as Limine maps its HHDM (tests/test_boot.py).
+        "direct-map-exec": BuildConfig(direct_map_exec=True),
     }
     # Every toolchain kernel boots with and without KASLR on both paging depths (the -shared one, a
     # variation of the static PIEs, with KASLR only).

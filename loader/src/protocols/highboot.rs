@@ -137,6 +137,9 @@ pub unsafe fn fill(block: &Block, place: &Placement, machine: &Machine, handed: 
     if i.cmdline_len > 0 {
         f |= flags::CMDLINE;
     }
+    if plan::options::DIRECT_MAP_EXEC {
+        f |= flags::DIRECT_MAP_EXEC;
+    }
     i.flags = f;
     i
 }

@@ -43,6 +43,7 @@ def make_plan(kernel: str, layout: str, out: str, options: dict[str, Any]) -> No
                      kernel_esp_path=DEFAULT_KERNEL_ESP_PATH, kaslr=options["kaslr"],
                      kernel_base=options["kernel_base"], smp=options["smp"], ap_stack_size=options["ap_stack_size"],
                      max_cpus=options["max_cpus"], keep_kernel_file=options["keep_kernel_file"],
+                     direct_map_exec=options["direct_map_exec"],
                      framebuffer=parse_fb_mode(options["fb_mode"]),
                      modules=tuple(plan_modules([module_from_json(m) for m in options["modules"]])),
                      fault=options["fault"], protocol=options["protocol"])

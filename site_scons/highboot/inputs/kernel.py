@@ -189,8 +189,9 @@ def _parse(path: Path, data: bytes) -> KernelImage:
                                 file=path, field=where)
         align = max(align, seg_align)
         if s.flags & PF_W and s.flags & PF_X:
-            raise HighbootError(f"{s.describe()} is writable and executable; split it (W^X: text RX, "
-                                "data RW)", file=path, field=where)
+            raise HighbootError(f"{s.describe()} is writable and executable; highboot maps no page both (W^X), "
+                                "where other loaders (Limine among them) would: split it (text RX, data RW) in "
+                                "the linker script", file=path, field=where)
         segments.append(s)
     if not segments:
         raise HighbootError("no PT_LOAD segment with memory; nothing to load", file=path, field="program headers")

@@ -101,6 +101,9 @@ OPTIONS: tuple[Option, ...] = (
            "linked there", plan=True),
     Option("KASLR", Kind.BOOL, "0", "place the kernel (PIE) and the direct map at random addresses at boot",
            plan=True),
+    Option("DIRECT_MAP_EXEC", Kind.BOOL, "0", "map the direct map (Limine's HHDM) executable, as Limine does, for "
+           "kernels that run code through it; its pages are then writable and executable (W^X no longer holds "
+           "there)", plan=True),
     Option("KEEP_KERNEL_FILE", Kind.BOOL, "1", "hand the kernel its own ELF file (boot info kernel_file_*)",
            plan=True),
     Option("SMP", Kind.BOOL, "1", "start every enabled processor of the ACPI MADT and park it in the higher half "

@@ -232,6 +232,7 @@ class Options:
     keep_kernel_file: bool = True  # hand the kernel its own ELF file (boot info kernel_file_*)
     framebuffer: tuple[int, int] | None = None  # FB_MODE (width, height): the loader picks the nearest mode
     modules: tuple[PlannedModule, ...] = ()
+    direct_map_exec: bool = False  # DIRECT_MAP_EXEC: the direct map executable (W^X given up there)
 
 
 @dataclass(frozen=True)
@@ -394,7 +395,7 @@ class Mappings:
 def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
               kernel_esp_path: str = DEFAULT_KERNEL_ESP_PATH, kaslr: bool = False,
               kernel_base: int | None = None, smp: bool = True, ap_stack_size: int = DEFAULT_AP_STACK_SIZE,
-              max_cpus: int = DEFAULT_MAX_CPUS, keep_kernel_file: bool = True,
+              max_cpus: int = DEFAULT_MAX_CPUS, keep_kernel_file: bool = True, direct_map_exec: bool = False,
               framebuffer: tuple[int, int] | None = None, modules: tuple[PlannedModule, ...] = (),
               fault: str = "", protocol: str = AUTO) -> BootPlan:
     """Plan the load and the page tables of kernel in layout, phase by phase; HighbootError if it
@@ -424,7 +425,8 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     return BootPlan(
         kernel=KernelFile(kernel.path, kernel_esp_path, kernel.size, kernel.digest), handover=handover,
         placement=placement, ranges=ranges, rights=rights, tables=mappings.record, kaslr=windows, block=block,
-        options=Options(cmdline, smp, keep_kernel_file, framebuffer, tuple(modules)), faults=Faults(fault),
+        options=Options(cmdline, smp, keep_kernel_file, framebuffer, tuple(modules), direct_map_exec),
+        faults=Faults(fault),
     )
 
 

@@ -197,6 +197,8 @@ FLAGS = (
     Constant("RANDOM_WEAK", 1 << 8, "neither was available: the TSC was the only source (weak)"),
     Constant("EH_FRAME_HDR", 1 << 9, "eh_frame_hdr and eh_frame_hdr_size are valid"),
     Constant("TLS", 1 << 10, "the kernel has a PT_TLS template: tls_* are valid"),
+    Constant("DIRECT_MAP_EXEC", 1 << 11, "the direct map is executable (DIRECT_MAP_EXEC): writable and executable "
+             "there, W^X holds everywhere else"),
 )
 
 CPU_FEATURES = (
