@@ -129,7 +129,8 @@ impl BlockLayout {
         let vmap_capacity = rt_descriptors + runtime::SLACK;
         // Each range of kernel memory (the block, each module, the kernel file) splits at most one
         // firmware range in three.
-        let map_capacity = map.len() + memmap::SLACK + 2 * (handed + 1);
+        // (+ 3: the first page carved out of its range, and a framebuffer entry, for a Limine kernel.)
+        let map_capacity = map.len() + memmap::SLACK + 2 * (handed + 1) + 3;
         let gdt_off = align16(core::mem::size_of::<bootinfo::BootInfo>() as u64);
         let desc_off = gdt_off + align16(core::mem::size_of_val(&GDT) as u64);
         let cmdline_off = desc_off + abi::DESC_SIZE;

@@ -19,6 +19,7 @@ use crate::paging::{self, PAGE};
 use crate::paging_mode::{self, LowPages};
 use crate::rendered::abi::{self, ApSlot, ApStart};
 use crate::rendered::plan::{self, faults::Fault};
+use crate::rendered::protocol;
 
 const XAPIC_ICR_LOW: u64 = 0x300;
 const XAPIC_ICR_HIGH: u64 = 0x310;
@@ -172,7 +173,8 @@ impl Census {
             c.madt = None;
             return c;
         }
-        if beyond_xapic && !c.x2apic && has_x2apic && plan::options::SMP {
+        let wanted = protocol::X2APIC_WHEN_ASKED.unwrap_or(beyond_xapic);
+        if wanted && !c.x2apic && has_x2apic && plan::options::SMP {
             c.switch_to_x2apic = true;
             c.x2apic = true;
         }
@@ -276,6 +278,12 @@ impl Census {
             sep = say_reason(sep, n, why);
         }
         println!();
+    }
+
+    /// Whether the firmware lists the processors (an ACPI MADT the loader could read).
+    #[cfg_attr(not(feature = "limine"), allow(dead_code))]
+    pub fn has_madt(&self) -> bool {
+        self.madt.is_some()
     }
 
     /// Enabled processors the loader does not start.

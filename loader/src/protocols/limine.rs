@@ -55,6 +55,8 @@ pub struct Info {
     tsc_per_us: u64,
     bsp_apic_id: u32,
     x2apic: bool,
+    /// The firmware lists the processors (an ACPI MADT): the MP response is given (else NULL).
+    mp: bool,
     /// The responses handed over only when the machine has the thing.
     have: [bool; 6],
 }
@@ -129,6 +131,7 @@ pub unsafe fn fill(block: &Block, place: &Placement, machine: &Machine, handed: 
         tsc_per_us: census.tsc_per_us(),
         bsp_apic_id: census.bsp_apic_id,
         x2apic: census.x2apic,
+        mp: census.has_madt(),
         have: [true; 6],
     };
     ptr::copy_nonoverlapping(lim::BLOB.as_ptr(), blob as *mut u8, lim::BLOB.len());
@@ -204,15 +207,19 @@ unsafe fn fill_known(info: &mut Info, place: &Placement, machine: &Machine, hand
         info.response::<lim::BootloaderPerformanceResponse>(at).init_usec = machine.tsc_entry / info.tsc_per_us.max(1);
     }
     info.have[when_index(When::Framebuffer)] = machine.framebuffer.is_some();
+    info.have[when_index(When::Mp)] = info.mp;
     if let (Some(at), Some(fb)) = (lim::FRAMEBUFFER, &machine.framebuffer) {
-        let pitch = fb.stride as u64 * 4;
+        // A pixel ends at its highest mask bit (a PixelBitMask mode may have 24-bit pixels).
+        let bits = 32 - (fb.masks[0] | fb.masks[1] | fb.masks[2] | fb.masks[3]).leading_zeros();
+        let bpp = ((bits + 7) & !7) as u16;
+        let pitch = fb.stride as u64 * (bpp as u64 / 8);
         let (r, g, b) = (mask(fb.masks[0]), mask(fb.masks[1]), mask(fb.masks[2]));
         let mode = info.framebuffer + align16(core::mem::size_of::<lim::Framebuffer>() as u64 + 8);
         (mode as *mut lim::VideoMode).write(lim::VideoMode {
             pitch,
             width: fb.width as u64,
             height: fb.height as u64,
-            bpp: 32,
+            bpp,
             memory_model: 1,
             red_mask_size: r.0,
             red_mask_shift: r.1,
@@ -228,7 +235,7 @@ unsafe fn fill_known(info: &mut Info, place: &Placement, machine: &Machine, hand
             width: fb.width as u64,
             height: fb.height as u64,
             pitch,
-            bpp: 32,
+            bpp,
             memory_model: 1,
             red_mask_size: r.0,
             red_mask_shift: r.1,
@@ -343,11 +350,11 @@ pub unsafe fn complete(
         };
         if let Some(fb) = &machine.framebuffer {
             let (base, end) = (fb.base & !(PAGE - 1), (fb.base + fb.size + PAGE - 1) & !(PAGE - 1));
-            if count < regions.len() {
-                regions[count] =
-                    MemoryRegion { base, length: end - base, r#type: lim::MEMMAP_FRAMEBUFFER, reserved: 0 };
-                count = memmap::tidy(&mut regions[..count + 1]);
+            if count == regions.len() {
+                fatal("the memory map grew past the room planned for it after ExitBootServices");
             }
+            regions[count] = MemoryRegion { base, length: end - base, r#type: lim::MEMMAP_FRAMEBUFFER, reserved: 0 };
+            count = memmap::tidy(&mut regions[..count + 1]);
         }
         let pointers = info.memmap_pointers as *mut u64;
         for (n, r) in regions[..count].iter().enumerate() {
@@ -390,7 +397,7 @@ pub unsafe fn cpu_record(records: u64, index: usize, processor_id: u32, apic_id:
 
 /// After the APs were started: the MP response lists the BSP and every AP parked.
 pub fn cpus_started(info: &mut Info, started: &Started) {
-    let Some(at) = lim::MP else { return };
+    let Some(at) = lim::MP.filter(|_| info.have[when_index(When::Mp)]) else { return };
     // SAFETY: the records and the pointer array are in the block's area, laid out for them.
     unsafe {
         let records = info.cpu_records;

@@ -74,6 +74,8 @@ class Protocol:
     boot_info_in_rdi: bool
     #: Whether the loader maps the runtime services and calls SetVirtualAddressMap.
     set_virtual_address_map: bool
+    #: What FS and GS hold at entry: the null selector (0), or the data selector.
+    fs_gs_data: bool
     #: Templates rendered for kernels of this protocol: (template, path under the build directory).
     kernel_sources: tuple[tuple[str, str], ...]
 
@@ -102,4 +104,5 @@ class Protocol:
         """What the loader's protocol template renders from (templates/loader/protocol.rs.j2)."""
         return {"protocol": self, "memory_kinds": list(MemoryKind),
                 "gdt_entries": self.gdt.entries, "code_selector": self.gdt.code_selector,
-                "data_selector": self.gdt.data_selector}
+                "data_selector": self.gdt.data_selector,
+                "fs_gs_selector": self.gdt.data_selector if self.fs_gs_data else 0}

@@ -17,5 +17,6 @@ HIGHBOOT = Protocol(
     memory_types={kind: _MEM[kind.name] for kind in MemoryKind},
     boot_info_in_rdi=True,
     set_virtual_address_map=True,
+    fs_gs_data=False,
     kernel_sources=(("include/highboot.h.j2", "include/highboot.h"), ("common/bootinfo.rs.j2", "gen/bootinfo.rs")),
 )

@@ -74,6 +74,7 @@ LIMINE = LimineProtocol(
     },
     boot_info_in_rdi=False,
     set_virtual_address_map=False,
+    fs_gs_data=True,  # "all segment registers are loaded as 64-bit code/data segments"
     kernel_sources=(("include/highboot-limine.h.j2", "include/highboot-limine.h"),),
 )
 

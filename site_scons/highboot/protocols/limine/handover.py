@@ -19,9 +19,12 @@ from highboot.errors import HighbootError
 from highboot.inputs.kernel import KernelImage, SegmentFlags
 from highboot.protocols.limine import spec
 from highboot.protocols.limine.scan import LimineKernel
-from highboot.units import hex_addr
+from highboot.units import align_up, hex_addr
 
-#: The newest base revision highboot keeps every promise of.
+PAGE = 4096
+
+#: The base revisions highboot keeps every promise of.
+OLDEST_REVISION = 1
 SUPPORTED_REVISION = 3
 #: What the bootloader info response says.
 BOOTLOADER_NAME = "highboot"
@@ -35,6 +38,11 @@ BUILD = ("bootloader_info", "executable_cmdline", "firmware_type", "stack_size",
          "keep_iommu")
 BOOT = ("hhdm", "framebuffer", "mp", "memmap", "executable_file", "module", "rsdp", "smbios", "efi_system_table",
         "efi_memmap", "date_at_boot", "executable_address", "bootloader_performance", "tsc_frequency")
+#: Why a request of the protocol gets no response.
+WHY_NOT = {"entropy": "not answered by highboot yet", "tpm_event_log": "not answered by highboot yet",
+           "flanterm_fb_init_params": "highboot draws no terminal", "terminal": "deprecated",
+           "five_level_paging": "deprecated (the paging mode request replaces it)",
+           "dtb": "no device tree on ACPI machines"}
 #: Answered only when the machine has the thing (else the response stays NULL, as the protocol says).
 IF_PRESENT = ("framebuffer", "rsdp", "smbios", "mp", "tsc_frequency")
 
@@ -80,6 +88,7 @@ class LimineHandover:
     stack_size: int
     entry: int | None  # the entry point request's entry (link address), or None: the ELF's
     paging_mode: int
+    x2apic: bool  # the MP request asks for x2APIC mode
     unanswered: tuple[tuple[str, str], ...] = field(default=())  # (request, why) for `scons map`
     requests: tuple[ListedRequest, ...] = field(default=())
 
@@ -137,12 +146,20 @@ def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdl
     module, listed first in the module response (as Limine lists internal modules first) with the
     kernel's string for it when it gives one. A required internal module the build does not have
     stops the build naming it; an optional one is left out (`scons map` says so)."""
+    if marks.base_revision < OLDEST_REVISION:
+        tagged = marks.tag_vaddr is not None
+        raise HighbootError(f"{'the kernel asks for' if tagged else 'no base revision tag: the kernel is written for'} "
+                            f"Limine base revision 0, whose identity map of the first 4 GiB highboot does not give; "
+                            f"highboot keeps the promises of revisions {OLDEST_REVISION} to {SUPPORTED_REVISION} "
+                            f"(declare LIMINE_BASE_REVISION({SUPPORTED_REVISION}) in the kernel)", file=kernel.path,
+                            field=f"Limine base revision tag at {hex_addr(marks.tag_vaddr)}" if tagged
+                            else "Limine requests")
     if marks.base_revision > SUPPORTED_REVISION:
         known = f"; revisions up to {spec.REVISIONS[-1].number} are defined" if marks.base_revision > \
             spec.REVISIONS[-1].number else ""
         raise HighbootError(f"the kernel asks for Limine base revision {marks.base_revision}{known}; highboot keeps "
-                            f"the promises of revisions 0 to {SUPPORTED_REVISION} (a Limine loader refuses such a "
-                            f"kernel or boots it with a revision it does not ask for)", file=kernel.path,
+                            f"the promises of revisions {OLDEST_REVISION} to {SUPPORTED_REVISION} (a Limine loader "
+                            f"refuses such a kernel or boots it with a revision it does not ask for)", file=kernel.path,
                             field=f"Limine base revision tag at {hex_addr(marks.tag_vaddr or 0)}")
     revision = marks.base_revision
     blob = _Blob()
@@ -151,6 +168,12 @@ def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdl
     unanswered: list[tuple[str, str]] = []
     stack_size, entry = MIN_STACK, None
     mode = spec.PAGING_MODE_5LVL if levels == 5 else spec.PAGING_MODE_4LVL
+    if levels == 5 and marks.request("paging_mode") is None:
+        # A kernel that does not ask gets 4-level paging from a Limine loader (and may build its
+        # own 4-level tables: CR4.LA57 cannot change in long mode).
+        raise HighbootError("the kernel has no paging mode request: a Limine loader gives it 4-level paging; the "
+                            "layout gives 5-level paging (use a 4-level layout, or add a paging mode request "
+                            "asking for 5-level paging to the kernel)", file=kernel.path, field="Limine requests")
 
     def refuse(message: str, at: int) -> HighbootError:
         return HighbootError(message, file=kernel.path, field=f"Limine request at {hex_addr(at)}")
@@ -161,7 +184,7 @@ def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdl
             unanswered.append((req.name, "an ID the protocol does not define: its response stays NULL"))
             continue
         if known.name not in BUILD + BOOT:
-            unanswered.append((known.name, "not on x86-64 UEFI: its response stays NULL"))
+            unanswered.append((known.name, WHY_NOT.get(known.name, "not on x86-64 UEFI") + ": its response stays NULL"))
             continue
         response = blob.add(known.response.size)
         # Every response starts with its revision; highboot gives the ones it fills completely.
@@ -178,7 +201,8 @@ def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdl
         elif name == "firmware_type":
             blob.put(response, known.response, firmware_type=spec.FIRMWARE_TYPE_EFI64)
         elif name == "stack_size":
-            stack_size = max(MIN_STACK, (req.field("stack_size") + 15) & ~15)
+            # Whole pages: every CPU's stack is this size, and the stacks are mapped page by page.
+            stack_size = max(MIN_STACK, align_up(req.field("stack_size"), PAGE))
         elif name == "paging_mode":
             low = req.field("min_mode") if req.revision >= 1 else spec.PAGING_MODE_4LVL
             high = req.field("max_mode") if req.revision >= 1 else req.field("mode")
@@ -221,6 +245,7 @@ def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdl
         base_revision=marks.base_revision, revision=revision, tag_va=marks.tag_vaddr,
         supported=marks.base_revision <= SUPPORTED_REVISION, blob=blob.data.hex(), fixups=tuple(blob.fixups),
         answers=tuple(answers), fills=tuple(fills), stack_size=stack_size, entry=entry, paging_mode=mode,
+        x2apic=bool((mp := marks.request("mp")) and mp.field("flags") & spec.MP_X2APIC),
         unanswered=tuple(unanswered), requests=listed)
 
 
