@@ -25,7 +25,9 @@ def test_built_loader_passes_every_check(built: dict) -> None:
                                          "NX_COMPAT", "no section both writable and executable",
                                          "relocations present", "entry point in an executable section"}
     assert all(r.ok for r in results)
-    assert loader(built).stat().st_size < 64 * 1024
+    # Well under Limine's 232 KiB: 128 KiB at most (issue 26 moved the target from 64 KiB: no
+    # instructions are traded for bytes).
+    assert loader(built).stat().st_size < 128 * 1024
 
 
 def patched(built: dict, tmp_path: Path, edit) -> Path:
