@@ -245,6 +245,17 @@ def test_what_the_build_cannot_give_is_refused(tmp_path: Path, data: bytes, leve
     assert message in str(err.value)
 
 
+ENTROPY = (0x65EA80255D5682C5, 0x9117240723F493EB)
+
+
+def test_entropy_gets_an_array_of_the_words_asked_for_4096_at_most(tmp_path: Path) -> None:
+    h = handover(tmp_path, request(ENTROPY, 0, 5000))
+    revision, count, values = struct.unpack_from("<QQQ", h.blob_bytes, h.answers[0].response)
+    assert (revision, count) == (0, 4096) and h.answers[0].response + 16 in h.fixups  # values: area-relative
+    assert h.fill("entropy") == values and h.fill("entropy.count") == 4096
+    assert len(h.blob_bytes) >= values + 8 * 4096
+
+
 def test_the_paging_mode_is_the_layouts(tmp_path: Path) -> None:
     h = handover(tmp_path, request(PAGING, 1, 1, 1, 0), levels=4)
     assert h.paging_mode == 0

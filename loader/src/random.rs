@@ -81,3 +81,12 @@ pub fn words(bs: &efi::BootServices) -> ([u64; 2], Source) {
 pub fn below(word: u64, n: u64) -> u64 {
     ((word as u128 * n as u128) >> 64) as u64
 }
+
+/// Fill `out` with random words, from the best source there is (as `words`).
+#[cfg_attr(not(feature = "limine"), allow(dead_code))]
+pub fn fill(bs: &efi::BootServices, out: &mut [u64]) {
+    for chunk in out.chunks_mut(2) {
+        let (w, _) = words(bs);
+        chunk.copy_from_slice(&w[..chunk.len()]);
+    }
+}

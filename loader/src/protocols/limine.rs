@@ -199,6 +199,10 @@ unsafe fn fill_known(info: &mut Info, place: &Placement, machine: &Machine, hand
     if let Some(at) = lim::DATE_AT_BOOT {
         info.response::<lim::DateAtBootResponse>(at).timestamp = unix_time(machine);
     }
+    if let Some((at, count)) = lim::ENTROPY {
+        let values = core::slice::from_raw_parts_mut((info.blob + at) as *mut u64, count);
+        crate::random::fill(&*(*machine.st).boot_services, values);
+    }
     info.have[when_index(When::TscFrequency)] = info.tsc_per_us != 0;
     if let Some(at) = lim::TSC_FREQUENCY {
         info.response::<lim::TscFrequencyResponse>(at).frequency = info.tsc_per_us * 1_000_000;

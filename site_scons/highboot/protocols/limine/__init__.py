@@ -48,7 +48,7 @@ class LimineProtocol(Protocol):
         boot = [spec.BY_NAME[n].response for n in BOOT if spec.BY_NAME[n].response.fields[1:]]
         return {**super().context(), **header_context(),
                 "limine_if_present": IF_PRESENT,
-                "limine_boot_fills": [n for n in BOOT if n not in ("module",)],
+                "limine_boot_fills": [n for n in BOOT if n not in ("module", "entropy")],
                 "limine_rust_structs": [*spec.STRUCTS, *boot],
                 "limine_rust_type": _rust_type,
                 # A parked AP's record is a struct limine_mp_info: its stack top in `reserved`.

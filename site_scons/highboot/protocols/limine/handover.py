@@ -37,9 +37,11 @@ MIN_STACK = 64 << 10
 BUILD = ("bootloader_info", "executable_cmdline", "firmware_type", "stack_size", "paging_mode", "entry_point",
          "keep_iommu")
 BOOT = ("hhdm", "framebuffer", "mp", "memmap", "executable_file", "module", "rsdp", "smbios", "efi_system_table",
-        "efi_memmap", "date_at_boot", "executable_address", "bootloader_performance", "tsc_frequency")
+        "efi_memmap", "date_at_boot", "executable_address", "bootloader_performance", "tsc_frequency", "entropy")
+#: The most random words the entropy response gives (as Limine: a kernel asking for more gets these).
+MAX_ENTROPY = 4096
 #: Why a request of the protocol gets no response.
-WHY_NOT = {"entropy": "not answered by highboot yet", "tpm_event_log": "not answered by highboot yet",
+WHY_NOT = {"tpm_event_log": "not answered by highboot yet",
            "flanterm_fb_init_params": "highboot draws no terminal", "terminal": "deprecated",
            "five_level_paging": "deprecated (the paging mode request replaces it)",
            "dtb": "no device tree on ACPI machines"}
@@ -222,6 +224,14 @@ def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdl
             file = _file(blob, kernel_esp_path, cmdline, kernel.size)
             blob.pointer(response + r["executable_file"], file)
             fills.append(("executable_file", file))
+        elif name == "entropy":
+            count = min(req.field("value_count"), MAX_ENTROPY)
+            blob.put(response, known.response, value_count=count)
+            if count:
+                array = blob.add(8 * count)
+                blob.pointer(response + r["values"], array)
+                fills.append(("entropy", array))
+            fills.append(("entropy.count", count))
         elif name == "module":
             listed = _module_order(marks, modules, kernel.path, req.vaddr, unanswered)
             if not listed:
