@@ -25,7 +25,8 @@ def test_built_loader_passes_every_check(built: dict) -> None:
                                          "NX_COMPAT", "no section both writable and executable",
                                          "relocations present", "entry point in an executable section"}
     assert all(r.ok for r in results)
-    assert loader(built).stat().st_size < 64 * 1024
+    # Issue 26's budget: well under Limine's 232 KiB, under 128 KiB (no bytes saved by dropping instructions).
+    assert loader(built).stat().st_size < 128 * 1024
 
 
 def patched(built: dict, tmp_path: Path, edit) -> Path:

@@ -54,8 +54,8 @@ def c_string(text: str) -> str:
 
 
 #: What every Limine sample kernel of the suite is built with: the requests newer than Limine 8.x
-#: must be answered; a module response of revision 0 is accepted until internal modules are loaded.
-LIMINE_DEFINES = (("REQUIRE_NEWER", "1"), ("INTERNAL_MODULES", "0"))
+#: must be answered too (INTERNAL_MODULES keeps its default: the module response is revision 1).
+LIMINE_DEFINES = (("REQUIRE_NEWER", "1"),)
 
 
 def limine_config(shape: str, modules: tuple[Module, ...], cmdline: str = "", knobs: tuple[tuple[str, str], ...] = (),
