@@ -7,6 +7,7 @@
  *   INFO ...                                  what the loader said, for the reader
  *   LIMINE <request> <ok|missing|bad> ...     one line per request
  *   STATE <what> <ok|bad> ...                 the machine state at entry
+ *   MEMMAP <base> <length> <type>             the memory map response, entry by entry
  *   MAP <va> <pa> <size> <R|RX|RW>            its own image as the page tables map it
  *   HIGHBOOT-LIMINE-KERNEL: PASS | FAIL <first reason>
  * and ends by writing 0x10 (pass) or 0x11 (fail) to QEMU's isa-debug-exit port 0xf4.
@@ -21,6 +22,8 @@
  *   EXPECT_MODULES    how many modules the loader must hand over (checked when defined)
  *   REQUIRE_NEWER     1: requests newer than Limine 8.x (executable cmdline, bootloader
  *                     performance) must be answered too (default 0: reported, not required)
+ *   INTERNAL_MODULES  0: a module response of revision 0 (internal modules not honoured) is
+ *                     accepted (default 1: the response must be revision 1 or newer)
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -50,6 +53,9 @@
 #endif
 #ifndef REQUIRE_NEWER
 #define REQUIRE_NEWER 0
+#endif
+#ifndef INTERNAL_MODULES
+#define INTERNAL_MODULES 1
 #endif
 
 #define PAGE 4096ULL
@@ -1080,6 +1086,7 @@ static void check_memmap(void) {
         u64 end_all = 0, end_strict = 0, usable = 0, reclaimable = 0;
         for (u64 i = 0; i < memmap_count; i++) {
             struct limine_memmap_entry *e = &memmap[i];
+            say("MEMMAP %lx %lx %s\n", e->base, e->length, memmap_type_name(e->type));
             int strict = e->type == LIMINE_MEMMAP_USABLE || e->type == LIMINE_MEMMAP_BOOTLOADER_RECLAIMABLE;
             need(&c, e->type <= LIMINE_MEMMAP_RESERVED_MAPPED, "entry %lu has type %lu", i, e->type);
             need(&c, e->length > 0, "entry %lu is empty", i);
@@ -1191,7 +1198,8 @@ static void check_module(void) {
     struct check c = begin("LIMINE", "module");
     int required_seen = 0;
     if (response_ok(&c, r, sizeof *r)) {
-        need(&c, r->revision >= 1, "response revision %lu: internal modules not honoured", r->revision);
+        need(&c, r->revision >= 1 || !INTERNAL_MODULES, "response revision %lu: internal modules not honoured",
+             r->revision);
         need(&c, readable(r->modules, 8 * r->module_count), "modules array not mapped");
 #ifdef EXPECT_MODULES
         need(&c, r->module_count == EXPECT_MODULES, "%lu modules, want %d", r->module_count, EXPECT_MODULES);

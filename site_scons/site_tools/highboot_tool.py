@@ -136,6 +136,29 @@ def _c_kernel_action(target: Any, source: Any, env: Any) -> None:
         raise _fail(target, exc) from None
 
 
+def _limine_kernel_command(target: Any, source: Any, env: Any) -> list[str]:
+    # source: kernel.c, link.ld, then the rendered headers.
+    return build.limine_kernel_command(str(source[0]), str(target[0]), env["C_INCLUDE"], str(source[1]),
+                                       env["LIMINE_SHAPE"], env["LIMINE_DEFINES"])
+
+
+def _limine_kernel_action(target: Any, source: Any, env: Any) -> None:
+    try:
+        build.compile_limine_kernel(_limine_kernel_command(target, source, env), str(source[0]),
+                                    bool(env.get("VERBOSE")))
+    except HighbootError as exc:
+        raise _fail(target, exc) from None
+
+
+def _limine_kernel_emitter(target: Any, source: Any, env: Any) -> tuple[Any, Any]:
+    # The whole command is the build's key: a flag changed in highboot.build.steps rebuilds the kernel.
+    try:
+        command = _limine_kernel_command(target, source, env)
+    except HighbootError as exc:
+        _stop(exc)
+    return target, source + [env.Value(json.dumps(command))]
+
+
 def _pattern_action(target: Any, source: Any, env: Any) -> None:
     write_pattern(str(target[0]), env["PATTERN_SEED"], env["PATTERN_SIZE"])
 
@@ -228,6 +251,13 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
     test_report: list[Any] = []
     if cfg.shape_kernel:
         kernel = (shape_kernels or {})[cfg.shape_kernel]
+    elif cfg.limine_shape:
+        # The Limine sample kernel (tests): its own linker script and report, linked at 0 or at the
+        # top 2 GiB as its shape says; the build places it like any kernel given with KERNEL=.
+        kernel = tenv.LimineKernel(f"{out}/kernel/kernel.elf",
+                                   [build.LIMINE_KERNEL, build.LIMINE_LINKER_SCRIPT] + header,
+                                   C_INCLUDE=f"{out}/include", LIMINE_SHAPE=cfg.limine_shape,
+                                   LIMINE_DEFINES=cfg.limine_defines)[0]
     elif cfg.kernel:
         kernel = tenv.fs.File(os.path.abspath(cfg.kernel))
     else:
@@ -321,6 +351,9 @@ def generate(env: Any) -> None:
     env["BUILDERS"]["CKernel"] = SCons.Builder.Builder(
         action=SCons.Action.Action(_c_kernel_action, "Compiling $TARGET (gcc)",
                                    varlist=["C_PIE", "C_INCLUDE", "C_SHAPE"]))
+    env["BUILDERS"]["LimineKernel"] = SCons.Builder.Builder(
+        action=SCons.Action.Action(_limine_kernel_action, "Compiling $TARGET (gcc, Limine sample kernel)"),
+        emitter=_limine_kernel_emitter)
     env["BUILDERS"]["PatternModule"] = SCons.Builder.Builder(
         action=SCons.Action.Action(_pattern_action, "Generating $TARGET (test module)",
                                    varlist=["PATTERN_SEED", "PATTERN_SIZE"]))

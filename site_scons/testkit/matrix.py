@@ -48,6 +48,47 @@ def module_sets_for_tests(build_dir: str) -> dict[str, tuple[Module, ...]]:
     }
 
 
+def c_string(text: str) -> str:
+    """text as a C string literal, for a -D knob (gcc gets it as one argument, no shell)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+#: What every Limine sample kernel of the suite is built with: the requests newer than Limine 8.x
+#: must be answered too (INTERNAL_MODULES keeps its default: the module response is revision 1).
+LIMINE_DEFINES = (("REQUIRE_NEWER", "1"),)
+
+
+def limine_config(shape: str, modules: tuple[Module, ...], cmdline: str = "", knobs: tuple[tuple[str, str], ...] = (),
+                  **options: Any) -> BuildConfig:
+    """The Limine sample kernel (examples/limine-kernel) in one shape (highboot.build.steps.LIMINE_SHAPES),
+    told what the build hands it: the module count and the command line."""
+    defines = (*LIMINE_DEFINES, ("EXPECT_MODULES", str(len(modules))), ("EXPECT_CMDLINE", c_string(cmdline)), *knobs)
+    return BuildConfig(limine_shape=shape, limine_defines=defines, modules=modules, cmdline=cmdline, **options)
+
+
+def limine_configs(build_dir: str) -> dict[str, BuildConfig]:
+    """The Limine sample kernel's configurations (tests/test_limine.py boots them). PROTOCOL stays
+    auto (the build reads it from the kernel) but for limine-fixed. Every one has a module: the
+    kernel expects a module response, which a build without modules does not give."""
+    initrd = pattern_module(build_dir, 21, 70_000, "initrd", "root=/dev/ram0 quiet")
+    font = pattern_module(build_dir, 22, 4096, "font.psf")
+    return {
+        # GNU ld's PIE linked at 0, placed by the build: modules, a command line, a stack it asks for.
+        "limine-pie": limine_config("gcc-pie", (initrd, font), "console=ttyS0 limine pie",
+                                    (("STACK_SIZE", str(256 << 10)),)),
+        # A fixed kernel at the top 2 GiB, base revision 1, 4-level paging only; PROTOCOL forced.
+        "limine-fixed": limine_config("gcc-fixed", (font,), "fixed",
+                                      (("BASE_REVISION", "1"), ("PAGING_MIN", "0"), ("PAGING_MAX", "0")),
+                                      protocol="limine"),
+        # ld.lld's PIE (pointers only in relocation addends) with KASLR.
+        "limine-lld-kaslr": limine_config("lld-pie", (initrd,), "kaslr", kaslr=True),
+        # The 5-level layout; the kernel asks for 4..5-level (its default).
+        "limine-la57": limine_config("gcc-pie", (font,), "la57", layout=LA57_LAYOUT),
+        # Base revision 3: RSDP, SMBIOS and the EFI system table physical; the HHDM restricted.
+        "limine-rev3": limine_config("gcc-pie", (font,), "rev3", (("BASE_REVISION", "3"),)),
+    }
+
+
 def configs_for_tests(build_dir: str) -> dict[str, BuildConfig]:
     """Configurations only the tests use, each built under $BUILD_DIR/test/<name>: other layouts,
     another link address, injected faults, C kernels, toolchain-shaped kernels (see
@@ -105,6 +146,7 @@ def configs_for_tests(build_dir: str) -> dict[str, BuildConfig]:
     for kernel, names in shapes.items():
         for variant in names:
             configs[f"shape-{kernel}{variant}"] = replace(variants[variant], shape_kernel=kernel)
+    configs.update(limine_configs(build_dir))
     return configs
 
 

@@ -260,6 +260,44 @@ def compile_c_kernel(source: str, out: str, include: str, *, linker_script: str 
         raise HighbootError("gcc failed (its messages are above)", file=source)
 
 
+# ------------------------------------------------------------------------- Limine test kernels
+
+#: highboot's Limine-protocol sample kernel and its linker script (the script takes the link address
+#: from KERNEL_BASE: 0 for a PIE, the top 2 GiB for a fixed kernel).
+LIMINE_KERNEL = "examples/limine-kernel/kernel.c"
+LIMINE_LINKER_SCRIPT = "examples/limine-kernel/link.ld"
+#: gcc for the Limine sample kernel (examples/limine-kernel/README.md; tools/limine-reference builds it
+#: with these too), then per shape: a PIE linked at 0 by GNU ld or by ld.lld (which keeps its pointers
+#: only in relocation addends), a fixed kernel at the start of the top 2 GiB.
+LIMINE_C_FLAGS = ("-std=c11 -ffreestanding -nostdlib -fno-stack-protector -fno-stack-check -mno-red-zone "
+                  "-mgeneral-regs-only -O2 -Wall -Wextra -Werror -fno-asynchronous-unwind-tables "
+                  "-fno-unwind-tables").split()
+LIMINE_LD_FLAGS = ["-Wl,-z,max-page-size=0x1000", "-Wl,--build-id=none"]
+LIMINE_SHAPES = {
+    "gcc-pie": ["-fPIE", "-static-pie"],
+    "gcc-fixed": ["-mcmodel=kernel", "-fno-pic", "-no-pie", "-static", "-Wl,--defsym=KERNEL_BASE=0xffffffff80000000"],
+    "lld-pie": ["-fPIE", "-static-pie", "-fuse-ld=lld"],
+}
+
+
+def limine_kernel_command(source: str, out: str, include: str, linker_script: str, shape: str,
+                          defines: tuple[tuple[str, str], ...]) -> list[str]:
+    """The gcc command that builds the Limine sample kernel in one shape, with -D knobs (NAME, C
+    token: a string's quotes included) and the header rendered into `include`."""
+    if shape not in LIMINE_SHAPES:
+        raise HighbootError(f"unknown Limine kernel shape {shape!r}; expected one of: {', '.join(LIMINE_SHAPES)}",
+                            file=source, field="shape")
+    return ["gcc", *LIMINE_C_FLAGS, *LIMINE_SHAPES[shape], *(f"-D{name}={value}" for name, value in defines),
+            f"-I{include}", f"-Wl,-T,{linker_script}", *LIMINE_LD_FLAGS, "-o", out, source]
+
+
+def compile_limine_kernel(command: list[str], source: str, verbose: bool = False) -> None:
+    if verbose:
+        print(" ".join(command))
+    if subprocess.call(command) != 0:
+        raise HighbootError("gcc failed (its messages are above)", file=source)
+
+
 def sign_loader(source: str, out: str, vars_out: str, key: str, cert: str) -> None:
     """SIGN=1: sign the checked loader with the project's db key (made on first use) and write an
     OVMF VARS file with its certificate enrolled."""

@@ -38,6 +38,10 @@ BuildConfig = make_dataclass("BuildConfig", [
     ("shape_kernel", str, field(default="")),  # tests: one of the toolchain-shaped kernels, by name
     ("c_source", str | None, field(default=None)),  # build this C file as the kernel, with the rendered linker script
     ("c_pie", bool, field(default=False)),
+    # tests: the Limine sample kernel, built in this shape (highboot.build.steps.LIMINE_SHAPES) with
+    # these -D knobs ((NAME, C token) pairs) against this configuration's rendered header
+    ("limine_shape", str, field(default="")),
+    ("limine_defines", tuple[tuple[str, str], ...], field(default=())),
     ("keys", tuple[str, str] | None, field(default=None)),  # (db key, certificate) for signed test builds
 ], frozen=True)
 BuildConfig.__module__ = __name__

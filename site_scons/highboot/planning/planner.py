@@ -417,7 +417,8 @@ def plan_boot(kernel: KernelImage, layout: Layout, *, cmdline: str = "",
     ap_stack_size = max(ap_stack_size, handover.ap_stack_size)
     keep_kernel_file = keep_kernel_file or handover.keep_kernel_file
     ranges = follow_image(kernel, placement, layout, smp=smp, ap_stack_size=ap_stack_size, max_cpus=max_cpus,
-                          stack_size=max(layout.stack_size, handover.stack_size))
+                          stack_size=max(layout.stack_size, handover.stack_size),
+                          kernel_asks=handover.stack_size > layout.stack_size)
     rights = segment_rights(kernel, placement)
     mappings = map_kernel(kernel, placement, ranges, layout, kaslr=kaslr)
     windows = kaslr_windows(layout, ranges, mappings, kaslr=kaslr)
@@ -454,12 +455,20 @@ def place(kernel: KernelImage, layout: Layout, kernel_base: int | None, *,
 
 
 def follow_image(kernel: KernelImage, placement: Placement, layout: Layout, *, smp: bool, ap_stack_size: int,
-                 max_cpus: int, stack_size: int) -> Ranges:
+                 max_cpus: int, stack_size: int, kernel_asks: bool = False) -> Ranges:
     """Phase 2: the stack, the trampoline alias and the AP stack window, refused when they do not fit
-    the region (naming the kernel when it could start lower, else the region or the options)."""
+    the region (naming the kernel when it could start lower or asks for the stack (kernel_asks: its
+    protocol's stack size request), else the region or the options)."""
     region, image_end = layout.require("kernel"), placement.image_end
     stack_size = align_up(stack_size, PAGE)
     stack_region = layout.role("stack")
+    room = (stack_region.size - PAGE if stack_region is not None
+            else region.end - (align_down(kernel.start, PAGE) - region.start) - image_end - 3 * PAGE)
+    if kernel_asks and stack_size > room:
+        where = f"region {stack_region.name!r}" if stack_region is not None else f"kernel region {region.name!r}"
+        raise HighbootError(f"asks for a {format_size(stack_size)} stack; {where} of "
+                            f"{layout.path} leaves room for {format_size(max(room, 0))} (with its guard page and the "
+                            "trampoline page)", file=kernel.path, field="stack size request")
     if stack_region is not None:
         if stack_region.size < stack_size + PAGE:
             raise HighbootError(f"region {stack_region.name!r} ({format_size(stack_region.size)}) is too small for a "
