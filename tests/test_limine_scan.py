@@ -136,11 +136,12 @@ def test_internal_modules_are_the_builds_modules_of_that_name_listed_first(tmp_p
     assert (revision, count) == (1, 2)  # revision 1: internal modules honoured
     files = struct.unpack_from("<2Q", blob, array)
     # The internal module first, with the kernel's string; then the other module, with its own.
-    sizes_strings = []
+    listed = []
     for file in files:
         size, path, string = struct.unpack_from("<QQQ", blob, file + 16)
-        sizes_strings.append((size, blob[string:blob.index(b"\0", string)]))
-    assert sizes_strings == [(20, b"quiet"), (10, b"font")]
+        listed.append((size, blob[path:blob.index(b"\0", path)], blob[string:blob.index(b"\0", string)]))
+    # Paths are the names, from the kernel's directory, as Limine resolves an internal module's path.
+    assert listed == [(20, b"/highboot/initrd.img", b"quiet"), (10, b"/highboot/font.psf", b"font")]
     # The loader fills each file's address from the module at its index in the build's list.
     assert sorted(n for _, n in h.module_files) == [0, 1] and dict((o, n) for o, n in h.module_files)[files[0]] == 1
 

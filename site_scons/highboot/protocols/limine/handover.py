@@ -241,8 +241,12 @@ def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdl
             array = blob.add(8 * len(listed))
             blob.put(response, known.response, module_count=len(listed))
             blob.pointer(response + r["modules"], array)
+            # A module's path is its name, as a Limine loader resolves a module's path: from the
+            # volume's root when it starts with "/", else from the kernel's directory.
+            home = "/" + kernel_esp_path.replace("\\", "/").strip("/").rpartition("/")[0]
             for k, (n, string) in enumerate(listed):
-                path, _, size, _ = modules[n]
+                _, _, size, name = modules[n]
+                path = name if name.startswith("/") else f"{home.rstrip('/')}/{_bare(name)}"
                 file = _file(blob, path, string, size)
                 blob.pointer(array + 8 * k, file)
                 fills.append((f"module.{n}", file))
@@ -272,9 +276,7 @@ def _module_order(marks: LimineKernel, modules: tuple[tuple[str, str, int, str],
                   unanswered: list[tuple[str, str]]) -> list[tuple[int, str]]:
     """The module response's list: (index in the build's modules, string): the kernel's internal
     modules the build has, first, then the build's other modules."""
-    def bare(name: str) -> str:
-        return name[2:] if name.startswith("./") else name.lstrip("/")
-
+    bare = _bare
     by_name = {}
     for n, (_, _, _, name) in enumerate(modules):
         by_name.setdefault(bare(name), n)
@@ -295,9 +297,14 @@ def _module_order(marks: LimineKernel, modules: tuple[tuple[str, str, int, str],
     return listed
 
 
-def _file(blob: _Blob, esp_path: str, string: str, size: int) -> int:
-    """A struct limine_file for a file on the ESP (its address filled at boot)."""
-    path = blob.string("/" + esp_path.replace("\\", "/").lstrip("/"))
+def _bare(name: str) -> str:
+    """A module name without a leading "./" or "/"."""
+    return name[2:] if name.startswith("./") else name.lstrip("/")
+
+
+def _file(blob: _Blob, path_text: str, string: str, size: int) -> int:
+    """A struct limine_file for a file the loader reads (its address filled at boot), with this path."""
+    path = blob.string("/" + path_text.replace("\\", "/").lstrip("/"))
     text = blob.string(string)
     at = blob.add(spec.FILE.size)
     o = spec.FILE.offsets()
