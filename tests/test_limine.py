@@ -155,7 +155,8 @@ def check_modules(report: LimineReport, plan: BootPlan) -> None:
     for (n, path, string, size, total), m in zip(seen, modules, strict=True):
         assert int(size) == m.size and string == m.cmdline, (n, path, string, size)
         # Its name, from the kernel's directory (/highboot), as Limine resolves a module's path.
-        assert path == (m.name if m.name.startswith("/") else "/highboot/" + m.name.removeprefix("./").lstrip("/")), path
+        named = m.name if m.name.startswith("/") else "/highboot/" + m.name.removeprefix("./").lstrip("/")
+        assert path == named, path
         assert int(total, 16) == module_sum(Path(m.source).read_bytes()), f"module {n}: its bytes differ"
 
 
