@@ -1,6 +1,7 @@
 """highboot benchmarks: prints a table and writes every figure to a JSON file.
 
     tools/bench [--out build/bench.json] [--quick] [--cold] [--fuzz N] [--jobs J] [--skip SECTIONS]
+                [--limine FILE]
 
 tools/bench runs this package (`python -m benchkit`) with the project's .venv; `tools/setup --bench`
 makes that .venv and installs GRUB to compare against. build/esp is built first when it is missing.
@@ -15,7 +16,9 @@ here fails on a number: the targets are reported, met or missed.
   4. build times            5. BOOTX64.EFI against GRUB's standalone image      fuzz: many examples
   modules: loader cycles per MiB of module beside GRUB; kernels: 0, 8, 32, 128 MiB kernels and a
   256 MiB module, highboot beside GRUB; hash: the digest code beside openssl;
-  smp: AP start-up cost per CPU (-smp 1..8) beside reset to kernel
+  smp: AP start-up cost per CPU (-smp 1..8) beside reset to kernel; limine: reset to a Limine-protocol
+  kernel's first instruction under highboot beside Limine itself (v8.2.0 from the local mirror, or
+  --limine FILE), GRUB (multiboot2) and the floor
 
 Boots under -icount are counted in instructions (TSC = virtual ns, one instruction each), so
 several of them may run at once (--jobs) without changing their figures.
@@ -38,6 +41,7 @@ from benchkit import report, sections
 from benchkit.boots import ram_setup
 from benchkit.builds import ensure_built, git_head
 from benchkit.common import ROOT, WORK, fail, run, say
+from benchkit.limine import LIMINE_MIRROR
 from benchkit.sections import Bench
 from highboot.errors import HighbootError
 from highboot.planning.planner import BootPlan
@@ -58,6 +62,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("kernels", sections.kernel_sizes, report.print_kernels),
     Section("hash", sections.hash_speed, report.print_hash),
     Section("smp", sections.ap_startup, report.print_smp),
+    Section("limine", sections.limine_reset, report.print_limine),
     Section("build", sections.build_times, report.print_build),
     Section("size", sections.size, report.print_size),
     Section("fuzz", sections.fuzz, report.print_fuzz),
@@ -90,7 +95,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--jobs", metavar="J", type=count(1), default=min(2, os.cpu_count() or 1),
                     help="-icount boots at a time (their figures do not depend on it)")
     ap.add_argument("--skip", metavar="SECTIONS", default="", help=f"comma-separated sections to skip: {names}")
+    ap.add_argument("--limine", metavar="FILE", type=Path, default=None,
+                    help="Limine's BOOTX64.EFI for the limine section (default: v8.2.0 from the local git mirror "
+                         f"{LIMINE_MIRROR})")
     args = ap.parse_args(argv)
+    if args.limine is not None and not args.limine.is_file():
+        ap.error(f"--limine: {args.limine} is not a file")
+    args.limine = args.limine.resolve() if args.limine is not None else None
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = sorted(args.skip - {s.name for s in SECTIONS})
     if unknown:
@@ -132,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     rams = {size: ram_setup(size) for size in ("256M", "4G", "64G")}
     results["ram"] = {size: r.note for size, r in rams.items()}
     bench = Bench(esp=esp, plan=BootPlan.from_json(build / "plan.json"), quick=args.quick, cold=args.cold,
-                  jobs=args.jobs, fuzz_examples=fuzz_examples, boot_runs=runs, build_runs=build_runs, rams=rams)
+                  jobs=args.jobs, fuzz_examples=fuzz_examples, boot_runs=runs, build_runs=build_runs, rams=rams,
+                  limine_file=args.limine)
 
     for section in SECTIONS:
         if section.name in args.skip:

@@ -7,8 +7,10 @@ SECTIONS in benchkit/__main__.py names each with the function that prints it.
   cycles      under -icount: the loader's cost (efi_main to the kernel's first instruction) by RAM
               size and by memory-map entries, and reset to the kernel's entry against GRUB
               (multiboot2) and the firmware floor
+  limine      under -icount: reset to a Limine-protocol kernel's first instruction, highboot (its
+              Limine build) beside Limine itself booting the same ELF, GRUB (multiboot2) and the floor
   build       clean, no-op and edit rebuild times
-  size        BOOTX64.EFI against GRUB's standalone image
+  size        BOOTX64.EFI (highboot-protocol and Limine-protocol builds) against GRUB's and Limine's
   fuzz        the hypothesis fuzz tests with many examples
 """
 
@@ -40,6 +42,7 @@ from benchkit.boots import (
 )
 from benchkit.builds import BuildFailed, git_head, head_snapshot, scons_command, timed_builds
 from benchkit.common import PAGE, ROOT, TIB, WORK, child_env, median, python_module, say
+from benchkit.limine import REQUESTS_ASKED, LimineBinary, LimineBuild, build_highboot, limine_binary, limine_esp
 from highboot.inputs.modules import write_pattern
 from highboot.planning.planner import BootPlan
 from highboot.units import GIB, MIB
@@ -66,7 +69,10 @@ class Bench:
     boot_runs: int  # -icount boots: their spread is a few 1e-4, so few runs suffice
     build_runs: int
     rams: dict[str, RamSetup]
+    limine_file: Path | None = None  # --limine: Limine's BOOTX64.EFI instead of the mirror's
     _assets: Assets | None = field(default=None, repr=False)
+    _limine: LimineBuild | str | None = field(default=None, repr=False)
+    _limine_binary: LimineBinary | None = field(default=None, repr=False)
 
     def assets(self) -> Assets:
         if self._assets is None:
@@ -79,6 +85,22 @@ class Bench:
     @property
     def built_assets(self) -> Assets | None:
         return self._assets
+
+    def limine_build(self) -> LimineBuild | str:
+        """highboot built for the Limine bench kernel (built on first use), or why it could not be."""
+        if self._limine is None:
+            say("Building the Limine bench kernel and highboot for it (KERNEL=... PROTOCOL=auto)")
+            try:
+                self._limine = build_highboot(ROOT / "build" / "include", WORK / "limine" / "build", self.jobs)
+            except RuntimeError as exc:
+                self._limine = str(exc)
+                say(f"   {exc}")
+        return self._limine
+
+    def limine_binary(self) -> LimineBinary:
+        if self._limine_binary is None:
+            self._limine_binary = limine_binary(self.limine_file)
+        return self._limine_binary
 
 
 # --------------------------------------------------------------------------- footprint
@@ -377,6 +399,14 @@ def _sized_kernels(mib: int, errors: dict[str, str]) -> tuple[Path | None, Path 
     return hb, mb2
 
 
+def _build_for_kernel(bench: Bench, build: Path, kernel: Path, *options: str) -> str | None:
+    """highboot built for `kernel` in `build` (the main build's cargo cache shared); the failure, if any."""
+    cmd = scons_command(f"-j{max(1, bench.jobs)}", f"BUILD_DIR={build}", f"CARGO_DIR={ROOT / 'build' / 'cargo'}",
+                        f"KERNEL={kernel}", *options)
+    proc = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, check=False)
+    return None if proc.returncode == 0 else f"scons failed: {(proc.stdout + proc.stderr)[-500:]}"
+
+
 def kernel_sizes(bench: Bench) -> dict[str, Any]:
     """What the kernel's size costs: kernels of 0, 8, 32 and 128 MiB (a blob in read-only data)
     booted by highboot and, the same blob in a multiboot2 kernel, by GRUB; then the 0 MiB kernel with
@@ -399,11 +429,9 @@ def kernel_sizes(bench: Bench) -> dict[str, Any]:
     for what, mib, hb, mb2, module in points:
         name = f"{what}-{mib}"
         build = WORK / "kernels" / f"build-{name}"
-        cmd = scons_command(f"-j{max(1, bench.jobs)}", f"BUILD_DIR={build}", f"CARGO_DIR={ROOT / 'build' / 'cargo'}",
-                            f"KERNEL={hb}", *([f"MODULES={module}"] if what == "module" else []))
-        proc = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            errors[name] = f"scons failed: {(proc.stdout + proc.stderr)[-500:]}"
+        failure = _build_for_kernel(bench, build, hb, *([f"MODULES={module}"] if what == "module" else []))
+        if failure:
+            errors[name] = failure
             continue
         grub = grub_with_module(errors, mb2, module, f"grub-{name}")
         for cpu in MODULE_CPUS:
@@ -430,6 +458,85 @@ def kernel_sizes(bench: Bench) -> dict[str, Any]:
             fit = linear_fit([r["mib"] for r in good], [r[key] for r in good]) if len(good) > 1 else None
             figures[f"{key}_per_mib"] = fit["slope"] if fit else None
         out["cpus"][cpu] = figures
+    return out
+
+
+# The limine section's rows, in print order: (loader, kernel it boots).
+LIMINE_ROWS = {
+    "highboot": ("highboot (PROTOCOL=auto)", "Limine bench kernel"),
+    "limine": ("Limine", "Limine bench kernel"),
+    "highboot_protocol": ("highboot", "highboot bench kernel, 0 MiB"),
+    "grub": ("GRUB (smallest image)", "multiboot2 bench kernel"),
+    "floor": ("firmware floor", "(a UEFI app)"),
+}
+
+
+def limine_reset(bench: Bench) -> dict[str, Any]:
+    """Reset to the first instruction of a Limine-protocol kernel (tools/bench-assets/limine, fixed at
+    the top 2 GiB, asking for bootloader info, framebuffer, HHDM and memory map) under -icount:
+    highboot built for it beside Limine booting the same ELF; GRUB booting the multiboot2 bench
+    kernel (the same size class: a few KiB) and highboot booting its own-protocol bench kernel for
+    scale; the firmware floor. Limine missing (no mirror, no --limine) is said, never a failure."""
+    runs = 1 if bench.quick else 2
+    out: dict[str, Any] = {"icount": " ".join(ICOUNT), "cpu": BENCH_CPU, "ram": BENCH_RAM, "runs_each": runs,
+                           "requests_asked": REQUESTS_ASKED, "errors": {}}
+    errors: dict[str, str] = out["errors"]
+    media: dict[str, Path | None] = dict.fromkeys(LIMINE_ROWS)
+    build = bench.limine_build()
+    if isinstance(build, LimineBuild):
+        media["highboot"] = build.esp
+        out["kernel"] = str(build.kernel)
+    else:
+        errors["highboot"] = build
+    binary = bench.limine_binary()
+    out["limine_source"] = binary.source
+    if binary.path is not None and isinstance(build, LimineBuild):
+        media["limine"] = limine_esp(binary.path, build.kernel)
+    own, _ = _sized_kernels(0, errors)
+    if own is not None:
+        own_build = WORK / "kernels" / "build-kernel-0"
+        failure = _build_for_kernel(bench, own_build, own)
+        if failure:
+            errors["highboot_protocol"] = failure
+        else:
+            media["highboot_protocol"] = own_build / "esp"
+    assets = bench.assets()
+    media["grub"], media["floor"] = assets.grub, assets.floor
+    for label in ("grub", "floor"):
+        if media[label] is None:
+            errors[label] = "; ".join(assets.errors.values()) or "not built"
+    boots = [Boot(label, path, bench.rams[BENCH_RAM], extra=ICOUNT, highboot_kernel=False)
+             for _ in range(runs) for label, path in media.items() if path is not None]
+    say(f"   {len(boots)} boots under -icount: " + ", ".join(label for label, p in media.items() if p is not None))
+    results = boot_all(boots, bench.jobs, timeout=3600)
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for b, r in zip(boots, results, strict=True):
+        by_label.setdefault(b.label, []).append(r)
+    out.update(limine_figures(by_label))
+    return out
+
+
+def limine_figures(by_label: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Each row's median reset-to-entry, what the Limine kernel saw (its loader's name, requests
+    answered), the ratios and the cost above the firmware floor."""
+    out: dict[str, Any] = {"rows": {}}
+    for label in LIMINE_ROWS:
+        if label not in by_label:
+            continue
+        row = summarize(by_label[label], "tsc_kernel")
+        first = next((r for r in by_label[label] if r["ok"]), None)
+        if first is not None and label in ("highboot", "limine"):
+            facts = first["report"].facts
+            row["bootloader"] = facts.get("limine_bootloader")
+            row["requests_answered"] = int(facts["limine_answered"]) if "limine_answered" in facts else None
+        out["rows"][label] = row
+    reset = {label: row["median"] for label, row in out["rows"].items() if row["median"]}
+    for a, b in (("highboot", "grub"), ("highboot", "limine"), ("limine", "grub"),
+                 ("highboot", "highboot_protocol")):
+        if a in reset and b in reset:
+            out[f"{a}_over_{b}"] = reset[a] / reset[b]
+    if "floor" in reset:
+        out["above_floor"] = {label: value - reset["floor"] for label, value in reset.items() if label != "floor"}
     return out
 
 
@@ -523,8 +630,20 @@ def _timed(cmd: list[str]) -> float:
 
 
 def size(bench: Bench) -> dict[str, Any]:
-    """BOOTX64.EFI's size, and the comparison images' (GRUB's standalone images, the floor app)."""
-    return {"bootx64_bytes": (bench.esp / "EFI" / "BOOT" / "BOOTX64.EFI").stat().st_size, **bench.assets().sizes}
+    """BOOTX64.EFI's size for each protocol (the default build speaks highboot's; the limine
+    section's build, Limine's: the loader carries only the protocol its kernel speaks), and the
+    comparison images' (GRUB's standalone images, the floor app, Limine's own BOOTX64.EFI)."""
+    out: dict[str, Any] = {"bootx64_bytes": (bench.esp / "EFI" / "BOOT" / "BOOTX64.EFI").stat().st_size}
+    build = bench.limine_build()
+    if isinstance(build, LimineBuild):
+        out["limine_protocol_bootx64_bytes"] = build.loader.stat().st_size
+    else:
+        out["limine_protocol_error"] = build
+    binary = bench.limine_binary()
+    if binary.path is not None:
+        out["limine_efi_bytes"] = binary.path.stat().st_size
+        out["limine_source"] = binary.source
+    return {**out, **bench.assets().sizes}
 
 
 def fuzz(bench: Bench) -> dict[str, Any]:
