@@ -1454,6 +1454,81 @@ static void check_mappings(void) {
     report(&l);
 }
 
+/* ---- Interrupt controllers ---------------------------------------------------------------- */
+
+/* An ACPI table's physical address by signature, through the RSDP's XSDT or RSDT (0 if none). */
+static u64 acpi_table(const char *signature) {
+    volatile struct limine_rsdp_response *r = rsdp_req.response;
+    if (!r || !hhdm)
+        return 0;
+    u64 rsdp = rsdp_physical() ? r->address : r->address - hhdm;
+    if (!readable(hhdm_of(rsdp), 36))
+        return 0;
+    const volatile u8 *p = (const volatile u8 *)(uintptr_t)hhdm_of(rsdp);
+    u64 xsdt = p[15] >= 2 ? *(const volatile u64 *)(p + 24) : 0;
+    u64 root = xsdt ? xsdt : *(const volatile u32 *)(p + 16);
+    u64 width = xsdt ? 8 : 4;
+    if (!root || !readable(hhdm_of(root), 36))
+        return 0;
+    u32 length = *(const volatile u32 *)(uintptr_t)hhdm_of(root + 4);
+    for (u64 at = root + 36; at + width <= root + length; at += width) {
+        u64 table = width == 8 ? *(const volatile u64 *)(uintptr_t)hhdm_of(at)
+                               : *(const volatile u32 *)(uintptr_t)hhdm_of(at);
+        if (table && readable(hhdm_of(table), 8) &&
+            mem_eq((const volatile void *)(uintptr_t)hhdm_of(table), signature, 4))
+            return table;
+    }
+    return 0;
+}
+
+static u32 io_apic_read(u64 base, u32 reg) {
+    *(volatile u32 *)(uintptr_t)hhdm_of(base) = reg;
+    return *(volatile u32 *)(uintptr_t)hhdm_of(base + 0x10);
+}
+
+/* The PICs masked; every I/O APIC entry with Fixed or Lowest-priority delivery (and, from revision 5,
+   NMI and ExtINT) masked (digest 4.4). The I/O APICs are read through the HHDM. */
+static void check_interrupt_controllers(void) {
+    struct check c = begin("STATE", "interrupt_controllers");
+    u8 pic1 = inb(0x21), pic2 = inb(0xa1);
+    need(&c, pic1 == 0xff && pic2 == 0xff, "PIC masks %x/%x, not ff/ff", pic1, pic2);
+    detail(&c, "pic_masks=%x/%x", pic1, pic2);
+    u64 madt = acpi_table("APIC");
+    if (!madt || revision < 0) {
+        detail(&c, "io_apics not checked (%s)", madt ? "base revision unknown" : "no MADT through the RSDP");
+        return report(&c);
+    }
+    u32 length = *(const volatile u32 *)(uintptr_t)hhdm_of(madt + 4);
+    unsigned apics = 0, entries = 0, masked = 0;
+    for (u64 at = madt + 44; at + 2 <= madt + length;) {
+        const volatile u8 *e = (const volatile u8 *)(uintptr_t)hhdm_of(at);
+        if (e[1] < 2)
+            break;
+        if (e[0] == 1 && e[1] >= 12) {
+            u64 base = *(const volatile u32 *)(e + 4);
+            if (!readable(hhdm_of(base), 0x14)) {
+                need(&c, 0, "I/O APIC at %lx not in the HHDM", base);
+            } else {
+                apics++;
+                u32 count = ((io_apic_read(base, 1) >> 16) & 0xff) + 1;
+                for (u32 n = 0; n < count; n++) {
+                    u32 low = io_apic_read(base, 0x10 + 2 * n);
+                    u32 mode = (low >> 8) & 7;
+                    int must = mode == 0 || mode == 1 || (revision >= 5 && (mode == 4 || mode == 7));
+                    entries++;
+                    masked += !!(low & (1u << 16));
+                    need(&c, !must || (low & (1u << 16)), "I/O APIC %lx entry %u (delivery mode %u) unmasked: %x",
+                         base, n, mode, low);
+                }
+            }
+        }
+        at += e[1];
+    }
+    need(&c, apics > 0, "the MADT lists no I/O APIC");
+    detail(&c, "io_apics=%u entries=%u masked=%u", apics, entries, masked);
+    report(&c);
+}
+
 /* ---- Main --------------------------------------------------------------------------------- */
 
 void elf_entry(void) {
@@ -1501,6 +1576,7 @@ __attribute__((noreturn, used)) void kernel_main(void) {
     check_bootloader_performance();
     check_dtb();
     check_mp();
+    check_interrupt_controllers();
     if (hhdm)
         check_mappings();
     else

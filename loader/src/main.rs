@@ -18,6 +18,8 @@ mod cpu;
 mod failure;
 mod fbmode;
 mod firmware;
+#[cfg(feature = "limine")]
+mod interrupts;
 mod machine;
 mod madt;
 mod memmap;

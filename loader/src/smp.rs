@@ -278,6 +278,12 @@ impl Census {
         println!();
     }
 
+    /// The ACPI MADT (None when the firmware has none or it cannot be read).
+    #[cfg_attr(not(feature = "limine"), allow(dead_code))]
+    pub fn madt(&self) -> Option<&'static [u8]> {
+        self.madt
+    }
+
     /// Enabled processors the loader does not start.
     pub fn not_started(&self) -> u32 {
         self.left.iter().sum()

@@ -12,6 +12,7 @@ use r_efi::efi;
 use crate::block::{Block, Placement};
 use crate::cpu;
 use crate::failure::fatal;
+use crate::interrupts;
 use crate::machine::Machine;
 use crate::memmap;
 use crate::modules::Handed;
@@ -57,6 +58,8 @@ pub struct Info {
     x2apic: bool,
     /// The responses handed over only when the machine has the thing.
     have: [bool; 6],
+    /// The ACPI MADT: the interrupt controllers the entry state masks.
+    madt: Option<&'static [u8]>,
 }
 
 const fn align16(n: u64) -> u64 {
@@ -130,6 +133,7 @@ pub unsafe fn fill(block: &Block, place: &Placement, machine: &Machine, handed: 
         bsp_apic_id: census.bsp_apic_id,
         x2apic: census.x2apic,
         have: [true; 6],
+        madt: census.madt(),
     };
     ptr::copy_nonoverlapping(lim::BLOB.as_ptr(), blob as *mut u8, lim::BLOB.len());
     for &at in lim::FIXUPS.iter() {
@@ -317,6 +321,12 @@ pub unsafe fn complete(
         place.dmap_page,
         machine.nx_mask,
     );
+    // The interrupt controllers as the protocol hands them over: every PIC IRQ masked, and the I/O
+    // APIC entries of the delivery modes the revision names.
+    interrupts::mask_pics();
+    if let Some(madt) = info.madt {
+        interrupts::mask_io_apics(madt, lim::IO_APIC_MASKED_MODES);
+    }
     if let Some(at) = lim::MEMMAP {
         let regions =
             core::slice::from_raw_parts_mut(block.in_area(layout.memmap_off) as *mut MemoryRegion, layout.map_capacity);
