@@ -491,6 +491,14 @@ static inline u64 rdtsc(void) {
     return ((u64)hi << 32) | lo;
 }
 
+/* IA32_PAT as the protocol gives it (digest 4.1): PA0 WB, PA1 WT, PA2 UC-, PA3 UC, PA4 WP, PA5 WC;
+   PA6 and PA7 unspecified. Where the CPU has no PAT there is nothing to check. */
+static int pat_ok(void) {
+    u32 r[4];
+    cpuid(1, 0, r);
+    return !(r[3] & (1u << 16)) || (rdmsr(0x277) & 0xffffffffffffULL) == 0x010500070406ULL;
+}
+
 struct __attribute__((packed)) table_register {
     u16 limit;
     u64 base;
@@ -577,6 +585,7 @@ static u64 root_table; /* CR3's table, physical */
 struct translation {
     int present, writable, executable;
     u64 pa, page_size;
+    u64 entry; /* the leaf entry */
 };
 
 static struct translation translate(u64 va) {
@@ -598,6 +607,7 @@ static struct translation translate(u64 va) {
             t.writable = writable;
             t.executable = !no_execute;
             t.page_size = size;
+            t.entry = entry;
             t.pa = (entry & PTE_ADDRESS & ~(size - 1)) + (va & (size - 1));
             return t;
         }
@@ -851,6 +861,12 @@ static void check_hhdm(void) {
     report(&c);
 }
 
+/* A leaf entry's PAT index: PAT (bit 7 of a 4 KiB entry, bit 12 of a large one), PCD, PWT. */
+static unsigned pat_index(struct translation t) {
+    u64 pat = t.page_size == PAGE ? (t.entry >> 7) & 1 : (t.entry >> 12) & 1;
+    return (unsigned)(pat << 2 | ((t.entry >> 4) & 1) << 1 | ((t.entry >> 3) & 1));
+}
+
 static u32 pixel(const volatile struct limine_framebuffer *fb, u32 red, u32 green, u32 blue) {
     return ((red >> (8 - fb->red_mask_size)) << fb->red_mask_shift) |
            ((green >> (8 - fb->green_mask_size)) << fb->green_mask_shift) |
@@ -881,6 +897,12 @@ static void check_framebuffer(void) {
                  "pixels not in a FRAMEBUFFER memory map entry");
             if (r->revision >= 1 && fb->mode_count)
                 need(&c, readable(fb->modes, 8 * fb->mode_count), "modes array not mapped");
+            /* Write-combining in the HHDM (digest 4.1): PAT index 5, WC in the protocol's PAT. */
+            unsigned wc_pages = 0, pages = (unsigned)((bytes + PAGE - 1) / PAGE);
+            for (u64 off = 0; off < bytes; off += PAGE)
+                wc_pages += pat_index(translate(fb->address + off)) == 5;
+            need(&c, wc_pages == pages, "%u of %u framebuffer pages write-combining (PAT index 5)", wc_pages, pages);
+            detail(&c, "wc_pages=%u/%u", wc_pages, pages);
             if (c.bad)
                 break;
             /* Draw: a red, a green and a blue square in the top left corner. */
@@ -932,6 +954,7 @@ static u64 check_paging_mode(void) {
 #define AP_BAD_CR3 (1u << 6)
 #define AP_BAD_LAPIC (1u << 7)
 #define AP_BAD_STACK_SIZE (1u << 8)
+#define AP_BAD_PAT (1u << 9)
 
 static volatile u64 mp_cpus[MAX_CPUS];
 static volatile u32 ap_status[MAX_CPUS];
@@ -972,6 +995,8 @@ void ap_main(struct limine_mp_info *info, u64 rsp, u64 top_word, u64 regs_or, u6
         bad |= AP_BAD_CR3;
     if (own_apic_id() != info->lapic_id)
         bad |= AP_BAD_LAPIC;
+    if (!pat_ok())
+        bad |= AP_BAD_PAT;
     ap_status[idx] |= bad | AP_ARRIVED;
     __atomic_fetch_add(&ap_arrived, 1, __ATOMIC_SEQ_CST);
     for (;;)
@@ -1035,12 +1060,12 @@ static void check_mp(void) {
         need(&c, arrived == aps, "%u of %lu APs arrived", arrived, aps);
         for (u64 i = 0; i < r->cpu_count && !c.bad; i++) {
             u32 s = ap_status[i] & ~AP_ARRIVED;
-            need(&c, s == 0, "AP %lu (lapic %u) found itself wrong: %s%s%s%s%s%s%s%s", i,
+            need(&c, s == 0, "AP %lu (lapic %u) found itself wrong: %s%s%s%s%s%s%s%s%s", i,
                  ((struct limine_mp_info *)(uintptr_t)mp_cpus[i])->lapic_id, s & AP_BAD_RDI ? "rdi " : "",
                  s & AP_BAD_STACK ? "stack " : "", s & AP_BAD_REGS ? "registers " : "",
                  s & AP_BAD_FLAGS ? "rflags " : "", s & AP_BAD_SEGMENTS ? "segments " : "",
                  s & AP_BAD_CR3 ? "cr3 " : "", s & AP_BAD_LAPIC ? "lapic-id " : "",
-                 s & AP_BAD_STACK_SIZE ? "stack-size " : "");
+                 s & AP_BAD_STACK_SIZE ? "stack-size " : "", s & AP_BAD_PAT ? "pat " : "");
         }
         detail(&c, "cpus=%lu bsp_lapic=%u x2apic=%d (cpu has it: %d) aps_arrived=%u", r->cpu_count,
                r->bsp_lapic_id, x2apic_on, cpu_x2apic, arrived);
@@ -1529,6 +1554,13 @@ static void check_interrupt_controllers(void) {
     report(&c);
 }
 
+static void check_pat(void) {
+    struct check c = begin("STATE", "pat");
+    need(&c, pat_ok(), "IA32_PAT %lx, not WB WT UC- UC WP WC in PA0..PA5", rdmsr(0x277));
+    detail(&c, "pat=%lx (the APs' in the mp line)", rdmsr(0x277));
+    report(&c);
+}
+
 /* ---- Main --------------------------------------------------------------------------------- */
 
 void elf_entry(void) {
@@ -1577,6 +1609,7 @@ __attribute__((noreturn, used)) void kernel_main(void) {
     check_dtb();
     check_mp();
     check_interrupt_controllers();
+    check_pat();
     if (hhdm)
         check_mappings();
     else

@@ -172,6 +172,7 @@ fn hand_over(
         entry: place.slid(plan::placement::ENTRY),
         boot_info_va: if protocol::BOOT_INFO_IN_RDI { place.direct(block.area()) } else { 0 },
         cr4_la57: if plan::tables::LEVELS == 5 { cpu::cr4::LA57 } else { 0 },
+        pat: handover::entry_pat(),
         ..Handoff::default()
     };
     // SAFETY: the kernel's tables are complete and map the trampoline, the stack and the entry.
@@ -265,7 +266,8 @@ fn allocate_block(
     let (mut fits, mut fails) = (0, wanted + 1);
     let mut aps = wanted;
     loop {
-        let layout = BlockLayout::new(map, &machine.attributes, place, handed, aps)?;
+        let tables = handover::table_pages(place, machine);
+        let layout = BlockLayout::new(map, &machine.attributes, place, handed, aps, tables)?;
         match firmware::try_allocate_block(bs, layout.size / PAGE) {
             Ok(pages) if aps + 1 == fails => {
                 if aps < wanted {

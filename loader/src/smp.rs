@@ -416,6 +416,7 @@ pub unsafe fn start(
         slots_va: place.direct(block.in_area(layout.slots_off)),
         slot_count: census.to_start as u64,
         id_leaf: census.id_leaf as u64,
+        pat: handover::entry_pat(),
     };
     paging_mode::prepare_ap_start(low, block.root, &start);
 

@@ -241,6 +241,16 @@ pub fn cpus_started(info: &mut Info, started: &Started) {
     info.cpus_failed = started.failed;
 }
 
+/// Table pages the protocol's own mappings take from the block's pool: none.
+pub fn table_pages(_place: &Placement, _machine: &Machine) -> u64 {
+    0
+}
+
+/// IA32_PAT at the kernel's entry: 0, as the firmware left it.
+pub fn entry_pat() -> u64 {
+    0
+}
+
 /// Just before the jump: the table pages in use (the APs' stacks took some from the pool after
 /// the boot info was filled) and the TSC.
 pub fn at_handoff(info: &mut Info, block: &Block) {

@@ -16,7 +16,8 @@ use crate::interrupts;
 use crate::machine::Machine;
 use crate::memmap;
 use crate::modules::Handed;
-use crate::rendered::bootinfo::MemoryRegion;
+use crate::paging;
+use crate::rendered::bootinfo::{pte, MemoryRegion};
 use crate::rendered::plan;
 use crate::rendered::protocol::limine::{self as lim, When};
 use crate::rendered::protocol::{memory_type, MemoryKind};
@@ -75,6 +76,23 @@ pub fn area_size(map_capacity: usize, aps: usize, descriptor_size: usize) -> u64
         + align16(core::mem::size_of::<lim::Framebuffer>() as u64 + 8)
         + align16(core::mem::size_of::<lim::VideoMode>() as u64 + 8)
         + map * descriptor_size as u64
+}
+
+/// A framebuffer page in the HHDM: read/write, no-execute, PAT index 5 (write-combining in the
+/// protocol's PAT): PWT and PAT (bit 7 of a 4 KiB entry) set, PCD clear.
+const FRAMEBUFFER_PAGE: u64 = paging::PRESENT | paging::WRITABLE | paging::NO_EXECUTE | pte::WRITE_THROUGH | 1 << 7;
+
+/// The framebuffer's pages (physical base, length), 4 KiB-aligned outward.
+fn framebuffer_pages(machine: &Machine) -> Option<(u64, u64)> {
+    let fb = machine.framebuffer.as_ref()?;
+    let (base, end) = (fb.base & !(PAGE - 1), (fb.base + fb.size + PAGE - 1) & !(PAGE - 1));
+    Some((base, end - base))
+}
+
+/// Table pages the protocol's own mappings can take from the block's pool: the framebuffer's
+/// write-combining pages in the HHDM.
+pub fn table_pages(place: &Placement, machine: &Machine) -> u64 {
+    framebuffer_pages(machine).map_or(0, |(base, len)| paging::tables_needed(place.direct(base), len, PAGE))
 }
 
 fn when_index(w: When) -> usize {
@@ -313,14 +331,13 @@ pub unsafe fn complete(
     info: &mut Info,
 ) {
     let layout = &block.layout;
-    crate::paging::map_direct(
-        block.root,
-        &mut block.pool,
-        place.dmap_base,
-        place.dmap_size,
-        place.dmap_page,
-        machine.nx_mask,
-    );
+    paging::map_direct(block.root, &mut block.pool, place.dmap_base, place.dmap_size, place.dmap_page, machine.nx_mask);
+    // The framebuffer write-combining (the PAT's entry 5 at entry), in 4 KiB pages over the large
+    // ones of the direct map.
+    if let (Some((base, len)), true) = (framebuffer_pages(machine), entry_pat() != 0) {
+        let flags = FRAMEBUFFER_PAGE & machine.nx_mask;
+        paging::remap_4k(block.root, &mut block.pool, place.direct(base), base, len, flags);
+    }
     // The interrupt controllers as the protocol hands them over: every PIC IRQ masked, and the I/O
     // APIC entries of the delivery modes the revision names.
     interrupts::mask_pics();
@@ -351,11 +368,9 @@ pub unsafe fn complete(
         let Some(mut count) = memmap::convert(map, regions, owned) else {
             fatal("the memory map grew past the room planned for it after ExitBootServices");
         };
-        if let Some(fb) = &machine.framebuffer {
-            let (base, end) = (fb.base & !(PAGE - 1), (fb.base + fb.size + PAGE - 1) & !(PAGE - 1));
+        if let Some((base, length)) = framebuffer_pages(machine) {
             if count < regions.len() {
-                regions[count] =
-                    MemoryRegion { base, length: end - base, r#type: lim::MEMMAP_FRAMEBUFFER, reserved: 0 };
+                regions[count] = MemoryRegion { base, length, r#type: lim::MEMMAP_FRAMEBUFFER, reserved: 0 };
                 count = memmap::tidy(&mut regions[..count + 1]);
             }
         }
@@ -416,6 +431,17 @@ pub fn cpus_started(info: &mut Info, started: &Started) {
         if let Some(&(request, response, _)) = lim::ANSWERS.iter().find(|a| a.2 == When::Mp) {
             info.answer(request, response);
         }
+    }
+}
+
+/// IA32_PAT at entry, on the BSP and every AP: the protocol's, where the CPU has a PAT (CPUID 1
+/// EDX bit 16).
+pub fn entry_pat() -> u64 {
+    const PAT: u32 = 1 << 16;
+    if core::arch::x86_64::__cpuid(1).edx & PAT != 0 {
+        lim::PAT
+    } else {
+        0
     }
 }
 

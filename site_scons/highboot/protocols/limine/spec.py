@@ -212,6 +212,11 @@ MP_X2APIC = 1  # request flags and response flags, bit 0
 INTERNAL_MODULE_REQUIRED, INTERNAL_MODULE_COMPRESSED = 1, 2
 MEDIA_TYPE_GENERIC = 0
 
+#: IA32_PAT at entry, on every CPU (x86-64): PA0 WB, PA1 WT, PA2 UC-, PA3 UC, PA4 WP, PA5 WC (the
+#: framebuffer's); PA6 UC- and PA7 UC as after reset (the protocol leaves them open).
+PAT_TYPES = (0x06, 0x04, 0x07, 0x00, 0x05, 0x01, 0x07, 0x00)
+PAT = sum(memory_type << 8 * n for n, memory_type in enumerate(PAT_TYPES))
+
 
 @dataclass(frozen=True)
 class Revision:
