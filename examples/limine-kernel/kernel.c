@@ -1472,7 +1472,31 @@ static void check_mappings(void) {
              load_physical_base);
         t = translate(0x1000);
         need(&l, t.present && t.pa == 0x1000, "revision 0 without the identity map at 0x1000");
-        detail(&l, "identity map (revision 0), %lu root entries", present);
+        t = translate(0xfffff000ULL);
+        need(&l, t.present && t.pa == 0xfffff000ULL, "revision 0 without the identity map at 0xfffff000");
+        /* Every memory-map region (above 4 GiB too) identity-mapped, its first and last pages. */
+        u64 regions = 0;
+        for (u64 i = 0; i < memmap_count; i++) {
+            u64 first = memmap[i].base & ~(PAGE - 1), last = (memmap[i].base + memmap[i].length - 1) & ~(PAGE - 1);
+            if (first == 0)
+                first = PAGE;
+            if (first > last)
+                continue;
+            struct translation a = translate(first), b = translate(last);
+            need(&l, a.present && a.pa == first && b.present && b.pa == last,
+                 "memory-map region %lx+%lx not identity-mapped", memmap[i].base, memmap[i].length);
+            regions++;
+        }
+        /* The framebuffer write-combining there too. */
+        volatile struct limine_framebuffer_response *fr = framebuffer_req.response;
+        if (fr && fr->framebuffer_count) {
+            volatile struct limine_framebuffer *fb =
+                (volatile struct limine_framebuffer *)(uintptr_t)((volatile u64 *)(uintptr_t)fr->framebuffers)[0];
+            struct translation f = translate(fb->address - hhdm);
+            need(&l, f.present && pat_index(f) == 5, "the framebuffer's identity mapping is not PAT index 5");
+        }
+        detail(&l, "identity map (revision 0), %lu root entries, %lu memory-map regions, 1000..fffff000", present,
+               regions);
     } else {
         detail(&l, "not checked: the base revision in force is unknown");
     }

@@ -166,7 +166,11 @@ fn hand_over(
     let handoff = Handoff {
         cr3: block.root,
         trampoline_va: place.slid(plan::ranges::TRAMPOLINE_VA),
-        identity_slot_va: place.direct(block.root + paging::index(block.trampoline, 0) * 8),
+        identity_slot_va: if handover::KEEPS_IDENTITY {
+            0
+        } else {
+            place.direct(block.root + paging::index(block.trampoline, 0) * 8)
+        },
         descriptors_va: place.direct(block.in_area(block.layout.desc_off)),
         stack_top: place.stack(plan::ranges::STACK_TOP),
         entry: place.slid(plan::placement::ENTRY),
@@ -311,7 +315,7 @@ fn size_direct_map(map: &memmap::FirmwareMap, machine: &Machine) -> Result<(u64,
         }
         Some(page) => page,
     };
-    let mut top = memmap::physical_top(map).max(4 * GIB);
+    let mut top = memmap::physical_top(map, handover::DIRECT_MAP_ALL_TYPES).max(4 * GIB);
     if let Some(fb) = &machine.framebuffer {
         top = top.max(fb.base + fb.size);
     }

@@ -107,6 +107,22 @@ pub unsafe fn map_direct(root: u64, pool: &mut Pool, base: u64, size: u64, page:
     }
 }
 
+/// [va, va + len) to [pa, pa + len) (4 KiB-aligned) with the largest pages up to `largest` that
+/// the addresses' alignment allows, and the entry `flags` (HUGE added for large pages).
+#[cfg(feature = "limine")]
+pub unsafe fn map_range(root: u64, pool: &mut Pool, va: u64, pa: u64, len: u64, largest: u64, flags: u64) {
+    let mut off = 0;
+    while off < len {
+        let depth = (0..plan::tables::LEVELS)
+            .map(|d| (d, 1u64 << plan::tables::SHIFTS[d]))
+            .find(|&(_, size)| size <= largest && (va + off) % size == 0 && (pa + off) % size == 0 && off + size <= len)
+            .map_or(plan::tables::LEVELS - 1, |(d, _)| d);
+        let huge = if depth < plan::tables::LEVELS - 1 { HUGE } else { 0 };
+        ptr::write(entry(root, va + off, depth, pool), (pa + off) | flags | huge);
+        off += 1u64 << plan::tables::SHIFTS[depth];
+    }
+}
+
 /// [va, va + len) to [pa, pa + len) with 4 KiB pages and the entry `flags`, over what is mapped
 /// there: a large page on the way is split into pages of the next size down, which keep its
 /// mapping and flags (at most one table per level and window: `tables_needed(va, len, PAGE)`).

@@ -241,6 +241,11 @@ pub fn cpus_started(info: &mut Info, started: &Started) {
     info.cpus_failed = started.failed;
 }
 
+/// The lower half is empty at the kernel's entry: the trampoline drops its identity entry.
+pub const KEEPS_IDENTITY: bool = false;
+/// The direct map covers the RAM-like regions (planning/directmap.py's rule).
+pub const DIRECT_MAP_ALL_TYPES: bool = false;
+
 /// Table pages the protocol's own mappings take from the block's pool: none.
 pub fn table_pages(_place: &Placement, _machine: &Machine) -> u64 {
     0

@@ -89,10 +89,25 @@ fn framebuffer_pages(machine: &Machine) -> Option<(u64, u64)> {
     Some((base, end - base))
 }
 
+/// Revision 0 keeps the lower half: the identity map stays at the kernel's entry.
+pub const KEEPS_IDENTITY: bool = lim::IDENTITY_MAP;
+/// Revision 0's HHDM (and identity map) covers every memory-map region, whatever its type; the
+/// others' leave out the reserved ones above 4 GiB.
+pub const DIRECT_MAP_ALL_TYPES: bool = lim::IDENTITY_MAP;
+
 /// Table pages the protocol's own mappings can take from the block's pool: the framebuffer's
-/// write-combining pages in the HHDM.
+/// write-combining pages in the HHDM; for revision 0 the identity map (the direct map's page
+/// size, 4 KiB pages up to the first 2 MiB), its framebuffer pages and the trampoline page.
 pub fn table_pages(place: &Placement, machine: &Machine) -> u64 {
-    framebuffer_pages(machine).map_or(0, |(base, len)| paging::tables_needed(place.direct(base), len, PAGE))
+    let fb = |at: u64| framebuffer_pages(machine).map_or(0, |(base, len)| paging::tables_needed(at + base, len, PAGE));
+    let mut pages = fb(place.dmap_base);
+    if lim::IDENTITY_MAP {
+        pages += paging::tables_needed(0, place.dmap_size, place.dmap_page)
+            + paging::tables_needed(0, 2 << 20, PAGE)
+            + fb(0)
+            + (plan::tables::LEVELS as u64 - 1);
+    }
+    pages
 }
 
 fn when_index(w: When) -> usize {
@@ -332,11 +347,21 @@ pub unsafe fn complete(
 ) {
     let layout = &block.layout;
     paging::map_direct(block.root, &mut block.pool, place.dmap_base, place.dmap_size, place.dmap_page, machine.nx_mask);
+    if lim::IDENTITY_MAP {
+        // Revision 0: the lower half identity-maps what the HHDM maps, but the first page; the
+        // trampoline page stays executable there (the jump to the kernel runs from it).
+        let flags = (paging::PRESENT | paging::WRITABLE | paging::NO_EXECUTE) & machine.nx_mask;
+        paging::map_range(block.root, &mut block.pool, PAGE, PAGE, place.dmap_size - PAGE, place.dmap_page, flags);
+        paging::remap_4k(block.root, &mut block.pool, block.trampoline, block.trampoline, PAGE, paging::PRESENT);
+    }
     // The framebuffer write-combining (the PAT's entry 5 at entry), in 4 KiB pages over the large
-    // ones of the direct map.
+    // ones of the direct map (and of the identity map).
     if let (Some((base, len)), true) = (framebuffer_pages(machine), entry_pat() != 0) {
         let flags = FRAMEBUFFER_PAGE & machine.nx_mask;
         paging::remap_4k(block.root, &mut block.pool, place.direct(base), base, len, flags);
+        if lim::IDENTITY_MAP {
+            paging::remap_4k(block.root, &mut block.pool, base, base, len, flags);
+        }
     }
     // The interrupt controllers as the protocol hands them over: every PIC IRQ masked, and the I/O
     // APIC entries of the delivery modes the revision names.

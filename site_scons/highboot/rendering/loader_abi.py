@@ -24,7 +24,7 @@ class Word:
 HANDOFF = (
     Word("cr3", "the kernel's root table (physical)"),
     Word("trampoline_va", "the trampoline page's higher-half alias"),
-    Word("identity_slot_va", "VA (direct map) of the root entry that identity-maps the trampoline page"),
+    Word("identity_slot_va", "VA (direct map) of the root entry that identity-maps the trampoline page (0: kept)"),
     Word("descriptors_va", "VA of the GDTR, with the IDTR 16 bytes after it"),
     Word("stack_top", "the kernel's stack top"),
     Word("entry", "the kernel's entry point"),
