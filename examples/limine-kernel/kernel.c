@@ -901,7 +901,8 @@ static void check_framebuffer(void) {
             unsigned wc_pages = 0, pages = (unsigned)((bytes + PAGE - 1) / PAGE);
             for (u64 off = 0; off < bytes; off += PAGE)
                 wc_pages += pat_index(translate(fb->address + off)) == 5;
-            need(&c, wc_pages == pages, "%u of %u framebuffer pages write-combining (PAT index 5)", wc_pages, pages);
+            need(&c, wc_pages == pages, "%u of %u framebuffer pages write-combining (PAT index 5)", wc_pages,
+                 pages);
             detail(&c, "wc_pages=%u/%u", wc_pages, pages);
             if (c.bad)
                 break;
@@ -1585,6 +1586,66 @@ static void check_pat(void) {
     report(&c);
 }
 
+/* Revision 4 on: every ACPI table (RSDP, RSDT/XSDT, what they list, FACS, DSDT) inside an
+   ACPI_RECLAIMABLE, ACPI_NVS or RESERVED_MAPPED entry and readable through the HHDM. */
+static unsigned acpi_seen, acpi_bad;
+static void acpi_covered(struct check *c, const char *what, u64 pa, u64 len) {
+    if (!pa || !len)
+        return;
+    acpi_seen++;
+    int in = memmap_type_covers(pa, len, LIMINE_MEMMAP_ACPI_RECLAIMABLE) ||
+             memmap_type_covers(pa, len, LIMINE_MEMMAP_ACPI_NVS) ||
+             memmap_type_covers(pa, len, LIMINE_MEMMAP_RESERVED_MAPPED);
+    acpi_bad += !in;
+    need(c, in, "%s at %lx+%lx outside the ACPI and reserved-mapped entries (in %s)", what, pa, len,
+         memmap_type_name(memmap_type_at(pa)));
+    need(c, readable(hhdm_of(pa), len), "%s at %lx+%lx not in the HHDM", what, pa, len);
+}
+
+static void check_acpi_tables(void) {
+    if (revision < 4)
+        return;
+    struct check c = begin("STATE", "acpi_tables");
+    volatile struct limine_rsdp_response *r = rsdp_req.response;
+    if (!r || !hhdm) {
+        need(&c, 0, "no RSDP response");
+        return report(&c);
+    }
+    u64 rsdp = r->address - hhdm;
+    const volatile u8 *p = (const volatile u8 *)(uintptr_t)r->address;
+    acpi_covered(&c, "RSDP", rsdp, p[15] >= 2 ? *(const volatile u32 *)(p + 20) : 20);
+    u64 xsdt = p[15] >= 2 ? *(const volatile u64 *)(p + 24) : 0;
+    u64 root = xsdt ? xsdt : *(const volatile u32 *)(p + 16), width = xsdt ? 8 : 4;
+    if (!c.bad && root && readable(hhdm_of(root), 8)) {
+        u32 length = *(const volatile u32 *)(uintptr_t)hhdm_of(root + 4);
+        acpi_covered(&c, xsdt ? "XSDT" : "RSDT", root, length);
+        for (u64 at = root + 36; !c.bad && at + width <= root + length; at += width) {
+            u64 t = width == 8 ? *(const volatile u64 *)(uintptr_t)hhdm_of(at)
+                               : *(const volatile u32 *)(uintptr_t)hhdm_of(at);
+            if (!t || !readable(hhdm_of(t), 8))
+                continue;
+            u32 tl = *(const volatile u32 *)(uintptr_t)hhdm_of(t + 4);
+            acpi_covered(&c, "table", t, tl);
+            if (mem_eq((const volatile void *)(uintptr_t)hhdm_of(t), "FACP", 4)) {
+                const volatile u8 *f = (const volatile u8 *)(uintptr_t)hhdm_of(t);
+                u64 targets[4] = {tl >= 40 ? *(const volatile u32 *)(f + 36) : 0,
+                                  tl >= 44 ? *(const volatile u32 *)(f + 40) : 0,
+                                  tl >= 140 ? *(const volatile u64 *)(f + 132) : 0,
+                                  tl >= 148 ? *(const volatile u64 *)(f + 140) : 0};
+                for (int i = 0; i < 4; i++)
+                    if (targets[i] && readable(hhdm_of(targets[i]), 8))
+                        acpi_covered(&c, i % 2 ? "DSDT" : "FACS", targets[i],
+                                     *(const volatile u32 *)(uintptr_t)hhdm_of(targets[i] + 4));
+            }
+        }
+    }
+    u64 mapped = 0;
+    for (u64 i = 0; i < memmap_count; i++)
+        mapped += memmap[i].type == LIMINE_MEMMAP_RESERVED_MAPPED;
+    detail(&c, "tables=%u outside=%u reserved_mapped_entries=%lu", acpi_seen, acpi_bad, mapped);
+    report(&c);
+}
+
 /* ---- Main --------------------------------------------------------------------------------- */
 
 void elf_entry(void) {
@@ -1634,6 +1695,7 @@ __attribute__((noreturn, used)) void kernel_main(void) {
     check_mp();
     check_interrupt_controllers();
     check_pat();
+    check_acpi_tables();
     if (hhdm)
         check_mappings();
     else

@@ -11,6 +11,8 @@
 
 use r_efi::efi;
 
+#[cfg(feature = "limine")]
+mod acpi;
 mod block;
 mod com1;
 mod console;
@@ -271,7 +273,8 @@ fn allocate_block(
     let mut aps = wanted;
     loop {
         let tables = handover::table_pages(place, machine);
-        let layout = BlockLayout::new(map, &machine.attributes, place, handed, aps, tables)?;
+        let ranges = handed + handover::map_ranges(machine);
+        let layout = BlockLayout::new(map, &machine.attributes, place, ranges, aps, tables)?;
         match firmware::try_allocate_block(bs, layout.size / PAGE) {
             Ok(pages) if aps + 1 == fails => {
                 if aps < wanted {
@@ -319,6 +322,7 @@ fn size_direct_map(map: &memmap::FirmwareMap, machine: &Machine) -> Result<(u64,
     if let Some(fb) = &machine.framebuffer {
         top = top.max(fb.base + fb.size);
     }
+    top = top.max(handover::direct_map_top(machine));
     let size = (top + GIB - 1) & !(GIB - 1);
     if size > plan::ranges::DIRECT_MAP_LIMIT {
         return fail!(

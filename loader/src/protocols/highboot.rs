@@ -246,6 +246,16 @@ pub const KEEPS_IDENTITY: bool = false;
 /// The direct map covers the RAM-like regions (planning/directmap.py's rule).
 pub const DIRECT_MAP_ALL_TYPES: bool = false;
 
+/// What else the direct map must cover: nothing.
+pub fn direct_map_top(_machine: &Machine) -> u64 {
+    0
+}
+
+/// Ranges of its own the protocol adds to the memory map: none.
+pub fn map_ranges(_machine: &Machine) -> usize {
+    0
+}
+
 /// Table pages the protocol's own mappings take from the block's pool: none.
 pub fn table_pages(_place: &Placement, _machine: &Machine) -> u64 {
     0

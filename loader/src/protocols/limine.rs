@@ -95,6 +95,40 @@ pub const KEEPS_IDENTITY: bool = lim::IDENTITY_MAP;
 /// others' leave out the reserved ones above 4 GiB.
 pub const DIRECT_MAP_ALL_TYPES: bool = lim::IDENTITY_MAP;
 
+/// What else the HHDM must cover: from revision 4, every ACPI table.
+pub fn direct_map_top(machine: &Machine) -> u64 {
+    if lim::ACPI_TABLES_MAPPED {
+        machine.acpi_tables.top()
+    } else {
+        0
+    }
+}
+
+/// Ranges of its own the protocol can add to the memory map: from revision 4, a RESERVED_MAPPED
+/// one for each ACPI table outside the firmware's ACPI ranges.
+pub fn map_ranges(machine: &Machine) -> usize {
+    if lim::ACPI_TABLES_MAPPED {
+        machine.acpi_tables.ranges().len()
+    } else {
+        0
+    }
+}
+
+/// The ACPI tables (their pages) that no ACPI range of the firmware's map holds, as
+/// RESERVED_MAPPED memory-map ranges (revision 4 on).
+fn acpi_outside<'a>(machine: &'a Machine, map: &'a memmap::FirmwareMap) -> impl Iterator<Item = (u64, u64, u32)> + 'a {
+    let tables = if lim::ACPI_TABLES_MAPPED { machine.acpi_tables.ranges() } else { &[] };
+    tables.iter().filter_map(move |&(base, length)| {
+        let inside = map.iter().any(|d| {
+            matches!(d.r#type, efi::ACPI_RECLAIM_MEMORY | efi::ACPI_MEMORY_NVS)
+                && d.physical_start <= base
+                && base + length <= d.physical_start + d.number_of_pages * PAGE
+        });
+        let (start, end) = (base & !(PAGE - 1), (base + length + PAGE - 1) & !(PAGE - 1));
+        (!inside).then_some((start, end - start, lim::MEMMAP_RESERVED_MAPPED))
+    })
+}
+
 /// Table pages the protocol's own mappings can take from the block's pool: the framebuffer's
 /// write-combining pages in the HHDM; for revision 0 the identity map (the direct map's page
 /// size, 4 KiB pages up to the first 2 MiB), its framebuffer pages and the trampoline page.
@@ -389,7 +423,8 @@ pub unsafe fn complete(
         .into_iter()
         .chain(kernel_file)
         .chain(modules)
-        .chain(page_zero);
+        .chain(page_zero)
+        .chain(acpi_outside(machine, map));
         let Some(mut count) = memmap::convert(map, regions, owned) else {
             fatal("the memory map grew past the room planned for it after ExitBootServices");
         };

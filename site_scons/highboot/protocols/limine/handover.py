@@ -22,7 +22,7 @@ from highboot.protocols.limine.scan import LimineKernel
 from highboot.units import hex_addr
 
 #: The newest base revision highboot keeps every promise of.
-SUPPORTED_REVISION = 3
+SUPPORTED_REVISION = 4
 #: What the bootloader info response says.
 BOOTLOADER_NAME = "highboot"
 #: The stack a Limine kernel gets when it asks for none, or for less (the protocol's minimum).

@@ -230,6 +230,9 @@ class Revision:
     efi_system_table_physical: bool
     markers_required: bool  # the markers must be honoured (2 on; earlier: hints)
     loaded_revision_word: bool  # the loader writes the revision it used into the tag's second word (3 on)
+    #: Every ACPI table (RSDP, RSDT/XSDT, what they list, FACS, DSDT) in an ACPI or RESERVED_MAPPED memory-map
+    #: entry, and those in the HHDM (4 on).
+    acpi_tables_mapped: bool = False
 
 
 REVISIONS = (
@@ -237,7 +240,7 @@ REVISIONS = (
     Revision(1, False, True, False, False, False, False, False),
     Revision(2, False, True, False, False, False, True, False),
     Revision(3, False, False, True, True, True, True, True),
-    Revision(4, False, False, False, True, True, True, True),
-    Revision(5, False, False, False, False, False, True, True),
-    Revision(6, False, False, False, False, False, True, True),
+    Revision(4, False, False, False, True, True, True, True, acpi_tables_mapped=True),
+    Revision(5, False, False, False, False, False, True, True, acpi_tables_mapped=True),
+    Revision(6, False, False, False, False, False, True, True, acpi_tables_mapped=True),
 )
