@@ -306,3 +306,24 @@ def test_project_file_smp_keys(tmp_path: Path) -> None:
     with pytest.raises(HighbootError) as exc:
         load_project(path)
     assert exc.value.field == "smp"
+
+
+def test_madt_io_apics(tmp_path: Path) -> None:
+    """madt::io_apics (the Limine handover masks their entries): each I/O APIC's address, in order;
+    a malformed table gives none."""
+    second = struct.pack("<BBBBII", 1, 12, 1, 0, 0xFEC01000, 24)
+    tables = [madt([lapic(0, 0, 1), IOAPIC, lapic(1, 1, 1), second]), madt([lapic(0, 0, 1)]),
+              madt([IOAPIC], checksum_ok=False), madt([IOAPIC, bytes([1, 0, 0, 0])])]
+    arrays = ", ".join("&[" + ", ".join(str(b) for b in t) + "]" for t in tables)
+    body = f"""
+    let tables: [&[u8]; {len(tables)}] = [{arrays}];
+    for t in tables.iter() {{
+        let mut out = std::string::String::new();
+        match madt::io_apics(t, |a| out += &format!("{{:#x}} ", a)) {{
+            Ok(()) => println!("{{}}", out.trim_end()),
+            Err(e) => println!("error: {{}}", e),
+        }}
+    }}
+    """
+    assert run_rust(tmp_path, {"madt": madt_source()}, body).splitlines() == [
+        "0xfec00000 0xfec01000", "", "error: its checksum is wrong", "error: the entry at offset 0x38 is malformed"]

@@ -497,6 +497,14 @@ static inline u64 rdtsc(void) {
     return ((u64)hi << 32) | lo;
 }
 
+/* IA32_PAT as the protocol gives it (digest 4.1): PA0 WB, PA1 WT, PA2 UC-, PA3 UC, PA4 WP, PA5 WC;
+   PA6 and PA7 unspecified. Where the CPU has no PAT there is nothing to check. */
+static int pat_ok(void) {
+    u32 r[4];
+    cpuid(1, 0, r);
+    return !(r[3] & (1u << 16)) || (rdmsr(0x277) & 0xffffffffffffULL) == 0x010500070406ULL;
+}
+
 struct __attribute__((packed)) table_register {
     u16 limit;
     u64 base;
@@ -583,6 +591,7 @@ static u64 root_table; /* CR3's table, physical */
 struct translation {
     int present, writable, executable;
     u64 pa, page_size;
+    u64 entry; /* the leaf entry */
 };
 
 static struct translation translate(u64 va) {
@@ -604,6 +613,7 @@ static struct translation translate(u64 va) {
             t.writable = writable;
             t.executable = !no_execute;
             t.page_size = size;
+            t.entry = entry;
             t.pa = (entry & PTE_ADDRESS & ~(size - 1)) + (va & (size - 1));
             return t;
         }
@@ -857,6 +867,12 @@ static void check_hhdm(void) {
     report(&c);
 }
 
+/* A leaf entry's PAT index: PAT (bit 7 of a 4 KiB entry, bit 12 of a large one), PCD, PWT. */
+static unsigned pat_index(struct translation t) {
+    u64 pat = t.page_size == PAGE ? (t.entry >> 7) & 1 : (t.entry >> 12) & 1;
+    return (unsigned)(pat << 2 | ((t.entry >> 4) & 1) << 1 | ((t.entry >> 3) & 1));
+}
+
 static u32 pixel(const volatile struct limine_framebuffer *fb, u32 red, u32 green, u32 blue) {
     return ((red >> (8 - fb->red_mask_size)) << fb->red_mask_shift) |
            ((green >> (8 - fb->green_mask_size)) << fb->green_mask_shift) |
@@ -887,6 +903,13 @@ static void check_framebuffer(void) {
                  "pixels not in a FRAMEBUFFER memory map entry");
             if (r->revision >= 1 && fb->mode_count)
                 need(&c, readable(fb->modes, 8 * fb->mode_count), "modes array not mapped");
+            /* Write-combining in the HHDM (digest 4.1): PAT index 5, WC in the protocol's PAT. */
+            unsigned wc_pages = 0, pages = (unsigned)((bytes + PAGE - 1) / PAGE);
+            for (u64 off = 0; off < bytes; off += PAGE)
+                wc_pages += pat_index(translate(fb->address + off)) == 5;
+            need(&c, wc_pages == pages, "%u of %u framebuffer pages write-combining (PAT index 5)", wc_pages,
+                 pages);
+            detail(&c, "wc_pages=%u/%u", wc_pages, pages);
             if (c.bad)
                 break;
             /* Draw: a red, a green and a blue square in the top left corner. */
@@ -938,6 +961,7 @@ static u64 check_paging_mode(void) {
 #define AP_BAD_CR3 (1u << 6)
 #define AP_BAD_LAPIC (1u << 7)
 #define AP_BAD_STACK_SIZE (1u << 8)
+#define AP_BAD_PAT (1u << 9)
 
 static volatile u64 mp_cpus[MAX_CPUS];
 static volatile u32 ap_status[MAX_CPUS];
@@ -978,6 +1002,8 @@ void ap_main(struct limine_mp_info *info, u64 rsp, u64 top_word, u64 regs_or, u6
         bad |= AP_BAD_CR3;
     if (own_apic_id() != info->lapic_id)
         bad |= AP_BAD_LAPIC;
+    if (!pat_ok())
+        bad |= AP_BAD_PAT;
     ap_status[idx] |= bad | AP_ARRIVED;
     __atomic_fetch_add(&ap_arrived, 1, __ATOMIC_SEQ_CST);
     for (;;)
@@ -1041,12 +1067,12 @@ static void check_mp(void) {
         need(&c, arrived == aps, "%u of %lu APs arrived", arrived, aps);
         for (u64 i = 0; i < r->cpu_count && !c.bad; i++) {
             u32 s = ap_status[i] & ~AP_ARRIVED;
-            need(&c, s == 0, "AP %lu (lapic %u) found itself wrong: %s%s%s%s%s%s%s%s", i,
+            need(&c, s == 0, "AP %lu (lapic %u) found itself wrong: %s%s%s%s%s%s%s%s%s", i,
                  ((struct limine_mp_info *)(uintptr_t)mp_cpus[i])->lapic_id, s & AP_BAD_RDI ? "rdi " : "",
                  s & AP_BAD_STACK ? "stack " : "", s & AP_BAD_REGS ? "registers " : "",
                  s & AP_BAD_FLAGS ? "rflags " : "", s & AP_BAD_SEGMENTS ? "segments " : "",
                  s & AP_BAD_CR3 ? "cr3 " : "", s & AP_BAD_LAPIC ? "lapic-id " : "",
-                 s & AP_BAD_STACK_SIZE ? "stack-size " : "");
+                 s & AP_BAD_STACK_SIZE ? "stack-size " : "", s & AP_BAD_PAT ? "pat " : "");
         }
         detail(&c, "cpus=%lu bsp_lapic=%u x2apic=%d (cpu has it: %d) aps_arrived=%u", r->cpu_count,
                r->bsp_lapic_id, x2apic_on, cpu_x2apic, arrived);
@@ -1455,11 +1481,177 @@ static void check_mappings(void) {
              load_physical_base);
         t = translate(0x1000);
         need(&l, t.present && t.pa == 0x1000, "revision 0 without the identity map at 0x1000");
-        detail(&l, "identity map (revision 0), %lu root entries", present);
+        t = translate(0xfffff000ULL);
+        need(&l, t.present && t.pa == 0xfffff000ULL, "revision 0 without the identity map at 0xfffff000");
+        /* Every memory-map region (above 4 GiB too) identity-mapped, its first and last pages. */
+        u64 regions = 0;
+        for (u64 i = 0; i < memmap_count; i++) {
+            u64 first = memmap[i].base & ~(PAGE - 1), last = (memmap[i].base + memmap[i].length - 1) & ~(PAGE - 1);
+            if (first == 0)
+                first = PAGE;
+            if (first > last)
+                continue;
+            struct translation a = translate(first), b = translate(last);
+            need(&l, a.present && a.pa == first && b.present && b.pa == last,
+                 "memory-map region %lx+%lx not identity-mapped", memmap[i].base, memmap[i].length);
+            regions++;
+        }
+        /* The framebuffer write-combining there too. */
+        volatile struct limine_framebuffer_response *fr = framebuffer_req.response;
+        if (fr && fr->framebuffer_count) {
+            volatile struct limine_framebuffer *fb =
+                (volatile struct limine_framebuffer *)(uintptr_t)((volatile u64 *)(uintptr_t)fr->framebuffers)[0];
+            struct translation f = translate(fb->address - hhdm);
+            need(&l, f.present && pat_index(f) == 5, "the framebuffer's identity mapping is not PAT index 5");
+        }
+        detail(&l, "identity map (revision 0), %lu root entries, %lu memory-map regions, 1000..fffff000", present,
+               regions);
     } else {
         detail(&l, "not checked: the base revision in force is unknown");
     }
     report(&l);
+}
+
+/* ---- Interrupt controllers ---------------------------------------------------------------- */
+
+/* An ACPI table's physical address by signature, through the RSDP's XSDT or RSDT (0 if none). */
+static u64 acpi_table(const char *signature) {
+    volatile struct limine_rsdp_response *r = rsdp_req.response;
+    if (!r || !hhdm)
+        return 0;
+    u64 rsdp = rsdp_physical() ? r->address : r->address - hhdm;
+    if (!readable(hhdm_of(rsdp), 36))
+        return 0;
+    const volatile u8 *p = (const volatile u8 *)(uintptr_t)hhdm_of(rsdp);
+    u64 xsdt = p[15] >= 2 ? *(const volatile u64 *)(p + 24) : 0;
+    u64 root = xsdt ? xsdt : *(const volatile u32 *)(p + 16);
+    u64 width = xsdt ? 8 : 4;
+    if (!root || !readable(hhdm_of(root), 36))
+        return 0;
+    u32 length = *(const volatile u32 *)(uintptr_t)hhdm_of(root + 4);
+    for (u64 at = root + 36; at + width <= root + length; at += width) {
+        u64 table = width == 8 ? *(const volatile u64 *)(uintptr_t)hhdm_of(at)
+                               : *(const volatile u32 *)(uintptr_t)hhdm_of(at);
+        if (table && readable(hhdm_of(table), 8) &&
+            mem_eq((const volatile void *)(uintptr_t)hhdm_of(table), signature, 4))
+            return table;
+    }
+    return 0;
+}
+
+static u32 io_apic_read(u64 base, u32 reg) {
+    *(volatile u32 *)(uintptr_t)hhdm_of(base) = reg;
+    return *(volatile u32 *)(uintptr_t)hhdm_of(base + 0x10);
+}
+
+/* The PICs masked; every I/O APIC entry with Fixed or Lowest-priority delivery (and, from revision 5,
+   NMI and ExtINT) masked (digest 4.4). The I/O APICs are read through the HHDM. */
+static void check_interrupt_controllers(void) {
+    struct check c = begin("STATE", "interrupt_controllers");
+    u8 pic1 = inb(0x21), pic2 = inb(0xa1);
+    need(&c, pic1 == 0xff && pic2 == 0xff, "PIC masks %x/%x, not ff/ff", pic1, pic2);
+    detail(&c, "pic_masks=%x/%x", pic1, pic2);
+    u64 madt = acpi_table("APIC");
+    if (!madt || revision < 0) {
+        detail(&c, "io_apics not checked (%s)", madt ? "base revision unknown" : "no MADT through the RSDP");
+        return report(&c);
+    }
+    u32 length = *(const volatile u32 *)(uintptr_t)hhdm_of(madt + 4);
+    unsigned apics = 0, entries = 0, masked = 0;
+    for (u64 at = madt + 44; at + 2 <= madt + length;) {
+        const volatile u8 *e = (const volatile u8 *)(uintptr_t)hhdm_of(at);
+        if (e[1] < 2)
+            break;
+        if (e[0] == 1 && e[1] >= 12) {
+            u64 base = *(const volatile u32 *)(e + 4);
+            if (!readable(hhdm_of(base), 0x14)) {
+                need(&c, 0, "I/O APIC at %lx not in the HHDM", base);
+            } else {
+                apics++;
+                u32 count = ((io_apic_read(base, 1) >> 16) & 0xff) + 1;
+                for (u32 n = 0; n < count; n++) {
+                    u32 low = io_apic_read(base, 0x10 + 2 * n);
+                    u32 mode = (low >> 8) & 7;
+                    int must = mode == 0 || mode == 1 || (revision >= 5 && (mode == 4 || mode == 7));
+                    entries++;
+                    masked += !!(low & (1u << 16));
+                    need(&c, !must || (low & (1u << 16)), "I/O APIC %lx entry %u (delivery mode %u) unmasked: %x",
+                         base, n, mode, low);
+                }
+            }
+        }
+        at += e[1];
+    }
+    need(&c, apics > 0, "the MADT lists no I/O APIC");
+    detail(&c, "io_apics=%u entries=%u masked=%u", apics, entries, masked);
+    report(&c);
+}
+
+static void check_pat(void) {
+    struct check c = begin("STATE", "pat");
+    need(&c, pat_ok(), "IA32_PAT %lx, not WB WT UC- UC WP WC in PA0..PA5", rdmsr(0x277));
+    detail(&c, "pat=%lx (the APs' in the mp line)", rdmsr(0x277));
+    report(&c);
+}
+
+/* Revision 4 on: every ACPI table (RSDP, RSDT/XSDT, what they list, FACS, DSDT) inside an
+   ACPI_RECLAIMABLE, ACPI_NVS or RESERVED_MAPPED entry and readable through the HHDM. */
+static unsigned acpi_seen, acpi_bad;
+static void acpi_covered(struct check *c, const char *what, u64 pa, u64 len) {
+    if (!pa || !len)
+        return;
+    acpi_seen++;
+    int in = memmap_type_covers(pa, len, LIMINE_MEMMAP_ACPI_RECLAIMABLE) ||
+             memmap_type_covers(pa, len, LIMINE_MEMMAP_ACPI_NVS) ||
+             memmap_type_covers(pa, len, LIMINE_MEMMAP_RESERVED_MAPPED);
+    acpi_bad += !in;
+    need(c, in, "%s at %lx+%lx outside the ACPI and reserved-mapped entries (in %s)", what, pa, len,
+         memmap_type_name(memmap_type_at(pa)));
+    need(c, readable(hhdm_of(pa), len), "%s at %lx+%lx not in the HHDM", what, pa, len);
+}
+
+static void check_acpi_tables(void) {
+    if (revision < 4)
+        return;
+    struct check c = begin("STATE", "acpi_tables");
+    volatile struct limine_rsdp_response *r = rsdp_req.response;
+    if (!r || !hhdm) {
+        need(&c, 0, "no RSDP response");
+        return report(&c);
+    }
+    u64 rsdp = r->address - hhdm;
+    const volatile u8 *p = (const volatile u8 *)(uintptr_t)r->address;
+    acpi_covered(&c, "RSDP", rsdp, p[15] >= 2 ? *(const volatile u32 *)(p + 20) : 20);
+    u64 xsdt = p[15] >= 2 ? *(const volatile u64 *)(p + 24) : 0;
+    u64 root = xsdt ? xsdt : *(const volatile u32 *)(p + 16), width = xsdt ? 8 : 4;
+    if (!c.bad && root && readable(hhdm_of(root), 8)) {
+        u32 length = *(const volatile u32 *)(uintptr_t)hhdm_of(root + 4);
+        acpi_covered(&c, xsdt ? "XSDT" : "RSDT", root, length);
+        for (u64 at = root + 36; !c.bad && at + width <= root + length; at += width) {
+            u64 t = width == 8 ? *(const volatile u64 *)(uintptr_t)hhdm_of(at)
+                               : *(const volatile u32 *)(uintptr_t)hhdm_of(at);
+            if (!t || !readable(hhdm_of(t), 8))
+                continue;
+            u32 tl = *(const volatile u32 *)(uintptr_t)hhdm_of(t + 4);
+            acpi_covered(&c, "table", t, tl);
+            if (mem_eq((const volatile void *)(uintptr_t)hhdm_of(t), "FACP", 4)) {
+                const volatile u8 *f = (const volatile u8 *)(uintptr_t)hhdm_of(t);
+                u64 targets[4] = {tl >= 40 ? *(const volatile u32 *)(f + 36) : 0,
+                                  tl >= 44 ? *(const volatile u32 *)(f + 40) : 0,
+                                  tl >= 140 ? *(const volatile u64 *)(f + 132) : 0,
+                                  tl >= 148 ? *(const volatile u64 *)(f + 140) : 0};
+                for (int i = 0; i < 4; i++)
+                    if (targets[i] && readable(hhdm_of(targets[i]), 8))
+                        acpi_covered(&c, i % 2 ? "DSDT" : "FACS", targets[i],
+                                     *(const volatile u32 *)(uintptr_t)hhdm_of(targets[i] + 4));
+            }
+        }
+    }
+    u64 mapped = 0;
+    for (u64 i = 0; i < memmap_count; i++)
+        mapped += memmap[i].type == LIMINE_MEMMAP_RESERVED_MAPPED;
+    detail(&c, "tables=%u outside=%u reserved_mapped_entries=%lu", acpi_seen, acpi_bad, mapped);
+    report(&c);
 }
 
 /* ---- Main --------------------------------------------------------------------------------- */
@@ -1509,6 +1701,9 @@ __attribute__((noreturn, used)) void kernel_main(void) {
     check_bootloader_performance();
     check_dtb();
     check_mp();
+    check_interrupt_controllers();
+    check_pat();
+    check_acpi_tables();
     if (hhdm)
         check_mappings();
     else

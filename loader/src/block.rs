@@ -90,7 +90,8 @@ const fn align16(n: u64) -> u64 {
 }
 
 impl BlockLayout {
-    /// Room for everything this machine needs: tables for its direct map and the KASLR window,
+    /// Room for everything this machine needs: tables for its direct map, the KASLR window and
+    /// the protocol's own mappings (`protocol_tables` pages),
     /// the runtime services, its memory map (with slack for what changes before ExitBootServices
     /// and for the `handed` ranges of kernel memory outside the block that split it), the module
     /// records and their strings.
@@ -100,8 +101,9 @@ impl BlockLayout {
         place: &Placement,
         handed: usize,
         aps: usize,
+        protocol_tables: u64,
     ) -> Result<Self> {
-        let mut pool_pages = paging::tables_needed(place.dmap_base, place.dmap_size, place.dmap_page);
+        let mut pool_pages = paging::tables_needed(place.dmap_base, place.dmap_size, place.dmap_page) + protocol_tables;
         if aps > 0 {
             let window = aps as u64 * (plan::ranges::AP_STACK_SIZE + PAGE);
             pool_pages += paging::tables_needed(place.slid(plan::ranges::AP_STACKS_VA), window, PAGE);

@@ -16,6 +16,9 @@ pub struct Machine {
     pub attributes: runtime::Attributes,
     pub st: *mut efi::SystemTable,
     pub tsc_entry: u64,
+    /// Where the ACPI tables are (the Limine protocol maps them).
+    #[cfg(feature = "limine")]
+    pub acpi_tables: crate::acpi::Tables,
 }
 
 impl Machine {
@@ -25,14 +28,18 @@ impl Machine {
         if !features.nx {
             println!("highboot: warning: this CPU has no NX: no page can be kept from execution");
         }
+        let rsdp = firmware::rsdp(st);
         Machine {
             features,
             nx_mask,
             framebuffer: firmware::framebuffer(bs),
-            rsdp: firmware::rsdp(st),
+            rsdp,
             attributes: runtime::Attributes::read(st),
             st,
             tsc_entry,
+            // SAFETY: boot services are up.
+            #[cfg(feature = "limine")]
+            acpi_tables: unsafe { crate::acpi::Tables::find(rsdp) },
         }
     }
 }

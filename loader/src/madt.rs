@@ -62,14 +62,20 @@ pub fn uid_of(table: &[u8], apic_id: u32) -> Option<u32> {
     uid
 }
 
-/// One body for every caller (a dyn callback: the loader stays small).
-fn walk(table: &[u8], once: bool, each: &mut dyn FnMut(Processor)) -> Result<(), MadtError> {
+/// The table's length and checksum hold.
+fn header(table: &[u8]) -> Result<(), MadtError> {
     if table.len() < ENTRIES || u32_at(table, 4) as usize != table.len() {
         return Err(MadtError::Length);
     }
     if table.iter().fold(0u8, |sum, b| sum.wrapping_add(*b)) != 0 {
         return Err(MadtError::Checksum);
     }
+    Ok(())
+}
+
+/// One body for every caller (a dyn callback: the loader stays small).
+fn walk(table: &[u8], once: bool, each: &mut dyn FnMut(Processor)) -> Result<(), MadtError> {
+    header(table)?;
     let online_capable_defined = table[8] >= 5;
     let startable = |flags: u32| flags & ENABLED != 0 || (online_capable_defined && flags & ONLINE_CAPABLE != 0);
     let mut at = ENTRIES;
@@ -118,6 +124,43 @@ fn walk(table: &[u8], once: bool, each: &mut dyn FnMut(Processor)) -> Result<(),
             }
         }
         at += table[at + 1] as usize;
+    }
+    Ok(())
+}
+
+// What the Limine protocol's entry state (its interrupt controllers) reads.
+
+/// I/O APIC structures (type 1): the I/O APIC's registers' physical address (ACPI 6.5, 5.2.12.3).
+#[cfg_attr(not(feature = "limine"), allow(dead_code))]
+const IO_APIC: u8 = 1;
+
+/// The physical address of each I/O APIC the MADT lists (validated as `processors` validates).
+#[cfg_attr(not(feature = "limine"), allow(dead_code))]
+pub fn io_apics(table: &[u8], mut each: impl FnMut(u64)) -> Result<(), MadtError> {
+    entries(table, &mut |kind, e| {
+        if kind == IO_APIC && e.len() >= 12 {
+            each(u32_at(e, 4) as u64);
+        }
+    })
+}
+
+/// Every entry (its type and bytes) of a table whose length and checksum hold, after checking that
+/// each entry fits the table.
+#[cfg_attr(not(feature = "limine"), allow(dead_code))]
+fn entries(table: &[u8], each: &mut dyn FnMut(u8, &[u8])) -> Result<(), MadtError> {
+    header(table)?;
+    let mut at = ENTRIES;
+    while at < table.len() {
+        if at + 2 > table.len() || table[at + 1] < 2 || at + table[at + 1] as usize > table.len() {
+            return Err(MadtError::Entry(at));
+        }
+        at += table[at + 1] as usize;
+    }
+    at = ENTRIES;
+    while at < table.len() {
+        let len = table[at + 1] as usize;
+        each(table[at], &table[at..at + len]);
+        at += len;
     }
     Ok(())
 }

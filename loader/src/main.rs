@@ -11,6 +11,8 @@
 
 use r_efi::efi;
 
+#[cfg(feature = "limine")]
+mod acpi;
 mod block;
 mod com1;
 mod console;
@@ -18,6 +20,8 @@ mod cpu;
 mod failure;
 mod fbmode;
 mod firmware;
+#[cfg(feature = "limine")]
+mod interrupts;
 mod machine;
 mod madt;
 mod memmap;
@@ -164,12 +168,17 @@ fn hand_over(
     let handoff = Handoff {
         cr3: block.root,
         trampoline_va: place.slid(plan::ranges::TRAMPOLINE_VA),
-        identity_slot_va: place.direct(block.root + paging::index(block.trampoline, 0) * 8),
+        identity_slot_va: if handover::KEEPS_IDENTITY {
+            0
+        } else {
+            place.direct(block.root + paging::index(block.trampoline, 0) * 8)
+        },
         descriptors_va: place.direct(block.in_area(block.layout.desc_off)),
         stack_top: place.stack(plan::ranges::STACK_TOP),
         entry: place.slid(plan::placement::ENTRY),
         boot_info_va: if protocol::BOOT_INFO_IN_RDI { place.direct(block.area()) } else { 0 },
         cr4_la57: if plan::tables::LEVELS == 5 { cpu::cr4::LA57 } else { 0 },
+        pat: handover::entry_pat(),
         ..Handoff::default()
     };
     // SAFETY: the kernel's tables are complete and map the trampoline, the stack and the entry.
@@ -263,7 +272,9 @@ fn allocate_block(
     let (mut fits, mut fails) = (0, wanted + 1);
     let mut aps = wanted;
     loop {
-        let layout = BlockLayout::new(map, &machine.attributes, place, handed, aps)?;
+        let tables = handover::table_pages(place, machine);
+        let ranges = handed + handover::map_ranges(machine);
+        let layout = BlockLayout::new(map, &machine.attributes, place, ranges, aps, tables)?;
         match firmware::try_allocate_block(bs, layout.size / PAGE) {
             Ok(pages) if aps + 1 == fails => {
                 if aps < wanted {
@@ -307,10 +318,11 @@ fn size_direct_map(map: &memmap::FirmwareMap, machine: &Machine) -> Result<(u64,
         }
         Some(page) => page,
     };
-    let mut top = memmap::physical_top(map).max(4 * GIB);
+    let mut top = memmap::physical_top(map, handover::DIRECT_MAP_ALL_TYPES).max(4 * GIB);
     if let Some(fb) = &machine.framebuffer {
         top = top.max(fb.base + fb.size);
     }
+    top = top.max(handover::direct_map_top(machine));
     let size = (top + GIB - 1) & !(GIB - 1);
     if size > plan::ranges::DIRECT_MAP_LIMIT {
         return fail!(

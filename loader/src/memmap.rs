@@ -140,10 +140,11 @@ fn kind(efi_type: u32) -> MemoryKind {
     }
 }
 
-/// End of the highest range the direct map must cover: RAM of every kind, ACPI, runtime, persistent.
-pub fn physical_top(map: &FirmwareMap) -> u64 {
+/// End of the highest range the direct map must cover: RAM of every kind, ACPI, runtime, persistent
+/// (and, with `all_types`, every range the map lists).
+pub fn physical_top(map: &FirmwareMap, all_types: bool) -> u64 {
     map.iter()
-        .filter(|d| !matches!(kind(d.r#type), MemoryKind::Mmio | MemoryKind::Reserved | MemoryKind::Bad))
+        .filter(|d| all_types || !matches!(kind(d.r#type), MemoryKind::Mmio | MemoryKind::Reserved | MemoryKind::Bad))
         .map(|d| d.physical_start + d.number_of_pages * PAGE)
         .max()
         .unwrap_or(0)

@@ -109,6 +109,60 @@ pub unsafe fn map_direct(root: u64, pool: &mut Pool, base: u64, size: u64, page:
     }
 }
 
+/// [va, va + len) to [pa, pa + len) (4 KiB-aligned) with the largest pages up to `largest` that
+/// the addresses' alignment allows, and the entry `flags` (HUGE added for large pages).
+#[cfg(feature = "limine")]
+pub unsafe fn map_range(root: u64, pool: &mut Pool, va: u64, pa: u64, len: u64, largest: u64, flags: u64) {
+    let mut off = 0;
+    while off < len {
+        let depth = (0..plan::tables::LEVELS)
+            .map(|d| (d, 1u64 << plan::tables::SHIFTS[d]))
+            .find(|&(_, size)| size <= largest && (va + off) % size == 0 && (pa + off) % size == 0 && off + size <= len)
+            .map_or(plan::tables::LEVELS - 1, |(d, _)| d);
+        let huge = if depth < plan::tables::LEVELS - 1 { HUGE } else { 0 };
+        ptr::write(entry(root, va + off, depth, pool), (pa + off) | flags | huge);
+        off += 1u64 << plan::tables::SHIFTS[depth];
+    }
+}
+
+/// [va, va + len) to [pa, pa + len) with 4 KiB pages and the entry `flags`, over what is mapped
+/// there: a large page on the way is split into pages of the next size down, which keep its
+/// mapping and flags (at most one table per level and window: `tables_needed(va, len, PAGE)`).
+#[cfg(feature = "limine")]
+pub unsafe fn remap_4k(root: u64, pool: &mut Pool, va: u64, pa: u64, len: u64, flags: u64) {
+    let mut off = 0;
+    while off < len {
+        let mut table = root as *mut u64;
+        for depth in 0..plan::tables::LEVELS - 1 {
+            let e = table.add(index(va + off, depth) as usize);
+            if *e & PRESENT == 0 {
+                ptr::write(e, pool.take() | TABLE);
+            } else if *e & HUGE != 0 {
+                split(e, depth, pool);
+            }
+            table = (*e & ADDR) as *mut u64;
+        }
+        ptr::write(table.add(index(va + off, plan::tables::LEVELS - 1) as usize), (pa + off) | flags);
+        off += PAGE;
+    }
+}
+
+/// The large page at `entry` (a `depth` entry) as a table of 512 pages of the next size down, the
+/// same memory with the same flags. Large pages here have PAT index 0 (bit 12 clear): bit 7 is
+/// HUGE in a large page and the PAT bit in a 4 KiB one.
+#[cfg(feature = "limine")]
+unsafe fn split(entry: *mut u64, depth: usize, pool: &mut Pool) {
+    let large = *entry;
+    let size = 1u64 << plan::tables::SHIFTS[depth + 1];
+    let base = large & ADDR & !((1u64 << plan::tables::SHIFTS[depth]) - 1);
+    let flags = if depth + 2 == plan::tables::LEVELS { large & !ADDR & !HUGE } else { large & !ADDR };
+    let table = pool.take();
+    for n in 0..512 {
+        ptr::write((table as *mut u64).add(n as usize), (base + n * size) | flags);
+    }
+    ptr::write(entry, table | TABLE);
+}
+
 /// [va, va + len) to [pa, pa + len) with 4 KiB pages and the given entry flags.
 pub unsafe fn map_4k(root: u64, pool: &mut Pool, va: u64, pa: u64, len: u64, flags: u64) {
     let mut off = 0;

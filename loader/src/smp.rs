@@ -280,10 +280,10 @@ impl Census {
         println!();
     }
 
-    /// Whether the firmware lists the processors (an ACPI MADT the loader could read).
+    /// The ACPI MADT (None when the firmware has none or it cannot be read).
     #[cfg_attr(not(feature = "limine"), allow(dead_code))]
-    pub fn has_madt(&self) -> bool {
-        self.madt.is_some()
+    pub fn madt(&self) -> Option<&'static [u8]> {
+        self.madt
     }
 
     /// Enabled processors the loader does not start.
@@ -418,6 +418,7 @@ pub unsafe fn start(
         slots_va: place.direct(block.in_area(layout.slots_off)),
         slot_count: census.to_start as u64,
         id_leaf: census.id_leaf as u64,
+        pat: handover::entry_pat(),
     };
     paging_mode::prepare_ap_start(low, block.root, &start);
 

@@ -244,6 +244,31 @@ pub fn cpus_started(info: &mut Info, started: &Started) {
     info.cpus_failed = started.failed;
 }
 
+/// The lower half is empty at the kernel's entry: the trampoline drops its identity entry.
+pub const KEEPS_IDENTITY: bool = false;
+/// The direct map covers the RAM-like regions (planning/directmap.py's rule).
+pub const DIRECT_MAP_ALL_TYPES: bool = false;
+
+/// What else the direct map must cover: nothing.
+pub fn direct_map_top(_machine: &Machine) -> u64 {
+    0
+}
+
+/// Ranges of its own the protocol adds to the memory map: none.
+pub fn map_ranges(_machine: &Machine) -> usize {
+    0
+}
+
+/// Table pages the protocol's own mappings take from the block's pool: none.
+pub fn table_pages(_place: &Placement, _machine: &Machine) -> u64 {
+    0
+}
+
+/// IA32_PAT at the kernel's entry: 0, as the firmware left it.
+pub fn entry_pat() -> u64 {
+    0
+}
+
 /// Just before the jump: the table pages in use (the APs' stacks took some from the pool after
 /// the boot info was filled) and the TSC.
 pub fn at_handoff(info: &mut Info, block: &Block) {

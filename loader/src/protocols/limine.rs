@@ -12,10 +12,12 @@ use r_efi::efi;
 use crate::block::{Block, Placement};
 use crate::cpu;
 use crate::failure::fatal;
+use crate::interrupts;
 use crate::machine::Machine;
 use crate::memmap;
 use crate::modules::Handed;
-use crate::rendered::bootinfo::MemoryRegion;
+use crate::paging;
+use crate::rendered::bootinfo::{pte, MemoryRegion};
 use crate::rendered::plan;
 use crate::rendered::protocol::limine::{self as lim, When};
 use crate::rendered::protocol::{memory_type, MemoryKind};
@@ -59,6 +61,8 @@ pub struct Info {
     mp: bool,
     /// The responses handed over only when the machine has the thing.
     have: [bool; 6],
+    /// The ACPI MADT: the interrupt controllers the entry state masks.
+    madt: Option<&'static [u8]>,
 }
 
 const fn align16(n: u64) -> u64 {
@@ -74,6 +78,72 @@ pub fn area_size(map_capacity: usize, aps: usize, descriptor_size: usize) -> u64
         + align16(core::mem::size_of::<lim::Framebuffer>() as u64 + 8)
         + align16(core::mem::size_of::<lim::VideoMode>() as u64 + 8)
         + map * descriptor_size as u64
+}
+
+/// A framebuffer page in the HHDM: read/write, no-execute, PAT index 5 (write-combining in the
+/// protocol's PAT): PWT and PAT (bit 7 of a 4 KiB entry) set, PCD clear.
+const FRAMEBUFFER_PAGE: u64 = paging::PRESENT | paging::WRITABLE | paging::NO_EXECUTE | pte::WRITE_THROUGH | 1 << 7;
+
+/// The framebuffer's pages (physical base, length), 4 KiB-aligned outward.
+fn framebuffer_pages(machine: &Machine) -> Option<(u64, u64)> {
+    let fb = machine.framebuffer.as_ref()?;
+    let (base, end) = (fb.base & !(PAGE - 1), (fb.base + fb.size + PAGE - 1) & !(PAGE - 1));
+    Some((base, end - base))
+}
+
+/// Revision 0 keeps the lower half: the identity map stays at the kernel's entry.
+pub const KEEPS_IDENTITY: bool = lim::IDENTITY_MAP;
+/// Revision 0's HHDM (and identity map) covers every memory-map region, whatever its type; the
+/// others' leave out the reserved ones above 4 GiB.
+pub const DIRECT_MAP_ALL_TYPES: bool = lim::IDENTITY_MAP;
+
+/// What else the HHDM must cover: from revision 4, every ACPI table.
+pub fn direct_map_top(machine: &Machine) -> u64 {
+    if lim::ACPI_TABLES_MAPPED {
+        machine.acpi_tables.top()
+    } else {
+        0
+    }
+}
+
+/// Ranges of its own the protocol can add to the memory map: from revision 4, a RESERVED_MAPPED
+/// one for each ACPI table outside the firmware's ACPI ranges.
+pub fn map_ranges(machine: &Machine) -> usize {
+    if lim::ACPI_TABLES_MAPPED {
+        machine.acpi_tables.ranges().len()
+    } else {
+        0
+    }
+}
+
+/// The ACPI tables (their pages) that no ACPI range of the firmware's map holds, as
+/// RESERVED_MAPPED memory-map ranges (revision 4 on).
+fn acpi_outside<'a>(machine: &'a Machine, map: &'a memmap::FirmwareMap) -> impl Iterator<Item = (u64, u64, u32)> + 'a {
+    let tables = if lim::ACPI_TABLES_MAPPED { machine.acpi_tables.ranges() } else { &[] };
+    tables.iter().filter_map(move |&(base, length)| {
+        let inside = map.iter().any(|d| {
+            matches!(d.r#type, efi::ACPI_RECLAIM_MEMORY | efi::ACPI_MEMORY_NVS)
+                && d.physical_start <= base
+                && base + length <= d.physical_start + d.number_of_pages * PAGE
+        });
+        let (start, end) = (base & !(PAGE - 1), (base + length + PAGE - 1) & !(PAGE - 1));
+        (!inside).then_some((start, end - start, lim::MEMMAP_RESERVED_MAPPED))
+    })
+}
+
+/// Table pages the protocol's own mappings can take from the block's pool: the framebuffer's
+/// write-combining pages in the HHDM; for revision 0 the identity map (the direct map's page
+/// size, 4 KiB pages up to the first 2 MiB), its framebuffer pages and the trampoline page.
+pub fn table_pages(place: &Placement, machine: &Machine) -> u64 {
+    let fb = |at: u64| framebuffer_pages(machine).map_or(0, |(base, len)| paging::tables_needed(at + base, len, PAGE));
+    let mut pages = fb(place.dmap_base);
+    if lim::IDENTITY_MAP {
+        pages += paging::tables_needed(0, place.dmap_size, place.dmap_page)
+            + paging::tables_needed(0, 2 << 20, PAGE)
+            + fb(0)
+            + (plan::tables::LEVELS as u64 - 1);
+    }
+    pages
 }
 
 fn when_index(w: When) -> usize {
@@ -131,8 +201,9 @@ pub unsafe fn fill(block: &Block, place: &Placement, machine: &Machine, handed: 
         tsc_per_us: census.tsc_per_us(),
         bsp_apic_id: census.bsp_apic_id,
         x2apic: census.x2apic,
-        mp: census.has_madt(),
+        mp: census.madt().is_some(),
         have: [true; 6],
+        madt: census.madt(),
     };
     ptr::copy_nonoverlapping(lim::BLOB.as_ptr(), blob as *mut u8, lim::BLOB.len());
     for &at in lim::FIXUPS.iter() {
@@ -320,14 +391,29 @@ pub unsafe fn complete(
     info: &mut Info,
 ) {
     let layout = &block.layout;
-    crate::paging::map_direct(
-        block.root,
-        &mut block.pool,
-        place.dmap_base,
-        place.dmap_size,
-        place.dmap_page,
-        machine.nx_mask,
-    );
+    paging::map_direct(block.root, &mut block.pool, place.dmap_base, place.dmap_size, place.dmap_page, machine.nx_mask);
+    if lim::IDENTITY_MAP {
+        // Revision 0: the lower half identity-maps what the HHDM maps, but the first page; the
+        // trampoline page stays executable there (the jump to the kernel runs from it).
+        let flags = (paging::PRESENT | paging::WRITABLE | paging::NO_EXECUTE) & machine.nx_mask;
+        paging::map_range(block.root, &mut block.pool, PAGE, PAGE, place.dmap_size - PAGE, place.dmap_page, flags);
+        paging::remap_4k(block.root, &mut block.pool, block.trampoline, block.trampoline, PAGE, paging::PRESENT);
+    }
+    // The framebuffer write-combining (the PAT's entry 5 at entry), in 4 KiB pages over the large
+    // ones of the direct map (and of the identity map).
+    if let (Some((base, len)), true) = (framebuffer_pages(machine), entry_pat() != 0) {
+        let flags = FRAMEBUFFER_PAGE & machine.nx_mask;
+        paging::remap_4k(block.root, &mut block.pool, place.direct(base), base, len, flags);
+        if lim::IDENTITY_MAP {
+            paging::remap_4k(block.root, &mut block.pool, base, base, len, flags);
+        }
+    }
+    // The interrupt controllers as the protocol hands them over: every PIC IRQ masked, and the I/O
+    // APIC entries of the delivery modes the revision names.
+    interrupts::mask_pics();
+    if let Some(madt) = info.madt {
+        interrupts::mask_io_apics(madt, lim::IO_APIC_MASKED_MODES);
+    }
     if let Some(at) = lim::MEMMAP {
         let regions =
             core::slice::from_raw_parts_mut(block.in_area(layout.memmap_off) as *mut MemoryRegion, layout.map_capacity);
@@ -348,16 +434,16 @@ pub unsafe fn complete(
         .into_iter()
         .chain(kernel_file)
         .chain(modules)
-        .chain(page_zero);
+        .chain(page_zero)
+        .chain(acpi_outside(machine, map));
         let Some(mut count) = memmap::convert(map, regions, owned) else {
             fatal("the memory map grew past the room planned for it after ExitBootServices");
         };
-        if let Some(fb) = &machine.framebuffer {
-            let (base, end) = (fb.base & !(PAGE - 1), (fb.base + fb.size + PAGE - 1) & !(PAGE - 1));
+        if let Some((base, length)) = framebuffer_pages(machine) {
             if count == regions.len() {
                 fatal("the memory map grew past the room planned for it after ExitBootServices");
             }
-            regions[count] = MemoryRegion { base, length: end - base, r#type: lim::MEMMAP_FRAMEBUFFER, reserved: 0 };
+            regions[count] = MemoryRegion { base, length, r#type: lim::MEMMAP_FRAMEBUFFER, reserved: 0 };
             count = memmap::tidy(&mut regions[..count + 1]);
         }
         let pointers = info.memmap_pointers as *mut u64;
@@ -417,6 +503,17 @@ pub fn cpus_started(info: &mut Info, started: &Started) {
         if let Some(&(request, response, _)) = lim::ANSWERS.iter().find(|a| a.2 == When::Mp) {
             info.answer(request, response);
         }
+    }
+}
+
+/// IA32_PAT at entry, on the BSP and every AP: the protocol's, where the CPU has a PAT (CPUID 1
+/// EDX bit 16).
+pub fn entry_pat() -> u64 {
+    const PAT: u32 = 1 << 16;
+    if core::arch::x86_64::__cpuid(1).edx & PAT != 0 {
+        lim::PAT
+    } else {
+        0
     }
 }
 

@@ -83,6 +83,8 @@ MSR = Register("msr", "u32", "Model-specific registers.", (
     _value("APIC_BASE", 0x1B, "IA32_APIC_BASE."),
     _value("X2APIC_ICR", 0x830, "The x2APIC's interrupt command register (one 64-bit write sends an IPI)."),
     _value("EFER", 0xC000_0080, "IA32_EFER."),
+    Bit("PAT", None, "IA32_PAT: the page attribute table (the trampoline writes it when a protocol asks).", 0x277,
+        rust=False),
 ))
 EFER = Register("efer", "u64", "IA32_EFER bits.", (
     Bit("LME", 8, "Long mode."),

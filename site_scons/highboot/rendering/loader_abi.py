@@ -24,7 +24,7 @@ class Word:
 HANDOFF = (
     Word("cr3", "the kernel's root table (physical)"),
     Word("trampoline_va", "the trampoline page's higher-half alias"),
-    Word("identity_slot_va", "VA (direct map) of the root entry that identity-maps the trampoline page"),
+    Word("identity_slot_va", "VA (direct map) of the root entry that identity-maps the trampoline page (0: kept)"),
     Word("descriptors_va", "VA of the GDTR, with the IDTR 16 bytes after it"),
     Word("stack_top", "the kernel's stack top"),
     Word("entry", "the kernel's entry point"),
@@ -33,6 +33,7 @@ HANDOFF = (
     Word("cr4_la57", "CR4.LA57 as the kernel wants it (0 or 1 << 12)"),
     Word("saved_rsp", "highboot_set_paging only: the caller's RSP"),
     Word("saved_cs", "highboot_set_paging only: the caller's CS"),
+    Word("pat", "IA32_PAT as the protocol wants it before the kernel's tables go live, or 0: as it is"),
 )
 
 #: The trampoline data at highboot_trampoline_data in the trampoline page (a copy below 4 GiB runs it):
@@ -68,6 +69,7 @@ AP_START = (
     Word("slots_va", "VA (direct map) of the check-in slots, one per AP started"),
     Word("slot_count", "number of slots"),
     Word("id_leaf", "CPUID leaf that gives an AP its APIC ID: 1 (EBX[31:24]) or 0xb (EDX, x2APIC ID)"),
+    Word("pat", "IA32_PAT for the AP (as Handoff.pat), or 0: as the firmware left it"),
 )
 
 #: One AP's check-in slot (kernel-owned memory in the block's area). The AP finds its slot by APIC

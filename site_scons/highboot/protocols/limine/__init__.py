@@ -51,6 +51,8 @@ class LimineProtocol(Protocol):
                 "limine_boot_fills": [n for n in BOOT if n not in ("module", "entropy")],
                 "limine_rust_structs": [*spec.STRUCTS, *boot],
                 "limine_rust_type": _rust_type,
+                "limine_pat": spec.PAT,
+                "limine_revisions": {r.number: r for r in spec.REVISIONS},
                 # A parked AP's record is a struct limine_mp_info: its stack top in `reserved`.
                 "cpu_offsets": [(_Named(name), offset) for name, offset in (
                     ("processor_id", 0), ("apic_id", 4), ("stack_top", spec.MP_INFO.offsets()["reserved"]),

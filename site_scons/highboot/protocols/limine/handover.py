@@ -24,8 +24,8 @@ from highboot.units import align_up, hex_addr
 PAGE = 4096
 
 #: The base revisions highboot keeps every promise of.
-OLDEST_REVISION = 1
-SUPPORTED_REVISION = 3
+OLDEST_REVISION = 0
+SUPPORTED_REVISION = 4
 #: What the bootloader info response says.
 BOOTLOADER_NAME = "highboot"
 #: The stack a Limine kernel gets when it asks for none, or for less (the protocol's minimum).
@@ -148,14 +148,6 @@ def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdl
     module, listed first in the module response (as Limine lists internal modules first) with the
     kernel's string for it when it gives one. A required internal module the build does not have
     stops the build naming it; an optional one is left out (`scons map` says so)."""
-    if marks.base_revision < OLDEST_REVISION:
-        tagged = marks.tag_vaddr is not None
-        raise HighbootError(f"{'the kernel asks for' if tagged else 'no base revision tag: the kernel is written for'} "
-                            f"Limine base revision 0, whose identity map of the first 4 GiB highboot does not give; "
-                            f"highboot keeps the promises of revisions {OLDEST_REVISION} to {SUPPORTED_REVISION} "
-                            f"(declare LIMINE_BASE_REVISION({SUPPORTED_REVISION}) in the kernel)", file=kernel.path,
-                            field=f"Limine base revision tag at {hex_addr(marks.tag_vaddr)}" if tagged
-                            else "Limine requests")
     if marks.base_revision > SUPPORTED_REVISION:
         known = f"; revisions up to {spec.REVISIONS[-1].number} are defined" if marks.base_revision > \
             spec.REVISIONS[-1].number else ""

@@ -212,6 +212,11 @@ MP_X2APIC = 1  # request flags and response flags, bit 0
 INTERNAL_MODULE_REQUIRED, INTERNAL_MODULE_COMPRESSED = 1, 2
 MEDIA_TYPE_GENERIC = 0
 
+#: IA32_PAT at entry, on every CPU (x86-64): PA0 WB, PA1 WT, PA2 UC-, PA3 UC, PA4 WP, PA5 WC (the
+#: framebuffer's); PA6 UC- and PA7 UC as after reset (the protocol leaves them open).
+PAT_TYPES = (0x06, 0x04, 0x07, 0x00, 0x05, 0x01, 0x07, 0x00)
+PAT = sum(memory_type << 8 * n for n, memory_type in enumerate(PAT_TYPES))
+
 
 @dataclass(frozen=True)
 class Revision:
@@ -225,6 +230,9 @@ class Revision:
     efi_system_table_physical: bool
     markers_required: bool  # the markers must be honoured (2 on; earlier: hints)
     loaded_revision_word: bool  # the loader writes the revision it used into the tag's second word (3 on)
+    #: Every ACPI table (RSDP, RSDT/XSDT, what they list, FACS, DSDT) in an ACPI or RESERVED_MAPPED memory-map
+    #: entry, and those in the HHDM (4 on).
+    acpi_tables_mapped: bool = False
 
 
 REVISIONS = (
@@ -232,7 +240,7 @@ REVISIONS = (
     Revision(1, False, True, False, False, False, False, False),
     Revision(2, False, True, False, False, False, True, False),
     Revision(3, False, False, True, True, True, True, True),
-    Revision(4, False, False, False, True, True, True, True),
-    Revision(5, False, False, False, False, False, True, True),
-    Revision(6, False, False, False, False, False, True, True),
+    Revision(4, False, False, False, True, True, True, True, acpi_tables_mapped=True),
+    Revision(5, False, False, False, False, False, True, True, acpi_tables_mapped=True),
+    Revision(6, False, False, False, False, False, True, True, acpi_tables_mapped=True),
 )
