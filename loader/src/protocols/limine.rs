@@ -80,9 +80,13 @@ pub fn area_size(map_capacity: usize, aps: usize, descriptor_size: usize) -> u64
         + map * descriptor_size as u64
 }
 
-/// A framebuffer page in the HHDM: read/write, no-execute, PAT index 5 (write-combining in the
-/// protocol's PAT): PWT and PAT (bit 7 of a 4 KiB entry) set, PCD clear.
-const FRAMEBUFFER_PAGE: u64 = paging::PRESENT | paging::WRITABLE | paging::NO_EXECUTE | pte::WRITE_THROUGH | 1 << 7;
+/// No-execute for the HHDM and revision 0's identity map, unless DIRECT_MAP_EXEC maps them
+/// executable (as Limine does).
+const HHDM_NX: u64 = if plan::options::DIRECT_MAP_EXEC { 0 } else { paging::NO_EXECUTE };
+
+/// A framebuffer page in the HHDM: read/write, PAT index 5 (write-combining in the protocol's PAT):
+/// PWT and PAT (bit 7 of a 4 KiB entry) set, PCD clear.
+const FRAMEBUFFER_PAGE: u64 = paging::PRESENT | paging::WRITABLE | HHDM_NX | pte::WRITE_THROUGH | 1 << 7;
 
 /// The framebuffer's pages (physical base, length), 4 KiB-aligned outward.
 fn framebuffer_pages(machine: &Machine) -> Option<(u64, u64)> {
@@ -395,7 +399,7 @@ pub unsafe fn complete(
     if lim::IDENTITY_MAP {
         // Revision 0: the lower half identity-maps what the HHDM maps, but the first page; the
         // trampoline page stays executable there (the jump to the kernel runs from it).
-        let flags = (paging::PRESENT | paging::WRITABLE | paging::NO_EXECUTE) & machine.nx_mask;
+        let flags = (paging::PRESENT | paging::WRITABLE | HHDM_NX) & machine.nx_mask;
         paging::map_range(block.root, &mut block.pool, PAGE, PAGE, place.dmap_size - PAGE, place.dmap_page, flags);
         paging::remap_4k(block.root, &mut block.pool, block.trampoline, block.trampoline, PAGE, paging::PRESENT);
     }
