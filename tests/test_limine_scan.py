@@ -261,3 +261,14 @@ def test_the_paging_mode_is_the_layouts(tmp_path: Path) -> None:
     response = h.answers[0].response
     assert struct.unpack_from("<QQ", h.blob_bytes, response) == (0, 0)
     assert handover(tmp_path, request(PAGING, 0, 1), levels=5).paging_mode == 1
+
+
+def test_a_kernel_spanning_most_of_the_address_space_is_scanned_without_its_span(tmp_path: Path) -> None:
+    # Segments far apart (a mutated header's; the planner refuses the kernel later): the scan holds
+    # each segment's file bytes, never a buffer of the span, and finds the request in the far one.
+    elf = sample(data=0x1000, bss=0)
+    elf.segments.append(Seg(0x1000, 0x1000, PF_R | PF_W, request(HHDM).ljust(0x1000, b"\0")))
+    path = tmp_path / "far.elf"
+    path.write_bytes(elf.build())
+    found = scan(read_kernel(path))
+    assert [(r.name, r.vaddr) for r in found.requests] == [("hhdm", 0x1000)]

@@ -74,6 +74,36 @@ class TlsTemplate:
 
 
 @dataclass(frozen=True)
+class LoadedImage:
+    """A kernel's initialised image (KernelImage.initialised_image): `size` bytes from `start`, of
+    which `chunks` (offset from start, bytes) hold the segments' file bytes; the rest is zero."""
+
+    start: int
+    size: int
+    chunks: tuple[tuple[int, bytes], ...]
+
+    def read(self, at: int, size: int) -> bytes:
+        """`size` bytes at offset `at` (zeros outside the chunks)."""
+        out = bytearray(size)
+        for off, data in self.chunks:
+            lo, hi = max(at, off), min(at + size, off + len(data))
+            if lo < hi:
+                out[lo - at:hi - at] = data[lo - off:hi - off]
+        return bytes(out)
+
+    def find_aligned(self, needle: bytes, align: int = 8) -> list[int]:
+        """Offsets of every occurrence of needle in the chunks at an address aligned to `align`."""
+        out = []
+        for off, data in self.chunks:
+            at = data.find(needle)
+            while at >= 0:
+                if (self.start + off + at) % align == 0:
+                    out.append(off + at)
+                at = data.find(needle, at + 1)
+        return sorted(out)
+
+
+@dataclass(frozen=True)
 class KernelImage:
     path: str
     size: int
@@ -90,20 +120,22 @@ class KernelImage:
     #: The file's bytes as read (the ones digest describes): a protocol looks for its marks in them.
     data: bytes = field(default=b"", repr=False, compare=False)
 
-    def initialised_image(self) -> tuple[int, bytes]:
-        """The loaded image at its link address from its lowest address up to the end of the last
-        segment's file bytes (the trailing zero-fill left out), with every relocation applied:
-        (start address, bytes). Where a loader looks for a boot protocol's requests."""
+    def initialised_image(self) -> LoadedImage:
+        """The loaded image from its lowest address up to the end of the last segment's file bytes
+        (the trailing zero-fill left out), with every relocation applied: where a loader looks for a
+        boot protocol's requests. Held as each segment's file bytes (what lies between reads as
+        zeros), never as one buffer of the image's span."""
         start, last = self.start, max(self.segments, key=lambda s: s.end)
-        image = bytearray(last.vaddr + last.filesz - start)
-        for s in self.segments:
-            at = s.vaddr - start
-            part = self.data[s.offset:s.offset + s.filesz][:max(0, len(image) - at)]
-            image[at:at + len(part)] = part
-        for r in self.relocations:
-            if 0 <= r.vaddr - start <= len(image) - 8:
-                image[r.vaddr - start:r.vaddr - start + 8] = r.value.to_bytes(8, "little")
-        return start, bytes(image)
+        size = max(0, last.vaddr + last.filesz - start)
+        chunks = []
+        for s in sorted(self.segments, key=lambda s: s.vaddr):
+            data = bytearray(self.data[s.offset:s.offset + s.filesz][:max(0, size - (s.vaddr - start))])
+            for r in self.relocations:
+                if s.vaddr <= r.vaddr and r.vaddr + 8 <= s.vaddr + len(data):
+                    data[r.vaddr - s.vaddr:r.vaddr - s.vaddr + 8] = r.value.to_bytes(8, "little")
+            if data:
+                chunks.append((s.vaddr - start, bytes(data)))
+        return LoadedImage(start, size, tuple(chunks))
 
     @property
     def start(self) -> int:

@@ -8,12 +8,11 @@ second request of one ID, a second base revision tag.
 
 from __future__ import annotations
 
-import re
 import struct
 from dataclasses import dataclass
 
 from highboot.errors import HighbootError
-from highboot.inputs.kernel import KernelImage
+from highboot.inputs.kernel import KernelImage, LoadedImage
 from highboot.protocols.limine import spec
 from highboot.units import hex_addr
 
@@ -67,51 +66,42 @@ class LimineKernel:
         return next((r for r in self.requests if r.known and r.known.name == name), None)
 
 
-def _pattern(words: tuple[int, ...]) -> re.Pattern[bytes]:
-    return re.compile(re.escape(struct.pack(f"<{len(words)}Q", *words)))
+def _bytes(words: tuple[int, ...]) -> bytes:
+    return struct.pack(f"<{len(words)}Q", *words)
 
 
-_TAG = _pattern(spec.BASE_REVISION_MAGIC)
-_REQUEST = _pattern(spec.COMMON_MAGIC)
-_START = _pattern(spec.REQUESTS_START_MARKER)
-_END = _pattern(spec.REQUESTS_END_MARKER)
-
-
-def _aligned(pattern: re.Pattern[bytes], image: bytes) -> list[int]:
-    """Offsets of 8-byte aligned matches (overlapping matches included)."""
-    out, at = [], 0
-    while (m := pattern.search(image, at)) is not None:
-        if m.start() % 8 == 0:
-            out.append(m.start())
-        at = m.start() + 1
-    return out
+_TAG = _bytes(spec.BASE_REVISION_MAGIC)
+_REQUEST = _bytes(spec.COMMON_MAGIC)
+_START = _bytes(spec.REQUESTS_START_MARKER)
+_END = _bytes(spec.REQUESTS_END_MARKER)
 
 
 def carries_marks(kernel: KernelImage) -> bool:
     """Whether the kernel carries any Limine mark: a base revision tag, a marker, a request ID."""
-    _, image = kernel.initialised_image()
-    return any(_aligned(p, image) for p in (_TAG, _START, _END, _REQUEST))
+    image = kernel.initialised_image()
+    return any(image.find_aligned(p) for p in (_TAG, _START, _END, _REQUEST))
 
 
 def scan(kernel: KernelImage) -> LimineKernel:
     """The kernel's requests, or one HighbootError naming the file, the request and its address."""
-    start_va, image = kernel.initialised_image()
+    image = kernel.initialised_image()
+    start_va = image.start
 
     def refuse(message: str, where: int | None = None) -> HighbootError:
         field = f"Limine request at {hex_addr(start_va + where)}" if where is not None else "Limine requests"
         return HighbootError(message, file=kernel.path, field=field)
 
     def words(at: int, count: int) -> tuple[int, ...]:
-        return struct.unpack_from(f"<{count}Q", image, at)
+        return struct.unpack(f"<{count}Q", image.read(at, 8 * count))
 
-    starts, ends = _aligned(_START, image), _aligned(_END, image)
+    starts, ends = image.find_aligned(_START), image.find_aligned(_END)
     first = starts[-1] + 32 if starts else 0
-    end = ends[0] if ends else len(image)
+    end = ends[0] if ends else image.size
     if ends and starts and ends[0] < starts[-1]:
         raise refuse("the requests' end marker comes before their start marker", ends[0])
     inside = range(first, end)
 
-    tags = [t for t in _aligned(_TAG, image) if t in inside]
+    tags = [t for t in image.find_aligned(_TAG) if t in inside]
     if len(tags) > 1:
         raise refuse(f"a second base revision tag (the first is at {hex_addr(start_va + tags[0])})", tags[1])
     tag = tags[0] if tags else None
@@ -121,7 +111,7 @@ def scan(kernel: KernelImage) -> LimineKernel:
 
     found: list[FoundRequest] = []
     seen: dict[tuple[int, int], int] = {}
-    for at in _aligned(_REQUEST, image):
+    for at in image.find_aligned(_REQUEST):
         if at not in inside:
             where = "before the start marker" if at < first else "after the end marker"
             raise refuse(f"a request {where} (a Limine loader ignores it: move it between the markers)", at)
@@ -145,8 +135,7 @@ def scan(kernel: KernelImage) -> LimineKernel:
                              at)
             offsets = known.request.offsets()
             since = dict(known.since)
-            fields = tuple((f.name, int.from_bytes(image[at + offsets[f.name]:at + offsets[f.name] + f.size],
-                                                   "little", signed=False))
+            fields = tuple((f.name, int.from_bytes(image.read(at + offsets[f.name], f.size), "little"))
                            for f in known.extra if since.get(f.name, 0) <= revision)
         found.append(FoundRequest(rid, start_va + at, revision, fields))
     if len(found) > spec.MAX_REQUESTS:
@@ -157,7 +146,7 @@ def scan(kernel: KernelImage) -> LimineKernel:
     return _with_internal_modules(kernel_marks, start_va, image, refuse)
 
 
-def _with_internal_modules(marks: LimineKernel, start_va: int, image: bytes, refuse) -> LimineKernel:  # noqa: ANN001
+def _with_internal_modules(marks: LimineKernel, start_va: int, image: LoadedImage, refuse) -> LimineKernel:  # noqa: ANN001
     module = marks.request("module")
     if module is None or module.revision < 1 or module.field("internal_module_count") == 0:
         return marks
@@ -166,17 +155,18 @@ def _with_internal_modules(marks: LimineKernel, start_va: int, image: bytes, ref
 
     def inside(va: int, size: int, what: str) -> int:
         off = va - start_va
-        if not (0 <= off and off + size <= len(image)):
+        if not (0 <= off and off + size <= image.size):
             raise refuse(f"the module request's {what} ({hex_addr(va)}, {size} bytes) is not in the loaded image", at)
         return off
 
     def string(va: int, what: str) -> str:
         off = inside(va, 1, what)
-        nul = image.find(b"\0", off, off + 4096)
+        text = image.read(off, min(4096, image.size - off))
+        nul = text.find(b"\0")
         if nul < 0:
             raise refuse(f"the module request's {what} at {hex_addr(va)} has no NUL in 4096 bytes", at)
         try:
-            return image[off:nul].decode("ascii")
+            return text[:nul].decode("ascii")
         except UnicodeDecodeError:
             raise refuse(f"the module request's {what} at {hex_addr(va)} is not ASCII", at) from None
 
@@ -186,9 +176,9 @@ def _with_internal_modules(marks: LimineKernel, start_va: int, image: bytes, ref
     pointers = inside(array, 8 * count, "internal_modules array")
     modules = []
     for n in range(count):
-        record_va = int.from_bytes(image[pointers + 8 * n:pointers + 8 * n + 8], "little")
+        record_va = int.from_bytes(image.read(pointers + 8 * n, 8), "little")
         rec = inside(record_va, spec.INTERNAL_MODULE.size, f"internal module {n}")
-        path_va, string_va, flags = struct.unpack_from("<3Q", image, rec)
+        path_va, string_va, flags = struct.unpack("<3Q", image.read(rec, 24))
         if flags & ~(spec.INTERNAL_MODULE_REQUIRED | spec.INTERNAL_MODULE_COMPRESSED):
             raise refuse(f"internal module {n} has unknown flags {flags:#x}", at)
         if flags & spec.INTERNAL_MODULE_COMPRESSED:
