@@ -224,6 +224,18 @@ def test_base_revision_3(built: dict) -> None:
     assert report.number("rsdp", "address") < report.number("hhdm", "offset")
 
 
+def test_base_revision_5(built: dict) -> None:
+    report, plan = boot(built, "limine-rev5", cpu="qemu64", smp=4)
+    assert plan.handover.limine is not None and plan.handover.limine.revision == 5
+    check_against_plan(report, plan, smp=4)
+    # The kernel checks the revision-5 state exactly (on the BSP, and on each AP in the mp line).
+    assert "rflags=2" in report.checks["registers"][1], report.checks["registers"]
+    assert "cr0=80010011 cr4=20 " in report.checks["control"][1], report.checks["control"]
+    assert "ldtr=0 tr=38" in report.checks["ldtr_tr"][1], report.checks["ldtr_tr"]
+    assert "svr=1ff tpr=0" in report.checks["local_apic"][1], report.checks["local_apic"]
+    assert "outside=0" in report.checks["firmware_tables"][1], report.checks["firmware_tables"]
+
+
 # ------------------------------------------------------------------------------ refused by the build
 
 

@@ -234,7 +234,7 @@ def test_a_stack_size_above_the_minimum_is_kept(tmp_path: Path) -> None:
     (request(PAGING, 1, 0, 0, 0), 5, "the kernel asks for 4-level to 4-level paging; the layout gives 5-level"),
     (request(ENTRY, 0, KBASE + 0x4000), 4, "entry 0xffffffff80004000 is not in an executable segment"),
     (words(*TAG, 9), 4, "base revision 9; revisions up to 6 are defined; highboot keeps the promises of "
-                        "revisions 0 to 4"),
+                        "revisions 0 to 6"),
     (request(HHDM), 5, "no paging mode request: a Limine loader gives it 4-level paging; the layout gives "
                        "5-level paging"),
 ])

@@ -308,22 +308,45 @@ def test_project_file_smp_keys(tmp_path: Path) -> None:
     assert exc.value.field == "smp"
 
 
+def each_madt(tmp_path: Path, tables: list[bytes], walk: str) -> list[str]:
+    """What `walk` (a madt:: function of the table and a callback, which appends to `out`) makes of
+    each table: one line per table, or the error."""
+    arrays = ", ".join("&[" + ", ".join(str(b) for b in t) + "]" for t in tables)
+    body = f"""
+    let tables: [&[u8]; {len(tables)}] = [{arrays}];
+    for t in tables.iter() {{
+        let mut out = std::string::String::new();
+        match {walk} {{
+            Ok(()) => println!("{{}}", out.trim_end()),
+            Err(e) => println!("error: {{}}", e),
+        }}
+    }}
+    """
+    return run_rust(tmp_path, {"madt": madt_source()}, body).splitlines()
+
+
 def test_madt_io_apics(tmp_path: Path) -> None:
     """madt::io_apics (the Limine handover masks their entries): each I/O APIC's address, in order;
     a malformed table gives none."""
     second = struct.pack("<BBBBII", 1, 12, 1, 0, 0xFEC01000, 24)
     tables = [madt([lapic(0, 0, 1), IOAPIC, lapic(1, 1, 1), second]), madt([lapic(0, 0, 1)]),
               madt([IOAPIC], checksum_ok=False), madt([IOAPIC, bytes([1, 0, 0, 0])])]
-    arrays = ", ".join("&[" + ", ".join(str(b) for b in t) + "]" for t in tables)
-    body = f"""
-    let tables: [&[u8]; {len(tables)}] = [{arrays}];
-    for t in tables.iter() {{
-        let mut out = std::string::String::new();
-        match madt::io_apics(t, |a| out += &format!("{{:#x}} ", a)) {{
-            Ok(()) => println!("{{}}", out.trim_end()),
-            Err(e) => println!("error: {{}}", e),
-        }}
-    }}
-    """
-    assert run_rust(tmp_path, {"madt": madt_source()}, body).splitlines() == [
+    assert each_madt(tmp_path, tables, 'madt::io_apics(t, |a| out += &format!("{:#x} ", a))') == [
         "0xfec00000 0xfec01000", "", "error: its checksum is wrong", "error: the entry at offset 0x38 is malformed"]
+
+
+def test_madt_lint_nmis(tmp_path: Path) -> None:
+    """madt::lint_nmis (Limine base revision 5 wires the local APICs' LINT pins): each Local APIC NMI
+    (type 4; UID 0xff: every processor) and Local x2APIC NMI (type 0x0a) entry, in order."""
+    every = struct.pack("<BBBHB", 4, 6, 0xFF, 0x000D, 1)
+    one = struct.pack("<BBBHB", 4, 6, 3, 0x0005, 0)
+    x2 = struct.pack("<BBHIB3s", 0x0A, 12, 0x000F, 1000, 1, bytes(3))
+    tables = [madt([lapic(0, 0, 1), every, IOAPIC, one, x2]), madt([lapic(0, 0, 1)])]
+    assert each_madt(tmp_path, tables, 'madt::lint_nmis(t, |n| out += &format!("{:#x}:{}:{:#x} ", n.uid, n.lint, '
+                                       'n.flags))') == ["0xffffffff:1:0xd 0x3:0:0x5 0x3e8:1:0xf", ""]
+    # The LVT bits per processor (LINT1 in the high half): NMI delivery, active low (flags 11 in
+    # bits 0..1), level (11 in bits 2..3); a later entry for the same pin wins.
+    wiring = "; ".join(f'println!("{{:#x}}", madt::lint_nmi(t, {uid}))' for uid in (3, 1000, 5))
+    body = f"let t: &[u8] = &[{', '.join(str(b) for b in tables[0])}];\n{wiring};"
+    assert run_rust(tmp_path, {"madt": madt_source()}, body).split() == ["0x840000000400", "0xa40000000000",
+                                                                          "0x840000000000"]

@@ -481,6 +481,17 @@ READ_SEG(fs)
 READ_SEG(gs)
 READ_SEG(ss)
 
+static inline u16 read_ldtr(void) {
+    u16 v;
+    __asm__ volatile("sldt %0" : "=r"(v));
+    return v;
+}
+static inline u16 read_tr(void) {
+    u16 v;
+    __asm__ volatile("str %0" : "=r"(v));
+    return v;
+}
+
 static inline u64 rdmsr(u32 msr) {
     u32 lo, hi;
     __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
@@ -717,6 +728,7 @@ static void check_registers(void) {
     need(&c, !(entry_regs.rflags & RFLAGS_IF), "IF set (rflags=%lx)", entry_regs.rflags);
     need(&c, !(entry_regs.rflags & RFLAGS_DF), "DF set (rflags=%lx)", entry_regs.rflags);
     need(&c, !(entry_regs.rflags & RFLAGS_VM), "VM set (rflags=%lx)", entry_regs.rflags);
+    need(&c, revision < 5 || entry_regs.rflags == 2, "rflags=%lx (revision 5 on: exactly 0x2)", entry_regs.rflags);
     detail(&c, "rsp=%lx rflags=%lx", entry_regs.rsp, entry_regs.rflags);
     report(&c);
 }
@@ -736,17 +748,41 @@ static void check_segments(void) {
     struct check g = begin("STATE", "gdt");
     struct table_register gdtr;
     __asm__ volatile("sgdt %0" : "=m"(gdtr));
-    need(&g, gdtr.limit == 0x37, "limit=%x (want 0x37: 7 entries)", gdtr.limit);
-    need(&g, readable(gdtr.base, 56), "base %lx not mapped", gdtr.base);
+    /* Revision 5 on: then the TSS descriptor TR holds (base 0, limit 0; busy or not). */
+    u16 want_limit = revision >= 5 ? 0x47 : 0x37;
+    need(&g, gdtr.limit == want_limit, "limit=%x (want %x: %d entries)", gdtr.limit, want_limit,
+         (want_limit + 1) / 8);
+    need(&g, readable(gdtr.base, want_limit + 1), "base %lx not mapped", gdtr.base);
     if (!g.bad) {
         for (int i = 0; i < 7; i++) {
             u64 e = ((volatile u64 *)(uintptr_t)gdtr.base)[i] & ~(1ULL << 40);
             need(&g, e == want[i], "entry %d (%s) is %lx, want %lx", i, kinds[i], e, want[i]);
         }
-        need(&g, in_reclaimable(gdtr.base, 56), "GDT at %lx not in bootloader-reclaimable memory", gdtr.base);
+        if (revision >= 5) {
+            u64 low = ((volatile u64 *)(uintptr_t)gdtr.base)[7] & ~(1ULL << 41);
+            u64 high = ((volatile u64 *)(uintptr_t)gdtr.base)[8];
+            need(&g, low == 0x0000890000000000ULL && high == 0, "TSS descriptor %lx:%lx, want base 0 limit 0", high,
+                 low);
+        }
+        need(&g, in_reclaimable(gdtr.base, want_limit + 1), "GDT at %lx not in bootloader-reclaimable memory",
+             gdtr.base);
     }
     detail(&g, "base=%lx limit=%x", gdtr.base, gdtr.limit);
     report(&g);
+
+    /* Revision 5 on: LDTR null, TR the TSS of base 0 and limit 0. */
+    struct check t = begin("STATE", "ldtr_tr");
+    u16 ldtr = read_ldtr(), tr = read_tr();
+    if (revision >= 5) {
+        need(&t, ldtr == 0, "ldtr=%x (want the null selector)", ldtr);
+        need(&t, tr == 0x38, "tr=%x (want 0x38: the TSS descriptor)", tr);
+        u64 limit = ~0ULL;
+        if (tr)
+            __asm__ volatile("lsl %1, %0" : "=r"(limit) : "r"((u64)tr) : "cc");
+        need(&t, limit == 0, "TR's limit %lx (want 0)", limit);
+    }
+    detail(&t, "ldtr=%x tr=%x%s", ldtr, tr, revision >= 5 ? "" : " (not promised before revision 5)");
+    report(&t);
 }
 
 static void check_control_registers(u64 paging_mode) {
@@ -757,6 +793,9 @@ static void check_control_registers(u64 paging_mode) {
     int nx = !!(r[3] & (1u << 20));
     need(&c, (cr0 & (CR0_PG | CR0_PE | CR0_WP)) == (CR0_PG | CR0_PE | CR0_WP), "cr0=%lx lacks PG/PE/WP", cr0);
     need(&c, cr4 & CR4_PAE, "cr4=%lx lacks PAE", cr4);
+    /* Revision 5 on: exactly PE|ET|WP|PG, and PAE (+ LA57). */
+    need(&c, revision < 5 || cr0 == 0x80010011ULL, "cr0=%lx (revision 5 on: exactly 80010011)", cr0);
+    need(&c, revision < 5 || (cr4 & ~CR4_LA57) == CR4_PAE, "cr4=%lx (revision 5 on: exactly PAE, LA57)", cr4);
     need(&c, (efer & (EFER_LME | EFER_LMA)) == (EFER_LME | EFER_LMA), "efer=%lx lacks LME/LMA", efer);
     need(&c, !nx || (efer & EFER_NXE), "efer=%lx: NX available but NXE clear", efer);
     if (paging_mode != (u64)-1)
@@ -962,6 +1001,141 @@ static u64 check_paging_mode(void) {
 #define AP_BAD_LAPIC (1u << 7)
 #define AP_BAD_STACK_SIZE (1u << 8)
 #define AP_BAD_PAT (1u << 9)
+#define AP_BAD_STATE (1u << 10)
+#define AP_BAD_APIC (1u << 11)
+
+/* Revision 5 on: the local APIC (digest 4.4), on the BSP and every AP: enabled, SVR 0x1ff, TPR 0,
+   every LVT with Fixed, Lowest Priority, NMI or ExtINT delivery masked, and the LINT pins the MADT's
+   (x2)APIC NMI entries name wired to NMIs (polarity and trigger from their flags). The BSP reads the
+   MADT's NMI entries (lint_nmis) before it releases the APs. */
+static u64 acpi_table(const char *signature);
+static struct { u32 uid; u8 lint; u16 flags; } lint_nmi[16];
+static unsigned lint_nmi_count;
+static u64 madt_phys;
+
+static void read_lint_nmis(void) {
+    madt_phys = acpi_table("APIC");
+    if (!madt_phys)
+        return;
+    u32 length = *(const volatile u32 *)(uintptr_t)hhdm_of(madt_phys + 4);
+    for (u64 at = madt_phys + 44; at + 2 <= madt_phys + length;) {
+        const volatile u8 *e = (const volatile u8 *)(uintptr_t)hhdm_of(at);
+        if (e[1] < 2)
+            break;
+        if (lint_nmi_count < 16 && e[0] == 4 && e[1] >= 6) {
+            lint_nmi[lint_nmi_count].uid = e[2] == 0xff ? 0xffffffffu : e[2];
+            lint_nmi[lint_nmi_count].flags = (u16)(e[3] | e[4] << 8);
+            lint_nmi[lint_nmi_count++].lint = e[5];
+        } else if (lint_nmi_count < 16 && e[0] == 0x0a && e[1] >= 12) {
+            lint_nmi[lint_nmi_count].uid = *(const volatile u32 *)(e + 4);
+            lint_nmi[lint_nmi_count].flags = (u16)(e[2] | e[3] << 8);
+            lint_nmi[lint_nmi_count++].lint = e[8];
+        }
+        at += e[1];
+    }
+}
+
+/* The ACPI processor UID of the processor with this APIC ID (0xffffffff: not listed). */
+static u32 uid_of_apic(u32 apic_id) {
+    if (!madt_phys)
+        return 0xffffffffu;
+    u32 length = *(const volatile u32 *)(uintptr_t)hhdm_of(madt_phys + 4);
+    for (u64 at = madt_phys + 44; at + 2 <= madt_phys + length;) {
+        const volatile u8 *e = (const volatile u8 *)(uintptr_t)hhdm_of(at);
+        if (e[1] < 2)
+            break;
+        if (e[0] == 0 && e[1] >= 8 && e[3] == apic_id)
+            return e[2];
+        if (e[0] == 9 && e[1] >= 16 && *(const volatile u32 *)(e + 4) == apic_id)
+            return *(const volatile u32 *)(e + 12);
+        at += e[1];
+    }
+    return 0xffffffffu;
+}
+
+static u32 own_apic_id(void);
+
+/* A local APIC register (its xAPIC offset): an MSR in x2APIC mode, else through the HHDM. */
+static u32 lapic_read_at(int x2, u64 base, u32 reg) {
+    if (x2)
+        return (u32)rdmsr(0x800 + reg / 16);
+    return *(const volatile u32 *)(uintptr_t)hhdm_of(base + reg);
+}
+
+static int lapic_x2; /* the BSP's, for check_local_apic's details */
+static u64 lapic_base;
+static u32 lapic_read(u32 reg) { return lapic_read_at(lapic_x2, lapic_base, reg); }
+
+/* 0 when this CPU's local APIC is as revision 5 hands it over; else what is wrong (a bit per
+   finding, described into why when why is given). */
+static u32 lapic_check(u32 uid, char *why, size_t cap) {
+    u64 base = rdmsr(0x1b);
+    int x2 = !!(base & (1u << 10));
+    if (!(base & (1u << 11))) {
+        if (why)
+            format(why, cap, "IA32_APIC_BASE %lx: disabled", base);
+        return 1;
+    }
+    if (!x2 && !readable(hhdm_of(base & PTE_ADDRESS), 0x400)) {
+        if (why)
+            format(why, cap, "the xAPIC's registers at %lx are not in the HHDM", (u64)(base & PTE_ADDRESS));
+        return 2;
+    }
+    base &= PTE_ADDRESS;
+    if (why) {
+        lapic_x2 = x2;
+        lapic_base = base;
+    }
+    u32 svr = lapic_read_at(x2, base, 0xf0), tpr = lapic_read_at(x2, base, 0x80);
+    u32 max_lvt = (lapic_read_at(x2, base, 0x30) >> 16) & 0xff;
+    if (svr != 0x1ff || tpr != 0) {
+        if (why)
+            format(why, cap, "svr=%x tpr=%x (want 1ff, 0)", svr, tpr);
+        return 4;
+    }
+    static const u32 lvts[7][2] = {{0x2f0, 6}, {0x320, 0}, {0x330, 5}, {0x340, 4}, {0x350, 0}, {0x360, 0}, {0x370, 0}};
+    for (int i = 0; i < 7; i++) {
+        if (max_lvt < lvts[i][1])
+            continue;
+        u32 lvt = lapic_read_at(x2, base, lvts[i][0]), mode = (lvt >> 8) & 7;
+        if ((mode == 0 || mode == 1 || mode == 4 || mode == 7) && !(lvt & (1u << 16))) {
+            if (why)
+                format(why, cap, "LVT %x = %x: delivery mode %u unmasked", lvts[i][0], lvt, mode);
+            return 8;
+        }
+    }
+    for (unsigned n = 0; n < lint_nmi_count; n++) {
+        if ((lint_nmi[n].uid != 0xffffffffu && lint_nmi[n].uid != uid) || lint_nmi[n].lint > 1)
+            continue;
+        u32 lvt = lapic_read_at(x2, base, lint_nmi[n].lint ? 0x360 : 0x350);
+        u32 want = 4u << 8 | ((lint_nmi[n].flags & 3) == 3 ? 1u << 13 : 0) |
+                   (((lint_nmi[n].flags >> 2) & 3) == 3 ? 1u << 15 : 0) | 1u << 16;
+        if ((lvt & (0x700u | 1u << 13 | 1u << 15 | 1u << 16)) != want) {
+            if (why)
+                format(why, cap, "LINT%u = %x: want NMI delivery, masked (MADT flags %x)", lint_nmi[n].lint, lvt,
+                       lint_nmi[n].flags);
+            return 16;
+        }
+    }
+    return 0;
+}
+
+static void check_local_apic(void) {
+    struct check c = begin("STATE", "local_apic");
+    if (revision < 5) {
+        detail(&c, "not promised before revision 5");
+        return report(&c);
+    }
+    u32 uid = uid_of_apic(own_apic_id());
+    char why[120] = "";
+    u32 bad = lapic_check(uid, why, sizeof why);
+    need(&c, !bad, "the BSP's %s", why);
+    if (!bad)
+        detail(&c, "svr=%x tpr=%x lint0=%x lint1=%x lvt_error=%x mode=%s nmi_entries=%u", lapic_read(0xf0),
+               lapic_read(0x80), lapic_read(0x350), lapic_read(0x360), lapic_read(0x370),
+               lapic_x2 ? "x2apic" : "xapic", lint_nmi_count);
+    report(&c);
+}
 
 static volatile u64 mp_cpus[MAX_CPUS];
 static volatile u32 ap_status[MAX_CPUS];
@@ -1004,6 +1178,11 @@ void ap_main(struct limine_mp_info *info, u64 rsp, u64 top_word, u64 regs_or, u6
         bad |= AP_BAD_LAPIC;
     if (!pat_ok())
         bad |= AP_BAD_PAT;
+    if (revision >= 5 && (read_cr0() != 0x80010011ULL || (read_cr4() & ~CR4_LA57) != CR4_PAE || rflags != 2 ||
+                          read_ldtr() != 0 || read_tr() != 0x38))
+        bad |= AP_BAD_STATE;
+    if (revision >= 5 && lapic_check(info->processor_id, 0, 0))
+        bad |= AP_BAD_APIC;
     ap_status[idx] |= bad | AP_ARRIVED;
     __atomic_fetch_add(&ap_arrived, 1, __ATOMIC_SEQ_CST);
     for (;;)
@@ -1067,12 +1246,13 @@ static void check_mp(void) {
         need(&c, arrived == aps, "%u of %lu APs arrived", arrived, aps);
         for (u64 i = 0; i < r->cpu_count && !c.bad; i++) {
             u32 s = ap_status[i] & ~AP_ARRIVED;
-            need(&c, s == 0, "AP %lu (lapic %u) found itself wrong: %s%s%s%s%s%s%s%s%s", i,
+            need(&c, s == 0, "AP %lu (lapic %u) found itself wrong: %s%s%s%s%s%s%s%s%s%s%s", i,
                  ((struct limine_mp_info *)(uintptr_t)mp_cpus[i])->lapic_id, s & AP_BAD_RDI ? "rdi " : "",
                  s & AP_BAD_STACK ? "stack " : "", s & AP_BAD_REGS ? "registers " : "",
                  s & AP_BAD_FLAGS ? "rflags " : "", s & AP_BAD_SEGMENTS ? "segments " : "",
                  s & AP_BAD_CR3 ? "cr3 " : "", s & AP_BAD_LAPIC ? "lapic-id " : "",
-                 s & AP_BAD_STACK_SIZE ? "stack-size " : "", s & AP_BAD_PAT ? "pat " : "");
+                 s & AP_BAD_STACK_SIZE ? "stack-size " : "", s & AP_BAD_PAT ? "pat " : "",
+                 s & AP_BAD_STATE ? "cr0/cr4/rflags/ldtr/tr " : "", s & AP_BAD_APIC ? "local-apic " : "");
         }
         detail(&c, "cpus=%lu bsp_lapic=%u x2apic=%d (cpu has it: %d) aps_arrived=%u", r->cpu_count,
                r->bsp_lapic_id, x2apic_on, cpu_x2apic, arrived);
@@ -1656,6 +1836,113 @@ static void check_acpi_tables(void) {
     report(&c);
 }
 
+/* Revision 5 on: the EFI runtime services' code and data, the SMBIOS entry points and their
+   structure tables, the EFI system table, its runtime services table, configuration table array and
+   firmware vendor string, each inside a RESERVED_MAPPED entry and readable through the HHDM. */
+static unsigned firmware_seen, firmware_bad;
+static void firmware_covered(struct check *c, const char *what, u64 pa, u64 len) {
+    if (!pa || !len)
+        return;
+    firmware_seen++;
+    int in = memmap_type_covers(pa, len, LIMINE_MEMMAP_RESERVED_MAPPED) && readable(hhdm_of(pa), len);
+    firmware_bad += !in;
+    need(c, in, "%s at %lx+%lx not in a reserved-mapped entry in the HHDM (in %s)", what, pa, len,
+         memmap_type_name(memmap_type_at(pa)));
+}
+
+static void check_firmware_tables(void) {
+    struct check c = begin("STATE", "firmware_tables");
+    if (revision < 5 || !hhdm || !memmap_count) {
+        detail(&c, "%s", revision < 5 ? "not promised before revision 5" : "no HHDM or memory map");
+        return report(&c);
+    }
+    volatile struct limine_smbios_response *sm = smbios_req.response;
+    if (sm && sm->entry_32 >= hhdm) {
+        u64 pa = sm->entry_32 - hhdm;
+        const volatile u8 *e = (const volatile u8 *)(uintptr_t)sm->entry_32;
+        firmware_covered(&c, "SMBIOS entry point", pa, e[5]);
+        firmware_covered(&c, "SMBIOS table", *(const volatile u32 *)(e + 0x18), *(const volatile u16 *)(e + 0x16));
+    }
+    if (sm && sm->entry_64 >= hhdm) {
+        u64 pa = sm->entry_64 - hhdm;
+        const volatile u8 *e = (const volatile u8 *)(uintptr_t)sm->entry_64;
+        firmware_covered(&c, "SMBIOS 3 entry point", pa, e[6]);
+        firmware_covered(&c, "SMBIOS 3 table", *(const volatile u64 *)(e + 0x10), *(const volatile u32 *)(e + 0x0c));
+    }
+    volatile struct limine_efi_system_table_response *st = efi_system_table_req.response;
+    if (st && st->address >= hhdm) {
+        const volatile u8 *t = (const volatile u8 *)(uintptr_t)st->address;
+        firmware_covered(&c, "EFI system table", st->address - hhdm, *(const volatile u32 *)(t + 12));
+        u64 vendor = *(const volatile u64 *)(t + 24), runtime = *(const volatile u64 *)(t + 88);
+        u64 count = *(const volatile u64 *)(t + 104), config = *(const volatile u64 *)(t + 112);
+        u64 vendor_len = 2;
+        while (vendor && readable(hhdm_of(vendor + vendor_len - 2), 2) &&
+               *(const volatile u16 *)(uintptr_t)hhdm_of(vendor + vendor_len - 2))
+            vendor_len += 2;
+        firmware_covered(&c, "firmware vendor string", vendor, vendor_len);
+        if (runtime && readable(hhdm_of(runtime), 24))
+            firmware_covered(&c, "runtime services table", runtime,
+                             *(const volatile u32 *)(uintptr_t)hhdm_of(runtime + 12));
+        firmware_covered(&c, "configuration table array", config, 24 * count);
+    }
+    volatile struct limine_efi_memmap_response *m = efi_memmap_req.response;
+    unsigned runtime_ranges = 0;
+    if (m && m->desc_size >= 40 && readable(m->memmap, m->memmap_size)) {
+        for (u64 at = 0; at + m->desc_size <= m->memmap_size; at += m->desc_size) {
+            volatile u8 *d = (volatile u8 *)(uintptr_t)(m->memmap + at);
+            u32 type = *(volatile u32 *)d;
+            if (type == 5 || type == 6) { /* EfiRuntimeServicesCode, EfiRuntimeServicesData */
+                runtime_ranges++;
+                firmware_covered(&c, type == 5 ? "EFI runtime code" : "EFI runtime data", *(volatile u64 *)(d + 8),
+                                 *(volatile u64 *)(d + 24) * PAGE);
+            }
+        }
+    }
+    detail(&c, "ranges=%u outside=%u efi_runtime_ranges=%u", firmware_seen, firmware_bad, runtime_ranges);
+    report(&c);
+}
+
+/* Revision 5 on (the kernel has no keep-IOMMU request): every Intel VT-d remapping unit (the DMAR's
+   DRHDs) with DMA translation and interrupt remapping off (GSTS.TES, IRES), every AMD-Vi IOMMU (the
+   IVRS's IVHDs) off (control register bit 0). Their registers are read through the HHDM. */
+static void check_iommu(void) {
+    struct check c = begin("STATE", "iommu");
+    if (revision < 5) {
+        detail(&c, "not promised before revision 5");
+        return report(&c);
+    }
+    unsigned vtd = 0, amd = 0;
+    u64 dmar = acpi_table("DMAR"), ivrs = acpi_table("IVRS");
+    for (int k = 0; k < 2; k++) {
+        u64 t = k ? ivrs : dmar;
+        if (!t)
+            continue;
+        u32 length = *(const volatile u32 *)(uintptr_t)hhdm_of(t + 4);
+        for (u64 at = t + 48; at + 4 <= t + length;) {
+            const volatile u8 *e = (const volatile u8 *)(uintptr_t)hhdm_of(at);
+            u16 type = k ? e[0] : *(const volatile u16 *)e, len = *(const volatile u16 *)(e + 2);
+            if (len < 4)
+                break;
+            u64 base = len >= 16 ? *(const volatile u64 *)(e + 8) : 0;
+            if (!k && type == 0 && base) {
+                vtd++;
+                need(&c, readable(hhdm_of(base), 0x20), "VT-d unit at %lx not in the HHDM", base);
+                u32 gsts = c.bad ? 0 : *(const volatile u32 *)(uintptr_t)hhdm_of(base + 0x1c);
+                need(&c, !(gsts & (1u << 31 | 1u << 25)), "VT-d unit at %lx: GSTS %x (translation or interrupt "
+                     "remapping on)", base, gsts);
+            } else if (k && (type == 0x10 || type == 0x11 || type == 0x40) && base) {
+                amd++;
+                need(&c, readable(hhdm_of(base), 0x20), "AMD-Vi IOMMU at %lx not in the HHDM", base);
+                u64 control = c.bad ? 0 : *(const volatile u64 *)(uintptr_t)hhdm_of(base + 0x18);
+                need(&c, !(control & 1), "AMD-Vi IOMMU at %lx: control %lx (enabled)", base, control);
+            }
+            at += len;
+        }
+    }
+    detail(&c, "vtd_units=%u amd_iommus=%u", vtd, amd);
+    report(&c);
+}
+
 /* ---- Main --------------------------------------------------------------------------------- */
 
 void elf_entry(void) {
@@ -1702,10 +1989,14 @@ __attribute__((noreturn, used)) void kernel_main(void) {
     check_date_at_boot();
     check_bootloader_performance();
     check_dtb();
+    read_lint_nmis();
     check_mp();
     check_interrupt_controllers();
+    check_local_apic();
     check_pat();
     check_acpi_tables();
+    check_firmware_tables();
+    check_iommu();
     if (hhdm)
         check_mappings();
     else

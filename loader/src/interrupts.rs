@@ -70,3 +70,60 @@ unsafe fn mask_io_apic(base: u64, modes: u8) {
         }
     }
 }
+
+/// The local APIC registers (xAPIC offsets; the x2APIC's MSR is 0x800 + offset / 16): TPR,
+/// SVR, the version (max LVT in bits 16..23), and each LVT with the version's least max LVT.
+const TPR: u32 = 0x80;
+const SVR: u32 = 0xf0;
+const VERSION: u32 = 0x30;
+const LINT: [u32; 2] = [0x350, 0x360];
+const LVTS: [(u32, u32); 7] = [(0x2f0, 6), (0x320, 0), (0x330, 5), (0x340, 4), (0x350, 0), (0x360, 0), (0x370, 0)];
+/// The delivery modes masked: Fixed, Lowest Priority, NMI, ExtINT.
+const LVT_MASKED_MODES: u32 = 1 << 0b000 | 1 << 0b001 | 1 << 0b100 | 1 << 0b111;
+
+/// This CPU's local APIC as Limine base revision 5 hands it over (the trampoline does the APs'
+/// alike): enabled, TPR 0, SVR 0x1ff, the LINT pins wired to NMIs as `wiring` says
+/// (`madt::lint_nmi`), and every LVT whose delivery mode is Fixed, Lowest Priority, NMI or ExtINT masked.
+///
+/// # Safety
+/// Boot services are gone; an xAPIC's registers are identity-mapped (the firmware's tables).
+#[cfg_attr(not(feature = "limine"), allow(dead_code))]
+pub unsafe fn setup_local_apic(wiring: u64) {
+    use crate::cpu::{apic_base, msr, rdmsr, wrmsr};
+    let base = rdmsr(msr::APIC_BASE) | apic_base::ENABLE;
+    wrmsr(msr::APIC_BASE, base);
+    let x2apic = base & apic_base::X2APIC != 0;
+    let mmio = base & apic_base::ADDRESS;
+    let read = |reg: u32| {
+        if x2apic {
+            rdmsr(0x800 + reg / 16) as u32
+        } else {
+            ptr::read_volatile((mmio + reg as u64) as *const u32)
+        }
+    };
+    let write = |reg: u32, value: u32| {
+        if x2apic {
+            wrmsr(0x800 + reg / 16, value as u64)
+        } else {
+            ptr::write_volatile((mmio + reg as u64) as *mut u32, value)
+        }
+    };
+    write(TPR, 0);
+    write(SVR, 0x1ff);
+    for (n, &reg) in LINT.iter().enumerate() {
+        let w = (wiring >> (32 * n)) as u32;
+        if w != 0 {
+            write(reg, read(reg) & !madt::LVT_WIRING | w);
+        }
+    }
+    let max_lvt = read(VERSION) >> 16 & 0xff;
+    for &(reg, least) in LVTS.iter() {
+        if max_lvt < least {
+            continue; // the CPU has no such LVT (an x2APIC faults on its MSR)
+        }
+        let lvt = read(reg);
+        if LVT_MASKED_MODES & 1 << (lvt >> 8 & 7) != 0 {
+            write(reg, lvt | MASKED);
+        }
+    }
+}

@@ -144,6 +144,61 @@ pub fn io_apics(table: &[u8], mut each: impl FnMut(u64)) -> Result<(), MadtError
     })
 }
 
+/// Local APIC NMI (type 4) and Local x2APIC NMI (type 0x0a) structures (5.2.12.7, 5.2.12.13).
+#[cfg_attr(not(feature = "limine"), allow(dead_code))]
+const LOCAL_APIC_NMI: u8 = 4;
+#[cfg_attr(not(feature = "limine"), allow(dead_code))]
+const LOCAL_X2APIC_NMI: u8 = 0x0a;
+
+/// An NMI source wired to a local APIC's LINT pin: which processor (ACPI processor UID; all of them
+/// when `uid` is `ALL_PROCESSORS`), the pin (0 or 1) and the MPS INTI flags (polarity, trigger).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "limine"), allow(dead_code))]
+pub struct LintNmi {
+    pub uid: u32,
+    pub lint: u8,
+    pub flags: u16,
+}
+/// The UID an NMI structure names for every processor (0xff in a type 4 entry, 0xffffffff in 0x0a).
+#[cfg_attr(not(feature = "limine"), allow(dead_code))]
+pub const ALL_PROCESSORS: u32 = u32::MAX;
+
+/// The local APIC NMI sources the MADT lists.
+#[cfg_attr(not(feature = "limine"), allow(dead_code))]
+pub fn lint_nmis(table: &[u8], mut each: impl FnMut(LintNmi)) -> Result<(), MadtError> {
+    entries(table, &mut |kind, e| match kind {
+        LOCAL_APIC_NMI if e.len() >= 6 => each(LintNmi {
+            uid: if e[2] == 0xff { ALL_PROCESSORS } else { e[2] as u32 },
+            lint: e[5],
+            flags: u16::from_le_bytes([e[3], e[4]]),
+        }),
+        LOCAL_X2APIC_NMI if e.len() >= 12 => {
+            each(LintNmi { uid: u32_at(e, 4), lint: e[8], flags: u16::from_le_bytes([e[2], e[3]]) })
+        }
+        _ => {}
+    })
+}
+
+/// The LVT bits of an NMI wiring: delivery mode NMI, polarity (bit 13, active low) and trigger mode
+/// (bit 15, level) from the MPS INTI flags (bits 0..1: 11 active low; bits 2..3: 11 level).
+#[cfg_attr(not(feature = "limine"), allow(dead_code))] // interrupts.rs: Limine only
+pub const LVT_WIRING: u32 = 0b111 << 8 | 1 << 13 | 1 << 15;
+const NMI: u32 = 0b100 << 8;
+
+/// The NMI wiring of the LINT pins of the processor with this ACPI UID, from the MADT's (x2)APIC
+/// NMI entries: LINT0's LVT bits in the low half, LINT1's in the high half (0: not wired).
+pub fn lint_nmi(madt: &[u8], uid: u32) -> u64 {
+    let mut wiring = [0u32; 2];
+    let _ = lint_nmis(madt, |n| {
+        if (n.uid == ALL_PROCESSORS || n.uid == uid) && n.lint < 2 {
+            let low = if n.flags & 3 == 3 { 1 << 13 } else { 0 };
+            let level = if n.flags >> 2 & 3 == 3 { 1 << 15 } else { 0 };
+            wiring[n.lint as usize] = NMI | low | level;
+        }
+    });
+    wiring[0] as u64 | (wiring[1] as u64) << 32
+}
+
 /// Every entry (its type and bytes) of a table whose length and checksum hold, after checking that
 /// each entry fits the table.
 #[cfg_attr(not(feature = "limine"), allow(dead_code))]

@@ -105,7 +105,7 @@ fn apic_id(leaf: u32) -> u32 {
 ///
 /// # Safety
 /// Boot services are up: the firmware's tables are identity-mapped and the ACPI tables in place.
-unsafe fn acpi_table(rsdp: u64, revision: u64, signature: &[u8; 4]) -> Option<&'static [u8]> {
+pub unsafe fn acpi_table(rsdp: u64, revision: u64, signature: &[u8; 4]) -> Option<&'static [u8]> {
     if rsdp == 0 {
         return None;
     }
@@ -297,6 +297,12 @@ impl Census {
         plan::options::SMP && !self.gave_up
     }
 
+    /// The BSP's LINT pins' NMI wiring (madt::lint_nmi).
+    #[cfg_attr(not(feature = "limine"), allow(dead_code))]
+    pub fn bsp_lint_nmi(&self) -> u64 {
+        self.madt.map_or(0, |m| madt::lint_nmi(m, self.bsp_uid))
+    }
+
     /// TSC ticks per microsecond (0 when the loader did not measure it: no AP to start).
     #[cfg_attr(not(feature = "limine"), allow(dead_code))]
     pub fn tsc_per_us(&self) -> u64 {
@@ -403,8 +409,9 @@ pub unsafe fn start(
 ) -> Started {
     let Some(low) = low.filter(|_| census.to_start > 0) else { return Started { count: 1, failed: 0 } };
     let layout = &block.layout;
-    // From the BSP: CR0.MP and NE, CR4.PGE, OSFXSR and OSXMMEXCPT; the rest as the entry ABI says.
-    let (bsp_cr0, bsp_cr4) = (cpu::read_cr0(), cpu::read_cr4());
+    // From the BSP: CR0.MP and NE, CR4.PGE, OSFXSR and OSXMMEXCPT; the rest as the entry ABI says
+    // (Limine's revision 5 on: none of them).
+    let (bsp_cr0, bsp_cr4) = if protocol::EXACT_ENTRY_STATE { (0, 0) } else { (cpu::read_cr0(), cpu::read_cr4()) };
     let start = ApStart {
         cr3: block.root,
         transition_cr3: low.root,
@@ -419,6 +426,7 @@ pub unsafe fn start(
         slot_count: census.to_start as u64,
         id_leaf: census.id_leaf as u64,
         pat: handover::entry_pat(),
+        lint_nmi: if protocol::EXACT_ENTRY_STATE { aps_lint_nmi(census) } else { 0 },
     };
     paging_mode::prepare_ap_start(low, block.root, &start);
 
@@ -495,6 +503,24 @@ pub unsafe fn start(
         cpu::rdtsc() - t0
     );
     Started { count, failed }
+}
+
+/// The NMI wiring of the APs' LINT pins (madt::lint_nmi), one for all of them: the
+/// trampoline sets every AP's local APIC up alike. A MADT that wires them differently stops the boot.
+fn aps_lint_nmi(census: &Census) -> u64 {
+    let Some(madt) = census.madt() else { return 0 };
+    let mut wiring = None;
+    let _ = madt::processors(madt, |p| {
+        if p.apic_id != census.bsp_apic_id {
+            let w = madt::lint_nmi(madt, p.uid);
+            if *wiring.get_or_insert(w) != w {
+                crate::failure::fatal(
+                    "the MADT wires the APs' LINT pins to NMIs differently; highboot sets them alike",
+                );
+            }
+        }
+    });
+    wiring.unwrap_or(0)
 }
 
 /// What `start` did: CPU records written (the BSP's included) and processors started that did not

@@ -86,6 +86,8 @@ def limine_configs(build_dir: str) -> dict[str, BuildConfig]:
         "limine-la57": limine_config("gcc-pie", (font,), "la57", layout=LA57_LAYOUT),
         # Base revision 3: RSDP, SMBIOS and the EFI system table physical; the HHDM restricted.
         "limine-rev3": limine_config("gcc-pie", (font,), "rev3", (("BASE_REVISION", "3"),)),
+        # Base revision 5: the exact register state, the local APICs, the firmware's tables RESERVED_MAPPED.
+        "limine-rev5": limine_config("gcc-pie", (font,), "rev5", (("BASE_REVISION", "5"),)),
     }
 
 

@@ -63,6 +63,12 @@ pub struct Info {
     have: [bool; 6],
     /// The ACPI MADT: the interrupt controllers the entry state masks.
     madt: Option<&'static [u8]>,
+    /// The BSP's LINT pins' NMI wiring (revision 5 on).
+    lint_nmi: u64,
+    /// The firmware's tables the memory map gives as RESERVED_MAPPED (revision 5 on).
+    firmware: FirmwareTables,
+    /// The IOMMUs disabled at entry (revision 5 on, without a keep-IOMMU request).
+    iommus: Iommus,
 }
 
 const fn align16(n: u64) -> u64 {
@@ -101,22 +107,201 @@ pub const KEEPS_IDENTITY: bool = lim::IDENTITY_MAP;
 /// others' leave out the reserved ones above 4 GiB.
 pub const DIRECT_MAP_ALL_TYPES: bool = lim::IDENTITY_MAP;
 
-/// What else the HHDM must cover: from revision 4, every ACPI table.
+/// What else the HHDM must cover: from revision 4, every ACPI table; from revision 5, the SMBIOS
+/// entry points and tables and the EFI system table with what it references.
 pub fn direct_map_top(machine: &Machine) -> u64 {
-    if lim::ACPI_TABLES_MAPPED {
-        machine.acpi_tables.top()
-    } else {
-        0
-    }
+    let acpi = if lim::ACPI_TABLES_MAPPED { machine.acpi_tables.top() } else { 0 };
+    // SAFETY: boot services are up: the firmware's tables are in place and identity-mapped.
+    acpi.max(unsafe { FirmwareTables::find(machine) }.top())
 }
 
 /// Ranges of its own the protocol can add to the memory map: from revision 4, a RESERVED_MAPPED
-/// one for each ACPI table outside the firmware's ACPI ranges.
+/// one for each ACPI table outside the firmware's ACPI ranges; from revision 5, one for each
+/// firmware table (FirmwareTables; the EFI runtime services' ranges replace the firmware's own).
 pub fn map_ranges(machine: &Machine) -> usize {
-    if lim::ACPI_TABLES_MAPPED {
-        machine.acpi_tables.ranges().len()
-    } else {
-        0
+    let acpi = if lim::ACPI_TABLES_MAPPED { machine.acpi_tables.ranges().len() } else { 0 };
+    acpi + if lim::FIRMWARE_TABLES_MAPPED { FIRMWARE_TABLES } else { 0 }
+}
+
+/// At most this many firmware tables (revision 5): two SMBIOS entry points and their tables, the
+/// EFI system table, its runtime services table, configuration table array and vendor string.
+const FIRMWARE_TABLES: usize = 8;
+
+/// The firmware's tables revision 5 hands over as RESERVED_MAPPED, in the HHDM (none before).
+#[derive(Clone, Copy)]
+struct FirmwareTables {
+    ranges: [(u64, u64); FIRMWARE_TABLES],
+}
+
+impl FirmwareTables {
+    /// # Safety
+    /// The EFI system table and the SMBIOS entry points are in place and identity-mapped.
+    unsafe fn find(machine: &Machine) -> FirmwareTables {
+        let mut t = FirmwareTables { ranges: [(0, 0); FIRMWARE_TABLES] };
+        if !lim::FIRMWARE_TABLES_MAPPED {
+            return t;
+        }
+        let st = machine.st;
+        let s = &*st;
+        let vendor = s.firmware_vendor as u64;
+        let mut vendor_len = 0u64;
+        while vendor != 0 && ptr::read_unaligned((vendor + vendor_len) as *const u16) != 0 {
+            vendor_len += 2;
+        }
+        let entry_32 = config_table(machine, SMBIOS_GUID);
+        let entry_64 = config_table(machine, SMBIOS3_GUID);
+        // SMBIOS 2.x: length at 5, table length (u16) at 0x16, table address (u32) at 0x18;
+        // SMBIOS 3.x: length at 6, table maximum size (u32) at 0x0c, table address (u64) at 0x10.
+        let (table_32, table_64) = (
+            if entry_32 != 0 {
+                (
+                    ptr::read_unaligned((entry_32 + 0x18) as *const u32) as u64,
+                    ptr::read_unaligned((entry_32 + 0x16) as *const u16) as u64,
+                )
+            } else {
+                (0, 0)
+            },
+            if entry_64 != 0 {
+                (
+                    ptr::read_unaligned((entry_64 + 0x10) as *const u64),
+                    ptr::read_unaligned((entry_64 + 0x0c) as *const u32) as u64,
+                )
+            } else {
+                (0, 0)
+            },
+        );
+        let byte = |at: u64, off: u64| if at == 0 { 0 } else { ptr::read_unaligned((at + off) as *const u8) as u64 };
+        t.ranges = [
+            (st as u64, s.hdr.header_size as u64),
+            (
+                s.runtime_services as u64,
+                if s.runtime_services.is_null() { 0 } else { (*s.runtime_services).hdr.header_size as u64 },
+            ),
+            (
+                s.configuration_table as u64,
+                (s.number_of_table_entries * core::mem::size_of::<efi::ConfigurationTable>()) as u64,
+            ),
+            (vendor, if vendor == 0 { 0 } else { vendor_len + 2 }),
+            (entry_32, byte(entry_32, 5)),
+            table_32,
+            (entry_64, byte(entry_64, 6)),
+            table_64,
+        ];
+        t
+    }
+
+    fn top(&self) -> u64 {
+        self.ranges.iter().filter(|r| r.0 != 0 && r.1 != 0).map(|&(base, length)| base + length).max().unwrap_or(0)
+    }
+}
+
+/// Revision 5 on: the EFI runtime services' code and data, and each firmware table outside them
+/// (FirmwareTables), as RESERVED_MAPPED memory-map ranges.
+fn firmware_mapped<'a>(info: &'a Info, map: &'a memmap::FirmwareMap) -> impl Iterator<Item = (u64, u64, u32)> + 'a {
+    let runtime = |t: u32| matches!(t, efi::RUNTIME_SERVICES_CODE | efi::RUNTIME_SERVICES_DATA);
+    let runtime_ranges = map
+        .iter()
+        .filter(move |d| lim::FIRMWARE_TABLES_MAPPED && runtime(d.r#type))
+        .map(|d| (d.physical_start, d.number_of_pages * PAGE, lim::MEMMAP_RESERVED_MAPPED));
+    let tables = if lim::FIRMWARE_TABLES_MAPPED { &info.firmware.ranges[..] } else { &[] };
+    let outside = tables.iter().filter(|r| r.0 != 0 && r.1 != 0).filter_map(move |&(base, length)| {
+        let inside = map.iter().any(|d| {
+            runtime(d.r#type)
+                && d.physical_start <= base
+                && base + length <= d.physical_start + d.number_of_pages * PAGE
+        });
+        let (start, end) = (base & !(PAGE - 1), (base + length + PAGE - 1) & !(PAGE - 1));
+        (!inside).then_some((start, end - start, lim::MEMMAP_RESERVED_MAPPED))
+    });
+    runtime_ranges.chain(outside)
+}
+
+/// The IOMMUs' registers (physical): Intel VT-d remapping units (the ACPI DMAR's DRHD entries) and
+/// AMD-Vi IOMMUs (the IVRS's IVHD entries), read before ExitBootServices.
+#[derive(Clone, Copy, Default)]
+struct Iommus {
+    vtd: [u64; 8],
+    amd: [u64; 8],
+}
+
+impl Iommus {
+    /// # Safety
+    /// Boot services are up: the ACPI tables are in place and identity-mapped.
+    unsafe fn find(machine: &Machine) -> Iommus {
+        let mut t = Iommus::default();
+        if !lim::IOMMU_OFF {
+            return t;
+        }
+        let (rsdp, revision) = machine.rsdp;
+        let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+        let u64_at = |b: &[u8], at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[at..at + 8]);
+            u64::from_le_bytes(w)
+        };
+        // DMAR: remapping structures from offset 48, each type (u16) and length (u16); a DRHD
+        // (type 0) has its register base at 8.
+        if let Some(dmar) = crate::smp::acpi_table(rsdp, revision, b"DMAR") {
+            let (mut at, mut n) = (48, 0);
+            while at + 4 <= dmar.len() && u16_at(dmar, at + 2) >= 4 && n < t.vtd.len() {
+                let len = u16_at(dmar, at + 2);
+                if u16_at(dmar, at) == 0 && len >= 16 && at + 16 <= dmar.len() {
+                    t.vtd[n] = u64_at(dmar, at + 8);
+                    n += 1;
+                }
+                at += len;
+            }
+        }
+        // IVRS: IVDBs from offset 48, each type (u8) and length (u16 at 2); an IVHD (types 0x10,
+        // 0x11, 0x40: one IOMMU may be listed in each) has its registers' base at 8.
+        if let Some(ivrs) = crate::smp::acpi_table(rsdp, revision, b"IVRS") {
+            let (mut at, mut n) = (48, 0);
+            while at + 4 <= ivrs.len() && u16_at(ivrs, at + 2) >= 4 && n < t.amd.len() {
+                let len = u16_at(ivrs, at + 2);
+                if matches!(ivrs[at], 0x10 | 0x11 | 0x40) && len >= 16 && at + 16 <= ivrs.len() {
+                    t.amd[n] = u64_at(ivrs, at + 8);
+                    n += 1;
+                }
+                at += len;
+            }
+        }
+        t
+    }
+
+    /// Revision 5 on, without a keep-IOMMU request: VT-d DMA translation and interrupt remapping
+    /// off (GCMD.TE, then GCMD.IRE, each waited for in GSTS), AMD-Vi off (control register's
+    /// IommuEn).
+    ///
+    /// # Safety
+    /// Boot services are gone; the registers are identity-mapped (the firmware's tables).
+    unsafe fn disable(&self) {
+        const GCMD: u64 = 0x18;
+        const GSTS: u64 = 0x1c;
+        /// GSTS bits that are one-shot commands in GCMD (not to be written back).
+        const ONE_SHOT: u32 = 0x96ff_ffff;
+        const TE: u32 = 1 << 31;
+        const IRE: u32 = 1 << 25;
+        for &base in self.vtd.iter().filter(|&&b| b != 0) {
+            for bit in [TE, IRE] {
+                let status = ptr::read_volatile((base + GSTS) as *const u32);
+                if status & bit != 0 {
+                    ptr::write_volatile((base + GCMD) as *mut u32, status & ONE_SHOT & !bit);
+                    let mut spins = 0u32;
+                    while ptr::read_volatile((base + GSTS) as *const u32) & bit != 0 && spins < 10_000_000 {
+                        core::hint::spin_loop();
+                        spins += 1;
+                    }
+                }
+            }
+        }
+        const AMD_CONTROL: u64 = 0x18;
+        const IOMMU_EN: u64 = 1;
+        for &base in self.amd.iter().filter(|&&b| b != 0) {
+            let control = ptr::read_volatile((base + AMD_CONTROL) as *const u64);
+            if control & IOMMU_EN != 0 {
+                ptr::write_volatile((base + AMD_CONTROL) as *mut u64, control & !IOMMU_EN);
+            }
+        }
     }
 }
 
@@ -208,6 +393,9 @@ pub unsafe fn fill(block: &Block, place: &Placement, machine: &Machine, handed: 
         mp: census.madt().is_some(),
         have: [true; 6],
         madt: census.madt(),
+        lint_nmi: census.bsp_lint_nmi(),
+        firmware: FirmwareTables::find(machine),
+        iommus: Iommus::find(machine),
     };
     ptr::copy_nonoverlapping(lim::BLOB.as_ptr(), blob as *mut u8, lim::BLOB.len());
     for &at in lim::FIXUPS.iter() {
@@ -418,6 +606,7 @@ pub unsafe fn complete(
     if let Some(madt) = info.madt {
         interrupts::mask_io_apics(madt, lim::IO_APIC_MASKED_MODES);
     }
+    info.iommus.disable();
     if let Some(at) = lim::MEMMAP {
         let regions =
             core::slice::from_raw_parts_mut(block.in_area(layout.memmap_off) as *mut MemoryRegion, layout.map_capacity);
@@ -439,7 +628,8 @@ pub unsafe fn complete(
         .chain(kernel_file)
         .chain(modules)
         .chain(page_zero)
-        .chain(acpi_outside(machine, map));
+        .chain(acpi_outside(machine, map))
+        .chain(firmware_mapped(info, map));
         let Some(mut count) = memmap::convert(map, regions, owned) else {
             fatal("the memory map grew past the room planned for it after ExitBootServices");
         };
@@ -523,6 +713,10 @@ pub fn entry_pat() -> u64 {
 
 /// Just before the jump: the loader's timings.
 pub fn at_handoff(info: &mut Info, _block: &Block) {
+    if crate::rendered::protocol::EXACT_ENTRY_STATE {
+        // SAFETY: boot services are gone; the BSP still runs on the firmware's tables.
+        unsafe { interrupts::setup_local_apic(info.lint_nmi) };
+    }
     if let Some(at) = lim::BOOTLOADER_PERFORMANCE {
         // SAFETY: the response is in the blob.
         unsafe {

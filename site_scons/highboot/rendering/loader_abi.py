@@ -70,6 +70,7 @@ AP_START = (
     Word("slot_count", "number of slots"),
     Word("id_leaf", "CPUID leaf that gives an AP its APIC ID: 1 (EBX[31:24]) or 0xb (EDX, x2APIC ID)"),
     Word("pat", "IA32_PAT for the AP (as Handoff.pat), or 0: as the firmware left it"),
+    Word("lint_nmi", "Limine revision 5 on: the NMI wiring of LINT0 (low half) and LINT1 (high half), 0: none"),
 )
 
 #: One AP's check-in slot (kernel-owned memory in the block's area). The AP finds its slot by APIC

@@ -25,7 +25,7 @@ PAGE = 4096
 
 #: The base revisions highboot keeps every promise of.
 OLDEST_REVISION = 0
-SUPPORTED_REVISION = 4
+SUPPORTED_REVISION = 6
 #: What the bootloader info response says.
 BOOTLOADER_NAME = "highboot"
 #: The stack a Limine kernel gets when it asks for none, or for less (the protocol's minimum).
