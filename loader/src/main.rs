@@ -135,6 +135,15 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     // No boot services from here on: no allocations, no console; errors go to COM1.
     // SAFETY: all of this writes into the block we own; the firmware's tables are never touched.
     unsafe {
+        // The direct map is the plan's, whatever the protocol; the handover completes on top of it.
+        paging::map_direct(
+            block.root,
+            &mut block.pool,
+            place.dmap_base,
+            place.dmap_size,
+            place.dmap_page,
+            machine.nx_mask,
+        );
         handover::complete(&mut block, &place, &machine, &map, &handed, &mut info);
         let started = smp::start(&census, &mut block, &place, low, machine.features.nx, machine.nx_mask);
         handover::cpus_started(&mut info, &started);

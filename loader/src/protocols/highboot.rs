@@ -14,7 +14,7 @@ use crate::rendered::bootinfo::{self, cpu, cpu_flags, flags, BootInfo};
 use crate::rendered::plan;
 use crate::rendered::protocol::{self, memory_type, MemoryKind};
 use crate::smp::{Census, Started};
-use crate::{memmap, paging, random, runtime};
+use crate::{memmap, random, runtime};
 
 /// What the kernel is handed: the boot info in the block's area.
 pub type Info = &'static mut BootInfo;
@@ -167,7 +167,7 @@ unsafe fn fill_modules(block: &Block, place: &Placement, handed: &Handed) {
     }
 }
 
-/// After ExitBootServices: the direct map, the kernel's memory map and the EFI runtime services
+/// After ExitBootServices (the direct map filled): the kernel's memory map and the EFI runtime services
 /// in the layout's EFI region, written into the block; the boot info completed. Halts on COM1
 /// when the runtime services grew past the room planned for them.
 ///
@@ -175,14 +175,13 @@ unsafe fn fill_modules(block: &Block, place: &Placement, handed: &Handed) {
 /// Boot services are gone; `map` is the map ExitBootServices accepted; `info` is `fill`'s.
 pub unsafe fn complete(
     block: &mut Block,
-    place: &Placement,
+    _place: &Placement, // the same functions for every protocol: highboot's needs no placement here
     machine: &Machine,
     map: &memmap::FirmwareMap,
     handed: &Handed,
     info: &mut Info,
 ) {
     let layout = &block.layout;
-    paging::map_direct(block.root, &mut block.pool, place.dmap_base, place.dmap_size, place.dmap_page, machine.nx_mask);
     let regions = core::slice::from_raw_parts_mut(
         block.in_area(layout.memmap_off) as *mut bootinfo::MemoryRegion,
         layout.map_capacity,

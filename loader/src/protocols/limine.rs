@@ -569,7 +569,7 @@ unsafe fn unix_time(machine: &Machine) -> i64 {
     seconds
 }
 
-/// After ExitBootServices: the direct map, the memory map in the protocol's types and the EFI
+/// After ExitBootServices (the direct map filled): the memory map in the protocol's types and the EFI
 /// memory map the firmware accepted.
 ///
 /// # Safety
@@ -583,7 +583,6 @@ pub unsafe fn complete(
     info: &mut Info,
 ) {
     let layout = &block.layout;
-    paging::map_direct(block.root, &mut block.pool, place.dmap_base, place.dmap_size, place.dmap_page, machine.nx_mask);
     if lim::IDENTITY_MAP {
         // Revision 0: the lower half identity-maps what the HHDM maps, but the first page; the
         // trampoline page stays executable there (the jump to the kernel runs from it).
