@@ -202,7 +202,8 @@ def _qemu_action(target: Any, source: Any, env: Any) -> int:
         return build.run_qemu(env["ESP_DIR"], kernel=env["KERNEL_FILE"], plan_file=env["PLAN_FILE"],
                               out_dir=env["BUILD_DIR"], gdb=env["QEMU_GDB"], kaslr=env["KASLR"],
                               cpu=env["QEMU_CPU"], memory=env["QEMU_MEMORY"], graphic=env["GRAPHIC"],
-                              secure_vars=env.get("SECURE_VARS"))
+                              secure_vars=env.get("SECURE_VARS"), smp=env.get("QEMU_SMP", 1),
+                              extra=list(env.get("QEMU_EXTRA", ())))
     except HighbootError as exc:
         raise _fail(target, exc) from None
 
@@ -333,6 +334,58 @@ def _shape_kernels(env: Any, out: str) -> dict[str, Any]:
     return kernels
 
 
+#: The kernel test's boots and summary, by target path: what each action runs (plain Python
+#: objects, kept out of the environment SCons would substitute and sign).
+_KERNEL_TESTS: dict[str, Any] = {}
+
+
+def _kernel_boot_action(target: Any, source: Any, env: Any) -> int:
+    from highboot.testing.session import boot_and_record
+
+    esp, boot, table, results, secure_vars = _KERNEL_TESTS[target[0].abspath]
+    try:
+        boot_and_record(esp, boot, table, results, secure_vars)
+    except HighbootError as exc:
+        raise _fail(target, exc) from None
+    return 0
+
+
+def _kernel_summary_action(target: Any, source: Any, env: Any) -> int:
+    from highboot.testing.session import summarize
+
+    boots, table, results, shard, suite = _KERNEL_TESTS[target[0].abspath]
+    return 0 if summarize(boots, table, results, shard, suite) else 1
+
+
+def _kernel_tests(env: Any, build_dir: str, machines: list[tuple[Any, Any]], table: Any,
+                  shard: tuple[int, int] | None, suite: str, builds: dict[Any, BootBuild]) -> list[Any]:
+    """scons test of a project's kernel: each machine's build (once per distinct configuration;
+    `builds` holds those already in the graph), a boot node per boot of this slice, the summary."""
+    from highboot.testing.results import result_file
+    from highboot.testing.table import boots as all_boots
+    from highboot.testing.table import shard as slice_of
+
+    configs = {m.name: cfg for m, cfg in machines}
+    results = env.Dir(f"{build_dir}/test-results").abspath
+    mine = slice_of(all_boots(table), shard)
+    nodes = []
+    for boot in mine:
+        cfg = configs[boot.machine.name]
+        if cfg not in builds:
+            builds[cfg] = _boot_build(env, f"{build_dir}/test/{boot.machine.name}", cfg)
+        built = builds[cfg]
+        secure_vars = env.File(f"{Path(built.esp_dir).parent}/secure-vars.fd").abspath if cfg.sign else None
+        node = env.Command(str(result_file(results, boot.name)), built.nodes,
+                           SCons.Action.Action(_kernel_boot_action, None))
+        _KERNEL_TESTS[node[0].abspath] = (env.Dir(built.esp_dir).abspath, boot, table, results, secure_vars)
+        env.AlwaysBuild(node)
+        nodes += node
+    summary = env.Command("test.phony", nodes, SCons.Action.Action(_kernel_summary_action, None))
+    _KERNEL_TESTS[summary[0].abspath] = (mine, table, results, shard, suite)
+    env.AlwaysBuild(summary)
+    return summary
+
+
 def generate(env: Any) -> None:
     quiet = not env.get("VERBOSE")
 
@@ -370,6 +423,7 @@ def generate(env: Any) -> None:
     # Pseudo-builders: one configuration's whole graph, and the shared toolchain-shaped test kernels.
     env.AddMethod(_boot_build, "HighbootBoot")
     env.AddMethod(_shape_kernels, "HighbootShapeKernels")
+    env.AddMethod(_kernel_tests, "HighbootKernelTests")
     env.SetDefault(TEMPLATE_DIRS=[], C_PIE=False, C_SHAPE="", QEMU_GDB=False)
 
 

@@ -7,6 +7,7 @@ disk image first (highboot.image): whatever the build accepts also boots.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -161,6 +162,12 @@ def qemu_binary() -> str:
     return found
 
 
+def cpu_models() -> set[str]:
+    """The CPU models this QEMU knows (`-cpu help`: lines "x86 <model> ...", then the CPU features)."""
+    proc = subprocess.run([qemu_binary(), "-cpu", "help"], capture_output=True, text=True, timeout=60, check=False)
+    return {line.split()[1] for line in proc.stdout.splitlines() if line.startswith("x86 ") and len(line.split()) > 1}
+
+
 def command(media: str | Path, vars_copy: str | Path, *, cpu: str = "max", memory: str = "256M", smp: int | str = 1,
             firmware: Firmware | None = None, display: bool = False, gdb: bool = False,
             extra: list[str] | None = None) -> list[str]:
@@ -225,27 +232,16 @@ def boot(media: str | Path, *, cpu: str = "max", memory: str = "256M", smp: int 
         seconds = time.monotonic() - start
         text = log.read_bytes().decode("utf-8", "replace")
     # OVMF draws with ANSI escapes; strip them so tests can match lines.
-    clean = _strip_ansi(text)
+    clean = strip_ansi(text)
     return BootResult(status, clean, seconds, cmd, medium)
 
 
-def _strip_ansi(text: str) -> str:
-    out, i = [], 0
-    while i < len(text):
-        c = text[i]
-        if c == "\x1b":
-            j = i + 1
-            if j < len(text) and text[j] == "[":
-                j += 1
-                while j < len(text) and not text[j].isalpha():
-                    j += 1
-                j += 1
-            i = j
-            continue
-        if c != "\r":
-            out.append(c)
-        i += 1
-    return "".join(out)
+#: What OVMF's console adds to serial: ANSI escape sequences (ESC [ ... letter) and carriage returns.
+_ANSI = re.compile(r"\x1b(?:\[[^A-Za-z]*[A-Za-z]?)?|\r")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
 
 
 def gdb_script(kernel: str, entry: int) -> str:
@@ -261,7 +257,7 @@ def gdb_script(kernel: str, entry: int) -> str:
 
 def run_interactive(media: str | Path, *, cpu: str, memory: str, graphic: bool, gdb: bool = False,
                     secure_vars: str | Path | None = None, image: str | Path | None = None,
-                    as_image: bool | None = None) -> int:
+                    as_image: bool | None = None, smp: int = 1, extra: list[str] | None = None) -> int:
     """scons run / debug: QEMU in the foreground, serial (and the monitor) on this terminal.
     With secure_vars (SIGN=1), the Secure Boot firmware with that VARS file (key enrolled).
     An ESP directory too large for QEMU's `fat:` disk (or as_image=True) boots packed into the
@@ -272,8 +268,8 @@ def run_interactive(media: str | Path, *, cpu: str, memory: str, graphic: bool, 
         shutil.copyfile(secure_vars or fw.vars, vars_copy)
         medium = boot_medium(media, image or Path(tmp, "esp.img"), as_image=as_image)
         print(medium.message, flush=True)
-        extra = [] if graphic else ["-nographic"]
-        cmd = command(medium.path, vars_copy, cpu=cpu, memory=memory, firmware=fw, display=True, gdb=gdb,
-                      extra=extra)
+        args = ([] if graphic else ["-nographic"]) + list(extra or ())
+        cmd = command(medium.path, vars_copy, cpu=cpu, memory=memory, smp=smp, firmware=fw, display=True, gdb=gdb,
+                      extra=args)
         print(" ".join(cmd), flush=True)
         return subprocess.call(cmd)

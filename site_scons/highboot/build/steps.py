@@ -323,7 +323,8 @@ def show_map(layout_path: str, plan_file: str, out_dir: str) -> None:
 
 
 def run_qemu(esp_dir: str, *, kernel: str, plan_file: str, out_dir: str, gdb: bool, kaslr: bool, cpu: str,
-             memory: str, graphic: bool, secure_vars: str | None, as_image: bool | None = None) -> int:
+             memory: str, graphic: bool, secure_vars: str | None, as_image: bool | None = None, smp: int = 1,
+             extra: list[str] | None = None) -> int:
     """scons run / debug: boot the ESP; debug first writes debug.gdb (the kernel's symbols, a break
     at its entry) and QEMU waits for gdb. An ESP too large for QEMU's `fat:` directory disk (or
     as_image=True) boots packed into out_dir/run.img, a GPT disk image like `scons image` makes."""
@@ -339,7 +340,7 @@ def run_qemu(esp_dir: str, *, kernel: str, plan_file: str, out_dir: str, gdb: bo
                   "(\"kernel slide 0x...\"); in gdb: symbol-file -o <slide> <kernel> and break there, "
                   "or debug a KASLR=0 build")
     return run_interactive(esp_dir, cpu=cpu, memory=memory, graphic=graphic, gdb=gdb, secure_vars=secure_vars,
-                           image=Path(out_dir, RUN_IMAGE), as_image=as_image)
+                           image=Path(out_dir, RUN_IMAGE), as_image=as_image, smp=smp, extra=extra)
 
 
 #: The disk image scons run / debug boots an ESP from when it is too large for QEMU's `fat:` disk.

@@ -75,17 +75,17 @@ def check_modules(modules: list[Module], *, file: str | None, field: str, files:
         raise HighbootError(f"{len(modules)} modules; at most {MAX_MODULES} are allowed", file=file, field=field)
     seen: dict[str, int] = {}
     for i, m in enumerate(modules):
-        where = f"{field}[{i}]" if field == "module" else field
+        where = f"{field}[{i}]" if field != "MODULES" else field
         if files:
-            check_file(m.path, MODULE, file=file, field=f"{where}.path" if field == "module" else field)
-        check_name(m.name, file=file, field=f"{where}.name" if field == "module" else field)
-        check_cmdline(m.cmdline, file=file, field=f"{where}.cmdline" if field == "module" else field)
+            check_file(m.path, MODULE, file=file, field=f"{where}.path" if field != "MODULES" else field)
+        check_name(m.name, file=file, field=f"{where}.name" if field != "MODULES" else field)
+        check_cmdline(m.cmdline, file=file, field=f"{where}.cmdline" if field != "MODULES" else field)
         if m.name in seen:
-            how = ("set name = ... on one of them" if field == "module" else
+            how = ("set name = ... on one of them" if field != "MODULES" else
                    "name them apart in a project file's [[module]] tables, name = ...")
             raise HighbootError(f"two modules are named {m.name!r} (numbers {seen[m.name]} and {i}); names must be "
                                 f"unique ({how})", file=file,
-                                field=f"{where}.name" if field == "module" else field)
+                                field=f"{where}.name" if field != "MODULES" else field)
         seen[m.name] = i
     strings = sum(len(text_bytes(m.name)) + len(text_bytes(m.cmdline)) + 2 for m in modules)
     if strings > MAX_STRINGS:
@@ -109,28 +109,29 @@ def modules_from_option(text: str, *, files: bool = True) -> list[Module]:
     return modules
 
 
-def modules_from_project(entries: Any, path: Path, *, files: bool = True) -> list[Module]:
-    """The project file's [[module]] tables; paths relative to the project file."""
+def modules_from_project(entries: Any, path: Path, *, files: bool = True, field: str = "module") -> list[Module]:
+    """The project file's [[module]] tables (or a test machine's: field names them); paths relative
+    to the project file."""
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise HighbootError("expected [[module]] tables (path = ..., name = ..., cmdline = ...)", file=path,
-                            field="module")
+                            field=field)
     base = path.resolve().parent
     modules = []
     for i, entry in enumerate(entries):
         for key, value in entry.items():
             if key not in MODULE_KEYS:
                 raise HighbootError(f"unknown key {key!r}; expected one of {', '.join(MODULE_KEYS)}", file=path,
-                                    field=f"module[{i}].{key}")
+                                    field=f"{field}[{i}].{key}")
             if not isinstance(value, str):
                 raise HighbootError(f"expected a string, got {type(value).__name__} {value!r}", file=path,
-                                    field=f"module[{i}].{key}")
+                                    field=f"{field}[{i}].{key}")
         if "path" not in entry:
-            raise HighbootError("missing path = \"...\" (the module's file)", file=path, field=f"module[{i}].path")
+            raise HighbootError("missing path = \"...\" (the module's file)", file=path, field=f"{field}[{i}].path")
         name = entry.get("name", os.path.basename(entry["path"].rstrip("/")))
         where = entry["path"]
         modules.append(Module(path=_absolute(str(base / where)) if where else where, name=name,
                               cmdline=entry.get("cmdline", "")))
-    check_modules(modules, file=str(path), field="module", files=files)
+    check_modules(modules, file=str(path), field=field, files=files)
     return modules
 
 

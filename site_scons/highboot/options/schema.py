@@ -144,6 +144,12 @@ OPTIONS: tuple[Option, ...] = (
     # Running it.
     Option("QEMU_CPU", Kind.TEXT, "max", "CPU model for scons run / debug", build=False),
     Option("QEMU_MEMORY", Kind.TEXT, "256M", "RAM for scons run / debug", build=False),
+    Option("MACHINE", Kind.TEXT, "", "scons run / debug: boot this machine of the project's [test] table (its build, "
+           "CPU, memory, CPUs and QEMU arguments) instead of QEMU_CPU and QEMU_MEMORY", key=None, build=False,
+           why="picks what one run boots"),
+    Option("TEST_SHARD", Kind.TEXT, "", "scons test of a project's kernel: run only the k-th of n slices of the boots "
+           "(k/n; the same table always splits the same way) and write junit-k-of-n.xml", key=None, build=False,
+           why="a CI job's slice of the boots, not the project's"),
     Option("GRAPHIC", Kind.BOOL, "0", "scons run / debug: open a QEMU window (default: -nographic, serial here)",
            key=None, build=False, why="how this run shows the machine, not what it boots"),
     Option("PYTEST_ARGS", Kind.TEXT, "", "extra arguments for pytest in scons test", key=None, build=False,

@@ -1,0 +1,257 @@
+"""One boot of a kernel under test: QEMU + OVMF on the machine's CPU, memory and CPUs, serial read
+as it comes, and a verdict with its reason in words.
+
+QEMU runs with -no-reboot and `-action shutdown=pause`, driven over QMP: a machine that resets (a
+triple fault) or powers off stops where it is, so the runner learns why (QMP's SHUTDOWN event) and
+can take a screenshot of the display before it ends QEMU. A kernel that writes to the
+isa-debug-exit port ends QEMU at once: its exit status is the verdict.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from highboot.booting.qemu import DEBUG_EXIT_PORT, boot_medium, command, find_firmware, strip_ansi
+from highboot.booting.qmp import Qmp, QmpError
+from highboot.testing.table import Boot, TestTable
+
+#: A line the loader prints when it refuses to boot (loader/src/failure.rs).
+LOADER_ERROR = "highboot: error: "
+#: How often serial, QMP and QEMU are looked at.
+POLL = 0.1
+
+
+@dataclass(frozen=True)
+class Verdict:
+    boot: str  # the boot's name: the machine's, then -N when it boots more than once
+    machine: str
+    number: int
+    boots: int
+    passed: bool
+    why: str  # in words: "QEMU exit status 33", "timeout after 60 s", ...
+    seconds: float
+    log: str  # the serial log
+    screenshot: str = ""  # the display when a failed boot was stopped ("" when QEMU had already exited)
+    status: int | None = None  # QEMU's exit status, when it exited by itself
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Verdict:
+        return cls(**json.loads(text))
+
+
+class _Serial:
+    """The serial log as it grows, cleaned of OVMF's escape sequences piece by piece; complete
+    lines are matched as they arrive."""
+
+    def __init__(self, path: Path, table: TestTable) -> None:
+        self.path = path
+        self.size = 0
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.pending = ""  # an escape sequence not yet complete
+        self.text = ""
+        self.done = 0  # characters of text already matched (whole lines)
+        self.success = re.compile(table.success) if table.success else None
+        self.failure = re.compile(table.failure) if table.failure else None
+
+    def read(self, *, final: bool = False) -> None:
+        with open(self.path, "rb") as f:
+            f.seek(self.size)
+            data = f.read()
+        self.size += len(data)
+        text = self.pending + self.decoder.decode(data, final=final)
+        cut = text.rfind("\x1b")
+        if not final and cut >= 0 and len(text) - cut < 32 and not re.search("[A-Za-z]", text[cut + 2:]):
+            text, self.pending = text[:cut], text[cut:]
+        else:
+            self.pending = ""
+        self.text += strip_ansi(text)
+
+    def match(self, *, final: bool = False) -> tuple[str, str] | None:
+        """("fail" or "pass", why) for the first line that decides the boot; the last line only
+        once it is complete (or final)."""
+        text = self.text
+        end = len(text) if final else text.rfind("\n", self.done) + 1 or self.done
+        for line in text[self.done:end].splitlines():
+            if self.failure and self.failure.search(line):
+                return "fail", f"the failure pattern matched: {_quote(line)}"
+            if line.startswith(LOADER_ERROR):
+                return "fail", f"the loader refused: {_quote(line[len(LOADER_ERROR):])}"
+            if self.success and self.success.search(line):
+                return "pass", f"the success pattern matched: {_quote(line)}"
+        self.done = max(self.done, end)
+        return None
+
+    def last_line(self) -> str:
+        lines = [ln for ln in self.text.splitlines() if ln.strip()]
+        return lines[-1] if lines else ""
+
+
+def _quote(line: str, limit: int = 160) -> str:
+    line = line.strip()
+    return repr(line if len(line) <= limit else line[:limit] + "...")
+
+
+def run_boot(esp: str | Path, boot: Boot, table: TestTable, results: str | Path, *,
+             secure_vars: str | Path | None = None) -> Verdict:
+    """Boot `esp` once as `boot` says; write its serial log (and a failed boot's screenshot) under
+    `results` as <boot name>.log / .png and return the verdict."""
+    m = boot.machine
+    results = Path(results)
+    results.mkdir(parents=True, exist_ok=True)
+    log = results / f"{boot.name}.log"
+    for old in (log, log.with_suffix(".png"), log.with_suffix(".ppm")):
+        old.unlink(missing_ok=True)
+    fw = find_firmware(secure_boot=secure_vars is not None)
+    # (A short directory: a UNIX socket's path holds 107 bytes at most.)
+    with tempfile.TemporaryDirectory(prefix="highboot-test-", dir="/tmp") as tmp:
+        vars_copy = Path(tmp, "vars.fd")
+        shutil.copyfile(secure_vars or fw.vars, vars_copy)
+        medium = boot_medium(esp, Path(tmp, "esp.img"))
+        sock, resets = Path(tmp, "qmp"), Path(tmp, "resets.log")
+        # QEMU's TCG logs "Triple fault" among its CPU resets: what tells a triple fault from a reset asked for
+        # (unless the test's own qemu_args log elsewhere).
+        logging = [] if {"-d", "-D"} & set(m.qemu_args) else ["-d", "cpu_reset", "-D", str(resets)]
+        cmd = command(medium.path, vars_copy, cpu=m.cpu, memory=m.memory, smp=m.cpus, firmware=fw,
+                      extra=["-qmp", f"unix:{sock},server=on,wait=off", "-action", "shutdown=pause", *logging,
+                             *m.qemu_args])
+        serial_file, stderr_file = Path(tmp, "serial"), Path(tmp, "stderr")
+        start = time.monotonic()
+        with open(serial_file, "wb") as out, open(stderr_file, "wb") as err:
+            try:
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            except OSError as exc:
+                return _verdict(boot, False, f"QEMU could not start: {exc}", 0.0, log, "")
+            serial = _Serial(serial_file, table)
+            qmp = Qmp(str(sock))
+            outcome, status = _watch(proc, serial, qmp, table, m.timeout, start, resets)
+            screenshot = ""
+            if outcome[0] == "fail" and proc.poll() is None and qmp.sock is not None:
+                screenshot = _screenshot(qmp, log)
+            _stop(proc, qmp)
+        seconds = time.monotonic() - start
+        serial.read(final=True)
+        stderr = stderr_file.read_bytes().decode("utf-8", "replace").strip()
+        if status is not None and outcome[0] == "exit":
+            final = serial.match(final=True)
+            outcome = final or _exit_outcome(status, stderr, table, started=serial.size > 0)
+        text = serial.text
+        if stderr:
+            text += ("" if text.endswith("\n") or not text else "\n") + f"--- QEMU's standard error ---\n{stderr}\n"
+        log.write_text(text)
+    return _verdict(boot, outcome[0] == "pass", outcome[1], seconds, log, screenshot, status)
+
+
+def _watch(proc: subprocess.Popen[bytes], serial: _Serial, qmp: Qmp, table: TestTable, timeout: float,
+           start: float, resets: Path) -> tuple[tuple[str, str], int | None]:
+    """Until the boot is decided: (("pass" | "fail" | "exit", why), QEMU's exit status if it exited)."""
+    while True:
+        status = proc.poll()
+        serial.read()
+        decided = serial.match()
+        if decided:
+            return decided, None
+        if status is not None:
+            return ("exit", ""), status
+        if qmp.sock is None and not qmp.tried and os.path.exists(qmp.path):
+            qmp.connect(timeout=5)
+        for event in qmp.poll():
+            if event.get("event") == "SHUTDOWN":
+                serial.read()
+                decided = serial.match(final=True)
+                reason = event.get("data", {}).get("reason", "")
+                return decided or _shutdown_outcome(reason, table, triple_fault=_logged_triple_fault(resets)), None
+            if event.get("event") == "GUEST_PANICKED":
+                return ("fail", "the kernel reported a panic to QEMU (pvpanic)"), None
+        if time.monotonic() - start >= timeout:
+            last = serial.last_line()
+            return ("fail", f"timeout after {timeout:g} s" + (f"; the last line on serial: {_quote(last)}"
+                                                              if last else "; nothing on serial")), None
+        time.sleep(POLL)
+
+
+def _logged_triple_fault(resets: Path) -> bool | None:
+    """Whether QEMU logged a triple fault (None: it logged nothing, the test logs elsewhere)."""
+    try:
+        with open(resets, "rb") as f:
+            return any(line.startswith(b"Triple fault") for line in f)
+    except OSError:
+        return None
+
+
+def _shutdown_outcome(reason: str, table: TestTable, *, triple_fault: bool | None = None) -> tuple[str, str]:
+    if reason == "guest-reset":
+        how = {True: "a triple fault: the CPU could not deliver a double fault",
+               False: "the kernel or the firmware asked for a reset; no triple fault",
+               None: "a triple fault, or a reset asked for"}[triple_fault]
+        return "fail", f"the machine reset ({how}); QEMU runs with -no-reboot and stopped it"
+    if reason == "guest-shutdown":  # (QEMU would have exited with status 0)
+        passed = table.success_exit_code == 0
+        return ("pass" if passed else "fail"), "the kernel powered the machine off (QEMU exit status 0)"
+    if reason == "guest-panic":
+        return "fail", "the kernel reported a panic to QEMU"
+    return "fail", f"QEMU shut down ({reason or 'no reason given'})"
+
+
+def _exit_outcome(status: int, stderr: str, table: TestTable, *, started: bool) -> tuple[str, str]:
+    """started: the firmware wrote to serial (OVMF does, early): QEMU ran."""
+    if status == table.success_exit_code:
+        return "pass", f"QEMU exit status {status}"
+    if status < 0:
+        return "fail", f"QEMU was killed by signal {-status}"
+    first = stderr.splitlines()[0] if stderr else ""
+    if not started and status == 1 and first:
+        return "fail", f"QEMU could not start: {_quote(first)}"
+    why = f"QEMU exit status {status}"
+    if status & 1 and status > 1:
+        why += f" (the kernel wrote {(status - 1) >> 1:#x} to the isa-debug-exit port {DEBUG_EXIT_PORT:#x})"
+    elif first:
+        why += f": {_quote(first)}"
+    return "fail", why
+
+
+def _screenshot(qmp: Qmp, log: Path) -> str:
+    """The display as a PNG (as a PPM where QEMU cannot write PNG), beside the log."""
+    try:
+        qmp.command("stop")  # (the picture of the moment the boot was decided, not of what the firmware did next)
+    except QmpError:
+        pass
+    for suffix, args in ((".png", {"format": "png"}), (".ppm", {})):
+        path = log.with_suffix(suffix)
+        try:
+            qmp.command("screendump", filename=str(path.resolve()), **args)
+        except QmpError:
+            continue
+        if path.exists():
+            return str(path)
+    return ""
+
+
+def _stop(proc: subprocess.Popen[bytes], qmp: Qmp) -> None:
+    if proc.poll() is None:
+        try:
+            if qmp.sock is not None:
+                qmp.command("quit", timeout=5)
+            proc.wait(timeout=10)
+        except (QmpError, OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+    qmp.close()
+
+
+def _verdict(boot: Boot, passed: bool, why: str, seconds: float, log: Path, screenshot: str,
+             status: int | None = None) -> Verdict:
+    return Verdict(boot=boot.name, machine=boot.machine.name, number=boot.number, boots=boot.machine.boots,
+                   passed=passed, why=why, seconds=round(seconds, 1), log=str(log), screenshot=screenshot,
+                   status=status)
