@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,10 @@ from highboot.booting import qemu
 from highboot.planning.planner import BootPlan
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECTS = sorted(p.parent.name for p in (ROOT / "examples").glob("*/highboot.toml"))
+# (A project with a [test] table brings its own kernel and is tested by its own `scons test`:
+# tests/test_kernel_tests.py.)
+PROJECTS = sorted(p.parent.name for p in (ROOT / "examples").glob("*/highboot.toml")
+                  if "test" not in tomllib.loads(p.read_text()))
 
 
 def test_there_are_at_least_two_example_projects() -> None:

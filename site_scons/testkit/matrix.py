@@ -153,10 +153,14 @@ def configs_for_tests(build_dir: str) -> dict[str, BuildConfig]:
 
 
 def example_configs(projects: list[str]) -> dict[str, Any]:
-    """One configuration per example project file (examples/<name>/highboot.toml), named example-<name>."""
+    """One configuration per example project file (examples/<name>/highboot.toml), named example-<name>;
+    a project with a [test] table brings its own kernel and is tested by its own `scons test`
+    (tests/test_kernel_tests.py)."""
     out = {}
     for path in projects:
         project = load_project(path)
+        if project.test:
+            continue
         out[f"example-{os.path.basename(os.path.dirname(path))}"] = build_config(
             project.options, modules=tuple(project.modules), templates=project.templates, where=project.field)
     return out

@@ -42,13 +42,15 @@ class Verdict:
     log: str  # the serial log
     screenshot: str = ""  # the display when a failed boot was stopped ("" when QEMU had already exited)
     status: int | None = None  # QEMU's exit status, when it exited by itself
+    command: tuple[str, ...] = ()  # how QEMU was run (to run it again by hand)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> Verdict:
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        return cls(**{**data, "command": tuple(data.get("command", ()))})
 
 
 class _Serial:
@@ -132,7 +134,7 @@ def run_boot(esp: str | Path, boot: Boot, table: TestTable, results: str | Path,
             try:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
             except OSError as exc:
-                return _verdict(boot, False, f"QEMU could not start: {exc}", 0.0, log, "")
+                return _verdict(boot, False, f"QEMU could not start: {exc}", 0.0, log, "", command=cmd)
             serial = _Serial(serial_file, table)
             qmp = Qmp(str(sock))
             outcome, status = _watch(proc, serial, qmp, table, m.timeout, start, resets)
@@ -150,7 +152,7 @@ def run_boot(esp: str | Path, boot: Boot, table: TestTable, results: str | Path,
         if stderr:
             text += ("" if text.endswith("\n") or not text else "\n") + f"--- QEMU's standard error ---\n{stderr}\n"
         log.write_text(text)
-    return _verdict(boot, outcome[0] == "pass", outcome[1], seconds, log, screenshot, status)
+    return _verdict(boot, outcome[0] == "pass", outcome[1], seconds, log, screenshot, status, command=cmd)
 
 
 def _watch(proc: subprocess.Popen[bytes], serial: _Serial, qmp: Qmp, table: TestTable, timeout: float,
@@ -251,7 +253,7 @@ def _stop(proc: subprocess.Popen[bytes], qmp: Qmp) -> None:
 
 
 def _verdict(boot: Boot, passed: bool, why: str, seconds: float, log: Path, screenshot: str,
-             status: int | None = None) -> Verdict:
+             status: int | None = None, *, command: list[str]) -> Verdict:
     return Verdict(boot=boot.name, machine=boot.machine.name, number=boot.number, boots=boot.machine.boots,
                    passed=passed, why=why, seconds=round(seconds, 1), log=str(log), screenshot=screenshot,
-                   status=status)
+                   status=status, command=tuple(command))

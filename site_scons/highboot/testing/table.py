@@ -72,8 +72,8 @@ class Machine:
 
     @property
     def memory(self) -> str:
-        """QEMU's -m."""
-        return f"{self.memory_mib}M"
+        """QEMU's -m (and how the summary shows it)."""
+        return f"{self.memory_mib >> 10}G" if self.memory_mib % 1024 == 0 else f"{self.memory_mib}M"
 
     def field(self, key: str) -> str:
         return f"test.machine[{self.index}].{key}"
