@@ -178,7 +178,8 @@ OUTCOMES = {
                      r"the machine reset \(a triple fault: the CPU could not deliver a double fault\); QEMU runs with "
                      r"-no-reboot and stopped it"),
     "refused": ("PASS_BY_EXIT", f'cpu = "qemu64"\nlayout = "{LA57}"', False,
-                r"the loader refused: 'layout \"linux-x86_64-la57\" asks for 5-level paging .*this CPU has no LA57 .*'"),
+                r"the loader refused: 'layout \"linux-x86_64-la57\" asks for 5-level paging .*"
+                r"this CPU has no LA57 .*'"),
     "no-qemu": ("PASS_BY_EXIT", 'qemu_args = ["-device", "no-such-device"]', False,
                 r"QEMU could not start: .*no-such-device. is not a valid device model name\""),
 }
