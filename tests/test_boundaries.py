@@ -19,8 +19,8 @@ TESTKIT_TOOL = "testkit_tool"
 #: (the suite's configurations) may import it; the block that loads testkit's tool is for builds
 #: that make a test kernel (the sample kernel when no KERNEL is given, and every kernel of
 #: `scons test`), which print the tests' report.
-SCONSTRUCT_IMPORTS = {"'test' in COMMAND_LINE_TARGETS"}
-SCONSTRUCT_TOOL_LOADS = {"not config.kernel or 'test' in COMMAND_LINE_TARGETS"}
+SCONSTRUCT_IMPORTS = {"highboot_suite"}
+SCONSTRUCT_TOOL_LOADS = {"sample_kernel or highboot_suite"}
 
 
 def uses_of_testkit(tree: ast.AST) -> list[tuple[ast.AST, str]]:

@@ -307,3 +307,47 @@ def test_the_example_project_tests_its_kernel(built: dict, tmp_path: Path) -> No
     for name in lines:
         command = " ".join(Verdict.from_json((results / f"{name}.json").read_text()).command)
         assert (".secboot.fd" in command) == ("smm=on" in command) == (name == "secure-boot"), command
+
+
+def test_serial_is_matched_line_by_line_and_only_the_kernels_lines_count(tmp_path: Path) -> None:
+    """The runner's reading of serial, fed in awkward pieces: an escape sequence and a UTF-8
+    character cut in two, the firmware's lines (which never match the patterns), the loader's
+    start line, then the kernel's."""
+    from highboot.testing.runner import _Serial
+    from highboot.testing.table import TestTable
+
+    table = TestTable(success="^ALL PASSED$", failure="FAIL")
+    source, log = tmp_path / "serial", tmp_path / "log"
+    source.write_bytes(b"")
+    serial = _Serial(source, log, table)
+
+    def feed(data: bytes, final: bool = False) -> tuple[str, str] | None:
+        with open(source, "ab") as f:
+            f.write(data)
+        return serial.read(final=final)
+
+    assert feed(b"BdsDxe: FAILED to load Boot0001\r\n\x1b[0m\x1b[2") is None  # the firmware's: no match
+    assert feed(b"5;1HALL PASSED\r\n") is None
+    assert feed(b"highboot: starting the kernel at 0xffffffff80001000\n\xc3") is None
+    assert feed(b"\xa9t\xc3\xa9 ALL PASSED") is None  # not a whole line yet
+    assert feed(b"\nALL PAS") is None
+    assert feed(b"SED\n") == ("pass", "the success pattern matched: 'ALL PASSED'")
+    serial.close("")
+    assert log.read_text() == ("BdsDxe: FAILED to load Boot0001\nALL PASSED\nhighboot: starting the kernel at "
+                               "0xffffffff80001000\nété ALL PASSED\nALL PASSED\n")
+
+    source.write_bytes(b"")
+    serial = _Serial(source, log, table)
+    assert feed(b"highboot: error: no memory for the kernel\r\nhighboot: the kernel was not started\n") == (
+        "fail", "the loader refused: 'no memory for the kernel'")
+    serial.close("qemu-system-x86_64: warning: something")
+    assert log.read_text().endswith("not started\n\n--- QEMU's standard error ---\nqemu-system-x86_64: warning: "
+                                    "something\n")
+
+    source.write_bytes(b"")
+    serial = _Serial(source, log, table)
+    assert feed(b"highboot: starting the kernel at 0x1000\n" + b"x" * 70000) is None  # a line that never ends
+    assert feed(b"FAIL") is None
+    assert feed(b"", final=True) == ("fail", "the failure pattern matched: 'FAIL'")  # the last piece, at the end
+    serial.close("")
+    assert log.read_text().endswith("x" * 70000 + "FAIL")

@@ -26,6 +26,8 @@ from highboot.testing.table import Boot, TestTable
 
 #: A line the loader prints when it refuses to boot (loader/src/failure.rs).
 LOADER_ERROR = "highboot: error: "
+#: The line the loader prints just before it jumps to the kernel: serial patterns match what follows.
+KERNEL_STARTED = "highboot: starting the kernel at "
 #: How often serial, QMP and QEMU are looked at.
 POLL = 0.1
 
@@ -54,50 +56,75 @@ class Verdict:
 
 
 class _Serial:
-    """The serial log as it grows, cleaned of OVMF's escape sequences piece by piece; complete
-    lines are matched as they arrive."""
+    """The serial output as it grows: cleaned of OVMF's escape sequences piece by piece and written
+    to the boot's log, each complete line matched as it arrives (only the line not yet complete is
+    kept in memory: a kernel that floods serial costs disk, not memory)."""
 
-    def __init__(self, path: Path, table: TestTable) -> None:
+    def __init__(self, path: Path, log: Path, table: TestTable) -> None:
         self.path = path
+        self.log = open(log, "w", encoding="utf-8", errors="replace")  # noqa: SIM115 (closed by close())
         self.size = 0
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self.pending = ""  # an escape sequence not yet complete
-        self.text = ""
-        self.done = 0  # characters of text already matched (whole lines)
+        self.escape = ""  # an escape sequence not yet complete
+        self.partial = ""  # the line not yet complete
+        self.last = ""  # the last line that was not blank
+        self.kernel = False  # the loader has started the kernel: the patterns apply from the next line on
         self.success = re.compile(table.success) if table.success else None
         self.failure = re.compile(table.failure) if table.failure else None
 
-    def read(self, *, final: bool = False) -> None:
+    def read(self, *, final: bool = False) -> tuple[str, str] | None:
+        """Take what QEMU wrote since; ("fail" or "pass", why) for the first line that decides the
+        boot (the line not yet complete only when final)."""
         with open(self.path, "rb") as f:
             f.seek(self.size)
-            data = f.read()
-        self.size += len(data)
-        text = self.pending + self.decoder.decode(data, final=final)
+            while True:
+                data = f.read(1 << 24)
+                self.size += len(data)
+                decided = self._take(self.decoder.decode(data, final=final and not data), final=final and not data)
+                if decided or not data:
+                    return decided
+
+    def _take(self, text: str, *, final: bool) -> tuple[str, str] | None:
+        text = self.escape + text
         cut = text.rfind("\x1b")
         if not final and cut >= 0 and len(text) - cut < 32 and not re.search("[A-Za-z]", text[cut + 2:]):
-            text, self.pending = text[:cut], text[cut:]
+            text, self.escape = text[:cut], text[cut:]
         else:
-            self.pending = ""
-        self.text += strip_ansi(text)
-
-    def match(self, *, final: bool = False) -> tuple[str, str] | None:
-        """("fail" or "pass", why) for the first line that decides the boot; the last line only
-        once it is complete (or final)."""
-        text = self.text
-        end = len(text) if final else text.rfind("\n", self.done) + 1 or self.done
-        for line in text[self.done:end].splitlines():
-            if self.failure and self.failure.search(line):
-                return "fail", f"the failure pattern matched: {_quote(line)}"
-            if line.startswith(LOADER_ERROR):
-                return "fail", f"the loader refused: {_quote(line[len(LOADER_ERROR):])}"
-            if self.success and self.success.search(line):
-                return "pass", f"the success pattern matched: {_quote(line)}"
-        self.done = max(self.done, end)
+            self.escape = ""
+        text = strip_ansi(text)
+        self.log.write(text)
+        lines = (self.partial + text).split("\n")
+        self.partial = "" if final else lines.pop()
+        if len(self.partial) > 1 << 16:  # (a line that never ends is matched in pieces)
+            lines.append(self.partial)
+            self.partial = ""
+        for line in lines:
+            decided = self._line(line)
+            if decided:
+                return decided
         return None
 
-    def last_line(self) -> str:
-        lines = [ln for ln in self.text.splitlines() if ln.strip()]
-        return lines[-1] if lines else ""
+    def _line(self, line: str) -> tuple[str, str] | None:
+        if line.strip():
+            self.last = line
+        if line.startswith(LOADER_ERROR):
+            return "fail", f"the loader refused: {_quote(line[len(LOADER_ERROR):])}"
+        if not self.kernel:
+            self.kernel = line.startswith(KERNEL_STARTED)
+            return None
+        if self.failure and self.failure.search(line):
+            return "fail", f"the failure pattern matched: {_quote(line)}"
+        if self.success and self.success.search(line):
+            return "pass", f"the success pattern matched: {_quote(line)}"
+        return None
+
+    def close(self, stderr: str) -> None:
+        """The rest of serial, then QEMU's standard error if it wrote any."""
+        while self.read(final=True) and self.size < os.path.getsize(self.path):
+            pass  # (decided part-way: the rest still goes to the log)
+        if stderr:
+            self.log.write(f"\n--- QEMU's standard error ---\n{stderr}\n")
+        self.log.close()
 
 
 def _quote(line: str, limit: int = 160) -> str:
@@ -135,7 +162,7 @@ def run_boot(esp: str | Path, boot: Boot, table: TestTable, results: str | Path,
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
             except OSError as exc:
                 return _verdict(boot, False, f"QEMU could not start: {exc}", 0.0, log, "", command=cmd)
-            serial = _Serial(serial_file, table)
+            serial = _Serial(serial_file, log, table)
             qmp = Qmp(str(sock))
             outcome, status = _watch(proc, serial, qmp, table, m.timeout, start, resets)
             screenshot = ""
@@ -143,15 +170,11 @@ def run_boot(esp: str | Path, boot: Boot, table: TestTable, results: str | Path,
                 screenshot = _screenshot(qmp, log)
             _stop(proc, qmp)
         seconds = time.monotonic() - start
-        serial.read(final=True)
-        stderr = stderr_file.read_bytes().decode("utf-8", "replace").strip()
+        stderr = stderr_file.read_bytes()[-(1 << 16):].decode("utf-8", "replace").strip()
+        final = serial.read(final=True)
+        serial.close(stderr)
         if status is not None and outcome[0] == "exit":
-            final = serial.match(final=True)
             outcome = final or _exit_outcome(status, stderr, table, started=serial.size > 0)
-        text = serial.text
-        if stderr:
-            text += ("" if text.endswith("\n") or not text else "\n") + f"--- QEMU's standard error ---\n{stderr}\n"
-        log.write_text(text)
     return _verdict(boot, outcome[0] == "pass", outcome[1], seconds, log, screenshot, status, command=cmd)
 
 
@@ -160,8 +183,7 @@ def _watch(proc: subprocess.Popen[bytes], serial: _Serial, qmp: Qmp, table: Test
     """Until the boot is decided: (("pass" | "fail" | "exit", why), QEMU's exit status if it exited)."""
     while True:
         status = proc.poll()
-        serial.read()
-        decided = serial.match()
+        decided = serial.read()
         if decided:
             return decided, None
         if status is not None:
@@ -170,14 +192,13 @@ def _watch(proc: subprocess.Popen[bytes], serial: _Serial, qmp: Qmp, table: Test
             qmp.connect(timeout=5)
         for event in qmp.poll():
             if event.get("event") == "SHUTDOWN":
-                serial.read()
-                decided = serial.match(final=True)
+                decided = serial.read(final=True)
                 reason = event.get("data", {}).get("reason", "")
                 return decided or _shutdown_outcome(reason, table, triple_fault=_logged_triple_fault(resets)), None
             if event.get("event") == "GUEST_PANICKED":
                 return ("fail", "the kernel reported a panic to QEMU (pvpanic)"), None
         if time.monotonic() - start >= timeout:
-            last = serial.last_line()
+            last = serial.last
             return ("fail", f"timeout after {timeout:g} s" + (f"; the last line on serial: {_quote(last)}"
                                                               if last else "; nothing on serial")), None
         time.sleep(POLL)
