@@ -936,6 +936,9 @@ static void check_modes(struct check *c, const volatile struct limine_framebuffe
         if (c->bad)
             break;
         const volatile struct limine_video_mode *m = (const volatile struct limine_video_mode *)(uintptr_t)p;
+        say("VIDEOMODE %lu %lux%lu %u %lu %u:%u,%u:%u,%u:%u\n", i, m->width, m->height, m->bpp, m->pitch,
+            m->red_mask_size, m->red_mask_shift, m->green_mask_size, m->green_mask_shift, m->blue_mask_size,
+            m->blue_mask_shift);
         u64 r = colour_mask(m->red_mask_size, m->red_mask_shift), g = colour_mask(m->green_mask_size,
             m->green_mask_shift), b = colour_mask(m->blue_mask_size, m->blue_mask_shift);
         need(c, m->width && m->height && m->bpp && m->bpp % 8 == 0 && m->bpp <= 32, "mode %lu: %lux%lu/%u", i,

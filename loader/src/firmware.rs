@@ -517,6 +517,16 @@ unsafe fn edid(bs: &efi::BootServices, gop: *mut graphics_output::Protocol) -> (
         if (bs.handle_protocol)(handle, &mut guid, &mut found).is_error() || found != gop as *mut c_void {
             continue;
         }
+        if plan::faults::FAULT == Some(Fault::Edid) {
+            let (mut handle, mut discovered) = (handle, EDID_GUIDS[1]);
+            let status = (bs.install_protocol_interface)(
+                &mut handle,
+                &mut discovered,
+                efi::NATIVE_INTERFACE,
+                ptr::addr_of_mut!(TEST_EDID_PROTOCOL) as *mut c_void,
+            );
+            println!("highboot: test build: an EDID on the display's handle ({:#x})", status.as_usize());
+        }
         for mut edid_guid in EDID_GUIDS {
             let mut edid: *mut c_void = ptr::null_mut();
             if (bs.handle_protocol)(handle, &mut edid_guid, &mut edid).is_error() || edid.is_null() {
@@ -530,6 +540,43 @@ unsafe fn edid(bs: &efi::BootServices, gop: *mut graphics_output::Protocol) -> (
         }
     }
     (0, 0)
+}
+
+/// FAULT=edid: the EDID a test build puts on the display's handle (EFI_EDID_DISCOVERED_PROTOCOL):
+/// a base block preferring 1024x768 and one extension block, each with its checksum.
+#[cfg(feature = "limine")]
+static mut TEST_EDID_PROTOCOL: EdidProtocol =
+    EdidProtocol { size_of_edid: TEST_EDID.len() as u32, edid: &TEST_EDID as *const [u8; 256] as *const u8 };
+#[cfg(feature = "limine")]
+static TEST_EDID: [u8; 256] = test_edid();
+
+#[cfg(feature = "limine")]
+const fn test_edid() -> [u8; 256] {
+    let mut e = [0u8; 256];
+    let header = [0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00];
+    let mut i = 0;
+    while i < 8 {
+        e[i] = header[i];
+        i += 1;
+    }
+    (e[18], e[19]) = (1, 4); // E-EDID 1.4
+                             // The first detailed timing descriptor: a pixel clock (65 MHz), 1024 pixels, 768 lines.
+    (e[54], e[55]) = (0x64, 0x19);
+    (e[56], e[58]) = (0x00, 0x40);
+    (e[59], e[61]) = (0x00, 0x30);
+    e[126] = 1; // one extension block
+    (e[128], e[129]) = (0x02, 0x03); // a CTA-861 extension, revision 3
+    let mut block = 0;
+    while block < 2 {
+        let (mut sum, mut i) = (0u8, 0);
+        while i < 127 {
+            sum = sum.wrapping_add(e[block * 128 + i]);
+            i += 1;
+        }
+        e[block * 128 + 127] = 0u8.wrapping_sub(sum);
+        block += 1;
+    }
+    e
 }
 
 /// The most EDID bytes handed over: 256 blocks of 128 (E-EDID's extension count is one byte).
