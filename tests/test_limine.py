@@ -206,6 +206,19 @@ def test_pie_linked_by_gnu_ld(built: dict, cpu: str, smp: int) -> None:
     assert report.fact("framebuffer", "edid") == "none"
 
 
+def test_a_framebuffer_in_ram_is_framebuffer_memory(built: dict) -> None:
+    """ramfb: OVMF's framebuffer is in RAM, in pages its map reserves. The memory map gives those
+    pages as FRAMEBUFFER and nothing else (as Limine does: a framebuffer in memory the firmware gave
+    boot services would be usable otherwise); the modes are ramfb's."""
+    report, _ = boot(built, "limine-pie", cpu="max", smp=1, extra=["-vga", "none", "-device", "ramfb"])
+    at = report.number("framebuffer", "at") - report.number("hhdm", "offset")
+    framebuffer = [(base, length) for base, length, kind in report.memmap if kind == "framebuffer"]
+    assert len(framebuffer) == 1 and framebuffer[0][0] == at, report.memmap
+    end = at + framebuffer[0][1]
+    assert not [e for e in report.memmap if e[2] != "framebuffer" and e[0] < end and at < e[0] + e[1]]
+    assert report.fact("framebuffer", "fb0") == "800x600/32" and len(video_modes(report)) >= 1
+
+
 def test_display_mode_list_and_edid(built: dict) -> None:
     """FB_MODE=1024x768 still chooses the mode, the list is the std VGA's whole; a test build's EDID
     (two blocks, on the display's handle as EFI_EDID_DISCOVERED_PROTOCOL) is handed over whole."""

@@ -120,12 +120,13 @@ pub fn direct_map_top(machine: &Machine) -> u64 {
     acpi.max(unsafe { FirmwareTables::find(machine) }.top())
 }
 
-/// Ranges of its own the protocol can add to the memory map: from revision 4, a RESERVED_MAPPED
-/// one for each ACPI table outside the firmware's ACPI ranges; from revision 5, one for each
-/// firmware table (FirmwareTables; the EFI runtime services' ranges replace the firmware's own).
+/// Ranges of its own the protocol can add to the memory map: the framebuffer's; from revision 4, a
+/// RESERVED_MAPPED one for each ACPI table outside the firmware's ACPI ranges; from revision 5, one
+/// for each firmware table (FirmwareTables; the EFI runtime services' ranges replace the firmware's
+/// own).
 pub fn map_ranges(machine: &Machine) -> usize {
     let acpi = if lim::ACPI_TABLES_MAPPED { machine.acpi_tables.ranges().len() } else { 0 };
-    acpi + if lim::FIRMWARE_TABLES_MAPPED { FIRMWARE_TABLES } else { 0 }
+    machine.framebuffer.is_some() as usize + acpi + if lim::FIRMWARE_TABLES_MAPPED { FIRMWARE_TABLES } else { 0 }
 }
 
 /// At most this many firmware tables (revision 5): two SMBIOS entry points and their tables, the
@@ -661,11 +662,22 @@ pub unsafe fn complete(
         .chain(modules)
         .chain(page_zero)
         .chain(acpi_outside(machine, map))
-        .chain(firmware_mapped(info, map));
+        .chain(firmware_mapped(info, map))
+        // The framebuffer's pages are FRAMEBUFFER whatever the firmware's map calls them (a
+        // framebuffer in RAM the firmware gave boot-services memory would be usable otherwise).
+        .chain(framebuffer_pages(machine).map(|(base, length)| (base, length, lim::MEMMAP_FRAMEBUFFER)));
         let Some(mut count) = memmap::convert(map, regions, owned) else {
             fatal("the memory map grew past the room planned for it after ExitBootServices");
         };
-        if let Some((base, length)) = framebuffer_pages(machine) {
+        // A framebuffer the firmware's map does not list (a PCI BAR) gets an entry of its own.
+        let listed = |base: u64, end: u64| {
+            regions[..count]
+                .iter()
+                .filter(|r| r.r#type == lim::MEMMAP_FRAMEBUFFER && base <= r.base && r.base + r.length <= end)
+                .map(|r| r.length)
+                .sum::<u64>()
+        };
+        if let Some((base, length)) = framebuffer_pages(machine).filter(|&(b, l)| listed(b, b + l) < l) {
             if count == regions.len() {
                 fatal("the memory map grew past the room planned for it after ExitBootServices");
             }
