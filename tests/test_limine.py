@@ -15,6 +15,7 @@ import pytest
 from conftest import ROOT
 from elftools.elf.elffile import ELFFile
 from test_bad_inputs import scons
+from test_framebuffer import STD_VGA
 from test_limine_scan import END, HHDM, STACK, START, TAG, kernel_with, request, words
 from test_matrix import config
 from testkit.bootcheck import FLAGS, diff
@@ -160,6 +161,24 @@ def check_modules(report: LimineReport, plan: BootPlan) -> None:
         assert int(total, 16) == module_sum(Path(m.source).read_bytes()), f"module {n}: its bytes differ"
 
 
+def video_modes(report: LimineReport) -> list[tuple[int, int, int, int]]:
+    """The framebuffer's video modes as the kernel listed them: (width, height, bpp, pitch)."""
+    modes = []
+    for n, line in enumerate(line for line in report.serial.splitlines() if line.startswith("VIDEOMODE ")):
+        index, size, bpp, pitch, masks = line.split()[1:]
+        assert int(index) == n and masks == "8:16,8:8,8:0", line  # QemuVideoDxe's modes: BGRX8
+        width, height = map(int, size.split("x"))
+        modes.append((width, height, int(bpp), int(pitch)))
+    return modes
+
+
+def check_display(report: LimineReport, size: tuple[int, int]) -> None:
+    """The framebuffer in the mode `size`, and the std VGA's modes listed, in OVMF's order."""
+    assert report.fact("framebuffer", "fb0") == f"{size[0]}x{size[1]}/32"
+    assert report.number("framebuffer", "modes", 10) == len(STD_VGA)
+    assert video_modes(report) == [(w, h, 32, 4 * w) for w, h in STD_VGA]
+
+
 def linked(built: dict, name: str) -> tuple[str, int]:
     """The kernel file's type and lowest load address, read with pyelftools."""
     with (built["dir"] / "test" / name / "kernel" / "kernel.elf").open("rb") as f:
@@ -182,6 +201,33 @@ def test_pie_linked_by_gnu_ld(built: dict, cpu: str, smp: int) -> None:
     assert report.number("stack_size", "asked", 10) == 256 << 10 == plan.handover.stack_size
     # Base revision 2: the tables through the HHDM (the spec's table of revisions).
     assert "(hhdm)" in report.checks["rsdp"][1] and "(hhdm)" in report.checks["efi_system_table"][1]
+    # The firmware's mode (1280x800) and every mode of the std VGA; OVMF has no EDID.
+    check_display(report, (1280, 800))
+    assert report.fact("framebuffer", "edid") == "none"
+
+
+def test_a_framebuffer_in_ram_is_framebuffer_memory(built: dict) -> None:
+    """ramfb: OVMF's framebuffer is in RAM, in pages its map reserves. The memory map gives those
+    pages as FRAMEBUFFER and nothing else (as Limine does: a framebuffer in memory the firmware gave
+    boot services would be usable otherwise); the modes are ramfb's."""
+    report, _ = boot(built, "limine-pie", cpu="max", smp=1, extra=["-vga", "none", "-device", "ramfb"])
+    at = report.number("framebuffer", "at") - report.number("hhdm", "offset")
+    framebuffer = [(base, length) for base, length, kind in report.memmap if kind == "framebuffer"]
+    assert len(framebuffer) == 1 and framebuffer[0][0] == at, report.memmap
+    end = at + framebuffer[0][1]
+    assert not [e for e in report.memmap if e[2] != "framebuffer" and e[0] < end and at < e[0] + e[1]]
+    assert report.fact("framebuffer", "fb0") == "800x600/32" and len(video_modes(report)) >= 1
+
+
+def test_display_mode_list_and_edid(built: dict) -> None:
+    """FB_MODE=1024x768 still chooses the mode, the list is the std VGA's whole; a test build's EDID
+    (two blocks, on the display's handle as EFI_EDID_DISCOVERED_PROTOCOL) is handed over whole."""
+    report, plan = boot(built, "limine-display", cpu="qemu64", smp=1)
+    check_against_plan(report, plan, smp=1)
+    check_display(report, (1024, 768))
+    assert "highboot: test build: an EDID on the display's handle (0x0)" in report.serial
+    assert report.number("framebuffer", "edid", 10) == 256
+    assert report.fact("framebuffer", "edid_preferred") == "1024x768"
 
 
 def test_fixed_kernel_with_protocol_forced(built: dict) -> None:

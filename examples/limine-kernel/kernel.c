@@ -918,6 +918,76 @@ static u32 pixel(const volatile struct limine_framebuffer *fb, u32 red, u32 gree
            ((blue >> (8 - fb->blue_mask_size)) << fb->blue_mask_shift);
 }
 
+/* A colour's bits in a pixel. */
+static u64 colour_mask(u8 size, u8 shift) { return size ? ((1ULL << size) - 1) << shift : 0; }
+
+/* The mode list (response revision 1): at least one mode, each a linear RGB mode whose lines hold
+ * its pixels and whose masks are apart and inside its pixel, the current mode among them. */
+static void check_modes(struct check *c, const volatile struct limine_framebuffer *fb) {
+    u64 count = fb->mode_count;
+    need(c, count >= 1, "no video modes");
+    need(c, count < 4096 && readable(fb->modes, 8 * count) && in_reclaimable(fb->modes, 8 * count),
+         "modes array at %lx (%lu) not mapped in bootloader-reclaimable memory", fb->modes, count);
+    int current = 0;
+    for (u64 i = 0; i < count && !c->bad; i++) {
+        u64 p = ((volatile u64 *)(uintptr_t)fb->modes)[i];
+        need(c, readable(p, sizeof(struct limine_video_mode)) && in_reclaimable(p, sizeof(struct limine_video_mode)),
+             "mode %lu at %lx not mapped in bootloader-reclaimable memory", i, p);
+        if (c->bad)
+            break;
+        const volatile struct limine_video_mode *m = (const volatile struct limine_video_mode *)(uintptr_t)p;
+        say("VIDEOMODE %lu %lux%lu %u %lu %u:%u,%u:%u,%u:%u\n", i, m->width, m->height, m->bpp, m->pitch,
+            m->red_mask_size, m->red_mask_shift, m->green_mask_size, m->green_mask_shift, m->blue_mask_size,
+            m->blue_mask_shift);
+        u64 r = colour_mask(m->red_mask_size, m->red_mask_shift), g = colour_mask(m->green_mask_size,
+            m->green_mask_shift), b = colour_mask(m->blue_mask_size, m->blue_mask_shift);
+        need(c, m->width && m->height && m->bpp && m->bpp % 8 == 0 && m->bpp <= 32, "mode %lu: %lux%lu/%u", i,
+             m->width, m->height, m->bpp);
+        need(c, m->pitch >= m->width * (m->bpp / 8), "mode %lu: pitch %lu < width %lu * %u/8", i, m->pitch,
+             m->width, m->bpp);
+        need(c, m->memory_model == LIMINE_FRAMEBUFFER_RGB, "mode %lu: memory model %u", i, m->memory_model);
+        need(c, r && g && b && !(r & g) && !(r & b) && !(g & b) && ((r | g | b) >> m->bpp) == 0,
+             "mode %lu: masks %u:%u,%u:%u,%u:%u overlap or leave its %u-bit pixel", i, m->red_mask_size,
+             m->red_mask_shift, m->green_mask_size, m->green_mask_shift, m->blue_mask_size, m->blue_mask_shift,
+             m->bpp);
+        current |= m->width == fb->width && m->height == fb->height && m->pitch == fb->pitch && m->bpp == fb->bpp &&
+                   m->red_mask_size == fb->red_mask_size && m->red_mask_shift == fb->red_mask_shift &&
+                   m->green_mask_size == fb->green_mask_size && m->green_mask_shift == fb->green_mask_shift &&
+                   m->blue_mask_size == fb->blue_mask_size && m->blue_mask_shift == fb->blue_mask_shift;
+    }
+    need(c, current, "the current mode %lux%lu/%u pitch %lu is not among the %lu modes", fb->width, fb->height,
+         fb->bpp, fb->pitch, count);
+}
+
+/* The EDID, if the loader has one: whole 128-byte blocks, the base block's header, every block's
+ * checksum 0. NULL with size 0 otherwise. */
+static void check_edid(struct check *c, const volatile struct limine_framebuffer *fb) {
+    u64 size = fb->edid_size;
+    if (!fb->edid) {
+        need(c, size == 0, "edid NULL, edid_size %lu", size);
+        detail(c, "edid=none");
+        return;
+    }
+    need(c, size >= 128 && size % 128 == 0 && size <= 256 * 128, "edid_size %lu is not whole 128-byte blocks",
+         size);
+    need(c, readable(fb->edid, size) && in_reclaimable(fb->edid, size),
+         "edid at %lx not mapped in bootloader-reclaimable memory", fb->edid);
+    if (c->bad)
+        return;
+    const volatile u8 *e = (const volatile u8 *)(uintptr_t)fb->edid;
+    static const u8 header[8] = {0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00};
+    need(c, mem_eq(e, header, sizeof header), "edid header %x %x %x %x %x %x %x %x", e[0], e[1], e[2], e[3], e[4],
+         e[5], e[6], e[7]);
+    for (u64 block = 0; block < size / 128; block++) {
+        u8 sum = 0;
+        for (u64 i = 0; i < 128; i++)
+            sum = (u8)(sum + e[block * 128 + i]);
+        need(c, sum == 0, "edid block %lu checksum %u", block, sum);
+    }
+    /* The preferred timing: the first detailed timing descriptor's active pixels and lines. */
+    detail(c, "edid=%lu edid_preferred=%ux%u", size, e[56] | (e[58] & 0xf0) << 4, e[59] | (e[61] & 0xf0) << 4);
+}
+
 static void check_framebuffer(void) {
     volatile struct limine_framebuffer_response *r = framebuffer_req.response;
     if (!r)
@@ -940,8 +1010,9 @@ static void check_framebuffer(void) {
                  fb->address);
             need(&c, memmap_type_covers(fb->address - hhdm, bytes, LIMINE_MEMMAP_FRAMEBUFFER),
                  "pixels not in a FRAMEBUFFER memory map entry");
-            if (r->revision >= 1 && fb->mode_count)
-                need(&c, readable(fb->modes, 8 * fb->mode_count), "modes array not mapped");
+            need(&c, r->revision >= 1, "response revision %lu: no mode list", r->revision);
+            check_modes(&c, fb);
+            check_edid(&c, fb);
             /* Write-combining in the HHDM (digest 4.1): PAT index 5, WC in the protocol's PAT. */
             unsigned wc_pages = 0, pages = (unsigned)((bytes + PAGE - 1) / PAGE);
             for (u64 off = 0; off < bytes; off += PAGE)

@@ -11,6 +11,7 @@ use core::ptr;
 use r_efi::efi;
 
 use crate::failure::{fail, Result};
+use crate::machine::Machine;
 use crate::paging::{self, PAGE};
 use crate::rendered::abi;
 use crate::rendered::protocol::{self, GDT};
@@ -97,7 +98,7 @@ impl BlockLayout {
     /// records and their strings.
     pub fn new(
         map: &memmap::FirmwareMap,
-        attributes: &runtime::Attributes,
+        machine: &Machine,
         place: &Placement,
         handed: usize,
         aps: usize,
@@ -127,7 +128,7 @@ impl BlockLayout {
             let span = ((rt_pages + 512) * PAGE).min(efi_size);
             pool_pages += paging::tables_needed(efi_base, span, PAGE);
         }
-        let range_capacity = rt_descriptors + attributes.len() + 2 * runtime::SLACK;
+        let range_capacity = rt_descriptors + machine.attributes.len() + 2 * runtime::SLACK;
         let vmap_capacity = rt_descriptors + runtime::SLACK;
         // Each range of kernel memory (the block, each module, the kernel file) splits at most one
         // firmware range in three.
@@ -146,7 +147,7 @@ impl BlockLayout {
         let cpus_off = align16(strings_off + strings as u64);
         let slots_off = cpus_off + ((aps + 1) * core::mem::size_of::<bootinfo::Cpu>()) as u64;
         let handover_off = align16(slots_off + (aps * core::mem::size_of::<abi::ApSlot>()) as u64);
-        let area_size = handover_off + crate::handover::area_size(map_capacity, aps, map.descriptor_size());
+        let area_size = handover_off + crate::handover::area_size(map_capacity, aps, map.descriptor_size(), machine);
         let stacks_off = plan::block::STATIC_SIZE;
         let pool_off = stacks_off + aps as u64 * plan::ranges::AP_STACK_SIZE;
         let area_off = pool_off + pool_pages * PAGE;

@@ -274,6 +274,15 @@ pub struct Framebuffer {
     pub format: u32,
     /// Red, green, blue and reserved bits of a 32-bit pixel.
     pub masks: [u32; 4],
+    /// The GOP and how many modes it has (a Limine kernel is given the linear ones).
+    #[cfg(feature = "limine")]
+    pub gop: *mut graphics_output::Protocol,
+    #[cfg(feature = "limine")]
+    pub max_mode: u32,
+    /// The display's EDID as the firmware has it (address, bytes; (0, 0) without one): boot-services
+    /// memory, to be copied before ExitBootServices.
+    #[cfg(feature = "limine")]
+    pub edid: (u64, usize),
 }
 
 /// The firmware's graphics output (GOP), if it has one with a mode.
@@ -373,15 +382,7 @@ pub fn set_framebuffer_mode(bs: &efi::BootServices) -> Option<DisplayMode> {
 /// # Safety
 /// gop is the firmware's GOP and boot services are up.
 unsafe fn query_mode(bs: &efi::BootServices, gop: *mut graphics_output::Protocol, number: u32) -> Option<Candidate> {
-    let (mut size, mut info) = (0usize, ptr::null_mut());
-    let status = ((*gop).query_mode)(gop, number, &mut size, &mut info);
-    if status.is_error() || info.is_null() {
-        return None;
-    }
-    // QueryMode allocates the information from pool: the caller frees it.
-    let copy = (size >= core::mem::size_of::<graphics_output::ModeInformation>()).then(|| ptr::read(info));
-    (bs.free_pool)(info as *mut c_void);
-    let info = copy?;
+    let info = query_info(bs, gop, number)?;
     Some(Candidate {
         number,
         width: info.horizontal_resolution,
@@ -399,6 +400,60 @@ unsafe fn query_mode(bs: &efi::BootServices, gop: *mut graphics_output::Protocol
     })
 }
 
+/// One of the GOP's modes as QueryMode describes it.
+///
+/// # Safety
+/// gop is the firmware's GOP and boot services are up.
+unsafe fn query_info(
+    bs: &efi::BootServices,
+    gop: *mut graphics_output::Protocol,
+    number: u32,
+) -> Option<graphics_output::ModeInformation> {
+    let (mut size, mut info) = (0usize, ptr::null_mut());
+    let status = ((*gop).query_mode)(gop, number, &mut size, &mut info);
+    if status.is_error() || info.is_null() {
+        return None;
+    }
+    // QueryMode allocates the information from pool: the caller frees it.
+    let copy = (size >= core::mem::size_of::<graphics_output::ModeInformation>()).then(|| ptr::read(info));
+    (bs.free_pool)(info as *mut c_void);
+    copy
+}
+
+/// A mode's pixel format in the boot info's words and its red, green, blue and reserved masks; None
+/// for a mode without a linear framebuffer (PixelBltOnly) or with no colour bits.
+fn pixel_masks(info: &graphics_output::ModeInformation) -> Option<(u32, [u32; 4])> {
+    let bits = &info.pixel_information;
+    let (format, masks) = match info.pixel_format {
+        graphics_output::PIXEL_RED_GREEN_BLUE_RESERVED_8_BIT_PER_COLOR => {
+            (bootinfo::fb::RGBX8, [0x0000_00ff, 0x0000_ff00, 0x00ff_0000, 0xff00_0000])
+        }
+        graphics_output::PIXEL_BLUE_GREEN_RED_RESERVED_8_BIT_PER_COLOR => {
+            (bootinfo::fb::BGRX8, [0x00ff_0000, 0x0000_ff00, 0x0000_00ff, 0xff00_0000])
+        }
+        graphics_output::PIXEL_BIT_MASK => {
+            (bootinfo::fb::BITMASK, [bits.red_mask, bits.green_mask, bits.blue_mask, bits.reserved_mask])
+        }
+        _ => return None,
+    };
+    (masks[0] | masks[1] | masks[2] != 0).then_some((format, masks))
+}
+
+/// A mode of the GOP with a linear framebuffer: (width, height, pixels per scan line, masks).
+///
+/// # Safety
+/// gop is the firmware's GOP and boot services are up.
+#[cfg(feature = "limine")]
+pub unsafe fn linear_mode(
+    bs: &efi::BootServices,
+    gop: *mut graphics_output::Protocol,
+    number: u32,
+) -> Option<(u32, u32, u32, [u32; 4])> {
+    let info = query_info(bs, gop, number)?;
+    let (_, masks) = pixel_masks(&info)?;
+    Some((info.horizontal_resolution, info.vertical_resolution, info.pixels_per_scan_line, masks))
+}
+
 /// The GOP framebuffer, when the firmware has one with a linear framebuffer.
 pub fn framebuffer(bs: &efi::BootServices) -> Option<Framebuffer> {
     let gop = gop(bs)?;
@@ -406,19 +461,7 @@ pub fn framebuffer(bs: &efi::BootServices) -> Option<Framebuffer> {
     unsafe {
         let mode = (*gop).mode;
         let info = &*(*mode).info;
-        let bits = &info.pixel_information;
-        let (format, masks) = match info.pixel_format {
-            graphics_output::PIXEL_RED_GREEN_BLUE_RESERVED_8_BIT_PER_COLOR => {
-                (bootinfo::fb::RGBX8, [0x0000_00ff, 0x0000_ff00, 0x00ff_0000, 0xff00_0000])
-            }
-            graphics_output::PIXEL_BLUE_GREEN_RED_RESERVED_8_BIT_PER_COLOR => {
-                (bootinfo::fb::BGRX8, [0x00ff_0000, 0x0000_ff00, 0x0000_00ff, 0xff00_0000])
-            }
-            graphics_output::PIXEL_BIT_MASK => {
-                (bootinfo::fb::BITMASK, [bits.red_mask, bits.green_mask, bits.blue_mask, bits.reserved_mask])
-            }
-            _ => return None,
-        };
+        let (format, masks) = pixel_masks(info)?;
         if (*mode).frame_buffer_base == 0 {
             return None;
         }
@@ -430,9 +473,115 @@ pub fn framebuffer(bs: &efi::BootServices) -> Option<Framebuffer> {
             stride: info.pixels_per_scan_line,
             format,
             masks,
+            #[cfg(feature = "limine")]
+            gop,
+            #[cfg(feature = "limine")]
+            max_mode: (*mode).max_mode,
+            #[cfg(feature = "limine")]
+            edid: edid(bs, gop),
         })
     }
 }
+
+/// EFI_EDID_ACTIVE_PROTOCOL and EFI_EDID_DISCOVERED_PROTOCOL (UEFI 2.10, 12.9): the EDID the
+/// display's handle carries, the active one (an override's, else the discovered one) first.
+#[cfg(feature = "limine")]
+const EDID_GUIDS: [efi::Guid; 2] = [
+    efi::Guid::from_fields(0xbd8c1056, 0x9f36, 0x44ec, 0x92, 0xa8, &[0xa6, 0x33, 0x7f, 0x81, 0x79, 0x86]),
+    efi::Guid::from_fields(0x1c0c34f6, 0xd380, 0x41fa, 0xa0, 0x49, &[0x8a, 0xd0, 0x6c, 0x1a, 0x66, 0xaa]),
+];
+
+/// Both EDID protocols' interface.
+#[cfg(feature = "limine")]
+#[repr(C)]
+struct EdidProtocol {
+    size_of_edid: u32,
+    edid: *const u8,
+}
+
+/// The EDID on the GOP's handle (address, bytes), or (0, 0): none, or not whole 128-byte blocks.
+///
+/// # Safety
+/// gop is the firmware's GOP and boot services are up.
+#[cfg(feature = "limine")]
+unsafe fn edid(bs: &efi::BootServices, gop: *mut graphics_output::Protocol) -> (u64, usize) {
+    let mut guid = graphics_output::PROTOCOL_GUID;
+    let mut handles = [ptr::null_mut(); 8];
+    let mut size = core::mem::size_of_val(&handles);
+    let status = (bs.locate_handle)(efi::BY_PROTOCOL, &mut guid, ptr::null_mut(), &mut size, handles.as_mut_ptr());
+    if status.is_error() {
+        return (0, 0);
+    }
+    for &handle in &handles[..size / core::mem::size_of::<efi::Handle>()] {
+        let mut found: *mut c_void = ptr::null_mut();
+        if (bs.handle_protocol)(handle, &mut guid, &mut found).is_error() || found != gop as *mut c_void {
+            continue;
+        }
+        if plan::faults::FAULT == Some(Fault::Edid) {
+            let (mut handle, mut discovered) = (handle, EDID_GUIDS[1]);
+            let status = (bs.install_protocol_interface)(
+                &mut handle,
+                &mut discovered,
+                efi::NATIVE_INTERFACE,
+                ptr::addr_of_mut!(TEST_EDID_PROTOCOL) as *mut c_void,
+            );
+            println!("highboot: test build: an EDID on the display's handle ({:#x})", status.as_usize());
+        }
+        for mut edid_guid in EDID_GUIDS {
+            let mut edid: *mut c_void = ptr::null_mut();
+            if (bs.handle_protocol)(handle, &mut edid_guid, &mut edid).is_error() || edid.is_null() {
+                continue;
+            }
+            let edid = &*(edid as *const EdidProtocol);
+            let bytes = edid.size_of_edid as usize;
+            if !edid.edid.is_null() && bytes >= 128 && bytes % 128 == 0 && bytes <= MAX_EDID {
+                return (edid.edid as u64, bytes);
+            }
+        }
+    }
+    (0, 0)
+}
+
+/// FAULT=edid: the EDID a test build puts on the display's handle (EFI_EDID_DISCOVERED_PROTOCOL):
+/// a base block preferring 1024x768 and one extension block, each with its checksum.
+#[cfg(feature = "limine")]
+static mut TEST_EDID_PROTOCOL: EdidProtocol =
+    EdidProtocol { size_of_edid: TEST_EDID.len() as u32, edid: &TEST_EDID as *const [u8; 256] as *const u8 };
+#[cfg(feature = "limine")]
+static TEST_EDID: [u8; 256] = test_edid();
+
+#[cfg(feature = "limine")]
+const fn test_edid() -> [u8; 256] {
+    let mut e = [0u8; 256];
+    let header = [0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00];
+    let mut i = 0;
+    while i < 8 {
+        e[i] = header[i];
+        i += 1;
+    }
+    (e[18], e[19]) = (1, 4); // E-EDID 1.4
+                             // The first detailed timing descriptor: a pixel clock (65 MHz), 1024 pixels, 768 lines.
+    (e[54], e[55]) = (0x64, 0x19);
+    (e[56], e[58]) = (0x00, 0x40);
+    (e[59], e[61]) = (0x00, 0x30);
+    e[126] = 1; // one extension block
+    (e[128], e[129]) = (0x02, 0x03); // a CTA-861 extension, revision 3
+    let mut block = 0;
+    while block < 2 {
+        let (mut sum, mut i) = (0u8, 0);
+        while i < 127 {
+            sum = sum.wrapping_add(e[block * 128 + i]);
+            i += 1;
+        }
+        e[block * 128 + 127] = 0u8.wrapping_sub(sum);
+        block += 1;
+    }
+    e
+}
+
+/// The most EDID bytes handed over: 256 blocks of 128 (E-EDID's extension count is one byte).
+#[cfg(feature = "limine")]
+pub const MAX_EDID: usize = 256 * 128;
 
 /// The ACPI RSDP from the configuration tables: the 2.0 one when present. Returns (address, revision).
 pub fn rsdp(st: *mut efi::SystemTable) -> (u64, u64) {

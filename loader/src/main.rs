@@ -283,7 +283,7 @@ fn allocate_block(
     loop {
         let tables = handover::table_pages(place, machine);
         let ranges = handed + handover::map_ranges(machine);
-        let layout = BlockLayout::new(map, &machine.attributes, place, ranges, aps, tables)?;
+        let layout = BlockLayout::new(map, machine, place, ranges, aps, tables)?;
         match firmware::try_allocate_block(bs, layout.size / PAGE) {
             Ok(pages) if aps + 1 == fails => {
                 if aps < wanted {

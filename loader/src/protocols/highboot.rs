@@ -20,7 +20,7 @@ use crate::{memmap, random, runtime};
 pub type Info = &'static mut BootInfo;
 
 /// The protocol's part of the block's area beyond the boot info's (none).
-pub fn area_size(_map_capacity: usize, _aps: usize, _descriptor_size: usize) -> u64 {
+pub fn area_size(_map_capacity: usize, _aps: usize, _descriptor_size: usize, _machine: &Machine) -> u64 {
     0
 }
 

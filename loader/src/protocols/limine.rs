@@ -42,7 +42,7 @@ pub struct Info {
     /// Its direct-map address: what the kernel reads.
     blob_va: u64,
     /// The arrays sized at boot, after the blob (physical): memory-map entry pointers, CPU record
-    /// pointers, the framebuffer and its mode, the EFI memory map.
+    /// pointers, the framebuffer with its modes and EDID (`framebuffer_room`), the EFI memory map.
     memmap_pointers: u64,
     cpu_pointers: u64,
     framebuffer: u64,
@@ -76,14 +76,19 @@ const fn align16(n: u64) -> u64 {
 }
 
 /// The protocol's part of the block's area: the blob, then the arrays sized at boot.
-pub fn area_size(map_capacity: usize, aps: usize, descriptor_size: usize) -> u64 {
+pub fn area_size(map_capacity: usize, aps: usize, descriptor_size: usize, machine: &Machine) -> u64 {
     let (map, cpus) = (map_capacity as u64, aps as u64 + 1);
-    align16(lim::BLOB.len() as u64)
-        + 8 * map
-        + 8 * cpus
-        + align16(core::mem::size_of::<lim::Framebuffer>() as u64 + 8)
-        + align16(core::mem::size_of::<lim::VideoMode>() as u64 + 8)
-        + map * descriptor_size as u64
+    align16(lim::BLOB.len() as u64) + 8 * map + 8 * cpus + framebuffer_room(machine) + map * descriptor_size as u64
+}
+
+const FRAMEBUFFER_SIZE: u64 = core::mem::size_of::<lim::Framebuffer>() as u64;
+const VIDEO_MODE_SIZE: u64 = core::mem::size_of::<lim::VideoMode>() as u64;
+
+/// The framebuffer's part of the area: its struct and the pointer to it, then room for every mode of
+/// the GOP (a pointer and a record each), then its EDID.
+fn framebuffer_room(machine: &Machine) -> u64 {
+    let (modes, edid) = machine.framebuffer.as_ref().map_or((0, 0), |fb| (fb.max_mode as u64, fb.edid.1 as u64));
+    align16(FRAMEBUFFER_SIZE + 8) + align16(modes * (8 + VIDEO_MODE_SIZE)) + align16(edid)
 }
 
 /// No-execute for the HHDM and revision 0's identity map, unless DIRECT_MAP_EXEC maps them
@@ -115,12 +120,13 @@ pub fn direct_map_top(machine: &Machine) -> u64 {
     acpi.max(unsafe { FirmwareTables::find(machine) }.top())
 }
 
-/// Ranges of its own the protocol can add to the memory map: from revision 4, a RESERVED_MAPPED
-/// one for each ACPI table outside the firmware's ACPI ranges; from revision 5, one for each
-/// firmware table (FirmwareTables; the EFI runtime services' ranges replace the firmware's own).
+/// Ranges of its own the protocol can add to the memory map: the framebuffer's; from revision 4, a
+/// RESERVED_MAPPED one for each ACPI table outside the firmware's ACPI ranges; from revision 5, one
+/// for each firmware table (FirmwareTables; the EFI runtime services' ranges replace the firmware's
+/// own).
 pub fn map_ranges(machine: &Machine) -> usize {
     let acpi = if lim::ACPI_TABLES_MAPPED { machine.acpi_tables.ranges().len() } else { 0 };
-    acpi + if lim::FIRMWARE_TABLES_MAPPED { FIRMWARE_TABLES } else { 0 }
+    machine.framebuffer.is_some() as usize + acpi + if lim::FIRMWARE_TABLES_MAPPED { FIRMWARE_TABLES } else { 0 }
 }
 
 /// At most this many firmware tables (revision 5): two SMBIOS entry points and their tables, the
@@ -374,8 +380,7 @@ pub unsafe fn fill(block: &Block, place: &Placement, machine: &Machine, handed: 
     let memmap_pointers = blob + align16(lim::BLOB.len() as u64);
     let cpu_pointers = memmap_pointers + 8 * layout.map_capacity as u64;
     let framebuffer = cpu_pointers + 8 * (census.to_start as u64 + 1);
-    let mode = framebuffer + align16(core::mem::size_of::<lim::Framebuffer>() as u64 + 8);
-    let efi_memmap = mode + align16(core::mem::size_of::<lim::VideoMode>() as u64 + 8);
+    let efi_memmap = framebuffer + framebuffer_room(machine);
     let mut info = Info {
         blob,
         blob_va: place.direct(blob),
@@ -476,47 +481,33 @@ unsafe fn fill_known(info: &mut Info, place: &Placement, machine: &Machine, hand
     info.have[when_index(When::Framebuffer)] = machine.framebuffer.is_some();
     info.have[when_index(When::Mp)] = info.mp;
     if let (Some(at), Some(fb)) = (lim::FRAMEBUFFER, &machine.framebuffer) {
-        // A pixel ends at its highest mask bit (a PixelBitMask mode may have 24-bit pixels).
-        let bits = 32 - (fb.masks[0] | fb.masks[1] | fb.masks[2] | fb.masks[3]).leading_zeros();
-        let bpp = ((bits + 7) & !7) as u16;
-        let pitch = fb.stride as u64 * (bpp as u64 / 8);
-        let (r, g, b) = (mask(fb.masks[0]), mask(fb.masks[1]), mask(fb.masks[2]));
-        let mode = info.framebuffer + align16(core::mem::size_of::<lim::Framebuffer>() as u64 + 8);
-        (mode as *mut lim::VideoMode).write(lim::VideoMode {
-            pitch,
-            width: fb.width as u64,
-            height: fb.height as u64,
-            bpp,
-            memory_model: 1,
-            red_mask_size: r.0,
-            red_mask_shift: r.1,
-            green_mask_size: g.0,
-            green_mask_shift: g.1,
-            blue_mask_size: b.0,
-            blue_mask_shift: b.1,
-        });
-        let mode_pointer = mode + core::mem::size_of::<lim::VideoMode>() as u64;
-        ptr::write_unaligned(mode_pointer as *mut u64, info.direct(mode));
+        let m = video_mode(fb.width, fb.height, fb.stride, fb.masks);
+        let (modes, count) = video_modes(info, machine, fb);
+        // The EDID after the modes, copied: the firmware's copy is gone with its boot services.
+        let edid = align16(modes + fb.max_mode as u64 * (8 + VIDEO_MODE_SIZE));
+        if fb.edid.1 != 0 {
+            ptr::copy_nonoverlapping(fb.edid.0 as *const u8, edid as *mut u8, fb.edid.1);
+        }
         (info.framebuffer as *mut lim::Framebuffer).write(lim::Framebuffer {
             address: info.direct(fb.base),
-            width: fb.width as u64,
-            height: fb.height as u64,
-            pitch,
-            bpp,
-            memory_model: 1,
-            red_mask_size: r.0,
-            red_mask_shift: r.1,
-            green_mask_size: g.0,
-            green_mask_shift: g.1,
-            blue_mask_size: b.0,
-            blue_mask_shift: b.1,
+            width: m.width,
+            height: m.height,
+            pitch: m.pitch,
+            bpp: m.bpp,
+            memory_model: m.memory_model,
+            red_mask_size: m.red_mask_size,
+            red_mask_shift: m.red_mask_shift,
+            green_mask_size: m.green_mask_size,
+            green_mask_shift: m.green_mask_shift,
+            blue_mask_size: m.blue_mask_size,
+            blue_mask_shift: m.blue_mask_shift,
             unused: [0; 7],
-            edid_size: 0,
-            edid: 0,
-            mode_count: 1,
-            modes: info.direct(mode_pointer),
+            edid_size: fb.edid.1 as u64,
+            edid: if fb.edid.1 == 0 { 0 } else { info.direct(edid) },
+            mode_count: count,
+            modes: if count == 0 { 0 } else { info.direct(modes) },
         });
-        let pointer = info.framebuffer + core::mem::size_of::<lim::Framebuffer>() as u64;
+        let pointer = info.framebuffer + FRAMEBUFFER_SIZE;
         ptr::write_unaligned(pointer as *mut u64, info.direct(info.framebuffer));
         let r = info.response::<lim::FramebufferResponse>(at);
         r.framebuffer_count = 1;
@@ -529,6 +520,49 @@ unsafe fn fill_known(info: &mut Info, place: &Placement, machine: &Machine, hand
             info.answer(request, response);
         }
     }
+}
+
+/// A framebuffer mode as the protocol describes it: a pixel ends at its highest mask bit (a
+/// PixelBitMask mode may have 24-bit pixels), a line is the firmware's pixels per scan line.
+fn video_mode(width: u32, height: u32, stride: u32, masks: [u32; 4]) -> lim::VideoMode {
+    let bits = 32 - (masks[0] | masks[1] | masks[2] | masks[3]).leading_zeros();
+    let bpp = ((bits + 7) & !7) as u16;
+    let (r, g, b) = (mask(masks[0]), mask(masks[1]), mask(masks[2]));
+    lim::VideoMode {
+        pitch: stride as u64 * (bpp as u64 / 8),
+        width: width as u64,
+        height: height as u64,
+        bpp,
+        memory_model: lim::FRAMEBUFFER_RGB,
+        red_mask_size: r.0,
+        red_mask_shift: r.1,
+        green_mask_size: g.0,
+        green_mask_shift: g.1,
+        blue_mask_size: b.0,
+        blue_mask_shift: b.1,
+    }
+}
+
+/// The GOP's modes with a linear framebuffer (not PixelBltOnly), in its mode numbers' order, the
+/// current one among them: their pointers' array (physical, after the framebuffer's struct) and
+/// count. The records follow the pointers, room for every mode of the GOP.
+///
+/// # Safety
+/// Boot services are up; the area is laid out for this machine (`framebuffer_room`).
+unsafe fn video_modes(info: &Info, machine: &Machine, fb: &crate::firmware::Framebuffer) -> (u64, u64) {
+    let bs = &*(*machine.st).boot_services;
+    let pointers = info.framebuffer + align16(FRAMEBUFFER_SIZE + 8);
+    let records = (pointers + 8 * fb.max_mode as u64) as *mut lim::VideoMode;
+    let mut count = 0;
+    for number in 0..fb.max_mode {
+        if let Some((width, height, stride, masks)) = crate::firmware::linear_mode(bs, fb.gop, number) {
+            let record = records.add(count);
+            record.write(video_mode(width, height, stride, masks));
+            (pointers as *mut u64).add(count).write(info.direct(record as u64));
+            count += 1;
+        }
+    }
+    (pointers, count as u64)
 }
 
 /// A colour mask's (size, shift).
@@ -628,11 +662,22 @@ pub unsafe fn complete(
         .chain(modules)
         .chain(page_zero)
         .chain(acpi_outside(machine, map))
-        .chain(firmware_mapped(info, map));
+        .chain(firmware_mapped(info, map))
+        // The framebuffer's pages are FRAMEBUFFER whatever the firmware's map calls them (a
+        // framebuffer in RAM the firmware gave boot-services memory would be usable otherwise).
+        .chain(framebuffer_pages(machine).map(|(base, length)| (base, length, lim::MEMMAP_FRAMEBUFFER)));
         let Some(mut count) = memmap::convert(map, regions, owned) else {
             fatal("the memory map grew past the room planned for it after ExitBootServices");
         };
-        if let Some((base, length)) = framebuffer_pages(machine) {
+        // A framebuffer the firmware's map does not list (a PCI BAR) gets an entry of its own.
+        let listed = |base: u64, end: u64| {
+            regions[..count]
+                .iter()
+                .filter(|r| r.r#type == lim::MEMMAP_FRAMEBUFFER && base <= r.base && r.base + r.length <= end)
+                .map(|r| r.length)
+                .sum::<u64>()
+        };
+        if let Some((base, length)) = framebuffer_pages(machine).filter(|&(b, l)| listed(b, b + l) < l) {
             if count == regions.len() {
                 fatal("the memory map grew past the room planned for it after ExitBootServices");
             }

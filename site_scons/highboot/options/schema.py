@@ -125,8 +125,10 @@ OPTIONS: tuple[Option, ...] = (
            build=False),
     Option("FAULT", Kind.CHOICE, "none", "test only: build a loader that injects this fault (firmware_5level: "
            "moves the firmware to 5-level paging first; panic: a loader panic before ExitBootServices; lost_ap: a "
-           "MADT processor that never checks in; no_low_page: no free page below 1 MiB for the APs)",
-           choices=("none", "no_memory", "stale_map_key", "firmware_5level", "panic", "lost_ap", "no_low_page"),
+           "MADT processor that never checks in; no_low_page: no free page below 1 MiB for the APs; edid: a "
+           "two-block EDID on the display's handle, for a Limine kernel)",
+           choices=("none", "no_memory", "stale_map_key", "firmware_5level", "panic", "lost_ap", "no_low_page",
+                    "edid"),
            key=None, why="a test build's knob, not a project's", plan=True),
     # Where and how it is built.
     Option("PROJECT", Kind.PATH, "highboot.toml", "project file with defaults for these options (used when present)",
