@@ -116,6 +116,12 @@ def test_without_machines_the_table_boots_one_default_machine(tmp_path: Path) ->
     ("[[test.machine]]\nname = 'a'\n[[test.machine.module]]\nname = 'm'", "test.machine[0].module[0].path",
      "missing path"),
     ("[test]\nmachine = 'a'", "test.machine", "[[test.machine]] tables"),
+    ("[test]\ntimeout = 1" + "0" * 400, "test.timeout", "expected a time per boot"),
+    ("[test]\nsuccess = '[[a]'", "test.success", "not a regular expression"),
+    ("[test]\nqemu_args = ['-m', '4G']", "test.qemu_args", "-m is the machine's memory = ...; set that instead"),
+    ("[test]\nqemu_args = ['--smp', '4']", "test.qemu_args", "the machine's cpus"),
+    ("[[test.machine]]\nname = 'a'\nboots = 2\n[[test.machine]]\nname = 'a-1'", "test.machine[1].name",
+     "boot 1 of machine 'a-1' and boot 1 of machine 'a' would both be named 'a-1'"),
     ("test = 3", "test", "expected a table"),
 ])
 def test_a_bad_table_is_refused_naming_the_field(tmp_path: Path, text: str, field: str, words: str) -> None:
@@ -152,6 +158,10 @@ def test_the_build_refuses_what_only_the_build_can_check(built: dict, tmp_path: 
          "MACHINE: no machine 'b' in the project's [test] table; it has a"),
         (f'kernel = "{kernel}"\n[test]\n', ["test", "TEST_SHARD=3/2"], "TEST_SHARD: expected k/n"),
         (f'kernel = "{kernel}"\n', ["run", "MACHINE=a"], "MACHINE: MACHINE= names a machine"),
+        (f'kernel = "{kernel}"\n', ["test", "TEST_SHARD=1/2"], "TEST_SHARD: TEST_SHARD= slices the boots"),
+        (f'kernel = "{kernel}"\n[test]\n', ["TEST_SHARD=1/2"], "TEST_SHARD: TEST_SHARD= slices the boots"),
+        (f'kernel = "{kernel}"\n[[test.machine]]\nname = "a"\nmemory = "1T"\n', ["test"],
+         "test.machine[0].memory: 1024G is more than this machine's RAM and swap"),
     ]
     for text, args, words in cases:
         project = write_project(tmp_path / "highboot.toml", text)
@@ -159,6 +169,11 @@ def test_the_build_refuses_what_only_the_build_can_check(built: dict, tmp_path: 
         assert proc.returncode == 2 and words in proc.stderr, (words, proc.stdout + proc.stderr)
         assert "Traceback" not in proc.stderr
         assert not (tmp_path / "build" / "test").exists()
+    # scons -c and -h with MACHINE= need no table.
+    for args in (["-c", "MACHINE=a"], ["-h", "MACHINE=a"]):
+        proc = scons(built, write_project(tmp_path / "highboot.toml", f'kernel = "{kernel}"\n'), tmp_path / "build",
+                     *args, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 # ------------------------------------------------------------------------------------ boots
@@ -271,6 +286,10 @@ def test_every_outcome_of_a_boot_is_told_apart(built: dict, tmp_path: Path) -> N
     assert proc.returncode == 0 and "1 of 1 boots passed" in proc.stdout, proc.stdout + proc.stderr
     assert re.search(r"^fine +max +1G +4 +1/1", proc.stdout, re.M), proc.stdout
 
+    # scons test MACHINE=: that machine alone.
+    proc = scons(built, project, build, "test", "MACHINE=pass-serial")
+    assert set(boot_lines(proc.stdout)) == {"pass-serial"} and proc.returncode == 0, proc.stdout + proc.stderr
+
     # scons run MACHINE=: that machine's build, CPU and memory, in the foreground.
     proc = scons(built, project, build, "run", "MACHINE=pass-exit", timeout=600)
     assert " -cpu qemu64 " in proc.stdout and " -m 256M " in proc.stdout, proc.stdout + proc.stderr
@@ -351,3 +370,71 @@ def test_serial_is_matched_line_by_line_and_only_the_kernels_lines_count(tmp_pat
     assert feed(b"", final=True) == ("fail", "the failure pattern matched: 'FAIL'")  # the last piece, at the end
     serial.close("")
     assert log.read_text().endswith("x" * 70000 + "FAIL")
+
+
+def test_the_loaders_lines_never_match_and_its_failures_are_told(tmp_path: Path, monkeypatch: Any) -> None:
+    from highboot.testing import runner
+    from highboot.testing.runner import _Serial
+    from highboot.testing.table import TestTable
+
+    source, log = tmp_path / "serial", tmp_path / "log"
+    table = TestTable(success=r"\d+ of \d+", failure="warning")
+
+    def run(data: bytes) -> tuple[str, str] | None:
+        source.write_bytes(data)
+        serial = _Serial(source, log, table)
+        decided = serial.read(final=True)
+        serial.close("")
+        return decided
+
+    start = b"highboot: starting the kernel at 0x1000\n"
+    assert run(start + b"highboot: 3 of 3 application processors parked\nhighboot: warning: x\n") is None
+    assert run(start + b"kernel: 2 of 2 tests\n") == ("pass", "the success pattern matched: 'kernel: 2 of 2 tests'")
+    assert run(b"highboot: loader bug: index out of range\n") == ("fail", "the loader refused: 'index out of range'")
+    assert run(b'BdsDxe: failed to start Boot0002 "UEFI Misc Device" from PciRoot(0x0): Access Denied\n') == (
+        "fail", "the firmware did not start the loader (Boot0002): 'Access Denied'")
+    monkeypatch.setattr(runner, "MAX_LOG", 1 << 16)
+    monkeypatch.setattr(runner, "READ_CHUNK", 1 << 12)
+    assert run(start + b"spam\n" * 20000) == ("fail", "serial flood: the kernel wrote more than 0 MiB to serial")
+    assert log.stat().st_size <= (1 << 16) + (1 << 12)
+
+
+def test_what_qemu_exit_statuses_mean() -> None:
+    from highboot.testing.runner import _exit_outcome
+    from highboot.testing.table import TestTable
+
+    one = TestTable(success_exit_code=1)
+    bad = "qemu-system-x86_64: -device x: 'x' is not a valid device model name"
+    assert _exit_outcome(1, bad, one, started=False) == ("fail", f"QEMU could not start: {bad!r}")
+    assert _exit_outcome(1, "", one, started=True) == ("pass", "QEMU exit status 1")
+    zero = TestTable(success_exit_code=0)
+    stopped = "qemu-system-x86_64: terminating on signal 15 from pid 7 (kill)"
+    assert _exit_outcome(0, stopped, zero, started=True) == ("fail", f"QEMU was stopped from outside: {stopped!r}")
+    assert _exit_outcome(-9, "", zero, started=True) == ("fail", "QEMU was killed by signal 9")
+    assert _exit_outcome(35, "", TestTable(), started=True) == (
+        "fail", "QEMU exit status 35 (the kernel wrote 0x11 to the isa-debug-exit port 0xf4)")
+
+
+def test_the_tests_own_qemu_logging_joins_the_runners() -> None:
+    from highboot.testing.runner import _logging, _tcg
+
+    resets, kept = Path("/w/resets.log"), Path("/r/a.qemu.log")
+    assert _logging(("-device", "x"), resets, kept) == (["-d", "cpu_reset", "-D", str(resets)], ["-device", "x"])
+    assert _logging(("-d", "int,guest_errors", "-s"), resets, kept) == (
+        ["-d", "cpu_reset,int,guest_errors", "-D", str(kept)], ["-s"])
+    assert _logging(("-d", "int", "-D", "/x.log"), resets, kept)[0] == ["-d", "cpu_reset,int", "-D", "/x.log"]
+    assert _tcg(["-device", "x"]) and not _tcg(["-enable-kvm"]) and not _tcg(["-accel", "kvm"])
+    assert not _tcg(["-machine", "accel=kvm"]) and _tcg(["-accel", "tcg,thread=multi"])
+
+
+def test_an_earlier_runs_files_are_not_read_as_this_ones(tmp_path: Path) -> None:
+    from highboot.testing.session import prepare_results
+    from highboot.testing.table import TestTable
+
+    table = TestTable(machines=(Machine("v1.2"), Machine("b", boots=2)))
+    keep = ["v1.2.log", "v1.2.json", "b-1.log", "b-2.png", "junit-1-of-2.xml", "notes.txt"]
+    gone = ["old.log", "old.json", "old.png", "b.log", "junit.xml", "v1.qemu.log"]
+    for name in keep + gone:
+        (tmp_path / name).write_text("x")
+    prepare_results(tmp_path, table, None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)

@@ -357,23 +357,33 @@ def _kernel_summary_action(target: Any, source: Any, env: Any) -> int:
     return 0 if summarize(boots, table, results, shard, suite) else 1
 
 
+def _machine_build(env: Any, build_dir: str, machines: list[tuple[Any, Any]], machine: Any,
+                   builds: dict[Any, BootBuild]) -> BootBuild:
+    """A [test] machine's build: once per distinct configuration (`builds` holds those in the graph),
+    in $BUILD_DIR/test/<the first machine that has it>."""
+    cfg = dict((m.name, c) for m, c in machines)[machine.name]
+    if cfg not in builds:
+        first = next(m for m, c in machines if c == cfg)
+        builds[cfg] = _boot_build(env, f"{build_dir}/test/{first.name}", cfg)
+    return builds[cfg]
+
+
 def _kernel_tests(env: Any, build_dir: str, machines: list[tuple[Any, Any]], table: Any,
-                  shard: tuple[int, int] | None, suite: str, builds: dict[Any, BootBuild]) -> list[Any]:
-    """scons test of a project's kernel: each machine's build (once per distinct configuration;
-    `builds` holds those already in the graph), a boot node per boot of this slice, the summary."""
+                  shard: tuple[int, int] | None, suite: str, builds: dict[Any, BootBuild],
+                  only: str | None = None) -> list[Any]:
+    """scons test of a project's kernel: each machine's build, a boot node per boot of this slice (of
+    machine `only`'s boots, when given), the summary."""
     from highboot.testing.results import result_file
     from highboot.testing.table import boots as all_boots
     from highboot.testing.table import shard as slice_of
 
     configs = {m.name: cfg for m, cfg in machines}
     results = env.Dir(f"{build_dir}/test-results").abspath
-    mine = slice_of(all_boots(table), shard)
+    mine = slice_of([b for b in all_boots(table) if only in (None, b.machine.name)], shard)
     nodes = []
     for boot in mine:
+        built = _machine_build(env, build_dir, machines, boot.machine, builds)
         cfg = configs[boot.machine.name]
-        if cfg not in builds:
-            builds[cfg] = _boot_build(env, f"{build_dir}/test/{boot.machine.name}", cfg)
-        built = builds[cfg]
         secure_vars = env.File(f"{Path(built.esp_dir).parent}/secure-vars.fd").abspath if cfg.sign else None
         node = env.Command(str(result_file(results, boot.name)), built.nodes,
                            SCons.Action.Action(_kernel_boot_action, None))
@@ -424,6 +434,7 @@ def generate(env: Any) -> None:
     env.AddMethod(_boot_build, "HighbootBoot")
     env.AddMethod(_shape_kernels, "HighbootShapeKernels")
     env.AddMethod(_kernel_tests, "HighbootKernelTests")
+    env.AddMethod(_machine_build, "HighbootMachineBuild")
     env.SetDefault(TEMPLATE_DIRS=[], C_PIE=False, C_SHAPE="", QEMU_GDB=False)
 
 

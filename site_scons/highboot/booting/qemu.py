@@ -162,6 +162,16 @@ def qemu_binary() -> str:
     return found
 
 
+def host_memory() -> int | None:
+    """Bytes of RAM and swap this machine has (/proc/meminfo): QEMU cannot give a guest more (it
+    refuses "cannot set up guest memory"). None where it cannot be read."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        return sum(int(fields[k].split()[0]) << 10 for k in ("MemTotal", "SwapTotal"))
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
 def cpu_models() -> set[str]:
     """The CPU models this QEMU knows (`-cpu help`: lines "x86 <model> ...", then the CPU features)."""
     proc = subprocess.run([qemu_binary(), "-cpu", "help"], capture_output=True, text=True, timeout=60, check=False)

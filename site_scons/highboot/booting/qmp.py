@@ -71,10 +71,18 @@ class Qmp:
         request: dict[str, Any] = {"execute": name}
         if arguments:
             request["arguments"] = arguments
-        self.sock.sendall(json.dumps(request).encode() + b"\n")
+        try:
+            self.sock.sendall(json.dumps(request).encode() + b"\n")
+        except OSError as exc:  # (QEMU exited: a broken pipe)
+            self.close()
+            raise QmpError(f"{name}: {exc}") from None
         deadline = time.monotonic() + timeout
         while True:
-            message = self._message(timeout=max(0.0, deadline - time.monotonic()))
+            try:
+                message = self._message(timeout=max(0.0, deadline - time.monotonic()))
+            except OSError as exc:
+                self.close()
+                raise QmpError(f"{name}: {exc}") from None
             if message is None:
                 raise QmpError(f"{name}: no answer within {timeout} s")
             if "event" in message:

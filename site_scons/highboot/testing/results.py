@@ -39,6 +39,8 @@ def summary(verdicts: Sequence[Verdict], machines: Sequence[Machine], shard: tup
     out.insert(1, "-" * min(100, max(len(o) for o in out)))
     passed = sum(v.passed for v in verdicts)
     of = f" (slice {shard[0]} of {shard[1]})" if shard else ""
+    if not verdicts:
+        return f"no boots in this slice{of}: the table has fewer boots than slices"
     out.append(f"{passed} of {len(verdicts)} boots passed{of}" + ("" if passed == len(verdicts) else
                                                                  f"; {len(verdicts) - passed} FAILED"))
     return "\n".join(o.rstrip() for o in out)
@@ -50,25 +52,31 @@ def junit(verdicts: Sequence[Verdict], path: str | Path, *, suite: str) -> None:
     root = ET.Element("testsuites")
     failures = sum(not v.passed for v in verdicts)
     total = sum(v.seconds for v in verdicts)
-    node = ET.SubElement(root, "testsuite", name=suite, tests=str(len(verdicts)), failures=str(failures),
+    node = ET.SubElement(root, "testsuite", name=_xml(suite), tests=str(len(verdicts)), failures=str(failures),
                          errors="0", skipped="0", time=f"{total:.1f}")
     for v in verdicts:
-        case = ET.SubElement(node, "testcase", classname=f"{suite}.{v.machine}", name=v.boot, time=f"{v.seconds:.1f}")
+        case = ET.SubElement(node, "testcase", classname=_xml(f"{suite}.{v.machine}"), name=v.boot,
+                             time=f"{v.seconds:.1f}")
         if not v.passed:
             failure = ET.SubElement(case, "failure", message=_xml(v.why), type="boot")
             failure.text = _xml(_tail(v.log))
             if v.screenshot:
-                ET.SubElement(case, "system-out").text = f"[[ATTACHMENT|{v.screenshot}]]\nscreenshot: {v.screenshot}"
+                shot = _xml(v.screenshot)
+                ET.SubElement(case, "system-out").text = f"[[ATTACHMENT|{shot}]]\nscreenshot: {shot}"
     ET.indent(root)
     write_atomic(str(path), '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n")
 
 
 def _tail(log: str) -> str:
+    """The log's last LOG_TAIL lines (read from its last 64 KiB: a log may be large)."""
     try:
-        lines = Path(log).read_text(errors="replace").splitlines()
+        with open(log, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - (64 << 10)))
+            text = f.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    return "\n".join(lines[-LOG_TAIL:])
+    return "\n".join(text.splitlines()[-LOG_TAIL:])
 
 
 def _xml(text: str) -> str:

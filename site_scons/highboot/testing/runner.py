@@ -10,22 +10,32 @@ isa-debug-exit port ends QEMU at once: its exit status is the verdict.
 from __future__ import annotations
 
 import codecs
+import ctypes
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from highboot.booting.qemu import DEBUG_EXIT_PORT, boot_medium, command, find_firmware, strip_ansi
+from highboot.booting.qemu import DEBUG_EXIT_PORT, Firmware, boot_medium, command, find_firmware, strip_ansi
 from highboot.booting.qmp import Qmp, QmpError
 from highboot.testing.table import Boot, TestTable
 
-#: A line the loader prints when it refuses to boot (loader/src/failure.rs).
-LOADER_ERROR = "highboot: error: "
+#: Lines the loader prints when it refuses to boot or fails (loader/src/failure.rs): the boot fails, quoted.
+LOADER_FAILURES = ("highboot: error: ", "highboot: loader bug: ")
+#: Every line of the loader's starts so: none of them is the kernel's, none matches the patterns.
+LOADER_LINE = "highboot: "
+#: OVMF's boot manager could not start the loader (under Secure Boot: "Access Denied").
+FIRMWARE_FAILURE = re.compile(r"^BdsDxe: failed to start (Boot\w+).*?: (.+)$")
+#: Serial kept per boot: a kernel that writes more fails ("serial flood") rather than fill the disk.
+MAX_LOG = 64 << 20
+#: Serial taken in per look: the timeout is checked between looks, however fast the kernel writes.
+READ_CHUNK = 4 << 20
 #: The line the loader prints just before it jumps to the kernel: serial patterns match what follows.
 KERNEL_STARTED = "highboot: starting the kernel at "
 #: How often serial, QMP and QEMU are looked at.
@@ -73,15 +83,18 @@ class _Serial:
         self.failure = re.compile(table.failure) if table.failure else None
 
     def read(self, *, final: bool = False) -> tuple[str, str] | None:
-        """Take what QEMU wrote since; ("fail" or "pass", why) for the first line that decides the
-        boot (the line not yet complete only when final)."""
+        """Take what QEMU wrote since (READ_CHUNK at most, all of it when final); ("fail" or "pass",
+        why) for the first line that decides the boot (the line not yet complete only when final)."""
         with open(self.path, "rb") as f:
             f.seek(self.size)
             while True:
-                data = f.read(1 << 24)
+                data = f.read(READ_CHUNK)
                 self.size += len(data)
-                decided = self._take(self.decoder.decode(data, final=final and not data), final=final and not data)
-                if decided or not data:
+                if self.size > MAX_LOG:
+                    return "fail", f"serial flood: the kernel wrote more than {MAX_LOG >> 20} MiB to serial"
+                last = final and not data
+                decided = self._take(self.decoder.decode(data, final=last), final=last)
+                if decided or not data or not final:
                     return decided
 
     def _take(self, text: str, *, final: bool) -> tuple[str, str] | None:
@@ -107,10 +120,16 @@ class _Serial:
     def _line(self, line: str) -> tuple[str, str] | None:
         if line.strip():
             self.last = line
-        if line.startswith(LOADER_ERROR):
-            return "fail", f"the loader refused: {_quote(line[len(LOADER_ERROR):])}"
+        for prefix in LOADER_FAILURES:
+            if line.startswith(prefix):
+                return "fail", f"the loader refused: {_quote(line[len(prefix):])}"
         if not self.kernel:
             self.kernel = line.startswith(KERNEL_STARTED)
+            failed = FIRMWARE_FAILURE.match(line)
+            if failed:
+                return "fail", f"the firmware did not start the loader ({failed.group(1)}): {_quote(failed.group(2))}"
+            return None
+        if line.startswith(LOADER_LINE):  # (the loader's last words after its start line: APs, ExitBootServices)
             return None
         if self.failure and self.failure.search(line):
             return "fail", f"the failure pattern matched: {_quote(line)}"
@@ -120,8 +139,8 @@ class _Serial:
 
     def close(self, stderr: str) -> None:
         """The rest of serial, then QEMU's standard error if it wrote any."""
-        while self.read(final=True) and self.size < os.path.getsize(self.path):
-            pass  # (decided part-way: the rest still goes to the log)
+        while self.read(final=True) and MAX_LOG >= self.size < os.path.getsize(self.path):
+            pass  # (decided part-way: the rest still goes to the log, up to MAX_LOG)
         if stderr:
             self.log.write(f"\n--- QEMU's standard error ---\n{stderr}\n")
         self.log.close()
@@ -136,50 +155,102 @@ def run_boot(esp: str | Path, boot: Boot, table: TestTable, results: str | Path,
              secure_vars: str | Path | None = None) -> Verdict:
     """Boot `esp` once as `boot` says; write its serial log (and a failed boot's screenshot) under
     `results` as <boot name>.log / .png and return the verdict."""
-    m = boot.machine
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     log = results / f"{boot.name}.log"
-    for old in (log, log.with_suffix(".png"), log.with_suffix(".ppm")):
+    for old in (log, log.with_suffix(".png"), log.with_suffix(".ppm"), log.with_suffix(".qemu.log")):
         old.unlink(missing_ok=True)
     fw = find_firmware(secure_boot=secure_vars is not None)
-    # (A short directory: a UNIX socket's path holds 107 bytes at most.)
-    with tempfile.TemporaryDirectory(prefix="highboot-test-", dir="/tmp") as tmp:
-        vars_copy = Path(tmp, "vars.fd")
-        shutil.copyfile(secure_vars or fw.vars, vars_copy)
-        medium = boot_medium(esp, Path(tmp, "esp.img"))
-        sock, resets = Path(tmp, "qmp"), Path(tmp, "resets.log")
-        # QEMU's TCG logs "Triple fault" among its CPU resets: what tells a triple fault from a reset asked for
-        # (unless the test's own qemu_args log elsewhere).
-        logging = [] if {"-d", "-D"} & set(m.qemu_args) else ["-d", "cpu_reset", "-D", str(resets)]
-        cmd = command(medium.path, vars_copy, cpu=m.cpu, memory=m.memory, smp=m.cpus, firmware=fw,
-                      extra=["-qmp", f"unix:{sock},server=on,wait=off", "-action", "shutdown=pause", *logging,
-                             *m.qemu_args])
-        serial_file, stderr_file = Path(tmp, "serial"), Path(tmp, "stderr")
-        start = time.monotonic()
-        with open(serial_file, "wb") as out, open(stderr_file, "wb") as err:
-            try:
-                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-            except OSError as exc:
-                return _verdict(boot, False, f"QEMU could not start: {exc}", 0.0, log, "", command=cmd)
-            serial = _Serial(serial_file, log, table)
-            qmp = Qmp(str(sock))
-            outcome, status = _watch(proc, serial, qmp, table, m.timeout, start, resets)
-            screenshot = ""
+    # The boot's files beside its results (a flood of serial fills that disk, not /tmp's memory); only
+    # the QMP socket in a short directory of /tmp (a UNIX socket's path holds 107 bytes at most).
+    work = results / f".{boot.name}.work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        with tempfile.TemporaryDirectory(prefix="highboot-qmp-", dir="/tmp") as tmp:
+            return _boot(esp, boot, table, fw, work, Path(tmp, "qmp"), log, secure_vars)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _boot(esp: str | Path, boot: Boot, table: TestTable, fw: Firmware, work: Path, sock: Path, log: Path,
+          secure_vars: str | Path | None) -> Verdict:
+    m = boot.machine
+    vars_copy = work / "vars.fd"
+    shutil.copyfile(secure_vars or fw.vars, vars_copy)
+    medium = boot_medium(esp, work / "esp.img")
+    # QEMU's TCG logs "Triple fault" among its CPU resets: what tells a triple fault from a reset asked
+    # for. The test's own -d items are logged with them, kept beside the serial log (or where its -D says).
+    logging, args = _logging(m.qemu_args, work / "resets.log", log.with_suffix(".qemu.log"))
+    resets = Path(logging[-1])
+    cmd = command(medium.path, vars_copy, cpu=m.cpu, memory=m.memory, smp=m.cpus, firmware=fw,
+                  extra=["-qmp", f"unix:{sock},server=on,wait=off", "-action", "shutdown=pause", *logging, *args])
+    serial_file, stderr_file = work / "serial", work / "stderr"
+    start = time.monotonic()
+    with open(serial_file, "wb") as out, open(stderr_file, "wb") as err:
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                    preexec_fn=_die_with_parent)
+        except OSError as exc:
+            return _verdict(boot, False, f"QEMU could not start: {exc}", 0.0, log, "", command=cmd)
+        serial = _Serial(serial_file, log, table)
+        qmp = Qmp(str(sock))
+        screenshot = ""
+        try:
+            outcome, status = _watch(proc, serial, qmp, table, m.timeout, start, resets, tcg=_tcg(args))
             if outcome[0] == "fail" and proc.poll() is None and qmp.sock is not None:
                 screenshot = _screenshot(qmp, log)
+        finally:
             _stop(proc, qmp)
-        seconds = time.monotonic() - start
-        stderr = stderr_file.read_bytes()[-(1 << 16):].decode("utf-8", "replace").strip()
-        final = serial.read(final=True)
-        serial.close(stderr)
-        if status is not None and outcome[0] == "exit":
-            outcome = final or _exit_outcome(status, stderr, table, started=serial.size > 0)
+    seconds = time.monotonic() - start
+    stderr = _tail_bytes(stderr_file, 1 << 16).decode("utf-8", "replace").strip()
+    final = serial.read(final=True)
+    serial.close(stderr)
+    if status is not None and outcome[0] == "exit":
+        outcome = final or _exit_outcome(status, stderr, table, started=serial.size > 0)
     return _verdict(boot, outcome[0] == "pass", outcome[1], seconds, log, screenshot, status, command=cmd)
 
 
+def _logging(args: tuple[str, ...], resets: Path, kept: Path) -> tuple[list[str], list[str]]:
+    """QEMU's -d (cpu_reset and the test's own items) and -D (`resets`, or `kept` when the test logs
+    items of its own), and the test's other arguments."""
+    items, where, rest = ["cpu_reset"], "", []
+    it = iter(args)
+    for a in it:
+        if a in ("-d", "--d", "-D", "--D"):
+            value = next(it, "")
+            if a.lstrip("-") == "d":
+                items += [i for i in value.split(",") if i and i not in items]
+            else:
+                where = value
+        else:
+            rest.append(a)
+    return ["-d", ",".join(items), "-D", where or str(kept if len(items) > 1 else resets)], rest
+
+
+def _tcg(args: list[str]) -> bool:
+    """QEMU runs TCG (which logs triple faults) unless the test's arguments ask for KVM."""
+    text = " ".join(args)
+    return "-enable-kvm" not in args and not re.search(r"(^|[ ,=])(kvm)([ ,:]|$)", text)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: QEMU is killed when the thread that started it dies (scons killed)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _tail_bytes(path: Path, size: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(max(0, os.path.getsize(path) - size))
+        return f.read()
+
+
 def _watch(proc: subprocess.Popen[bytes], serial: _Serial, qmp: Qmp, table: TestTable, timeout: float,
-           start: float, resets: Path) -> tuple[tuple[str, str], int | None]:
+           start: float, resets: Path, *, tcg: bool) -> tuple[tuple[str, str], int | None]:
     """Until the boot is decided: (("pass" | "fail" | "exit", why), QEMU's exit status if it exited)."""
     while True:
         status = proc.poll()
@@ -194,7 +265,8 @@ def _watch(proc: subprocess.Popen[bytes], serial: _Serial, qmp: Qmp, table: Test
             if event.get("event") == "SHUTDOWN":
                 decided = serial.read(final=True)
                 reason = event.get("data", {}).get("reason", "")
-                return decided or _shutdown_outcome(reason, table, triple_fault=_logged_triple_fault(resets)), None
+                triple = _logged_triple_fault(resets) if tcg else None  # (only TCG says)
+                return decided or _shutdown_outcome(reason, table, triple_fault=triple), None
             if event.get("event") == "GUEST_PANICKED":
                 return ("fail", "the kernel reported a panic to QEMU (pvpanic)"), None
         if time.monotonic() - start >= timeout:
@@ -229,13 +301,16 @@ def _shutdown_outcome(reason: str, table: TestTable, *, triple_fault: bool | Non
 
 def _exit_outcome(status: int, stderr: str, table: TestTable, *, started: bool) -> tuple[str, str]:
     """started: the firmware wrote to serial (OVMF does, early): QEMU ran."""
-    if status == table.success_exit_code:
-        return "pass", f"QEMU exit status {status}"
+    first = stderr.splitlines()[0] if stderr else ""
     if status < 0:
         return "fail", f"QEMU was killed by signal {-status}"
-    first = stderr.splitlines()[0] if stderr else ""
     if not started and status == 1 and first:
         return "fail", f"QEMU could not start: {_quote(first)}"
+    if "terminating on signal" in stderr:  # (QEMU exits 0 on SIGTERM, SIGINT, SIGHUP)
+        line = next(ln for ln in stderr.splitlines() if "terminating on signal" in ln)
+        return "fail", f"QEMU was stopped from outside: {_quote(line)}"
+    if status == table.success_exit_code:
+        return "pass", f"QEMU exit status {status}"
     why = f"QEMU exit status {status}"
     if status & 1 and status > 1:
         why += f" (the kernel wrote {(status - 1) >> 1:#x} to the isa-debug-exit port {DEBUG_EXIT_PORT:#x})"
@@ -249,7 +324,7 @@ def _screenshot(qmp: Qmp, log: Path) -> str:
     try:
         qmp.command("stop")  # (the picture of the moment the boot was decided, not of what the firmware did next)
     except QmpError:
-        pass
+        return ""  # (QEMU has gone: nothing to show)
     for suffix, args in ((".png", {"format": "png"}), (".ppm", {})):
         path = log.with_suffix(suffix)
         try:
@@ -266,8 +341,10 @@ def _stop(proc: subprocess.Popen[bytes], qmp: Qmp) -> None:
         try:
             if qmp.sock is not None:
                 qmp.command("quit", timeout=5)
+            else:
+                proc.terminate()
             proc.wait(timeout=10)
-        except (QmpError, OSError, subprocess.TimeoutExpired):
+        except (QmpError, subprocess.TimeoutExpired):
             proc.kill()
             proc.wait()
     qmp.close()

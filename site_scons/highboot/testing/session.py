@@ -8,7 +8,25 @@ from pathlib import Path
 from highboot.rendering.templates import write_atomic
 from highboot.testing import results as report
 from highboot.testing.runner import Verdict, run_boot
-from highboot.testing.table import Boot, TestTable
+from highboot.testing.table import Boot, TestTable, boots
+
+#: What a boot leaves under test-results/: <boot>.log, .json, .png (.ppm), .qemu.log.
+RESULT_SUFFIXES = (".qemu.log", ".log", ".json", ".png", ".ppm")
+
+
+def prepare_results(results: str | Path, table: TestTable, shard: tuple[int, int] | None) -> None:
+    """Before the boots: what an earlier run left that this one would not replace goes (the files of
+    boots the table no longer has, this run's JUnit report), so nothing stale is read as this run's.
+    Another slice's files stay: slices may share a directory."""
+    results = Path(results)
+    if not results.is_dir():
+        return
+    names = {b.name for b in boots(table)}
+    report.junit_file(results, shard).unlink(missing_ok=True)
+    for path in results.iterdir():
+        boot = next((path.name[:-len(s)] for s in RESULT_SUFFIXES if path.name.endswith(s)), None)
+        if path.is_file() and boot is not None and boot not in names:
+            path.unlink()
 
 
 def boot_and_record(esp: str, boot: Boot, table: TestTable, results: str | Path,

@@ -24,6 +24,7 @@ here, with a reader for the build options a machine may set.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,8 @@ MIN_MEMORY, MAX_MEMORY = 64 * MIB, TIB
 #: stops): a test's qemu_args may not take them over.
 RUNNER_OWNS = ("-serial", "-monitor", "-mon", "-qmp", "-qmp-pretty", "-display", "-nographic", "-daemonize",
                "-action", "-no-shutdown", "-S", "-pidfile", "-incoming")
+#: QEMU arguments a machine's keys give.
+MACHINE_OWNS = {"-m": "memory", "-smp": "cpus", "-cpu": "cpu"}
 TABLE_KEYS = ("success_exit_code", "success", "failure", "timeout", "qemu_args", "machine")
 MACHINE_KEYS = ("name", "cpu", "memory", "cpus", "boots", "timeout", "qemu_args")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -176,7 +179,17 @@ def read_table(value: Any, *, file: str, read_build: BuildReader, build_keys: tu
             timeout=_timeout(entry.get("timeout"), file, f"{where}.timeout", timeout),
             qemu_args=args + _qemu_args(entry.get("qemu_args", []), file, f"{where}.qemu_args"),
             options=tuple(sorted(options.items())), modules=modules, templates=templates, index=i))
-    return TestTable(success_exit_code=code, success=success, failure=failure, machines=tuple(machines))
+    table = TestTable(success_exit_code=code, success=success, failure=failure, machines=tuple(machines))
+    seen: dict[str, Boot] = {}
+    for b in boots(table):  # (a machine "a" booted twice has boots a-1 and a-2: a machine named "a-1" would clash)
+        if b.name in seen:
+            other = seen[b.name].machine
+            raise HighbootError(f"boot {b.number} of machine {b.machine.name!r} and "
+                                f"{'boot ' + str(seen[b.name].number) + ' of ' if other.boots > 1 else ''}machine "
+                                f"{other.name!r} would both be named {b.name!r} (logs, results); rename one",
+                                file=file, field=b.machine.field("name"))
+        seen[b.name] = b
+    return table
 
 
 def _kind(value: Any) -> str:
@@ -196,8 +209,10 @@ def _regex(table: dict[str, Any], key: str, file: str, where: str) -> str:
         raise HighbootError(f"expected a regular expression (a string), got {_kind(text)}", file=file,
                             field=f"{where}.{key}")
     try:
-        re.compile(text)
-    except re.error as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # (a FutureWarning, "possible nested set", is a refusal too)
+            re.compile(text)
+    except (re.error, FutureWarning, DeprecationWarning) as exc:
         raise HighbootError(f"not a regular expression Python compiles: {exc}", file=file,
                             field=f"{where}.{key}") from None
     return text
@@ -207,7 +222,7 @@ def _timeout(value: Any, file: str, field: str, default: float) -> float:
     if value is None:
         return default
     seconds: float | None = None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e12:
         seconds = float(value)
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         seconds = float(m.group(1)) * (60 if (m.group(2) or "s").lower().startswith("m") else 1)
@@ -224,9 +239,13 @@ def _qemu_args(value: Any, file: str, field: str) -> tuple[str, ...]:
     for a in value:
         if "\0" in a:
             raise HighbootError(f"argument {a!r} holds a NUL character", file=file, field=field)
-        if a in RUNNER_OWNS or a.startswith("--") and a[1:] in RUNNER_OWNS:  # (QEMU takes --serial too)
+        option = a[1:] if a.startswith("--") else a  # (QEMU takes --serial too)
+        if option in RUNNER_OWNS:
             raise HighbootError(f"{a} is the test runner's own (it reads serial, drives QEMU through QMP and stops "
                                 "it); leave it out", file=file, field=field)
+        if option in MACHINE_OWNS:
+            raise HighbootError(f"{a} is the machine's {MACHINE_OWNS[option]} = ...; set that instead (the summary "
+                                "shows it)", file=file, field=field)
     return tuple(value)
 
 
@@ -244,6 +263,14 @@ def check_cpu_models(table: TestTable, models: set[str], *, file: str) -> None:
         if model not in models:
             raise HighbootError(f"QEMU has no CPU model {model!r} (qemu-system-x86_64 -cpu help lists them)",
                                 file=file, field=m.field("cpu"))
+
+
+def check_host_memory(table: TestTable, host: int | None, *, file: str) -> None:
+    """Every machine's memory is some QEMU can set up here (no more than this machine's RAM and swap)."""
+    for m in table.machines:
+        if host is not None and m.memory_mib * MIB > host:
+            raise HighbootError(f"{m.memory} is more than this machine's RAM and swap ({host >> 20} MiB): QEMU "
+                                "cannot set up the guest's memory", file=file, field=m.field("memory"))
 
 
 def _memory(value: Any, file: str, field: str) -> int:
