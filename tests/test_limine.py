@@ -282,6 +282,16 @@ def test_base_revision_5(built: dict) -> None:
     assert "outside=0" in report.checks["firmware_tables"][1], report.checks["firmware_tables"]
 
 
+def test_a_base_revision_newer_than_highboot_keeps(built: dict) -> None:
+    """Revision 9 (none defines it yet): booted with revision 6, the tag's last word left as the
+    kernel wrote it and its second naming 6, as the protocol tells a loader; the kernel checks both."""
+    report, plan = boot(built, "limine-future", cpu="qemu64", smp=1)
+    limine = plan.handover.limine
+    assert limine is not None and (limine.base_revision, limine.revision, limine.supported) == (9, 6, False)
+    assert "INFO base_revision=9 supported=no loaded_revision=6 (from the tag)" in report.serial
+    check_against_plan(report, plan, smp=1)
+
+
 # ------------------------------------------------------------------------------ refused by the build
 
 

@@ -24,6 +24,8 @@
  *                     performance) must be answered too (default 0: reported, not required)
  *   INTERNAL_MODULES  0: a module response of revision 0 (internal modules not honoured) is
  *                     accepted (default 1: the response must be revision 1 or newer)
+ *   EXPECT_UNSUPPORTED 1: BASE_REVISION is newer than the loader keeps: the tag must stay
+ *                     unacknowledged and name the revision the loader booted with instead
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -50,6 +52,9 @@
 #endif
 #ifndef REQUIRED_MODULE
 #define REQUIRED_MODULE 0
+#endif
+#ifndef EXPECT_UNSUPPORTED
+#define EXPECT_UNSUPPORTED 0
 #endif
 #ifndef REQUIRE_NEWER
 #define REQUIRE_NEWER 0
@@ -702,8 +707,11 @@ static void check_base_revision(void) {
         revision = BASE_REVISION;
     say("INFO base_revision=%d supported=%s loaded_revision=%d (%s)\n", BASE_REVISION, supported ? "yes" : "no",
         revision, loaded_valid ? "from the tag" : supported ? "as asked; the loader does not say" : "unknown");
-    if (!supported)
+    if (!supported && !EXPECT_UNSUPPORTED)
         note_failure("base_revision", "the loader does not support the revision asked for");
+    if (EXPECT_UNSUPPORTED && (supported || !loaded_valid || revision >= BASE_REVISION))
+        note_failure("base_revision", "a revision newer than the loader keeps: the tag must stay unacknowledged "
+                                      "and name an older revision it was booted with");
     if (loaded_valid && supported && revision != BASE_REVISION)
         note_failure("base_revision", "supported, yet loaded with another revision");
 }

@@ -88,6 +88,9 @@ def limine_configs(build_dir: str) -> dict[str, BuildConfig]:
         "limine-rev3": limine_config("gcc-pie", (font,), "rev3", (("BASE_REVISION", "3"),)),
         # Base revision 5: the exact register state, the local APICs, the firmware's tables RESERVED_MAPPED.
         "limine-rev5": limine_config("gcc-pie", (font,), "rev5", (("BASE_REVISION", "5"),)),
+        # A revision newer than highboot keeps: booted with its newest, the tag left unacknowledged.
+        "limine-future": limine_config("gcc-pie", (font,), "future", (("BASE_REVISION", "9"),
+                                                                      ("EXPECT_UNSUPPORTED", "1"))),
         # The display: FB_MODE chooses the mode among those listed; an EDID on the display's handle (a
         # test build's, OVMF has none).
         "limine-display": limine_config("gcc-pie", (font,), "display", fb_mode="1024x768", fault="edid"),

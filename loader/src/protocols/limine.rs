@@ -412,7 +412,9 @@ pub unsafe fn fill(block: &Block, place: &Placement, machine: &Machine, handed: 
         if lim::WRITE_LOADED_REVISION {
             ptr::write_volatile(tag.add(1), lim::REVISION);
         }
-        ptr::write_volatile(tag.add(2), 0);
+        if lim::SUPPORTED {
+            ptr::write_volatile(tag.add(2), 0);
+        }
     }
     if info.tsc_per_us == 0 && (lim::TSC_FREQUENCY.is_some() || lim::BOOTLOADER_PERFORMANCE.is_some()) {
         info.tsc_per_us = measure_tsc(machine);

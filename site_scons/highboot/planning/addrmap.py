@@ -98,7 +98,7 @@ def protocol_lines(plan: BootPlan) -> list[str]:
     for r in limine.requests:
         out.append(f"  {r.id[0]:016x} {r.id[1]:016x}  rev {r.revision}  {hex_addr(r.va)}  {r.name:<24} {r.answer}")
     for what, why in limine.unanswered:
-        if what.startswith("internal module"):
+        if what.startswith("internal module") or what == "base revision":
             out.append(f"  {what}: {why}")
     return out
 

@@ -148,18 +148,17 @@ def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdl
     module, listed first in the module response (as Limine lists internal modules first) with the
     kernel's string for it when it gives one. A required internal module the build does not have
     stops the build naming it; an optional one is left out (`scons map` says so)."""
-    if marks.base_revision > SUPPORTED_REVISION:
-        known = f"; revisions up to {spec.REVISIONS[-1].number} are defined" if marks.base_revision > \
-            spec.REVISIONS[-1].number else ""
-        raise HighbootError(f"the kernel asks for Limine base revision {marks.base_revision}{known}; highboot keeps "
-                            f"the promises of revisions {OLDEST_REVISION} to {SUPPORTED_REVISION} (a Limine loader "
-                            f"refuses such a kernel or boots it with a revision it does not ask for)", file=kernel.path,
-                            field=f"Limine base revision tag at {hex_addr(marks.tag_vaddr or 0)}")
-    revision = marks.base_revision
+    # A revision newer than highboot keeps: booted with the newest it keeps, the tag left unacknowledged
+    # (its last word unchanged), as the protocol tells a loader to; the kernel decides what to do.
+    revision = min(marks.base_revision, SUPPORTED_REVISION)
     blob = _Blob()
     answers: list[Answer] = []
     fills: list[tuple[str, int]] = []
     unanswered: list[tuple[str, str]] = []
+    if marks.base_revision > SUPPORTED_REVISION:
+        unanswered.append(("base revision", f"the kernel asks for revision {marks.base_revision}, newer than highboot "
+                                            f"keeps: booted with revision {revision}, the tag left unacknowledged "
+                                            "(LIMINE_BASE_REVISION_SUPPORTED is false for the kernel)"))
     stack_size, entry = MIN_STACK, None
     mode = spec.PAGING_MODE_5LVL if levels == 5 else spec.PAGING_MODE_4LVL
     if levels == 5 and marks.request("paging_mode") is None:
