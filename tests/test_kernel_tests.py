@@ -198,8 +198,9 @@ OUTCOMES = {
     "no-qemu": ("PASS_BY_EXIT", 'qemu_args = ["-device", "no-such-device"]', False,
                 r"QEMU could not start: .*no-such-device. is not a valid device model name\""),
 }
-#: Failed boots QEMU was still running for: their display is kept.
-SCREENSHOTS = {"hang", "fail-pattern", "triple-fault", "refused"}
+#: Failed boots: their display is kept (for fail-exit, the last picture before the kernel ended QEMU);
+#: no-qemu never had one.
+SCREENSHOTS = {"hang", "fail-pattern", "triple-fault", "refused", "fail-exit"}
 
 
 def outcome_project(tmp_path: Path) -> Path:

@@ -38,6 +38,8 @@ MAX_LOG = 64 << 20
 READ_CHUNK = 4 << 20
 #: The line the loader prints just before it jumps to the kernel: serial patterns match what follows.
 KERNEL_STARTED = "highboot: starting the kernel at "
+#: How often the display is kept while the boot runs (seconds).
+SNAPSHOT_EVERY = 2.0
 #: How often serial, QMP and QEMU are looked at.
 POLL = 0.1
 
@@ -197,7 +199,9 @@ def _boot(esp: str | Path, boot: Boot, table: TestTable, fw: Firmware, work: Pat
         qmp = Qmp(str(sock))
         screenshot = ""
         try:
-            outcome, status = _watch(proc, serial, qmp, table, m.timeout, start, resets, tcg=_tcg(args))
+            latest = work / "latest.png"
+            outcome, status = _watch(proc, serial, qmp, table, m.timeout, start, resets, tcg=_tcg(args),
+                                     latest=latest)
             if outcome[0] == "fail" and proc.poll() is None and qmp.sock is not None:
                 screenshot = _screenshot(qmp, log)
         finally:
@@ -208,6 +212,8 @@ def _boot(esp: str | Path, boot: Boot, table: TestTable, fw: Firmware, work: Pat
     serial.close(stderr)
     if status is not None and outcome[0] == "exit":
         outcome = final or _exit_outcome(status, stderr, table, started=serial.size > 0)
+        if outcome[0] == "fail" and latest.exists():  # (QEMU has gone: the last picture taken before it did)
+            screenshot = str(shutil.copyfile(latest, log.with_suffix(".png")))
     return _verdict(boot, outcome[0] == "pass", outcome[1], seconds, log, screenshot, status, command=cmd)
 
 
@@ -250,8 +256,11 @@ def _tail_bytes(path: Path, size: int) -> bytes:
 
 
 def _watch(proc: subprocess.Popen[bytes], serial: _Serial, qmp: Qmp, table: TestTable, timeout: float,
-           start: float, resets: Path, *, tcg: bool) -> tuple[tuple[str, str], int | None]:
-    """Until the boot is decided: (("pass" | "fail" | "exit", why), QEMU's exit status if it exited)."""
+           start: float, resets: Path, *, tcg: bool, latest: Path) -> tuple[tuple[str, str], int | None]:
+    """Until the boot is decided: (("pass" | "fail" | "exit", why), QEMU's exit status if it exited).
+    Meanwhile the display is kept in `latest` every SNAPSHOT_EVERY seconds: a kernel that ends QEMU
+    itself (isa-debug-exit) leaves no display to take afterwards."""
+    snapshot = start - SNAPSHOT_EVERY  # (the first as soon as QMP is there)
     while True:
         status = proc.poll()
         decided = serial.read()
@@ -269,6 +278,12 @@ def _watch(proc: subprocess.Popen[bytes], serial: _Serial, qmp: Qmp, table: Test
                 return decided or _shutdown_outcome(reason, table, triple_fault=triple), None
             if event.get("event") == "GUEST_PANICKED":
                 return ("fail", "the kernel reported a panic to QEMU (pvpanic)"), None
+        if qmp.sock is not None and time.monotonic() - snapshot >= SNAPSHOT_EVERY:
+            snapshot = time.monotonic()
+            try:
+                qmp.command("screendump", filename=str(latest.resolve()), format="png")
+            except QmpError:
+                pass
         if time.monotonic() - start >= timeout:
             last = serial.last
             return ("fail", f"timeout after {timeout:g} s" + (f"; the last line on serial: {_quote(last)}"
