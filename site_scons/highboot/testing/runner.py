@@ -30,8 +30,9 @@ from highboot.testing.table import Boot, TestTable
 LOADER_FAILURES = ("highboot: error: ", "highboot: loader bug: ")
 #: Every line of the loader's starts so: none of them is the kernel's, none matches the patterns.
 LOADER_LINE = "highboot: "
-#: OVMF's boot manager could not start the loader (under Secure Boot: "Access Denied").
-FIRMWARE_FAILURE = re.compile(r"^BdsDxe: failed to start (Boot\w+).*?: (.+)$")
+#: OVMF's boot manager could not load or start a boot option (under Secure Boot, an unsigned loader:
+#: "Access Denied"); "Not Found" is every boot's empty DVD drive, not the loader.
+FIRMWARE_FAILURE = re.compile(r"^BdsDxe: failed to (?:load|start) (Boot\w+) .*: (?!Not Found$)(.+)$")
 #: Serial kept per boot: a kernel that writes more fails ("serial flood") rather than fill the disk.
 MAX_LOG = 64 << 20
 #: Serial taken in per look: the timeout is checked between looks, however fast the kernel writes.
