@@ -331,6 +331,17 @@ def test_five_level_only_on_a_cpu_without_la57_is_refused_at_boot(built: dict) -
     assert PASS_LINE not in serial
 
 
+def test_five_levels_on_a_four_level_layout_from_a_five_level_firmware(built: dict) -> None:
+    """A firmware in 5-level paging (the firmware_5level test build) and a kernel preferring 5-level
+    paging on the 4-level layout: no paging-mode change, the 5-level root straight from the firmware's."""
+    report, plan = boot(built, "limine-fw5", cpu="max", smp=2)
+    assert plan.tables.levels == 4 and plan.handover.limine is not None and plan.handover.limine.la57_at_boot
+    assert "highboot: test build: the firmware now runs 5-level paging" in report.serial
+    assert "highboot: the firmware runs" not in report.serial  # no mode change needed
+    check_against_plan(report, plan, smp=2, cpu="max")
+    assert int(report.fact("paging_mode", "levels")) == 5
+
+
 @pytest.mark.parametrize("cpu", ["qemu64", "max"])
 def test_base_revision_0_keeps_the_identity_map(built: dict, cpu: str) -> None:
     """Revision 0: the lower half identity-maps memory at the entry, in 4-level paging and under the

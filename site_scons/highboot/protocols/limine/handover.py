@@ -248,10 +248,10 @@ def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdl
             fills.append((name, response))
         answers.append(Answer(name, req.vaddr, response, name if name in IF_PRESENT else ""))
     whys = dict(unanswered)
-    if la57_at_boot:
-        whys["paging_mode"] = "5-level paging on a CPU with LA57, " + (
-            "else refused (the kernel asks for 5-level only)" if la57_required else "else 4-level")
-    listed = tuple(ListedRequest(r.name, r.id, r.revision, r.vaddr, _how(r.name, whys)) for r in marks.requests)
+    decided_at_boot = {"paging_mode": "5-level paging on a CPU with LA57, " + (
+        "else refused (the kernel asks for 5-level only)" if la57_required else "else 4-level")} if la57_at_boot else {}
+    listed = tuple(ListedRequest(r.name, r.id, r.revision, r.vaddr, _how(r.name, whys, decided_at_boot))
+                   for r in marks.requests)
     return LimineHandover(
         base_revision=marks.base_revision, revision=revision, tag_va=marks.tag_vaddr,
         supported=marks.base_revision <= SUPPORTED_REVISION, blob=blob.data.hex(), fixups=tuple(blob.fixups),
@@ -265,8 +265,8 @@ _MODE_NAMES = {spec.PAGING_MODE_4LVL: "4-level", spec.PAGING_MODE_5LVL: "5-level
 
 
 def _paging_mode(req: FoundRequest, levels: int, refuse: Callable[[str, int], HighbootError]) -> tuple[bool, bool]:
-    """The paging mode request against the layout's depth: (5-level paging at boot on a CPU with LA57,
-    and only there). A Limine loader gives the preferred mode (clamped to min..max) when the CPU has
+    """The paging mode request against the layout's depth: (la57_at_boot, la57_required), as
+    LimineHandover says. A Limine loader gives the preferred mode (clamped to min..max) when the CPU has
     it, else the next one within min..max. A 5-level layout gives 5-level paging; a 4-level layout
     gives 4-level paging, or 5-level over the same tables when the kernel prefers it (or allows only
     it) and the CPU has LA57."""
@@ -286,10 +286,11 @@ def _paging_mode(req: FoundRequest, levels: int, refuse: Callable[[str, int], Hi
     return preferred == five or not four_allowed, not four_allowed
 
 
-def _how(name: str, unanswered: dict[str, str]) -> str:
-    """How highboot answers a request, in words."""
-    if name == "paging_mode" and name in unanswered:
-        return f"at boot: {unanswered[name]}"
+def _how(name: str, unanswered: dict[str, str], decided_at_boot: dict[str, str]) -> str:
+    """How highboot answers a request, in words (`decided_at_boot`: a build-time answer the boot
+    changes, and how)."""
+    if name in decided_at_boot:
+        return f"at boot: {decided_at_boot[name]}"
     if name in unanswered:
         return f"not answered: {unanswered[name]}"
     if name in BUILD:
