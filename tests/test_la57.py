@@ -5,6 +5,8 @@ clear refusal. QEMU's TCG emulates LA57 (`-cpu max`, or any CPU model with `+la5
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from test_boot import check_boot
 from test_matrix import config
@@ -54,11 +56,18 @@ def test_five_level_kernel_from_five_level_firmware(built: dict) -> None:
     assert levels(result) == 5
 
 
-def test_five_level_layout_on_a_cpu_without_la57_is_refused(built: dict) -> None:
-    esp, _ = config(built, "la57")
+def refused_without_la57(esp: Path, message: str) -> str:
+    """The serial output of a boot on a CPU without LA57 that the loader refuses with `message`,
+    EFI_UNSUPPORTED, before any file is read."""
     result = qemu.boot(esp, cpu="qemu64", memory="256M", stop_on="the kernel was not started", timeout=120)
-    assert ('highboot: error: layout "linux-x86_64-la57" asks for 5-level paging (57-bit addresses); '
-            "this CPU has no LA57 (CPUID.7.0:ECX bit 16)") in result.serial, result.serial[-2000:]
+    assert f"highboot: error: {message}; this CPU has no LA57 (CPUID.7.0:ECX bit 16)" in result.serial, \
+        result.serial[-2000:]
     assert "the kernel was not started (EFI status 0x8000000000000003)" in result.serial  # EFI_UNSUPPORTED
     assert "highboot: verifying with" not in result.serial  # refused before any file is read
-    assert "HIGHBOOT-KERNEL" not in result.serial
+    return result.serial
+
+
+def test_five_level_layout_on_a_cpu_without_la57_is_refused(built: dict) -> None:
+    esp, _ = config(built, "la57")
+    serial = refused_without_la57(esp, 'layout "linux-x86_64-la57" asks for 5-level paging (57-bit addresses)')
+    assert "HIGHBOOT-KERNEL" not in serial

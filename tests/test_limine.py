@@ -16,6 +16,7 @@ from conftest import ROOT
 from elftools.elf.elffile import ELFFile
 from test_bad_inputs import scons
 from test_framebuffer import STD_VGA
+from test_la57 import refused_without_la57
 from test_limine_scan import END, HHDM, STACK, START, TAG, kernel_with, request, words
 from test_matrix import config
 from testkit.bootcheck import FLAGS, diff
@@ -110,8 +111,20 @@ def predicted_image(plan: BootPlan, physical_base: int, slide: int) -> list[Mapp
     return coalesce([Mapping(r.va + slide, block + r.block_offset, r.size, FLAGS[r.flags]) for r in image])
 
 
-def check_against_plan(report: LimineReport, plan: BootPlan, *, smp: int) -> int:
-    """The facts the kernel reported, as the plan predicts them; returns the slide."""
+def has_la57(cpu: str) -> bool:
+    """Whether QEMU's CPU model has LA57 (TCG's `max` has it; the named models only with +la57)."""
+    return cpu.split(",")[0] == "max" and "-la57" not in cpu or "+la57" in cpu
+
+
+def expected_levels(plan: BootPlan, cpu: str) -> int:
+    """The paging depth the kernel gets: the layout's, or 5 levels on a 4-level layout when the
+    kernel prefers 5-level paging and the CPU has LA57."""
+    limine = plan.handover.limine
+    return 5 if limine is not None and limine.la57_at_boot and has_la57(cpu) else plan.tables.levels
+
+
+def check_against_plan(report: LimineReport, plan: BootPlan, *, smp: int, cpu: str) -> int:
+    """The facts the kernel reported, as the plan predicts them on this CPU; returns the slide."""
     slide = slide_of(report, plan)
     # The HHDM is the layout's direct map: at its base, or (KASLR) an aligned place in its region.
     hhdm = report.number("hhdm", "offset")
@@ -124,9 +137,11 @@ def check_against_plan(report: LimineReport, plan: BootPlan, *, smp: int) -> int
     physical = report.number("executable_address", "physical_base")
     predicted = predicted_image(plan, physical, slide)
     assert report.mappings == predicted, "plan and CPU disagree:\n" + diff(predicted, report.mappings)
-    # The paging mode is the layout's depth, and the kernel found CR4.LA57 to match.
-    assert report.number("paging_mode", "mode", 10) == PAGING_MODE[plan.tables.levels], report.checks["paging_mode"]
-    assert int(report.fact("paging_mode", "levels")) == plan.tables.levels, report.checks["paging_mode"]
+    # The paging mode is the one the plan and the CPU decide, and the kernel found CR4.LA57 to match
+    # (its walk above went through that many levels).
+    levels = expected_levels(plan, cpu)
+    assert report.number("paging_mode", "mode", 10) == PAGING_MODE[levels], report.checks["paging_mode"]
+    assert int(report.fact("paging_mode", "levels")) == levels, report.checks["paging_mode"]
     # Every processor QEMU has was started and released.
     assert int(report.fact("mp", "cpus")) == smp, report.checks["mp"]
     assert int(report.fact("mp", "aps_arrived")) == smp - 1, report.checks["mp"]
@@ -193,7 +208,12 @@ def linked(built: dict, name: str) -> tuple[str, int]:
 def test_pie_linked_by_gnu_ld(built: dict, cpu: str, smp: int) -> None:
     report, plan = boot(built, "limine-pie", cpu=cpu, smp=smp)
     assert linked(built, "limine-pie") == ("ET_DYN", 0) and plan.handover.protocol == "limine"  # PROTOCOL=auto
-    check_against_plan(report, plan, smp=smp)
+    # The 4-level layout, the kernel asking for 4..5-level and preferring 5: LA57 decides at boot.
+    limine = plan.handover.limine
+    assert plan.tables.levels == 4 and limine is not None and limine.la57_at_boot and not limine.la57_required
+    check_against_plan(report, plan, smp=smp, cpu=cpu)
+    assert int(report.fact("paging_mode", "levels")) == (5 if cpu == "max" else 4)
+    assert ("the kernel gets 5-level paging" in report.serial) == (cpu == "max")
     check_modules(report, plan)
     assert report.fact("executable_cmdline", "cmdline") == plan.options.cmdline
     assert report.fact("executable_file", "string") == plan.options.cmdline
@@ -223,7 +243,7 @@ def test_display_mode_list_and_edid(built: dict) -> None:
     """FB_MODE=1024x768 still chooses the mode, the list is the std VGA's whole; a test build's EDID
     (two blocks, on the display's handle as EFI_EDID_DISCOVERED_PROTOCOL) is handed over whole."""
     report, plan = boot(built, "limine-display", cpu="qemu64", smp=1)
-    check_against_plan(report, plan, smp=1)
+    check_against_plan(report, plan, smp=1, cpu="qemu64")
     check_display(report, (1024, 768))
     assert "highboot: test build: an EDID on the display's handle (0x0)" in report.serial
     assert report.number("framebuffer", "edid", 10) == 256
@@ -234,7 +254,7 @@ def test_fixed_kernel_with_protocol_forced(built: dict) -> None:
     report, plan = boot(built, "limine-fixed", cpu="qemu64", smp=4)
     assert linked(built, "limine-fixed") == ("ET_EXEC", 0xFFFFFFFF80000000)
     assert plan.handover.protocol == "limine" and not plan.placement.position_independent
-    check_against_plan(report, plan, smp=4)
+    check_against_plan(report, plan, smp=4, cpu="qemu64")
     assert report.number("executable_address", "virtual_base") == 0xFFFFFFFF80000000
     assert report.checks["lower_half"][1] == "empty"  # revision 1: nothing in the lower half
     check_modules(report, plan)
@@ -246,7 +266,7 @@ def test_lld_pie_with_kaslr_lands_at_different_addresses(built: dict) -> None:
     for seed in (1, 2):
         report, plan = boot(built, "limine-lld-kaslr", cpu="max", smp=1, extra=["-seed", str(seed)])
         assert plan.kaslr.enabled and plan.kaslr.slides > 1
-        slide = check_against_plan(report, plan, smp=1)
+        slide = check_against_plan(report, plan, smp=1, cpu="max")
         check_modules(report, plan)
         places.append((slide, report.number("hhdm", "offset")))
     assert places[0] != places[1], f"two seeds, one place: {places}"
@@ -254,8 +274,9 @@ def test_lld_pie_with_kaslr_lands_at_different_addresses(built: dict) -> None:
 
 def test_la57_layout_gives_five_level_paging(built: dict) -> None:
     report, plan = boot(built, "limine-la57", cpu="max", smp=4)
-    assert plan.tables.levels == 5
-    check_against_plan(report, plan, smp=4)
+    assert plan.tables.levels == 5 and plan.handover.limine is not None and not plan.handover.limine.la57_at_boot
+    check_against_plan(report, plan, smp=4, cpu="max")
+    assert int(report.fact("paging_mode", "levels")) == 5
     # The kernel's HHDM check: at or above the 5-level higher half (Limine's default offset there).
     assert report.number("hhdm", "offset") >= 0xFF00000000000000
 
@@ -263,7 +284,7 @@ def test_la57_layout_gives_five_level_paging(built: dict) -> None:
 def test_base_revision_3(built: dict) -> None:
     report, plan = boot(built, "limine-rev3", cpu="qemu64", smp=2)
     assert plan.handover.limine is not None and plan.handover.limine.revision == 3
-    check_against_plan(report, plan, smp=2)
+    check_against_plan(report, plan, smp=2, cpu="qemu64")
     # Revision 3: RSDP, SMBIOS and the EFI system table are physical addresses (the spec).
     for check in ("rsdp", "smbios", "efi_system_table"):
         assert "(physical)" in report.checks[check][1], report.checks[check]
@@ -273,7 +294,7 @@ def test_base_revision_3(built: dict) -> None:
 def test_base_revision_5(built: dict) -> None:
     report, plan = boot(built, "limine-rev5", cpu="qemu64", smp=4)
     assert plan.handover.limine is not None and plan.handover.limine.revision == 5
-    check_against_plan(report, plan, smp=4)
+    check_against_plan(report, plan, smp=4, cpu="qemu64")
     # The kernel checks the revision-5 state exactly (on the BSP, and on each AP in the mp line).
     assert "rflags=2" in report.checks["registers"][1], report.checks["registers"]
     assert "cr0=80010011 cr4=20 " in report.checks["control"][1], report.checks["control"]
@@ -289,7 +310,46 @@ def test_a_base_revision_newer_than_highboot_keeps(built: dict) -> None:
     limine = plan.handover.limine
     assert limine is not None and (limine.base_revision, limine.revision, limine.supported) == (9, 6, False)
     assert "INFO base_revision=9 supported=no loaded_revision=6 (from the tag)" in report.serial
-    check_against_plan(report, plan, smp=1)
+    check_against_plan(report, plan, smp=1, cpu="qemu64")
+
+
+def test_five_level_only_on_a_four_level_layout_boots_on_la57(built: dict) -> None:
+    """min_mode 5-level on the 4-level layout: the build plans the 4-level tables, the loader runs them
+    under a 5-level root (the kernel's walk through five levels equals the plan), every CPU in 5-level
+    paging."""
+    report, plan = boot(built, "limine-la57-only", cpu="max", smp=2)
+    limine = plan.handover.limine
+    assert plan.tables.levels == 4 and limine is not None and limine.la57_at_boot and limine.la57_required
+    check_against_plan(report, plan, smp=2, cpu="max")
+    assert int(report.fact("paging_mode", "levels")) == 5
+    assert report.checks["lower_half"][1] == "empty"
+
+
+def test_five_level_only_on_a_cpu_without_la57_is_refused_at_boot(built: dict) -> None:
+    esp, _ = config(built, "limine-la57-only")
+    serial = refused_without_la57(esp, "the kernel asks for 5-level paging only (its paging mode request's min_mode)")
+    assert PASS_LINE not in serial
+
+
+def test_five_levels_on_a_four_level_layout_from_a_five_level_firmware(built: dict) -> None:
+    """A firmware in 5-level paging (the firmware_5level test build) and a kernel preferring 5-level
+    paging on the 4-level layout: no paging-mode change, the 5-level root straight from the firmware's."""
+    report, plan = boot(built, "limine-fw5", cpu="max", smp=2)
+    assert plan.tables.levels == 4 and plan.handover.limine is not None and plan.handover.limine.la57_at_boot
+    assert "highboot: test build: the firmware now runs 5-level paging" in report.serial
+    assert "highboot: the firmware runs" not in report.serial  # no mode change needed
+    check_against_plan(report, plan, smp=2, cpu="max")
+    assert int(report.fact("paging_mode", "levels")) == 5
+
+
+@pytest.mark.parametrize("cpu", ["qemu64", "max"])
+def test_base_revision_0_keeps_the_identity_map(built: dict, cpu: str) -> None:
+    """Revision 0: the lower half identity-maps memory at the entry, in 4-level paging and under the
+    5-level root (its lower half moved to the root's first entry, not dropped)."""
+    report, plan = boot(built, "limine-rev0", cpu=cpu, smp=2)
+    assert plan.handover.limine is not None and plan.handover.limine.revision == 0
+    check_against_plan(report, plan, smp=2, cpu=cpu)
+    assert "identity map (revision 0)" in report.checks["lower_half"][1], report.checks["lower_half"]
 
 
 # ------------------------------------------------------------------------------ refused by the build
@@ -333,8 +393,9 @@ def test_a_duplicate_request_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_paging_mode_the_layout_cannot_give_is_refused(tmp_path: Path) -> None:
-    kernel = sample_kernel(tmp_path, PAGING_MIN=1, PAGING_MAX=1)
-    refused(tmp_path, kernel, "the kernel asks for 5-level to 5-level paging; the layout gives 4-level")
+    kernel = sample_kernel(tmp_path, PAGING_MIN=0, PAGING_MAX=0)
+    refused(tmp_path, kernel, "the kernel asks for 4-level to 4-level paging; the layout gives 5-level",
+            LAYOUT=str(ROOT / "templates/layouts/linux-x86_64-la57.toml"))
 
 
 def test_a_stack_larger_than_the_kernel_region_is_refused(tmp_path: Path) -> None:

@@ -239,7 +239,7 @@ def test_a_stack_size_above_the_minimum_is_kept(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("data, levels, message", [
-    (request(PAGING, 1, 1, 1, 1), 4, "the kernel asks for 5-level to 5-level paging; the layout gives 4-level"),
+    (request(PAGING, 1, 0, 0, 2), 4, "the kernel asks for 2 to 4-level paging; the layout gives 4-level"),
     (request(PAGING, 1, 0, 0, 0), 5, "the kernel asks for 4-level to 4-level paging; the layout gives 5-level"),
     (request(ENTRY, 0, KBASE + 0x4000), 4, "entry 0xffffffff80004000 is not in an executable segment"),
     (request(HHDM), 5, "no paging mode request: a Limine loader gives it 4-level paging; the layout gives "
@@ -263,11 +263,32 @@ def test_entropy_gets_an_array_of_the_words_asked_for_4096_at_most(tmp_path: Pat
 
 
 def test_the_paging_mode_is_the_layouts(tmp_path: Path) -> None:
-    h = handover(tmp_path, request(PAGING, 1, 1, 1, 0), levels=4)
-    assert h.paging_mode == 0
+    h = handover(tmp_path, request(PAGING, 1, 0, 1, 0), levels=4)
+    assert (h.paging_mode, h.la57_at_boot, h.fill("paging_mode")) == (0, False, None)
     response = h.answers[0].response
     assert struct.unpack_from("<QQ", h.blob_bytes, response) == (0, 0)
-    assert handover(tmp_path, request(PAGING, 0, 1), levels=5).paging_mode == 1
+    h = handover(tmp_path, request(PAGING, 0, 1), levels=5)
+    assert (h.paging_mode, h.la57_at_boot) == (1, False)
+
+
+@pytest.mark.parametrize("data, required", [
+    (request(PAGING, 1, 1, 1, 0), False),  # 5-level preferred, 4-level allowed
+    (request(PAGING, 0, 1), False),  # revision 0: the mode, 4-level the fallback
+    (request(PAGING, 1, 1, 1, 1), True),  # 5-level only
+    (request(PAGING, 1, 0, 1, 1), True),  # the preferred mode below min_mode: min_mode's
+])
+def test_a_kernel_preferring_five_levels_on_a_four_level_layout_gets_them_at_boot(
+        tmp_path: Path, data: bytes, required: bool) -> None:
+    """The 4-level layout's tables stay as planned; the loader puts them under a 5-level root on a CPU
+    with LA57 and writes the response's mode (the fill); the build's blob says 4-level."""
+    h = handover(tmp_path, data, levels=4)
+    assert (h.paging_mode, h.la57_at_boot, h.la57_required) == (0, True, required)
+    response = h.answers[0].response
+    assert h.fill("paging_mode") == response
+    assert struct.unpack_from("<QQ", h.blob_bytes, response) == (0, 0)
+    listed = {r.name: r.answer for r in h.requests}
+    assert listed["paging_mode"].startswith("at boot: 5-level paging on a CPU with LA57, else ")
+    assert listed["paging_mode"].endswith("refused (the kernel asks for 5-level only)" if required else "4-level")
 
 
 def test_a_kernel_spanning_most_of_the_address_space_is_scanned_without_its_span(tmp_path: Path) -> None:

@@ -1732,6 +1732,15 @@ static void check_mappings(void) {
     u64 present = 0;
     for (int i = 0; i < 256; i++)
         present += root[i] & PTE_PRESENT;
+    if (levels == 5 && (root[511] & PTE_PRESENT)) {
+        /* 5-level paging: the last root entry's lower half (0xffff000000000000..0xffff7fffffffffff, a
+         * 4-level lower half seen through 5 levels) maps nothing. */
+        volatile u64 *top = (volatile u64 *)(uintptr_t)(hhdm + (root[511] & PTE_ADDRESS));
+        u64 alias = 0;
+        for (int i = 0; i < 256; i++)
+            alias += top[i] & PTE_PRESENT;
+        need(&l, alias == 0, "%lu entries below 0xffff800000000000 in the last root entry's table", alias);
+    }
     if (revision >= 1) {
         need(&l, present == 0, "%lu lower-half root entries present under revision %d", present, revision);
         detail(&l, "empty");

@@ -105,6 +105,9 @@ impl BlockLayout {
         protocol_tables: u64,
     ) -> Result<Self> {
         let mut pool_pages = paging::tables_needed(place.dmap_base, place.dmap_size, place.dmap_page) + protocol_tables;
+        if crate::paging_mode::kernel_levels(&machine.features) > plan::tables::LEVELS {
+            pool_pages += 2; // paging::five_level_root's
+        }
         if aps > 0 {
             let window = aps as u64 * (plan::ranges::AP_STACK_SIZE + PAGE);
             pool_pages += paging::tables_needed(place.slid(plan::ranges::AP_STACKS_VA), window, PAGE);

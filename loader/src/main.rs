@@ -98,6 +98,12 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
             plan::ranges::LAYOUT
         );
     }
+    if protocol::LA57_REQUIRED && !cpu::features().la57 {
+        return fail!(
+            efi::Status::UNSUPPORTED,
+            "the kernel asks for 5-level paging only (its paging mode request's min_mode); this CPU has no LA57 (CPUID.7.0:ECX bit 16)"
+        );
+    }
     // The AVX state only while the files are verified (AvxState puts the firmware's back).
     let avx = cpu::AvxState::enable();
     let engine = verity::Engine::detect();
@@ -134,7 +140,7 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
     exit_boot_services(bs, image, &mut map);
     // No boot services from here on: no allocations, no console; errors go to COM1.
     // SAFETY: all of this writes into the block we own; the firmware's tables are never touched.
-    unsafe {
+    let root = unsafe {
         // The direct map is the plan's, whatever the protocol; the handover completes on top of it.
         paging::map_direct(
             block.root,
@@ -145,10 +151,16 @@ fn boot(image: efi::Handle, st: *mut efi::SystemTable, tsc_entry: u64) -> Result
             machine.nx_mask,
         );
         handover::complete(&mut block, &place, &machine, &map, &handed, &mut info);
-        let started = smp::start(&census, &mut block, &place, low, machine.features.nx, machine.nx_mask);
+        // Every mapping is made: the root CR3 loads, in the kernel's paging mode.
+        let root = match paging_mode::kernel_levels(&machine.features) {
+            levels if levels > plan::tables::LEVELS => paging::five_level_root(block.root, &mut block.pool),
+            levels => paging::Root { table: block.root, levels },
+        };
+        let started = smp::start(&census, &mut block, &place, low, root, machine.features.nx, machine.nx_mask);
         handover::cpus_started(&mut info, &started);
-    }
-    hand_over(&block, &place, &machine, low, &mut info)
+        root
+    };
+    hand_over(&block, root, &place, &machine, low, &mut info)
 }
 
 /// ExitBootServices, with a fresh map for each stale key; the console forgets the firmware.
@@ -167,6 +179,7 @@ fn exit_boot_services(bs: &efi::BootServices, image: efi::Handle, map: &mut memm
 /// 4 GiB when the paging mode changes) to the kernel's entry with the boot info in RDI.
 fn hand_over(
     block: &Block,
+    root: paging::Root,
     place: &Placement,
     machine: &Machine,
     low: Option<paging_mode::LowPages>,
@@ -175,27 +188,21 @@ fn hand_over(
     cpu::enable_nx_and_wp(machine.features.nx);
     handover::at_handoff(info, block);
     let handoff = Handoff {
-        cr3: block.root,
+        cr3: root.table,
         trampoline_va: place.slid(plan::ranges::TRAMPOLINE_VA),
-        identity_slot_va: if handover::KEEPS_IDENTITY {
-            0
-        } else {
-            place.direct(block.root + paging::index(block.trampoline, 0) * 8)
-        },
+        identity_slot_va: if handover::KEEPS_IDENTITY { 0 } else { place.direct(root.entry(block.trampoline)) },
         descriptors_va: place.direct(block.in_area(block.layout.desc_off)),
         stack_top: place.stack(plan::ranges::STACK_TOP),
         entry: place.slid(plan::placement::ENTRY),
         boot_info_va: if protocol::BOOT_INFO_IN_RDI { place.direct(block.area()) } else { 0 },
-        cr4_la57: if plan::tables::LEVELS == 5 { cpu::cr4::LA57 } else { 0 },
+        cr4_la57: paging_mode::cr4_la57(root.levels),
         pat: handover::entry_pat(),
         ..Handoff::default()
     };
     // SAFETY: the kernel's tables are complete and map the trampoline, the stack and the entry.
     unsafe {
         match low {
-            Some(l) if l.changes_mode => {
-                paging_mode::highboot_handoff(paging_mode::handoff_args(l, block.root, &handoff))
-            }
+            Some(l) if l.changes_mode => paging_mode::highboot_handoff(paging_mode::handoff_args(l, root, &handoff)),
             Some(l) => paging_mode::handoff_from_copy(l, &handoff),
             None => paging_mode::highboot_handoff(&handoff),
         }
@@ -234,12 +241,12 @@ fn low_pages(
         println!("highboot: test build: the firmware now runs 5-level paging");
     }
     let firmware_levels = if cpu::la57_active() { 5 } else { 4 };
-    let mode_change = firmware_levels != plan::tables::LEVELS;
+    let kernel_levels = paging_mode::kernel_levels(features);
+    let mode_change = firmware_levels != kernel_levels;
     if mode_change {
         println!(
             "highboot: the firmware runs {}-level paging; the kernel gets {}-level paging",
-            firmware_levels,
-            plan::tables::LEVELS
+            firmware_levels, kernel_levels
         );
     }
     if census.to_start > 0 {

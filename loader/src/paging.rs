@@ -50,6 +50,37 @@ pub unsafe fn map_trampoline(block: u64, page: u64) {
     ptr::write(table.add(index(page, plan::tables::LEVELS - 1) as usize), page | PRESENT);
 }
 
+/// The table CR3 loads and the paging depth it is walked with.
+#[derive(Clone, Copy)]
+pub struct Root {
+    pub table: u64,
+    pub levels: usize,
+}
+
+impl Root {
+    /// The physical address of the root entry that maps `va`.
+    pub fn entry(&self, va: u64) -> u64 {
+        self.table + ((va >> (12 + 9 * (self.levels as u32 - 1))) & 511) * 8
+    }
+}
+
+/// 5-level paging over the planned 4-level tables, once every mapping is made: a PML5 whose last
+/// entry is the planned root (a 4-level layout maps only the top 128 TiB of the higher half, which
+/// walks alike in both modes) and whose first is a PML4 holding the planned root's lower half (the
+/// trampoline's identity entry, revision 0's identity map), moved there: left in the planned root,
+/// it would also appear at 5-level addresses from 0xffff000000000000 up. Two zeroed pool pages.
+pub unsafe fn five_level_root(root: u64, pool: &mut Pool) -> Root {
+    let (pml5, lower) = (pool.take(), pool.take());
+    for n in 0..256 {
+        let entry = (root as *mut u64).add(n);
+        ptr::write((lower as *mut u64).add(n), ptr::read(entry));
+        ptr::write(entry, 0);
+    }
+    ptr::write(pml5 as *mut u64, lower | TABLE);
+    ptr::write((pml5 as *mut u64).add(511), root | TABLE);
+    Root { table: pml5, levels: 5 }
+}
+
 /// Zeroed table pages from the block, counted.
 pub struct Pool {
     next: u64,

@@ -11,11 +11,12 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use r_efi::efi;
 
-use crate::cpu::cr4;
+use crate::cpu::{self, cr4};
 use crate::failure::{fail, Result};
 use crate::firmware::Pages;
-use crate::paging::{self, ADDR, PAGE, PRESENT, WRITABLE};
+use crate::paging::{Root, ADDR, PAGE, PRESENT, WRITABLE};
 use crate::rendered::abi::{self, Handoff};
+use crate::rendered::{plan, protocol};
 
 extern "sysv64" {
     static highboot_trampoline_page: u8;
@@ -39,6 +40,25 @@ pub struct LowPages {
     pub root: u64,
     /// The BSP changes the paging mode on its way to the kernel (else the copy is for the APs).
     pub changes_mode: bool,
+}
+
+/// The paging depth the kernel runs with: the layout's, or 5 levels over a 4-level layout's tables
+/// on a CPU with LA57 when the kernel prefers 5-level paging (protocol::LA57_AT_BOOT).
+pub fn kernel_levels(features: &cpu::Features) -> usize {
+    if protocol::LA57_AT_BOOT && features.la57 {
+        5
+    } else {
+        plan::tables::LEVELS
+    }
+}
+
+/// CR4.LA57 for a root of this depth.
+pub fn cr4_la57(levels: usize) -> u64 {
+    if levels == 5 {
+        cr4::LA57
+    } else {
+        0
+    }
 }
 
 fn offset(symbol: &u8) -> u64 {
@@ -97,11 +117,17 @@ unsafe fn prepare(low: LowPages, continuation: &u8, args: &Handoff) -> *const Ha
     copy
 }
 
+/// The transition root's one entry, in the kernel's paging mode: the kernel root's for the copy
+/// (through the identity tables it maps only the copy).
+unsafe fn copy_identity_entry(low: LowPages, kernel_root: Root) {
+    let entry = kernel_root.entry(low.page);
+    ptr::write((low.root + (entry - kernel_root.table)) as *mut u64, ptr::read(entry as *const u64));
+}
+
 /// The Handoff the trampoline copy runs from: the kernel's root gets the copy's identity entry
 /// in the transition root, and the 64-bit continuation goes on to the normal handoff.
-pub unsafe fn handoff_args(low: LowPages, kernel_root: u64, args: &Handoff) -> *const Handoff {
-    let slot = paging::index(low.page, 0);
-    ptr::write((low.root as *mut u64).add(slot as usize), ptr::read((kernel_root as *const u64).add(slot as usize)));
+pub unsafe fn handoff_args(low: LowPages, kernel_root: Root, args: &Handoff) -> *const Handoff {
+    copy_identity_entry(low, kernel_root);
     prepare(low, &highboot_long64, args)
 }
 
@@ -111,13 +137,12 @@ pub unsafe fn handoff_args(low: LowPages, kernel_root: u64, args: &Handoff) -> *
 ///
 /// # Safety
 /// `low` is ours and identity-mapped; `kernel_root` maps the copy at its identity address.
-pub unsafe fn prepare_ap_start(low: LowPages, kernel_root: u64, start: &abi::ApStart) {
+pub unsafe fn prepare_ap_start(low: LowPages, kernel_root: Root, start: &abi::ApStart) {
     let data = low.page + offset(&highboot_trampoline_data);
     ptr::write_unaligned((data + abi::TDATA_AP_FAR32) as *mut u32, (low.page + offset(&highboot_ap32)) as u32);
     ptr::write_unaligned((data + abi::TDATA_AP_FAR64) as *mut u32, (low.page + offset(&highboot_ap64)) as u32);
     ptr::write((data + abi::TDATA_AP) as *mut abi::ApStart, *start);
-    let slot = paging::index(low.page, 0);
-    ptr::write((low.root as *mut u64).add(slot as usize), ptr::read((kernel_root as *const u64).add(slot as usize)));
+    copy_identity_entry(low, kernel_root);
 }
 
 /// The BSP's handoff from the copy (the kernel's tables map the copy, not the loader's page):

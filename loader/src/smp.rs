@@ -404,6 +404,7 @@ pub unsafe fn start(
     block: &mut Block,
     place: &Placement,
     low: Option<LowPages>,
+    root: paging::Root,
     nx: bool,
     nx_mask: u64,
 ) -> Started {
@@ -413,12 +414,10 @@ pub unsafe fn start(
     // (Limine's revision 5 on: none of them).
     let (bsp_cr0, bsp_cr4) = if protocol::EXACT_ENTRY_STATE { (0, 0) } else { (cpu::read_cr0(), cpu::read_cr4()) };
     let start = ApStart {
-        cr3: block.root,
+        cr3: root.table,
         transition_cr3: low.root,
         cr0: (bsp_cr0 & (cr0::MP | cr0::NE)) | cr0::PE | cr0::ET | cr0::WP | cr0::PG,
-        cr4: cr4::PAE
-            | (bsp_cr4 & (cr4::PGE | cr4::OSFXSR | cr4::OSXMMEXCPT))
-            | if plan::tables::LEVELS == 5 { cr4::LA57 } else { 0 },
+        cr4: cr4::PAE | (bsp_cr4 & (cr4::PGE | cr4::OSFXSR | cr4::OSXMMEXCPT)) | paging_mode::cr4_la57(root.levels),
         efer: efer::LME | if nx { efer::NXE } else { 0 },
         trampoline_va: place.slid(plan::ranges::TRAMPOLINE_VA),
         descriptors_va: place.direct(block.in_area(layout.desc_off)),
@@ -428,7 +427,7 @@ pub unsafe fn start(
         pat: handover::entry_pat(),
         lint_nmi: if protocol::EXACT_ENTRY_STATE { aps_lint_nmi(census) } else { 0 },
     };
-    paging_mode::prepare_ap_start(low, block.root, &start);
+    paging_mode::prepare_ap_start(low, root, &start);
 
     let base = cpu::rdmsr(msr::APIC_BASE);
     if census.switch_to_x2apic {

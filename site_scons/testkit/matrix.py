@@ -84,6 +84,14 @@ def limine_configs(build_dir: str) -> dict[str, BuildConfig]:
         "limine-lld-kaslr": limine_config("lld-pie", (initrd,), "kaslr", kaslr=True),
         # The 5-level layout; the kernel asks for 4..5-level (its default).
         "limine-la57": limine_config("gcc-pie", (font,), "la57", layout=LA57_LAYOUT),
+        # The 4-level layout and a kernel that allows 5-level paging only: 5-level on a CPU with LA57
+        # (the planned tables under a 5-level root), refused at boot elsewhere.
+        "limine-la57-only": limine_config("gcc-pie", (font,), "la57 only", (("PAGING_MIN", "1"), ("PAGING_MAX", "1"))),
+        # The 4-level layout from a firmware in 5-level paging (a test build's): 5-level paging for the
+        # kernel (it prefers it) with no paging-mode change.
+        "limine-fw5": limine_config("gcc-pie", (font,), "fw5", fault="firmware_5level"),
+        # Base revision 0: the lower half identity-maps memory (under a 5-level root too).
+        "limine-rev0": limine_config("gcc-pie", (font,), "rev0", (("BASE_REVISION", "0"),)),
         # Base revision 3: RSDP, SMBIOS and the EFI system table physical; the HHDM restricted.
         "limine-rev3": limine_config("gcc-pie", (font,), "rev3", (("BASE_REVISION", "3"),)),
         # Base revision 5: the exact register state, the local APICs, the firmware's tables RESERVED_MAPPED.

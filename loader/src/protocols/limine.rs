@@ -435,6 +435,12 @@ unsafe fn fill_known(info: &mut Info, place: &Placement, machine: &Machine, hand
     if let Some(at) = lim::HHDM {
         info.response::<lim::HhdmResponse>(at).offset = info.hhdm;
     }
+    if let Some(at) = lim::PAGING_MODE {
+        // A 4-level layout the kernel prefers 5-level paging on: this CPU decides.
+        let five = crate::paging_mode::kernel_levels(&machine.features) == 5;
+        info.response::<lim::PagingModeResponse>(at).mode =
+            if five { lim::PAGING_MODE_5LVL } else { lim::PAGING_MODE_4LVL };
+    }
     if let Some(at) = lim::EXECUTABLE_ADDRESS {
         let r = info.response::<lim::ExecutableAddressResponse>(at);
         r.physical_base = info.image;

@@ -52,7 +52,7 @@ LOADER_ESP_FILE = "EFI/BOOT/BOOTX64.EFI"
 DEFAULT_KERNEL_ESP_PATH = "\\" + KERNEL_ESP_FILE.replace("/", "\\")
 #: plan.json's format: raised whenever a field is added, removed or changes meaning, so a plan.json
 #: of another version is refused rather than misread.
-PLAN_FORMAT = 7
+PLAN_FORMAT = 8
 
 
 @dataclass(frozen=True)

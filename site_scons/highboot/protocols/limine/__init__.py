@@ -45,10 +45,12 @@ class LimineProtocol(Protocol):
         return header_context()
 
     def context(self) -> dict[str, object]:
-        boot = [spec.BY_NAME[n].response for n in BOOT if spec.BY_NAME[n].response.fields[1:]]
+        # The paging mode is answered at build time, and written at boot when the CPU decides it.
+        filled = (*BOOT, "paging_mode")
+        boot = [spec.BY_NAME[n].response for n in filled if spec.BY_NAME[n].response.fields[1:]]
         return {**super().context(), **header_context(),
                 "limine_if_present": IF_PRESENT,
-                "limine_boot_fills": [n for n in BOOT if n not in ("module", "entropy")],
+                "limine_boot_fills": [n for n in filled if n not in ("module", "entropy")],
                 "limine_rust_structs": [*spec.STRUCTS, *boot],
                 "limine_rust_type": _rust_type,
                 "limine_pat": spec.PAT,

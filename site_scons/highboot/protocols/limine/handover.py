@@ -12,13 +12,14 @@ blob in the area.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from highboot import __version__
 from highboot.errors import HighbootError
 from highboot.inputs.kernel import KernelImage, SegmentFlags
 from highboot.protocols.limine import spec
-from highboot.protocols.limine.scan import LimineKernel
+from highboot.protocols.limine.scan import FoundRequest, LimineKernel
 from highboot.units import align_up, hex_addr
 
 PAGE = 4096
@@ -89,8 +90,14 @@ class LimineHandover:
     fills: tuple[tuple[str, int], ...]
     stack_size: int
     entry: int | None  # the entry point request's entry (link address), or None: the ELF's
-    paging_mode: int
+    paging_mode: int  # the response's mode as the build writes it (the layout's depth)
     x2apic: bool  # the MP request asks for x2APIC mode
+    #: A 4-level layout and a kernel that prefers 5-level paging: on a CPU with LA57 the loader runs
+    #: the planned 4-level tables under a 5-level root (their top 128 TiB walk alike in both modes)
+    #: and the response says 5-level (the loader writes it: fills "paging_mode").
+    la57_at_boot: bool = False
+    #: With la57_at_boot: the request's min_mode is 5-level, so a CPU without LA57 is refused at boot.
+    la57_required: bool = False
     unanswered: tuple[tuple[str, str], ...] = field(default=())  # (request, why) for `scons map`
     requests: tuple[ListedRequest, ...] = field(default=())
 
@@ -160,6 +167,7 @@ def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdl
                                             f"keeps: booted with revision {revision}, the tag left unacknowledged "
                                             "(LIMINE_BASE_REVISION_SUPPORTED is false for the kernel)"))
     stack_size, entry = MIN_STACK, None
+    la57_at_boot = la57_required = False
     mode = spec.PAGING_MODE_5LVL if levels == 5 else spec.PAGING_MODE_4LVL
     if levels == 5 and marks.request("paging_mode") is None:
         # A kernel that does not ask gets 4-level paging from a Limine loader (and may build its
@@ -197,15 +205,10 @@ def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdl
             # Whole pages: every CPU's stack is this size, and the stacks are mapped page by page.
             stack_size = max(MIN_STACK, align_up(req.field("stack_size"), PAGE))
         elif name == "paging_mode":
-            low = req.field("min_mode") if req.revision >= 1 else spec.PAGING_MODE_4LVL
-            high = req.field("max_mode") if req.revision >= 1 else req.field("mode")
-            if not low <= mode <= high:
-                names = {spec.PAGING_MODE_4LVL: "4-level", spec.PAGING_MODE_5LVL: "5-level"}
-                raise refuse(f"the kernel asks for {names.get(low, low)} to {names.get(high, high)} paging; the "
-                             f"layout gives {levels}-level paging (choose a layout of another depth: "
-                             f"LAYOUT=templates/layouts/linux-x86_64{'-la57' if levels == 4 else ''}.toml)",
-                             req.vaddr)
+            la57_at_boot, la57_required = _paging_mode(req, levels, refuse)
             blob.put(response, known.response, mode=mode)
+            if la57_at_boot:
+                fills.append(("paging_mode", response))
         elif name == "entry_point":
             entry = req.field("entry")
             if not any(s.flags & SegmentFlags.EXECUTE and s.vaddr <= entry < s.end for s in kernel.segments):
@@ -245,17 +248,49 @@ def plan_handover(kernel: KernelImage, marks: LimineKernel, *, levels: int, cmdl
             fills.append((name, response))
         answers.append(Answer(name, req.vaddr, response, name if name in IF_PRESENT else ""))
     whys = dict(unanswered)
-    listed = tuple(ListedRequest(r.name, r.id, r.revision, r.vaddr, _how(r.name, whys)) for r in marks.requests)
+    decided_at_boot = {"paging_mode": "5-level paging on a CPU with LA57, " + (
+        "else refused (the kernel asks for 5-level only)" if la57_required else "else 4-level")} if la57_at_boot else {}
+    listed = tuple(ListedRequest(r.name, r.id, r.revision, r.vaddr, _how(r.name, whys, decided_at_boot))
+                   for r in marks.requests)
     return LimineHandover(
         base_revision=marks.base_revision, revision=revision, tag_va=marks.tag_vaddr,
         supported=marks.base_revision <= SUPPORTED_REVISION, blob=blob.data.hex(), fixups=tuple(blob.fixups),
         answers=tuple(answers), fills=tuple(fills), stack_size=stack_size, entry=entry, paging_mode=mode,
+        la57_at_boot=la57_at_boot, la57_required=la57_required,
         x2apic=bool((mp := marks.request("mp")) and mp.field("flags") & spec.MP_X2APIC),
         unanswered=tuple(unanswered), requests=listed)
 
 
-def _how(name: str, unanswered: dict[str, str]) -> str:
-    """How highboot answers a request, in words."""
+_MODE_NAMES = {spec.PAGING_MODE_4LVL: "4-level", spec.PAGING_MODE_5LVL: "5-level"}
+
+
+def _paging_mode(req: FoundRequest, levels: int, refuse: Callable[[str, int], HighbootError]) -> tuple[bool, bool]:
+    """The paging mode request against the layout's depth: (la57_at_boot, la57_required), as
+    LimineHandover says. A Limine loader gives the preferred mode (clamped to min..max) when the CPU has
+    it, else the next one within min..max. A 5-level layout gives 5-level paging; a 4-level layout
+    gives 4-level paging, or 5-level over the same tables when the kernel prefers it (or allows only
+    it) and the CPU has LA57."""
+    low = req.field("min_mode") if req.revision >= 1 else spec.PAGING_MODE_4LVL
+    high = req.field("max_mode") if req.revision >= 1 else req.field("mode")
+    five = spec.PAGING_MODE_5LVL
+    if levels == 5 or not low <= five <= high:
+        mode = five if levels == 5 else spec.PAGING_MODE_4LVL
+        if not low <= mode <= high:
+            hint = ("choose a 4-level layout: LAYOUT=templates/layouts/linux-x86_64.toml" if levels == 5 else
+                    "x86-64 has modes 0, 4-level, and 1, 5-level")
+            raise refuse(f"the kernel asks for {_MODE_NAMES.get(low, low)} to {_MODE_NAMES.get(high, high)} paging; "
+                         f"the layout gives {levels}-level paging ({hint})", req.vaddr)
+        return False, False
+    four_allowed = low <= spec.PAGING_MODE_4LVL
+    preferred = min(max(req.field("mode"), low), high)
+    return preferred == five or not four_allowed, not four_allowed
+
+
+def _how(name: str, unanswered: dict[str, str], decided_at_boot: dict[str, str]) -> str:
+    """How highboot answers a request, in words (`decided_at_boot`: a build-time answer the boot
+    changes, and how)."""
+    if name in decided_at_boot:
+        return f"at boot: {decided_at_boot[name]}"
     if name in unanswered:
         return f"not answered: {unanswered[name]}"
     if name in BUILD:
