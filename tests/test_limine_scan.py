@@ -276,6 +276,7 @@ def test_the_paging_mode_is_the_layouts(tmp_path: Path) -> None:
     (request(PAGING, 0, 1), False),  # revision 0: the mode, 4-level the fallback
     (request(PAGING, 1, 1, 1, 1), True),  # 5-level only
     (request(PAGING, 1, 0, 1, 1), True),  # the preferred mode below min_mode: min_mode's
+    (request(PAGING, 1, 2, 2, 0), False),  # a mode x86-64 has not (2): clamped to 5-level first, as Limine
 ])
 def test_a_kernel_preferring_five_levels_on_a_four_level_layout_gets_them_at_boot(
         tmp_path: Path, data: bytes, required: bool) -> None:

@@ -282,7 +282,8 @@ def _paging_mode(req: FoundRequest, levels: int, refuse: Callable[[str, int], Hi
                          f"the layout gives {levels}-level paging ({hint})", req.vaddr)
         return False, False
     four_allowed = low <= spec.PAGING_MODE_4LVL
-    preferred = min(max(req.field("mode"), low), high)
+    # (As Limine: the mode first clamped to what x86-64 has, then to min..max.)
+    preferred = min(max(min(req.field("mode"), five), low), high)
     return preferred == five or not four_allowed, not four_allowed
 
 
