@@ -38,6 +38,7 @@ class BootBuild:
     plan: list[Any]  # plan.json
     kernel: Any  # the kernel ELF
     esp_dir: str
+    secure_vars: str | None = None  # a signed loader's OVMF VARS file, its key enrolled (None: not signed)
 
 
 def _fail(target: Any, exc: HighbootError) -> SCons.Errors.BuildError:
@@ -295,14 +296,16 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
         CARGO_ENV={"HIGHBOOT_GEN": gen.abspath}, CARGO_PLAN=tenv.File(plan[0]).abspath)
     esp_dir = f"{out}/esp"
     bootx64 = tenv.PECheck(f"{out}/loader/BOOTX64.EFI", loader)
+    secure_vars = None
     if cfg.sign:
+        secure_vars = tenv.File(f"{out}/secure-vars.fd").abspath
         key, cert = cfg.keys or (env["SIGN_KEY"], env["SIGN_CERT"])
         if not (env.GetOption("clean") or env.GetOption("help") or env.GetOption("no_exec")):
             try:
                 ensure_keys(key, cert)  # made on first use, now: the build reads them like any input
             except HighbootError as exc:
                 _stop(exc)
-        bootx64 = tenv.SignLoader([f"{out}/loader/BOOTX64.signed.EFI", f"{out}/secure-vars.fd"],
+        bootx64 = tenv.SignLoader([f"{out}/loader/BOOTX64.signed.EFI", secure_vars],
                                   [bootx64[0], tenv.fs.File(os.path.abspath(key)), tenv.fs.File(os.path.abspath(cert))])
     # The ESP is replaced whole once every part of it is built (build.install_esp): a failed or killed
     # build never leaves a loader beside a kernel or a module it was not built for. SCons must not
@@ -312,7 +315,7 @@ def _boot_build(env: Any, out: str, cfg: BuildConfig, shape_kernels: dict[str, A
                           [bootx64[0], kernel] + modules + plan, ESP_DIR=esp_dir)
     tenv.Precious(esp)
     return BootBuild(nodes=esp + bootx64[1:] + header + test_report + scripts[True] + scripts[False], esp=esp,
-                     plan=plan, kernel=kernel, esp_dir=esp_dir)
+                     plan=plan, kernel=kernel, esp_dir=esp_dir, secure_vars=secure_vars)
 
 
 def _shape_kernels(env: Any, out: str) -> dict[str, Any]:
@@ -361,7 +364,7 @@ def _machine_build(env: Any, build_dir: str, machines: list[tuple[Any, Any]], ma
                    builds: dict[Any, BootBuild]) -> BootBuild:
     """A [test] machine's build: once per distinct configuration (`builds` holds those in the graph),
     in $BUILD_DIR/test/<the first machine that has it>."""
-    cfg = dict((m.name, c) for m, c in machines)[machine.name]
+    cfg = next(c for m, c in machines if m.name == machine.name)
     if cfg not in builds:
         first = next(m for m, c in machines if c == cfg)
         builds[cfg] = _boot_build(env, f"{build_dir}/test/{first.name}", cfg)
@@ -377,17 +380,14 @@ def _kernel_tests(env: Any, build_dir: str, machines: list[tuple[Any, Any]], tab
     from highboot.testing.table import boots as all_boots
     from highboot.testing.table import shard as slice_of
 
-    configs = {m.name: cfg for m, cfg in machines}
     results = env.Dir(f"{build_dir}/test-results").abspath
     mine = slice_of([b for b in all_boots(table) if only in (None, b.machine.name)], shard)
     nodes = []
     for boot in mine:
         built = _machine_build(env, build_dir, machines, boot.machine, builds)
-        cfg = configs[boot.machine.name]
-        secure_vars = env.File(f"{Path(built.esp_dir).parent}/secure-vars.fd").abspath if cfg.sign else None
         node = env.Command(str(result_file(results, boot.name)), built.nodes,
                            SCons.Action.Action(_kernel_boot_action, None))
-        _KERNEL_TESTS[node[0].abspath] = (env.Dir(built.esp_dir).abspath, boot, table, results, secure_vars)
+        _KERNEL_TESTS[node[0].abspath] = (env.Dir(built.esp_dir).abspath, boot, table, results, built.secure_vars)
         env.AlwaysBuild(node)
         nodes += node
     summary = env.Command("test.phony", nodes, SCons.Action.Action(_kernel_summary_action, None))

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from highboot.rendering.templates import write_atomic
-from highboot.testing.runner import Verdict
+from highboot.testing.runner import Verdict, tail_bytes
 from highboot.testing.table import Machine
 
 #: Lines of a failed boot's serial log quoted in the JUnit report.
@@ -68,12 +68,9 @@ def junit(verdicts: Sequence[Verdict], path: str | Path, *, suite: str) -> None:
 
 
 def _tail(log: str) -> str:
-    """The log's last LOG_TAIL lines (read from its last 64 KiB: a log may be large)."""
+    """The log's last LOG_TAIL lines (from its last 64 KiB)."""
     try:
-        with open(log, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - (64 << 10)))
-            text = f.read().decode("utf-8", "replace")
+        text = tail_bytes(log, 64 << 10).decode("utf-8", "replace")
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-LOG_TAIL:])

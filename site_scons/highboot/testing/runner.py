@@ -39,6 +39,9 @@ MAX_LOG = 64 << 20
 READ_CHUNK = 4 << 20
 #: The line the loader prints just before it jumps to the kernel: serial patterns match what follows.
 KERNEL_STARTED = "highboot: starting the kernel at "
+#: What a boot leaves under its results directory, beside <boot>: its serial log, its QEMU log (qemu_args'
+#: -d), its screenshot (PNG, or PPM where QEMU cannot write PNG) and its verdict.
+RESULT_SUFFIXES = (".qemu.log", ".log", ".png", ".ppm", ".json")
 #: How often the display is kept while the boot runs (seconds).
 SNAPSHOT_EVERY = 2.0
 #: How often serial, QMP and QEMU are looked at.
@@ -161,8 +164,8 @@ def run_boot(esp: str | Path, boot: Boot, table: TestTable, results: str | Path,
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     log = results / f"{boot.name}.log"
-    for old in (log, log.with_suffix(".png"), log.with_suffix(".ppm"), log.with_suffix(".qemu.log")):
-        old.unlink(missing_ok=True)
+    for suffix in RESULT_SUFFIXES:  # (nothing an earlier boot of this name left is taken for this one's)
+        (results / f"{boot.name}{suffix}").unlink(missing_ok=True)
     fw = find_firmware(secure_boot=secure_vars is not None)
     # The boot's files beside its results (a flood of serial fills that disk, not /tmp's memory); only
     # the QMP socket in a short directory of /tmp (a UNIX socket's path holds 107 bytes at most).
@@ -208,7 +211,7 @@ def _boot(esp: str | Path, boot: Boot, table: TestTable, fw: Firmware, work: Pat
         finally:
             _stop(proc, qmp)
     seconds = time.monotonic() - start
-    stderr = _tail_bytes(stderr_file, 1 << 16).decode("utf-8", "replace").strip()
+    stderr = tail_bytes(stderr_file, 1 << 16).decode("utf-8", "replace").strip()
     final = serial.read(final=True)
     serial.close(stderr)
     if status is not None and outcome[0] == "exit":
@@ -250,7 +253,8 @@ def _die_with_parent() -> None:
         pass
 
 
-def _tail_bytes(path: Path, size: int) -> bytes:
+def tail_bytes(path: str | Path, size: int) -> bytes:
+    """A file's last `size` bytes (a log may be large)."""
     with open(path, "rb") as f:
         f.seek(max(0, os.path.getsize(path) - size))
         return f.read()

@@ -7,11 +7,8 @@ from pathlib import Path
 
 from highboot.rendering.templates import write_atomic
 from highboot.testing import results as report
-from highboot.testing.runner import Verdict, run_boot
+from highboot.testing.runner import RESULT_SUFFIXES, Verdict, run_boot
 from highboot.testing.table import Boot, TestTable, boots
-
-#: What a boot leaves under test-results/: <boot>.log, .json, .png (.ppm), .qemu.log.
-RESULT_SUFFIXES = (".qemu.log", ".log", ".json", ".png", ".ppm")
 
 
 def prepare_results(results: str | Path, table: TestTable, shard: tuple[int, int] | None) -> None:
